@@ -1,0 +1,1 @@
+//! DynamoDB metadata store.

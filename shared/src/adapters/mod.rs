@@ -1,0 +1,5 @@
+//! Adapters: the ports implemented on AWS (DynamoDB + Secrets Manager) and on an embedded local file.
+
+pub mod dynamodb;
+pub mod embedded;
+pub mod secrets_manager;

@@ -1,0 +1,193 @@
+//! A connection: one authorized link between a tenant's app and one provider organisation.
+
+use super::people::{Identity, Recipients};
+use super::provider::{ProviderContext, ProviderKind};
+use super::status::{Actor, ConnectionStatus, InvalidTransition, StatusEvent, StatusTransition};
+use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Which of a connection's two vault slots holds its current credentials.
+///
+/// New credentials are always written to the slot that is *not* current, and only then does the
+/// metadata switch to it. So the current credentials are never overwritten in place (a crash between
+/// the vault write and the metadata write leaves the old ones intact and the new ones findable), and
+/// each slot takes half of the writes, which keeps an Exact Online connection in continuous use
+/// (~150 rotations a day) under Secrets Manager's ~100 versions per secret per 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VaultSlot {
+    #[serde(rename = "a")]
+    A,
+    #[serde(rename = "b")]
+    B,
+}
+
+impl VaultSlot {
+    pub fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::B => "b",
+        }
+    }
+}
+
+/// The exact vault version holding the connection's current credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsPointer {
+    pub slot: VaultSlot,
+    pub write: WriteId,
+}
+
+/// Written before a refresh calls the provider, cleared when the outcome is stored. A worker that finds
+/// it left behind knows a refresh was interrupted, which token it spent, and where the new credentials
+/// would have been written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshInFlight {
+    pub started_at: DateTime<Utc>,
+    /// The credentials whose refresh token is being spent.
+    pub spending: CredentialsPointer,
+    /// Where the new credentials go if the provider answers.
+    pub target: CredentialsPointer,
+}
+
+/// A cross-process refresh lease. Taking it bumps the connection's version, so writes fenced on the
+/// version read under the lease are refused once someone else has taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: LeaseOwner,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One failed attempt, kept for operators and for the "failing for days" rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub at: DateTime<Utc>,
+    /// The classified failure, e.g. `provider_unavailable`.
+    pub class: String,
+    /// The provider's own words, without secrets.
+    pub message: String,
+}
+
+/// Recent failures and the counters the refresh engine's cool-down reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureHistory {
+    pub consecutive: u32,
+    pub first_failure_at: Option<DateTime<Utc>>,
+    /// The most recent failures, newest last, at most [`FailureHistory::KEEP`].
+    pub recent: Vec<FailureRecord>,
+}
+
+impl FailureHistory {
+    pub const KEEP: usize = 10;
+
+    pub fn record(&mut self, failure: FailureRecord) {
+        if self.consecutive == 0 {
+            self.first_failure_at = Some(failure.at);
+        }
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.recent.push(failure);
+        if self.recent.len() > Self::KEEP {
+            let excess = self.recent.len() - Self::KEEP;
+            self.recent.drain(..excess);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.consecutive = 0;
+        self.first_failure_at = None;
+    }
+
+    /// Attempts that failed since `since` (for the per-hour ceiling).
+    pub fn failures_since(&self, since: DateTime<Utc>) -> usize {
+        self.recent.iter().filter(|f| f.at >= since).count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub tenant: TenantId,
+    pub app: AppId,
+    pub provider: ProviderKind,
+    /// A label the integration chose, shown to people.
+    pub display_name: Option<String>,
+    /// Discovered after authorization.
+    pub context: Option<ProviderContext>,
+    pub status: ConnectionStatus,
+    pub recipients: Recipients,
+    pub authorized_by: Option<Identity>,
+    /// When set, only this person may authorize (e.g. Acumatica's designated integration user).
+    pub required_identity: Option<Identity>,
+    pub credentials: Option<CredentialsPointer>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    /// When the scheduled refresh should next look at it; `None` keeps it out of the due index.
+    pub next_refresh_at: Option<DateTime<Utc>>,
+    pub failures: FailureHistory,
+    pub refresh_in_flight: Option<RefreshInFlight>,
+    /// Managed by the store's lease operations only; a save never changes it.
+    pub lease: Option<Lease>,
+    /// Optimistic concurrency: every successful write (and every lease acquisition) increments it.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Connection {
+    pub fn new(
+        tenant: TenantId,
+        app: AppId,
+        provider: ProviderKind,
+        recipients: Recipients,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ConnectionId::generate(),
+            tenant,
+            app,
+            provider,
+            display_name: None,
+            context: None,
+            status: ConnectionStatus::NotConnected,
+            recipients,
+            authorized_by: None,
+            required_identity: None,
+            credentials: None,
+            access_expires_at: None,
+            refresh_expires_at: None,
+            last_refresh_at: None,
+            next_refresh_at: None,
+            failures: FailureHistory::default(),
+            refresh_in_flight: None,
+            lease: None,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Applies a status event in place and returns the transition to store with the change.
+    pub fn apply(
+        &mut self,
+        event: StatusEvent,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<StatusTransition, InvalidTransition> {
+        let (next, transition) = self.status.apply(event, actor, at)?;
+        self.status = next;
+        self.updated_at = at;
+        Ok(transition)
+    }
+
+    pub fn lease_held_by(&self, owner: &LeaseOwner, now: DateTime<Utc>) -> bool {
+        self.lease.as_ref().is_some_and(|l| &l.owner == owner && l.expires_at > now)
+    }
+}

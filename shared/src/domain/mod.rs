@@ -1,0 +1,24 @@
+//! The domain: types that cannot hold an invalid value.
+
+pub mod api_key;
+pub mod authorization;
+pub mod connection;
+pub mod credentials;
+pub mod people;
+pub mod provider;
+pub mod status;
+pub mod tenant;
+
+pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
+pub use authorization::{new_one_time_secret, AuthorizationPurpose, Consumed, OneTimeKey, PendingAuthorization};
+pub use connection::{
+    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight, VaultSlot,
+};
+pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
+pub use people::{EmailAddress, Identity, Recipients};
+pub use provider::{ExactCountry, ProviderContext, ProviderKind, ProviderSettings, ServiceUrl};
+pub use status::{
+    Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent, StatusKind,
+    StatusTransition,
+};
+pub use tenant::{OAuthApp, RedirectUri, Tenant};

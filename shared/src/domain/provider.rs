@@ -1,0 +1,250 @@
+//! Which provider an app talks to, the settings that select its endpoints, and the context discovered
+//! after authorization that integrations need to call the provider.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use url::Url;
+
+/// The providers the broker knows how to speak to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Twinfield,
+    ExactOnline,
+    Acumatica,
+    /// Any RFC 6749 provider defined entirely by configuration.
+    Generic,
+}
+
+impl ProviderKind {
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Twinfield => "Twinfield",
+            Self::ExactOnline => "Exact Online",
+            Self::Acumatica => "Acumatica",
+            Self::Generic => "OAuth 2.0 provider",
+        }
+    }
+}
+
+/// Exact Online runs one host per country; a connection belongs to exactly one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExactCountry {
+    #[serde(rename = "nl")]
+    Netherlands,
+    #[serde(rename = "be")]
+    Belgium,
+    #[serde(rename = "de")]
+    Germany,
+    #[serde(rename = "co.uk")]
+    UnitedKingdom,
+    #[serde(rename = "com")]
+    UnitedStates,
+    #[serde(rename = "fr")]
+    France,
+    #[serde(rename = "es")]
+    Spain,
+}
+
+impl ExactCountry {
+    pub const ALL: [ExactCountry; 7] = [
+        Self::Netherlands,
+        Self::Belgium,
+        Self::Germany,
+        Self::UnitedKingdom,
+        Self::UnitedStates,
+        Self::France,
+        Self::Spain,
+    ];
+
+    /// The top-level domain of the country's host: `start.exactonline.<tld>`.
+    pub fn tld(self) -> &'static str {
+        match self {
+            Self::Netherlands => "nl",
+            Self::Belgium => "be",
+            Self::Germany => "de",
+            Self::UnitedKingdom => "co.uk",
+            Self::UnitedStates => "com",
+            Self::France => "fr",
+            Self::Spain => "es",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|c| c.tld() == value).ok_or_else(|| {
+            format!("unknown Exact Online country {value:?}: use one of nl, be, de, co.uk, com, fr, es")
+        })
+    }
+}
+
+/// A URL the broker will send credentials to: https, or http on a loopback address (local sandbox and
+/// tests only). No credentials, query or fragment in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceUrl(Url);
+
+impl ServiceUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url = Url::parse(value.trim()).map_err(|e| format!("{value:?} is not a URL ({e})"))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return Err(format!("{value:?} must be an https:// URL")),
+        }
+        if url.host_str().is_none() {
+            return Err(format!("{value:?} has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{value:?} must not contain credentials"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{value:?} must not have a query or fragment"));
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_url(&self) -> &Url {
+        &self.0
+    }
+
+    /// The URL without a trailing slash, for joining paths onto.
+    pub fn base(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+}
+
+impl TryFrom<String> for ServiceUrl {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ServiceUrl> for String {
+    fn from(url: ServiceUrl) -> String {
+        url.0.into()
+    }
+}
+
+impl fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.base())
+    }
+}
+
+/// What an app registration needs to reach its provider. Selecting the variant selects the provider,
+/// so an app can never hold, say, an Acumatica instance URL for an Exact Online registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum ProviderSettings {
+    Twinfield,
+    ExactOnline {
+        country: ExactCountry,
+    },
+    Acumatica {
+        instance_url: ServiceUrl,
+        /// The Acumatica tenant (company login name) the client id belongs to.
+        tenant: String,
+    },
+    Generic {
+        /// The name of a generic provider definition in the provider catalogue.
+        definition: String,
+    },
+}
+
+impl ProviderSettings {
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Self::Twinfield => ProviderKind::Twinfield,
+            Self::ExactOnline { .. } => ProviderKind::ExactOnline,
+            Self::Acumatica { .. } => ProviderKind::Acumatica,
+            Self::Generic { .. } => ProviderKind::Generic,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Acumatica { tenant, .. } if tenant.trim().is_empty() => {
+                Err("the Acumatica tenant is empty: give the tenant (company) name the client id was created in".into())
+            }
+            Self::Generic { definition } if definition.trim().is_empty() => {
+                Err("the generic provider definition name is empty".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a connection's data lives, discovered after authorization. Integrations get it with every
+/// session, and a reconnect must land on the same organisation, division or tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum ProviderContext {
+    Twinfield {
+        cluster_url: ServiceUrl,
+        organisation_code: String,
+        organisation_id: Option<String>,
+    },
+    ExactOnline {
+        base_url: ServiceUrl,
+        division: i64,
+    },
+    Acumatica {
+        instance_url: ServiceUrl,
+        tenant: String,
+    },
+    Generic {
+        /// The provider's name for the organisation or account, when it tells.
+        account: Option<String>,
+    },
+}
+
+impl ProviderContext {
+    /// What must not change across a reconnect: organisation, division or tenant. `None` when the
+    /// provider gives nothing to compare.
+    pub fn organisation_key(&self) -> Option<String> {
+        match self {
+            Self::Twinfield { organisation_code, .. } => Some(organisation_code.to_ascii_uppercase()),
+            Self::ExactOnline { division, .. } => Some(division.to_string()),
+            Self::Acumatica { instance_url, tenant } => {
+                Some(format!("{}|{}", instance_url.base(), tenant.to_ascii_lowercase()))
+            }
+            Self::Generic { account } => account.clone(),
+        }
+    }
+
+    /// A name a person recognises: the organisation, division or company.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Twinfield { organisation_code, .. } => format!("organisation {organisation_code}"),
+            Self::ExactOnline { division, .. } => format!("division {division}"),
+            Self::Acumatica { tenant, .. } => format!("tenant {tenant}"),
+            Self::Generic { account: Some(account) } => format!("account {account}"),
+            Self::Generic { account: None } => "the authorized account".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_urls_must_be_https_except_on_loopback() {
+        assert!(ServiceUrl::parse("https://acme.acumatica.com").is_ok());
+        assert!(ServiceUrl::parse("http://127.0.0.1:8080/acumatica/x").is_ok());
+        assert!(ServiceUrl::parse("http://acme.example.com").is_err());
+        assert!(ServiceUrl::parse("https://user:pw@acme.example.com").is_err());
+        assert!(ServiceUrl::parse("https://acme.example.com/?a=1").is_err());
+        assert!(ServiceUrl::parse("ftp://acme.example.com").is_err());
+    }
+
+    #[test]
+    fn exact_countries_round_trip() {
+        for country in ExactCountry::ALL {
+            assert_eq!(ExactCountry::parse(country.tld()).unwrap(), country);
+        }
+        assert!(ExactCountry::parse("uk").unwrap_err().contains("co.uk"));
+    }
+}

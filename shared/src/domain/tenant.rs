@@ -1,0 +1,103 @@
+//! Tenants and their OAuth app registrations.
+
+use super::provider::{ProviderKind, ProviderSettings};
+use crate::ids::{AppId, TenantId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// One customer of the broker: an integration vendor with its own apps, keys and connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// Shown to people in pages and emails.
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Tenant {
+    pub fn new(id: TenantId, display_name: &str, now: DateTime<Utc>) -> Result<Self, String> {
+        let display_name = display_name.trim();
+        if display_name.is_empty() || display_name.chars().count() > 120 {
+            return Err("a tenant's display name must be 1 to 120 characters".into());
+        }
+        Ok(Self { id, display_name: display_name.to_string(), created_at: now })
+    }
+}
+
+/// The redirect URI registered with the provider. Providers compare it exactly, so the broker stores it
+/// exactly as registered: https (http only on loopback), no fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RedirectUri(String);
+
+impl RedirectUri {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url = Url::parse(value).map_err(|e| format!("redirect URI {value:?} is not a URL ({e})"))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            return Err(format!("redirect URI {value:?} must use https"));
+        }
+        if url.fragment().is_some() {
+            return Err(format!("redirect URI {value:?} must not have a fragment"));
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RedirectUri {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RedirectUri> for String {
+    fn from(uri: RedirectUri) -> String {
+        uri.0
+    }
+}
+
+/// An OAuth app registered at a provider, on behalf of a tenant. Its client secret lives in the vault,
+/// never in this record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthApp {
+    pub tenant: TenantId,
+    pub id: AppId,
+    pub settings: ProviderSettings,
+    pub client_id: String,
+    pub redirect_uri: RedirectUri,
+    /// Scopes to request; empty means the provider definition's defaults.
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl OAuthApp {
+    pub fn provider(&self) -> ProviderKind {
+        self.settings.kind()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.settings.validate()?;
+        if self.client_id.trim().is_empty() {
+            return Err("the client id is empty: copy it from the provider's app registration".into());
+        }
+        if let ProviderSettings::Acumatica { tenant, .. } = &self.settings {
+            // Acumatica client ids are `<GUID>@<Tenant>`; a token only reaches that tenant.
+            let suffix = self.client_id.rsplit_once('@').map(|(_, t)| t);
+            if !suffix.is_some_and(|t| t.eq_ignore_ascii_case(tenant)) {
+                return Err(format!(
+                    "an Acumatica client id looks like <GUID>@{tenant}: check the Connected Applications screen"
+                ));
+            }
+        }
+        if self.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err("each scope must be one word without spaces".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! The core of the OAuth connection broker: the domain, the ports the functions depend on, the logic
+//! that keeps credentials safe, and the adapters for AWS and for the embedded local store.
+//!
+//! No Lambda or HTTP-framework types appear here; the functions under `functions/` map their transport
+//! onto these types.
+
+pub mod adapters;
+pub mod clock;
+pub mod credential_keeper;
+pub mod domain;
+pub mod ids;
+pub mod ports;
+pub mod secret;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use credential_keeper::{CredentialKeeper, KeeperError};

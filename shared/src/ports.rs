@@ -1,0 +1,232 @@
+//! Ports: what the core needs from storage. Two backends implement every one of them with the same
+//! semantics — AWS (DynamoDB + Secrets Manager) and the embedded local store — and one contract test
+//! suite (`tests/tests/store_contract.rs`) holds them to it.
+
+use crate::domain::{
+    ApiKeyPrefix, ApiKeyRecord, Connection, Consumed, Credentials, CredentialsPointer, OAuthApp, OneTimeKey,
+    PendingAuthorization, StatusTransition, Tenant, VaultSlot,
+};
+use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
+use crate::secret::ClientSecret;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The record changed since it was read, or the writer's lease was taken over: read it again and
+    /// decide afresh. Never retried blindly.
+    #[error("the record changed since it was read (or its lease was taken over); read it again")]
+    Conflict,
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("the page cursor is not valid: pass back the cursor from the previous page unchanged")]
+    InvalidCursor,
+    /// The backend could not be reached or refused the call; safe to retry later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    /// The same write id was used for different content: a bug in the caller, never a retry.
+    #[error("write {0} was already used for different content")]
+    WriteIdReused(String),
+    #[error("the vault is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a vault entry is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// One page of a listing. Pass `next_cursor` back to get the following page; `None` means the end.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub fn first(limit: u32) -> Self {
+        Self { limit: limit.clamp(1, Self::MAX_LIMIT), cursor: None }
+    }
+
+    pub fn after(limit: u32, cursor: Option<String>) -> Self {
+        Self { limit: limit.clamp(1, Self::MAX_LIMIT), cursor }
+    }
+}
+
+/// How a connection write is guarded.
+#[derive(Debug, Clone, Copy)]
+pub enum Fence<'a> {
+    /// The stored version must equal the one read (`Connection::version`).
+    Version,
+    /// As `Version`, and the lease must still belong to this owner.
+    Lease(&'a LeaseOwner),
+}
+
+#[derive(Debug, Clone)]
+pub enum LeaseAttempt {
+    /// The lease is ours; the connection as stored right after taking it (version already bumped).
+    Acquired(Connection),
+    /// Someone else holds an unexpired lease.
+    Busy { until: DateTime<Utc> },
+    Missing,
+}
+
+/// A connection the due index returned. The index may lag (DynamoDB GSIs are eventually
+/// consistent), so callers re-read the connection before acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueConnection {
+    pub id: ConnectionId,
+    pub tenant: TenantId,
+    pub next_refresh_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// Stores a new connection (its `version` must be 0) with its first transitions.
+    async fn insert_connection(
+        &self,
+        connection: &Connection,
+        transitions: &[StatusTransition],
+    ) -> Result<(), StoreError>;
+
+    /// A strongly consistent read, whatever the tenant. Internal callers only.
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError>;
+
+    /// A connection as one tenant may see it: another tenant's connection does not exist.
+    async fn get_tenant_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
+        Ok(self.get_connection(id).await?.filter(|c| &c.tenant == tenant))
+    }
+
+    /// Writes `connection` if the stored version still equals `connection.version` (and, for
+    /// [`Fence::Lease`], the lease is still this owner's), together with `transitions`, atomically.
+    /// The lease itself is never changed by a save. Returns the stored connection (version + 1).
+    async fn save_connection(
+        &self,
+        connection: &Connection,
+        fence: Fence<'_>,
+        transitions: &[StatusTransition],
+    ) -> Result<Connection, StoreError>;
+
+    /// Takes the refresh lease if it is free or expired (`now` decides). Taking it increments the
+    /// version, which fences off every writer that read the connection before.
+    async fn acquire_lease(
+        &self,
+        id: &ConnectionId,
+        owner: &LeaseOwner,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError>;
+
+    /// Gives the lease up if this owner still holds it; a lease already taken over is left alone.
+    async fn release_lease(&self, id: &ConnectionId, owner: &LeaseOwner) -> Result<(), StoreError>;
+
+    /// A tenant's connections, oldest first.
+    async fn list_connections(&self, tenant: &TenantId, page: PageRequest)
+        -> Result<Page<Connection>, StoreError>;
+
+    /// Connections whose `next_refresh_at` is at or before `due_by`, earliest first.
+    async fn due_for_refresh(
+        &self,
+        due_by: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Page<DueConnection>, StoreError>;
+
+    /// A connection's status transitions, oldest first.
+    async fn list_transitions(
+        &self,
+        id: &ConnectionId,
+        page: PageRequest,
+    ) -> Result<Page<StatusTransition>, StoreError>;
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    /// Creates or replaces an app registration (its client secret goes to the vault separately).
+    async fn put_app(&self, app: &OAuthApp) -> Result<(), StoreError>;
+    async fn get_app(&self, tenant: &TenantId, id: &AppId) -> Result<Option<OAuthApp>, StoreError>;
+    async fn list_apps(&self, tenant: &TenantId) -> Result<Vec<OAuthApp>, StoreError>;
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn get_api_key(&self, prefix: &ApiKeyPrefix) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Marks the key revoked; `false` when the tenant has no such key.
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        prefix: &ApiKeyPrefix,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+}
+
+#[async_trait]
+pub trait AuthorizationStateStore: Send + Sync {
+    /// Stores a pending authorization under the hash of its OAuth `state`.
+    async fn put_pending(&self, key: &OneTimeKey, pending: &PendingAuthorization) -> Result<(), StoreError>;
+
+    /// Removes and returns it in one atomic step: of concurrent callers, at most one gets `Fresh`.
+    /// An expired entry (by `now`) is never returned, even where the backend has not deleted it yet.
+    async fn consume_pending(
+        &self,
+        key: &OneTimeKey,
+        now: DateTime<Utc>,
+    ) -> Result<Consumed<PendingAuthorization>, StoreError>;
+}
+
+/// The token vault. Credentials live in two slots per connection (see [`VaultSlot`]); each write is
+/// identified by a [`WriteId`] and can be read back by it exactly.
+#[async_trait]
+pub trait TokenVault: Send + Sync {
+    /// Writes credentials to a slot as version `write`. Repeating the same write (same id, same
+    /// content) is a no-op; the same id with other content is [`VaultError::WriteIdReused`].
+    async fn put_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        slot: VaultSlot,
+        write: &WriteId,
+        credentials: &Credentials,
+    ) -> Result<(), VaultError>;
+
+    /// The credentials written as `pointer.write` in `pointer.slot`, if that version exists.
+    async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        pointer: &CredentialsPointer,
+    ) -> Result<Option<Credentials>, VaultError>;
+
+    /// Deletes both slots of a connection (disconnect).
+    async fn delete_credentials(&self, tenant: &TenantId, connection: &ConnectionId) -> Result<(), VaultError>;
+
+    async fn put_client_secret(&self, tenant: &TenantId, app: &AppId, secret: &ClientSecret)
+        -> Result<(), VaultError>;
+
+    async fn get_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<Option<ClientSecret>, VaultError>;
+}
+
+/// Everything the broker stores, as one metadata store plus the vault.
+pub trait MetadataStore: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore {}
+impl<T: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore> MetadataStore for T {}
