@@ -1,0 +1,162 @@
+//! Exact Online's REST API, reduced to `current/Me` and one division endpoint: enough to prove a
+//! token works, on the right country host, for the right division, with the rate headers clients read.
+
+use crate::accounts::Provider;
+use crate::exact::known_country;
+use crate::oauth_common as oc;
+use crate::state::{Sim, State};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
+use serde_json::{json, Value};
+
+/// Calls of one division in the current minute and day (60 per minute, 5000 per day by default).
+pub(crate) struct ApiWindow {
+    minute_start: DateTime<Utc>,
+    minute_calls: u32,
+    day: NaiveDate,
+    day_calls: u32,
+}
+
+pub(crate) async fn me(
+    AxState(sim): AxState<Sim>,
+    Path(country): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = sim.lock();
+    let now = sim.clock.now();
+    let Some(user) = authorised_user(&state, &country, &headers, now) else {
+        return oc::unauthorized();
+    };
+    let Some(entry) = state.accounts.exact_users.get(&user) else {
+        return oc::unauthorized();
+    };
+    let division = entry.user.current_division;
+    let body = json!({ "d": { "results": [{
+        "__metadata": {
+            "uri": format!("{}/api/v1/current/Me(guid'{}')", sim.exact_base(&country), entry.user_id),
+            "type": "Exact.Web.Api.System.Me"
+        },
+        "CurrentDivision": division,
+        "UserID": entry.user_id,
+        "UserName": entry.user.user_name,
+        "FullName": entry.user.full_name,
+    }]}});
+    rated(&mut state, division, now, body)
+}
+
+pub(crate) async fn divisions(
+    AxState(sim): AxState<Sim>,
+    Path((country, division)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = sim.lock();
+    let now = sim.clock.now();
+    let Some(user) = authorised_user(&state, &country, &headers, now) else {
+        return oc::unauthorized();
+    };
+    let Some(entry) = state.accounts.exact_users.get(&user) else {
+        return oc::unauthorized();
+    };
+    if !entry.user.divisions.contains(&division) {
+        return odata_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: the user has no access to this division.",
+        );
+    }
+    let results: Vec<Value> = entry
+        .user
+        .divisions
+        .iter()
+        .map(|d| json!({ "Code": d, "Description": format!("Demo division {d}"), "Country": country.to_uppercase() }))
+        .collect();
+    rated(
+        &mut state,
+        division,
+        now,
+        json!({ "d": { "results": results } }),
+    )
+}
+
+/// The token's user, if the token is live and was issued on this country host.
+fn authorised_user(
+    state: &State,
+    country: &str,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !known_country(country) {
+        return None;
+    }
+    let token = oc::bearer(headers)?;
+    let grant = state.oauth.live_access(&token, now)?;
+    (grant.provider == Provider::Exact && grant.location == country).then(|| grant.user.clone())
+}
+
+fn odata_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": { "code": "", "message": { "lang": "", "value": message } } })),
+    )
+        .into_response()
+}
+
+/// Counts the call against the division's limits and adds the `X-RateLimit-*` headers.
+fn rated(state: &mut State, division: i64, now: DateTime<Utc>, body: Value) -> Response {
+    let (minutely_limit, daily_limit) = (
+        state.knobs.exact_api_minutely_limit,
+        state.knobs.exact_api_daily_limit,
+    );
+    let minute_start = now.duration_trunc(Duration::minutes(1)).unwrap_or(now);
+    let w = state.exact_limits.api.entry(division).or_insert(ApiWindow {
+        minute_start,
+        minute_calls: 0,
+        day: now.date_naive(),
+        day_calls: 0,
+    });
+    if w.minute_start != minute_start {
+        (w.minute_start, w.minute_calls) = (minute_start, 0);
+    }
+    if w.day != now.date_naive() {
+        (w.day, w.day_calls) = (now.date_naive(), 0);
+    }
+    let over = w.minute_calls >= minutely_limit || w.day_calls >= daily_limit;
+    if !over {
+        w.minute_calls += 1;
+        w.day_calls += 1;
+    }
+    let day_reset = w
+        .day
+        .succ_opt()
+        .expect("date in range")
+        .and_hms_opt(0, 0, 0)
+        .expect("valid")
+        .and_utc();
+    let minute_reset = w.minute_start + Duration::minutes(1);
+    let mut response = if over {
+        odata_error(StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded.")
+    } else {
+        axum::Json(body).into_response()
+    };
+    let h = response.headers_mut();
+    let mut put = |name: &'static str, value: i64| {
+        h.insert(name, HeaderValue::from(value));
+    };
+    put("X-RateLimit-Limit", daily_limit as i64);
+    put(
+        "X-RateLimit-Remaining",
+        daily_limit.saturating_sub(w.day_calls) as i64,
+    );
+    put("X-RateLimit-Reset", day_reset.timestamp_millis());
+    put("X-RateLimit-Minutely-Limit", minutely_limit as i64);
+    put(
+        "X-RateLimit-Minutely-Remaining",
+        minutely_limit.saturating_sub(w.minute_calls) as i64,
+    );
+    put(
+        "X-RateLimit-Minutely-Reset",
+        minute_reset.timestamp_millis(),
+    );
+    response
+}

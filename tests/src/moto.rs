@@ -1,0 +1,65 @@
+//! moto server: the real AWS-compatible APIs (DynamoDB, Secrets Manager, SES) the adapters are tested
+//! against, reached by the real aws-sdk clients through `endpoint_url`.
+
+use crate::tools::{free_port, install_once, run, tools_dir, wait_for_port, Service};
+use anyhow::Result;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const MOTO_SPEC: &str = "moto[server]>=5,<6";
+
+fn venv() -> PathBuf {
+    tools_dir().join("venv")
+}
+
+/// Creates `.tools/venv` with moto, once per machine.
+pub fn install() -> Result<()> {
+    install_once("moto", || {
+        let venv = venv();
+        if !venv.join("bin/python").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", MOTO_SPEC]))
+    })
+}
+
+/// A running moto server on a free loopback port.
+pub struct Moto {
+    _service: Service,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Result<Self> {
+        install()?;
+        let port = free_port();
+        let program = venv().join("bin/moto_server");
+        let mut service = Service::spawn(
+            "moto",
+            &program,
+            &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+            &[],
+        )?;
+        wait_for_port(port, service.child(), Duration::from_secs(60), "moto_server")?;
+        Ok(Self { _service: service, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// SDK configuration pointing every client at this server, with throwaway credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto"))
+            .load()
+            .await
+    }
+}
+
+/// A name no other test in this process has used (tables and secret prefixes are per test).
+pub fn unique_name(base: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{base}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
