@@ -35,8 +35,14 @@ impl CredentialKeeper {
     /// Where the connection's next credentials will be written. Record it (e.g. in a refresh
     /// in-flight marker) before asking the provider, so an interrupted write can be found again.
     pub fn next_target(connection: &Connection) -> CredentialsPointer {
-        let slot = connection.credentials.as_ref().map_or(VaultSlot::A, |current| current.slot.other());
-        CredentialsPointer { slot, write: WriteId::generate() }
+        let slot = connection
+            .credentials
+            .as_ref()
+            .map_or(VaultSlot::A, |current| current.slot.other());
+        CredentialsPointer {
+            slot,
+            write: WriteId::generate(),
+        }
     }
 
     /// Writes `credentials` to `target`, then saves `connection` (with whatever else the caller changed)
@@ -51,24 +57,43 @@ impl CredentialKeeper {
         transitions: &[StatusTransition],
     ) -> Result<Connection, KeeperError> {
         debug_assert!(
-            connection.credentials.as_ref().is_none_or(|current| current.slot != target.slot),
+            connection
+                .credentials
+                .as_ref()
+                .is_none_or(|current| current.slot != target.slot),
             "the current slot must never be overwritten"
         );
         self.vault
-            .put_credentials(&connection.tenant, &connection.id, target.slot, &target.write, credentials)
+            .put_credentials(
+                &connection.tenant,
+                &connection.id,
+                target.slot,
+                &target.write,
+                credentials,
+            )
             .await?;
         if let Some(tokens) = credentials.token_set() {
             connection.access_expires_at = Some(tokens.access_expires_at);
             connection.refresh_expires_at = tokens.refresh_expires_at;
         }
         connection.credentials = Some(target);
-        Ok(self.store.save_connection(&connection, fence, transitions).await?)
+        Ok(self
+            .store
+            .save_connection(&connection, fence, transitions)
+            .await?)
     }
 
     /// The connection's current credentials.
-    pub async fn current(&self, connection: &Connection) -> Result<Option<Credentials>, VaultError> {
+    pub async fn current(
+        &self,
+        connection: &Connection,
+    ) -> Result<Option<Credentials>, VaultError> {
         match &connection.credentials {
-            Some(pointer) => self.vault.get_credentials(&connection.tenant, &connection.id, pointer).await,
+            Some(pointer) => {
+                self.vault
+                    .get_credentials(&connection.tenant, &connection.id, pointer)
+                    .await
+            }
             None => Ok(None),
         }
     }
@@ -79,6 +104,8 @@ impl CredentialKeeper {
         connection: &Connection,
         pointer: &CredentialsPointer,
     ) -> Result<Option<Credentials>, VaultError> {
-        self.vault.get_credentials(&connection.tenant, &connection.id, pointer).await
+        self.vault
+            .get_credentials(&connection.tenant, &connection.id, pointer)
+            .await
     }
 }

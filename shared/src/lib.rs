@@ -5,12 +5,16 @@
 //! onto these types.
 
 pub mod adapters;
+pub mod backend;
 pub mod clock;
 pub mod credential_keeper;
 pub mod domain;
 pub mod ids;
 pub mod ports;
+pub mod providers;
+pub mod refresh;
 pub mod secret;
+pub mod telemetry;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credential_keeper::{CredentialKeeper, KeeperError};

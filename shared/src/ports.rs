@@ -3,8 +3,8 @@
 //! suite (`tests/tests/store_contract.rs`) holds them to it.
 
 use crate::domain::{
-    ApiKeyPrefix, ApiKeyRecord, Connection, Consumed, Credentials, CredentialsPointer, OAuthApp, OneTimeKey,
-    PendingAuthorization, StatusTransition, Tenant, VaultSlot,
+    ApiKeyPrefix, ApiKeyRecord, Connection, Consumed, Credentials, CredentialsPointer, OAuthApp,
+    OneTimeKey, PendingAuthorization, StatusTransition, Tenant, VaultSlot,
 };
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use crate::secret::ClientSecret;
@@ -59,11 +59,17 @@ impl PageRequest {
     pub const MAX_LIMIT: u32 = 1000;
 
     pub fn first(limit: u32) -> Self {
-        Self { limit: limit.clamp(1, Self::MAX_LIMIT), cursor: None }
+        Self {
+            limit: limit.clamp(1, Self::MAX_LIMIT),
+            cursor: None,
+        }
     }
 
     pub fn after(limit: u32, cursor: Option<String>) -> Self {
-        Self { limit: limit.clamp(1, Self::MAX_LIMIT), cursor }
+        Self {
+            limit: limit.clamp(1, Self::MAX_LIMIT),
+            cursor,
+        }
     }
 }
 
@@ -81,7 +87,9 @@ pub enum LeaseAttempt {
     /// The lease is ours; the connection as stored right after taking it (version already bumped).
     Acquired(Connection),
     /// Someone else holds an unexpired lease.
-    Busy { until: DateTime<Utc> },
+    Busy {
+        until: DateTime<Utc>,
+    },
     Missing,
 }
 
@@ -112,7 +120,10 @@ pub trait ConnectionStore: Send + Sync {
         tenant: &TenantId,
         id: &ConnectionId,
     ) -> Result<Option<Connection>, StoreError> {
-        Ok(self.get_connection(id).await?.filter(|c| &c.tenant == tenant))
+        Ok(self
+            .get_connection(id)
+            .await?
+            .filter(|c| &c.tenant == tenant))
     }
 
     /// Writes `connection` if the stored version still equals `connection.version` (and, for
@@ -139,8 +150,11 @@ pub trait ConnectionStore: Send + Sync {
     async fn release_lease(&self, id: &ConnectionId, owner: &LeaseOwner) -> Result<(), StoreError>;
 
     /// A tenant's connections, oldest first.
-    async fn list_connections(&self, tenant: &TenantId, page: PageRequest)
-        -> Result<Page<Connection>, StoreError>;
+    async fn list_connections(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Connection>, StoreError>;
 
     /// Connections whose `next_refresh_at` is at or before `due_by`, earliest first.
     async fn due_for_refresh(
@@ -184,7 +198,11 @@ pub trait ApiKeyStore: Send + Sync {
 #[async_trait]
 pub trait AuthorizationStateStore: Send + Sync {
     /// Stores a pending authorization under the hash of its OAuth `state`.
-    async fn put_pending(&self, key: &OneTimeKey, pending: &PendingAuthorization) -> Result<(), StoreError>;
+    async fn put_pending(
+        &self,
+        key: &OneTimeKey,
+        pending: &PendingAuthorization,
+    ) -> Result<(), StoreError>;
 
     /// Removes and returns it in one atomic step: of concurrent callers, at most one gets `Fresh`.
     /// An expired entry (by `now`) is never returned, even where the backend has not deleted it yet.
@@ -219,14 +237,29 @@ pub trait TokenVault: Send + Sync {
     ) -> Result<Option<Credentials>, VaultError>;
 
     /// Deletes both slots of a connection (disconnect).
-    async fn delete_credentials(&self, tenant: &TenantId, connection: &ConnectionId) -> Result<(), VaultError>;
+    async fn delete_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> Result<(), VaultError>;
 
-    async fn put_client_secret(&self, tenant: &TenantId, app: &AppId, secret: &ClientSecret)
-        -> Result<(), VaultError>;
+    async fn put_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        secret: &ClientSecret,
+    ) -> Result<(), VaultError>;
 
-    async fn get_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<Option<ClientSecret>, VaultError>;
+    async fn get_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+    ) -> Result<Option<ClientSecret>, VaultError>;
 }
 
 /// Everything the broker stores, as one metadata store plus the vault.
-pub trait MetadataStore: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore {}
+pub trait MetadataStore:
+    ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore
+{
+}
 impl<T: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore> MetadataStore for T {}

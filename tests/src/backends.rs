@@ -27,7 +27,12 @@ pub struct AwsParts {
 pub fn embedded() -> Backend {
     let dir = temp_dir("embedded");
     let store = EmbeddedStore::open(dir.join("broker.db")).expect("opening the embedded store");
-    Backend { name: "embedded", store: Arc::new(store.clone()), vault: Arc::new(store), aws: None }
+    Backend {
+        name: "embedded",
+        store: Arc::new(store.clone()),
+        vault: Arc::new(store),
+        aws: None,
+    }
 }
 
 /// The AWS adapters against this process's moto server, on a fresh table and secret prefix.
@@ -37,17 +42,27 @@ pub async fn aws() -> Backend {
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let table = unique_name("broker");
-    DynamoStore::create_table(&dynamodb, &table).await.expect("creating the table in moto");
+    DynamoStore::create_table(&dynamodb, &table)
+        .await
+        .expect("creating the table in moto");
     let secret_prefix = unique_name("connection-broker/test");
     let vault = SecretsManagerVault::new(
         secrets.clone(),
-        VaultNaming { prefix: secret_prefix.clone(), kms_key_id: None },
+        VaultNaming {
+            prefix: secret_prefix.clone(),
+            kms_key_id: None,
+        },
     );
     Backend {
         name: "aws",
         store: Arc::new(DynamoStore::new(dynamodb.clone(), table.clone())),
         vault: Arc::new(vault),
-        aws: Some(AwsParts { dynamodb, secrets, table, secret_prefix }),
+        aws: Some(AwsParts {
+            dynamodb,
+            secrets,
+            table,
+            secret_prefix,
+        }),
     }
 }
 

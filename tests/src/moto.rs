@@ -22,7 +22,12 @@ pub fn install() -> Result<()> {
         if !venv.join("bin/python").exists() {
             run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
         }
-        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", MOTO_SPEC]))
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            MOTO_SPEC,
+        ]))
     })
 }
 
@@ -40,11 +45,24 @@ impl Moto {
         let mut service = Service::spawn(
             "moto",
             &program,
-            &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+            &[
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ],
             &[],
         )?;
-        wait_for_port(port, service.child(), Duration::from_secs(60), "moto_server")?;
-        Ok(Self { _service: service, endpoint: format!("http://127.0.0.1:{port}") })
+        wait_for_port(
+            port,
+            service.child(),
+            Duration::from_secs(60),
+            "moto_server",
+        )?;
+        Ok(Self {
+            _service: service,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
     }
 
     /// SDK configuration pointing every client at this server, with throwaway credentials.
@@ -52,7 +70,9 @@ impl Moto {
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "moto",
+            ))
             .load()
             .await
     }
@@ -61,5 +81,9 @@ impl Moto {
 /// A name no other test in this process has used (tables and secret prefixes are per test).
 pub fn unique_name(base: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{base}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{base}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -1,1 +1,167 @@
 //! oidc-provider (npm): a real OAuth 2.0 / OpenID Connect server for the generic provider tests.
+//!
+//! The version is pinned by `tests/oidc/package.json` and its lockfile; the first run installs it with
+//! `npm ci` into `.tools/oidc`. Each [`OidcProvider`] runs `tests/oidc/server.mjs` on a free loopback port
+//! with one confidential client (PKCE required, refresh tokens rotated) and an interaction that signs in
+//! a fixed account and consents automatically; [`OidcProvider::follow_authorization`] plays the browser.
+
+use crate::tools::{
+    free_port, install_once, run, tools_dir, wait_for_port, workspace_root, Service,
+};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The account the interaction signs in (the `sub` of every token).
+pub const ACCOUNT: &str = "test-user";
+
+fn source_dir() -> PathBuf {
+    workspace_root().join("tests").join("oidc")
+}
+
+fn install_dir() -> PathBuf {
+    tools_dir().join("oidc")
+}
+
+/// Installs the pinned oidc-provider into `.tools/oidc`, once per lockfile.
+pub fn install() -> Result<()> {
+    let lock = std::fs::read(source_dir().join("package-lock.json"))
+        .context("reading tests/oidc/package-lock.json")?;
+    // A changed lockfile installs again: the marker is named after its content.
+    let mut hasher = DefaultHasher::new();
+    lock.hash(&mut hasher);
+    install_once(&format!("oidc-{:016x}", hasher.finish()), || {
+        let dir = install_dir();
+        std::fs::create_dir_all(&dir)?;
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(source_dir().join(file), dir.join(file))
+                .with_context(|| format!("copying {file}"))?;
+        }
+        let npm = run(Command::new("npm")
+            .arg("ci")
+            .arg("--prefix")
+            .arg(&dir)
+            .args([
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ]));
+        npm.context("npm ci failed: oidc-provider needs Node.js 20.19 or later with npm on PATH")
+    })
+}
+
+/// A running oidc-provider; stopped when dropped.
+pub struct OidcProvider {
+    _service: Service,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+}
+
+impl OidcProvider {
+    /// Starts a server whose one client may redirect to `redirect_uri`.
+    pub fn start(redirect_uri: &str) -> Result<Self> {
+        install()?;
+        let port = free_port();
+        let client_id = "broker-tests".to_string();
+        let client_secret = format!("oidc-client-secret-{port}");
+        let script = source_dir().join("server.mjs");
+        let envs = [
+            (
+                "OIDC_MODULES",
+                install_dir().join("node_modules").display().to_string(),
+            ),
+            ("OIDC_PORT", port.to_string()),
+            ("OIDC_CLIENT_ID", client_id.clone()),
+            ("OIDC_CLIENT_SECRET", client_secret.clone()),
+            ("OIDC_REDIRECT_URI", redirect_uri.to_string()),
+        ];
+        let mut service = Service::spawn(
+            "oidc-provider",
+            Path::new("node"),
+            &[script.display().to_string()],
+            &envs,
+        )?;
+        wait_for_port(
+            port,
+            service.child(),
+            Duration::from_secs(30),
+            "oidc-provider",
+        )?;
+        Ok(Self {
+            _service: service,
+            issuer: format!("http://127.0.0.1:{port}"),
+            client_id,
+            client_secret,
+            redirect_uri: redirect_uri.to_string(),
+        })
+    }
+
+    /// Plays the browser: opens the authorization URL and follows the provider's redirects through its
+    /// automatic sign-in and consent, keeping cookies, until it redirects to the redirect URI. Returns
+    /// that final URL (with `code` and `state`, or `error`).
+    pub async fn follow_authorization(&self, authorization_url: &str) -> Result<reqwest::Url> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let mut jar: HashMap<String, String> = HashMap::new();
+        let mut url = reqwest::Url::parse(authorization_url)?;
+        for _ in 0..12 {
+            let cookies = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut request = http.get(url.clone());
+            if !cookies.is_empty() {
+                request = request.header(reqwest::header::COOKIE, cookies);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("GET {}", url.path()))?;
+            for header in response.headers().get_all(reqwest::header::SET_COOKIE) {
+                remember_cookie(&mut jar, header.to_str().unwrap_or_default());
+            }
+            let status = response.status();
+            let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+                let body = response.text().await.unwrap_or_default();
+                bail!(
+                    "oidc-provider answered {status} without a redirect at {}: {body:.500}",
+                    url.path()
+                );
+            };
+            url = url.join(location.to_str()?)?;
+            if url.as_str().starts_with(&self.redirect_uri) {
+                return Ok(url);
+            }
+        }
+        bail!(
+            "oidc-provider did not redirect back to {} within 12 hops",
+            self.redirect_uri
+        )
+    }
+}
+
+/// A cookie jar good enough for one loopback host: names and values, deletions honoured.
+fn remember_cookie(jar: &mut HashMap<String, String>, set_cookie: &str) {
+    let mut parts = set_cookie.split(';');
+    let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+        return;
+    };
+    let (name, value) = (name.trim().to_string(), value.trim().to_string());
+    let expired = parts
+        .map(|a| a.trim().to_ascii_lowercase())
+        .any(|a| a == "max-age=0" || a.starts_with("expires=thu, 01 jan 1970"));
+    if expired || value.is_empty() {
+        jar.remove(&name);
+    } else {
+        jar.insert(name, value);
+    }
+}

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root (the folder with the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// `<workspace>/.tools`, ignored by git.
@@ -24,10 +27,14 @@ pub fn tools_dir() -> PathBuf {
 pub fn install_once(name: &str, install: impl FnOnce() -> Result<()>) -> Result<()> {
     let dir = tools_dir();
     let marker = dir.join(format!("{name}.installed"));
-    let lock = File::create(dir.join(format!("{name}.lock"))).context("creating the install lock")?;
+    let lock =
+        File::create(dir.join(format!("{name}.lock"))).context("creating the install lock")?;
     lock.lock().context("taking the install lock")?;
     if !marker.exists() {
-        eprintln!("[harness] installing {name} into {} (first run only)", dir.display());
+        eprintln!(
+            "[harness] installing {name} into {} (first run only)",
+            dir.display()
+        );
         install().with_context(|| format!("installing {name}"))?;
         fs::write(&marker, b"ok")?;
     }
@@ -37,7 +44,9 @@ pub fn install_once(name: &str, install: impl FnOnce() -> Result<()>) -> Result<
 
 /// Runs a command to completion, failing with its output when it fails.
 pub fn run(command: &mut Command) -> Result<()> {
-    let output = command.output().with_context(|| format!("starting {command:?}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("starting {command:?}"))?;
     if !output.status.success() {
         bail!(
             "{command:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -51,7 +60,10 @@ pub fn run(command: &mut Command) -> Result<()> {
 
 /// A free TCP port on 127.0.0.1 (the OS picks; the tiny race with another process is acceptable for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 /// Waits until something accepts TCP connections on the port, or the child exits, or time runs out.
@@ -78,7 +90,12 @@ pub struct Service {
 
 impl Service {
     /// Starts `program args…` under the guard. Output goes to `.tools/logs/<name>.log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)]) -> Result<Self> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, String)],
+    ) -> Result<Self> {
         let logs = tools_dir().join("logs");
         fs::create_dir_all(&logs)?;
         let log = File::create(logs.join(format!("{name}-{}.log", std::process::id())))?;
@@ -109,7 +126,10 @@ sys.exit(child.returncode)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(Self { child, name: name.to_string() })
+        Ok(Self {
+            child,
+            name: name.to_string(),
+        })
     }
 
     pub fn child(&mut self) -> &mut Child {
@@ -126,5 +146,8 @@ impl Drop for Service {
 }
 
 fn unsafe_free_kill(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }

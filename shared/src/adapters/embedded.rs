@@ -1,1 +1,251 @@
-//! Embedded local store.
+//! Embedded local store: every port — metadata and token vault — on one SQLite file.
+//!
+//! It is the backend when no AWS configuration is given: a person runs the broker (and the admin CLI
+//! beside it) on their own machine with no AWS account, and everything lives in one owner-only file
+//! (mode 0600, created so before SQLite opens it). It is not a test double: the contract suite
+//! (`tests/tests/store_contract.rs`) runs the same scenarios against it and against the AWS adapters.
+//!
+//! # Schema (`PRAGMA user_version` = [`schema::SCHEMA_VERSION`])
+//!
+//! | table                    | key                                   | other columns |
+//! |--------------------------|---------------------------------------|---------------|
+//! | `tenants`                | `id`                                  | `data` |
+//! | `apps`                   | `(tenant, id)`                        | `data` |
+//! | `connections`            | `id`                                  | `tenant`, `data` (without `version`, `lease`), `version`, `lease_owner`, `lease_until`, `created_at`, `next_refresh_at` |
+//! | `transitions`            | `seq` (autoincrement)                 | `connection`, `at`, `data` |
+//! | `api_keys`               | `prefix`                              | `tenant`, `data` |
+//! | `pending_authorizations` | `key` (SHA-256 of the state)          | `expires_at`, `data` |
+//! | `vault_versions`         | `seq`; unique `(tenant, connection, slot, write_id)` | `content` (credentials JSON), `created_at` |
+//! | `client_secrets`         | `(tenant, app)`                       | `content`, `updated_at` |
+//!
+//! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
+//! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
+//! by `(tenant, prefix)`; vault versions by `(tenant, connection, slot, seq)`.
+//! `data` is the domain record as JSON; a value that a condition, an order or an index needs has its
+//! own column and is left out of `data`, so each value has one source of truth. Times are RFC 3339 text
+//! with nine fractional digits (the DynamoDB adapter's key format): exact, and text order is time order.
+//!
+//! # Why the semantics equal the AWS adapters'
+//!
+//! Each DynamoDB condition expression becomes a check inside one `BEGIN IMMEDIATE` transaction, which
+//! takes SQLite's write lock before reading, so check and write are atomic across threads *and*
+//! processes sharing the file:
+//! - a save is refused (`Conflict`) unless the stored `version` (and, under a lease fence,
+//!   `lease_owner`) is what the writer read, writes `version + 1` and never touches the lease columns;
+//!   its transitions are written in the same transaction, so a refused save writes none;
+//! - `acquire_lease` compares `lease_until` with the caller's `now` (never the wall clock) and bumps
+//!   `version`, fencing off everyone who read before;
+//! - `consume_pending` is one `DELETE … RETURNING`: of concurrent consumers one gets the row; an
+//!   expired row is deleted and reported `Expired`, like an item DynamoDB's TTL has not removed yet;
+//! - listings are keyset-paged in the same order as the AWS indexes (a tenant's connections by
+//!   `created_at` then id; due by `next_refresh_at` then id; transitions by time, then write), and a
+//!   cursor is checked against the listing it is passed to;
+//! - the vault keeps versions by write id like Secrets Manager's `ClientRequestToken`: a repeated write
+//!   is a no-op, a reused id with other content is refused, and old versions are pruned as Secrets
+//!   Manager drops unlabelled ones — but never the newest few of a slot, nor one the connection's
+//!   metadata points at (current credentials, or either end of a refresh in flight).
+//!
+//! SQLite is strongly consistent where DynamoDB's indexes are eventually consistent; callers already
+//! tolerate the lag, so reading fresher data changes nothing for them.
+//!
+//! # Concurrency
+//!
+//! Each operation runs in `spawn_blocking`. Writes go through the store's one writer connection (a
+//! mutex, so writers of one process queue instead of spinning on the file lock) in a `BEGIN IMMEDIATE`
+//! transaction; reads use a small pool of read-only connections, which WAL lets run beside a write.
+//! Another process's lock is waited for by SQLite's busy timeout, then by a few bounded retries; only
+//! then does the caller see `Unavailable`.
+
+mod codec;
+mod connections;
+mod records;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod vault;
+
+use crate::ports::{StoreError, VaultError};
+use rusqlite::{Connection as Db, ErrorCode, TransactionBehavior};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The embedded store. Cheap to clone: clones share the file's connections.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Db>,
+    /// Idle read connections; more are opened on demand, at most [`IDLE_READERS`] are kept.
+    readers: Mutex<Vec<Db>>,
+}
+
+const IDLE_READERS: usize = 4;
+
+/// Retries after SQLite's own busy timeout ran out (another process held the file locked for long).
+const BUSY_RETRIES: u32 = 3;
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store file at `path`, creating it (and its folders) if needed, owner-only, and
+    /// creating or upgrading its schema. Blocks briefly: call it at startup.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let what = format!("opening the store file {}", path.display());
+        schema::prepare_file(&path).map_err(|e| StoreError::Unavailable(format!("{what}: {e}")))?;
+        let mut writer = with_busy_retry(|| schema::connect(&path, schema::Role::Writer))
+            .map_err(|f| f.into_store(&what))?;
+        with_busy_retry(|| schema::migrate(&mut writer)).map_err(|f| f.into_store(&what))?;
+        let inner = Inner {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `job` in one `BEGIN IMMEDIATE` transaction on the writer connection; commits if it succeeds.
+    async fn write<T, F>(&self, mut job: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut db = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            with_busy_retry(|| {
+                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = job(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    /// Runs `job` on a pooled read-only connection.
+    async fn read<T, F>(&self, mut job: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let db = match idle {
+                Some(db) => db,
+                None => with_busy_retry(|| schema::connect(&inner.path, schema::Role::Reader))?,
+            };
+            let out = with_busy_retry(|| job(&db));
+            let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < IDLE_READERS {
+                idle.push(db);
+            }
+            out
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(job).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Failure::Cancelled),
+    }
+}
+
+/// Runs `attempt` again, a bounded number of times, while it fails because the file is locked. Safe
+/// because a failed attempt's transaction has rolled back.
+fn with_busy_retry<T>(mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, Failure> {
+    let mut retries = 0;
+    loop {
+        match attempt() {
+            Err(failure) if failure.is_busy() && retries < BUSY_RETRIES => {
+                retries += 1;
+                std::thread::sleep(Duration::from_millis(20 << retries));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Why an operation failed, before it is told as the port's error type.
+#[derive(Debug)]
+enum Failure {
+    Sql(rusqlite::Error),
+    /// A stored value could not be decoded (or a value could not be encoded); names it, never quotes it.
+    Corrupt(String),
+    /// An answer the port defines: `Conflict`, `AlreadyExists`, `NotFound`, ...
+    Refused(StoreError),
+    WriteIdReused(String),
+    Cancelled,
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl Failure {
+    fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Self::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
+
+    /// Why the database failed, after `operation`. SQLite's messages name tables and columns, not values.
+    fn unavailable(self, operation: &str) -> String {
+        match self {
+            failure if failure.is_busy() => {
+                format!("{operation}: the store file stayed locked by another process; try again")
+            }
+            Self::Sql(e) => format!("{operation}: {e}"),
+            Self::Cancelled => format!("{operation}: the operation was cancelled"),
+            Self::Refused(e) => format!("{operation}: {e}"),
+            Self::Corrupt(m) | Self::WriteIdReused(m) => format!("{operation}: {m}"),
+        }
+    }
+
+    fn into_store(self, operation: &str) -> StoreError {
+        match self {
+            Self::Refused(e) => e,
+            Self::Corrupt(m) => StoreError::Corrupt(m),
+            other => StoreError::Unavailable(other.unavailable(operation)),
+        }
+    }
+
+    fn into_vault(self, operation: &str) -> VaultError {
+        match self {
+            Self::WriteIdReused(write) => VaultError::WriteIdReused(write),
+            Self::Corrupt(m) => VaultError::Corrupt(m),
+            other => VaultError::Unavailable(other.unavailable(operation)),
+        }
+    }
+}

@@ -20,10 +20,16 @@ pub struct ApiKeyPrefix(String);
 
 impl ApiKeyPrefix {
     pub fn parse(value: &str) -> Result<Self, String> {
-        if value.len() == 12 && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if value.len() == 12
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             Ok(Self(value.to_string()))
         } else {
-            Err(format!("{value:?} is not an API key prefix (12 lowercase letters or digits)"))
+            Err(format!(
+                "{value:?} is not an API key prefix (12 lowercase letters or digits)"
+            ))
         }
     }
 
@@ -80,12 +86,20 @@ pub enum ApiKeyFormatError {
 }
 
 impl ApiKeyRecord {
-    pub fn generate(tenant: TenantId, label: &str, scope: ApiKeyScope, now: DateTime<Utc>) -> NewApiKey {
+    pub fn generate(
+        tenant: TenantId,
+        label: &str,
+        scope: ApiKeyScope,
+        now: DateTime<Utc>,
+    ) -> NewApiKey {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut raw = [0u8; 12];
         getrandom::fill(&mut raw).expect("the operating system's random source is unavailable");
         // 256 is not a multiple of 36; the slight bias only affects the public prefix.
-        let prefix: String = raw.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+        let prefix: String = raw
+            .iter()
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+            .collect();
         let plaintext = format!("{KEY_PREFIX}{prefix}_{}", random_urlsafe(32));
         let record = ApiKeyRecord {
             prefix: ApiKeyPrefix(prefix),
@@ -96,12 +110,18 @@ impl ApiKeyRecord {
             created_at: now,
             revoked_at: None,
         };
-        NewApiKey { plaintext: ApiKeySecret::new(plaintext), record }
+        NewApiKey {
+            plaintext: ApiKeySecret::new(plaintext),
+            record,
+        }
     }
 
     /// Splits a presented key into its lookup prefix. Does not check the secret part.
     pub fn prefix_of(presented: &ApiKeySecret) -> Result<ApiKeyPrefix, ApiKeyFormatError> {
-        let rest = presented.expose().strip_prefix(KEY_PREFIX).ok_or(ApiKeyFormatError::Malformed)?;
+        let rest = presented
+            .expose()
+            .strip_prefix(KEY_PREFIX)
+            .ok_or(ApiKeyFormatError::Malformed)?;
         let (prefix, secret) = rest.split_once('_').ok_or(ApiKeyFormatError::Malformed)?;
         if secret.len() != 43 {
             return Err(ApiKeyFormatError::Malformed);
@@ -117,7 +137,10 @@ impl ApiKeyRecord {
     }
 
     pub fn may_use(&self, connection: &ConnectionId) -> bool {
-        self.scope.connections.as_ref().is_none_or(|allowed| allowed.contains(connection))
+        self.scope
+            .connections
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(connection))
     }
 }
 
@@ -133,7 +156,10 @@ mod tests {
     fn a_generated_key_is_accepted_and_only_its_hash_is_stored() {
         let key = ApiKeyRecord::generate(tenant(), "ci", ApiKeyScope::default(), Utc::now());
         assert!(key.record.accepts(&key.plaintext));
-        assert_eq!(ApiKeyRecord::prefix_of(&key.plaintext).unwrap(), key.record.prefix);
+        assert_eq!(
+            ApiKeyRecord::prefix_of(&key.plaintext).unwrap(),
+            key.record.prefix
+        );
         let stored = serde_json::to_string(&key.record).unwrap();
         assert!(!stored.contains(key.plaintext.expose()));
         assert!(!format!("{:?}", key.plaintext).contains(key.plaintext.expose()));
@@ -144,8 +170,17 @@ mod tests {
         let mut key = ApiKeyRecord::generate(tenant(), "ci", ApiKeyScope::default(), Utc::now());
         let other = ApiKeyRecord::generate(tenant(), "ci", ApiKeyScope::default(), Utc::now());
         assert!(!key.record.accepts(&other.plaintext));
-        for bad in ["", "cbk_", "Bearer x", "cbk_abc_def", "cbk_abcdefghijkl_short"] {
-            assert!(ApiKeyRecord::prefix_of(&ApiKeySecret::new(bad)).is_err(), "{bad}");
+        for bad in [
+            "",
+            "cbk_",
+            "Bearer x",
+            "cbk_abc_def",
+            "cbk_abcdefghijkl_short",
+        ] {
+            assert!(
+                ApiKeyRecord::prefix_of(&ApiKeySecret::new(bad)).is_err(),
+                "{bad}"
+            );
         }
         key.record.revoked_at = Some(Utc::now());
         assert!(!key.record.accepts(&key.plaintext));
@@ -154,7 +189,10 @@ mod tests {
     #[test]
     fn connection_limits_apply() {
         let allowed = ConnectionId::generate();
-        let scope = ApiKeyScope { session_only: true, connections: Some(vec![allowed.clone()]) };
+        let scope = ApiKeyScope {
+            session_only: true,
+            connections: Some(vec![allowed.clone()]),
+        };
         let key = ApiKeyRecord::generate(tenant(), "ci", scope, Utc::now());
         assert!(key.record.may_use(&allowed));
         assert!(!key.record.may_use(&ConnectionId::generate()));

@@ -188,6 +188,8 @@ impl Connection {
     }
 
     pub fn lease_held_by(&self, owner: &LeaseOwner, now: DateTime<Utc>) -> bool {
-        self.lease.as_ref().is_some_and(|l| &l.owner == owner && l.expires_at > now)
+        self.lease
+            .as_ref()
+            .is_some_and(|l| &l.owner == owner && l.expires_at > now)
     }
 }

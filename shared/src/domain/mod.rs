@@ -10,15 +10,18 @@ pub mod status;
 pub mod tenant;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
-pub use authorization::{new_one_time_secret, AuthorizationPurpose, Consumed, OneTimeKey, PendingAuthorization};
+pub use authorization::{
+    new_one_time_secret, AuthorizationPurpose, Consumed, OneTimeKey, PendingAuthorization,
+};
 pub use connection::{
-    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight, VaultSlot,
+    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,
+    VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{EmailAddress, Identity, Recipients};
 pub use provider::{ExactCountry, ProviderContext, ProviderKind, ProviderSettings, ServiceUrl};
 pub use status::{
-    Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent, StatusKind,
-    StatusTransition,
+    Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
+    StatusKind, StatusTransition,
 };
 pub use tenant::{OAuthApp, RedirectUri, Tenant};

@@ -22,7 +22,10 @@ impl EmailAddress {
         if local.is_empty() || local.len() > 64 {
             return bad("the part before '@' must be 1 to 64 characters");
         }
-        if local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\@".contains(c)) {
+        if local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\@".contains(c))
+        {
             return bad("the part before '@' contains a character mail systems refuse");
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
@@ -76,7 +79,10 @@ impl Recipients {
 
     pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
         if values.len() > Self::MAX {
-            return Err(format!("at most {} notification recipients are allowed", Self::MAX));
+            return Err(format!(
+                "at most {} notification recipients are allowed",
+                Self::MAX
+            ));
         }
         let mut out: Vec<EmailAddress> = Vec::with_capacity(values.len());
         for value in values {
@@ -124,7 +130,10 @@ impl Identity {
         if subject.is_empty() {
             return Err("an identity needs the provider's user id or user code".into());
         }
-        Ok(Self { subject, display_name: None })
+        Ok(Self {
+            subject,
+            display_name: None,
+        })
     }
 
     /// Providers differ in case handling of user codes; compare without case.
@@ -139,7 +148,12 @@ mod tests {
 
     #[test]
     fn email_addresses_are_checked_with_a_reason() {
-        assert_eq!(EmailAddress::parse(" Finance@Example.COM ").unwrap().as_str(), "Finance@example.com");
+        assert_eq!(
+            EmailAddress::parse(" Finance@Example.COM ")
+                .unwrap()
+                .as_str(),
+            "Finance@example.com"
+        );
         for (bad, why) in [
             ("no-at-sign", "no '@'"),
             ("@example.com", "before '@'"),
@@ -155,7 +169,8 @@ mod tests {
 
     #[test]
     fn recipients_deduplicate_and_are_bounded() {
-        let r = Recipients::parse(&["a@example.com", "A@EXAMPLE.com".to_lowercase().as_str()]).unwrap();
+        let r =
+            Recipients::parse(&["a@example.com", "A@EXAMPLE.com".to_lowercase().as_str()]).unwrap();
         assert_eq!(r.addresses().len(), 1);
         let many: Vec<String> = (0..21).map(|i| format!("u{i}@example.com")).collect();
         assert!(Recipients::parse(&many).is_err());

@@ -205,11 +205,18 @@ impl ProviderContext {
     /// provider gives nothing to compare.
     pub fn organisation_key(&self) -> Option<String> {
         match self {
-            Self::Twinfield { organisation_code, .. } => Some(organisation_code.to_ascii_uppercase()),
+            Self::Twinfield {
+                organisation_code, ..
+            } => Some(organisation_code.to_ascii_uppercase()),
             Self::ExactOnline { division, .. } => Some(division.to_string()),
-            Self::Acumatica { instance_url, tenant } => {
-                Some(format!("{}|{}", instance_url.base(), tenant.to_ascii_lowercase()))
-            }
+            Self::Acumatica {
+                instance_url,
+                tenant,
+            } => Some(format!(
+                "{}|{}",
+                instance_url.base(),
+                tenant.to_ascii_lowercase()
+            )),
             Self::Generic { account } => account.clone(),
         }
     }
@@ -217,10 +224,14 @@ impl ProviderContext {
     /// A name a person recognises: the organisation, division or company.
     pub fn describe(&self) -> String {
         match self {
-            Self::Twinfield { organisation_code, .. } => format!("organisation {organisation_code}"),
+            Self::Twinfield {
+                organisation_code, ..
+            } => format!("organisation {organisation_code}"),
             Self::ExactOnline { division, .. } => format!("division {division}"),
             Self::Acumatica { tenant, .. } => format!("tenant {tenant}"),
-            Self::Generic { account: Some(account) } => format!("account {account}"),
+            Self::Generic {
+                account: Some(account),
+            } => format!("account {account}"),
             Self::Generic { account: None } => "the authorized account".into(),
         }
     }

@@ -52,7 +52,10 @@ pub enum ReconnectKind {
 
 impl ReconnectReason {
     pub fn new(kind: ReconnectKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// One sentence a person can act on.
@@ -67,7 +70,9 @@ impl ReconnectReason {
             ReconnectKind::ClientMisconfigured => "The provider rejects the app registration's client id or secret.",
         };
         let todo = match self.kind {
-            ReconnectKind::ClientMisconfigured => "Check the app registration's client id and secret, then reconnect.",
+            ReconnectKind::ClientMisconfigured => {
+                "Check the app registration's client id and secret, then reconnect."
+            }
             _ => "Open the reconnect link and authorize again.",
         };
         if self.detail.is_empty() {
@@ -86,7 +91,11 @@ pub enum ConnectionStatus {
     /// Tokens are in the vault and the broker keeps them fresh.
     Connected,
     /// Refreshing fails for a reason that may pass (outage, rate limit); the broker keeps trying.
-    RefreshFailing { since: DateTime<Utc>, attempts: u32, last_error: String },
+    RefreshFailing {
+        since: DateTime<Utc>,
+        attempts: u32,
+        last_error: String,
+    },
     /// Only a person can fix it: authorize again.
     ReconnectRequired { reason: ReconnectReason },
     /// The provider blocked, disabled or deleted the organisation.
@@ -132,9 +141,13 @@ pub enum StatusEvent {
     /// A person completed the OAuth flow (connect or reconnect), or credentials were registered.
     Authorized,
     RefreshSucceeded,
-    RefreshFailed { error: String },
+    RefreshFailed {
+        error: String,
+    },
     ReconnectNeeded(ReconnectReason),
-    ProviderDisabled { reason: String },
+    ProviderDisabled {
+        reason: String,
+    },
     Disconnect,
 }
 
@@ -173,7 +186,11 @@ pub struct StatusTransition {
 impl StatusTransition {
     /// Whether the people named on the connection must hear of it.
     pub fn needs_notification(&self) -> bool {
-        self.from != self.to && matches!(self.to, StatusKind::ReconnectRequired | StatusKind::Disabled)
+        self.from != self.to
+            && matches!(
+                self.to,
+                StatusKind::ReconnectRequired | StatusKind::Disabled
+            )
     }
 }
 
@@ -226,30 +243,59 @@ impl ConnectionStatus {
         at: DateTime<Utc>,
     ) -> Result<(ConnectionStatus, StatusTransition), InvalidTransition> {
         use ConnectionStatus as S;
-        let invalid = || InvalidTransition { from: self.kind(), event: event.name() };
+        let invalid = || InvalidTransition {
+            from: self.kind(),
+            event: event.name(),
+        };
         let next = match (self, &event) {
             (S::Disconnected, _) => return Err(invalid()),
             (_, StatusEvent::Disconnect) => S::Disconnected,
             (_, StatusEvent::Authorized) => S::Connected,
-            (S::Connected | S::RefreshFailing { .. }, StatusEvent::RefreshSucceeded) => S::Connected,
-            (S::Connected, StatusEvent::RefreshFailed { error }) => {
-                S::RefreshFailing { since: at, attempts: 1, last_error: error.clone() }
+            (S::Connected | S::RefreshFailing { .. }, StatusEvent::RefreshSucceeded) => {
+                S::Connected
             }
-            (S::RefreshFailing { since, attempts, .. }, StatusEvent::RefreshFailed { error }) => {
-                S::RefreshFailing { since: *since, attempts: attempts.saturating_add(1), last_error: error.clone() }
-            }
+            (S::Connected, StatusEvent::RefreshFailed { error }) => S::RefreshFailing {
+                since: at,
+                attempts: 1,
+                last_error: error.clone(),
+            },
             (
-                S::NotConnected | S::Connected | S::RefreshFailing { .. } | S::ReconnectRequired { .. },
+                S::RefreshFailing {
+                    since, attempts, ..
+                },
+                StatusEvent::RefreshFailed { error },
+            ) => S::RefreshFailing {
+                since: *since,
+                attempts: attempts.saturating_add(1),
+                last_error: error.clone(),
+            },
+            (
+                S::NotConnected
+                | S::Connected
+                | S::RefreshFailing { .. }
+                | S::ReconnectRequired { .. },
                 StatusEvent::ReconnectNeeded(reason),
-            ) => S::ReconnectRequired { reason: reason.clone() },
+            ) => S::ReconnectRequired {
+                reason: reason.clone(),
+            },
             (
-                S::Connected | S::RefreshFailing { .. } | S::ReconnectRequired { .. } | S::Disabled { .. },
+                S::Connected
+                | S::RefreshFailing { .. }
+                | S::ReconnectRequired { .. }
+                | S::Disabled { .. },
                 StatusEvent::ProviderDisabled { reason },
-            ) => S::Disabled { reason: reason.clone() },
+            ) => S::Disabled {
+                reason: reason.clone(),
+            },
             _ => return Err(invalid()),
         };
-        let transition =
-            StatusTransition { from: self.kind(), to: next.kind(), at, actor, reason: event.reason() };
+        let transition = StatusTransition {
+            from: self.kind(),
+            to: next.kind(),
+            at,
+            actor,
+            reason: event.reason(),
+        };
         Ok((next, transition))
     }
 }
@@ -265,13 +311,39 @@ mod tests {
     #[test]
     fn the_happy_life_cycle() {
         let now = Utc::now();
-        let (s, t) = ConnectionStatus::NotConnected.apply(StatusEvent::Authorized, system(), now).unwrap();
+        let (s, t) = ConnectionStatus::NotConnected
+            .apply(StatusEvent::Authorized, system(), now)
+            .unwrap();
         assert_eq!(s, ConnectionStatus::Connected);
-        assert_eq!((t.from, t.to), (StatusKind::NotConnected, StatusKind::Connected));
-        let (s, _) = s.apply(StatusEvent::RefreshFailed { error: "503".into() }, system(), now).unwrap();
-        let (s, _) = s.apply(StatusEvent::RefreshFailed { error: "503".into() }, system(), now).unwrap();
-        assert!(matches!(s, ConnectionStatus::RefreshFailing { attempts: 2, .. }));
-        let (s, _) = s.apply(StatusEvent::RefreshSucceeded, system(), now).unwrap();
+        assert_eq!(
+            (t.from, t.to),
+            (StatusKind::NotConnected, StatusKind::Connected)
+        );
+        let (s, _) = s
+            .apply(
+                StatusEvent::RefreshFailed {
+                    error: "503".into(),
+                },
+                system(),
+                now,
+            )
+            .unwrap();
+        let (s, _) = s
+            .apply(
+                StatusEvent::RefreshFailed {
+                    error: "503".into(),
+                },
+                system(),
+                now,
+            )
+            .unwrap();
+        assert!(matches!(
+            s,
+            ConnectionStatus::RefreshFailing { attempts: 2, .. }
+        ));
+        let (s, _) = s
+            .apply(StatusEvent::RefreshSucceeded, system(), now)
+            .unwrap();
         assert_eq!(s, ConnectionStatus::Connected);
         let (s, t) = s.apply(StatusEvent::Disconnect, system(), now).unwrap();
         assert_eq!(s, ConnectionStatus::Disconnected);
@@ -281,23 +353,41 @@ mod tests {
     #[test]
     fn reconnect_required_is_notified_and_fixed_by_authorizing() {
         let now = Utc::now();
-        let reason = ReconnectReason::new(ReconnectKind::RefreshTokenReused, "Old refresh token used.");
+        let reason =
+            ReconnectReason::new(ReconnectKind::RefreshTokenReused, "Old refresh token used.");
         let (s, t) = ConnectionStatus::Connected
             .apply(StatusEvent::ReconnectNeeded(reason), system(), now)
             .unwrap();
         assert!(t.needs_notification());
         assert!(t.reason.contains("already used") && t.reason.contains("Old refresh token used."));
-        let (s, _) = s.apply(StatusEvent::Authorized, Actor::EndUser("u1".into()), now).unwrap();
+        let (s, _) = s
+            .apply(StatusEvent::Authorized, Actor::EndUser("u1".into()), now)
+            .unwrap();
         assert_eq!(s, ConnectionStatus::Connected);
     }
 
     #[test]
     fn refused_transitions_say_what_was_refused() {
         let now = Utc::now();
-        let err = ConnectionStatus::NotConnected.apply(StatusEvent::RefreshSucceeded, system(), now).unwrap_err();
-        assert_eq!(err.to_string(), "a connection that is not_connected cannot take the event 'refresh succeeded'");
-        assert!(ConnectionStatus::Disconnected.apply(StatusEvent::Authorized, system(), now).is_err());
-        let disabled = ConnectionStatus::Disabled { reason: "Blocked".into() };
-        assert!(disabled.apply(StatusEvent::RefreshFailed { error: "x".into() }, system(), now).is_err());
+        let err = ConnectionStatus::NotConnected
+            .apply(StatusEvent::RefreshSucceeded, system(), now)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a connection that is not_connected cannot take the event 'refresh succeeded'"
+        );
+        assert!(ConnectionStatus::Disconnected
+            .apply(StatusEvent::Authorized, system(), now)
+            .is_err());
+        let disabled = ConnectionStatus::Disabled {
+            reason: "Blocked".into(),
+        };
+        assert!(disabled
+            .apply(
+                StatusEvent::RefreshFailed { error: "x".into() },
+                system(),
+                now
+            )
+            .is_err());
     }
 }

@@ -21,7 +21,11 @@ impl Tenant {
         if display_name.is_empty() || display_name.chars().count() > 120 {
             return Err("a tenant's display name must be 1 to 120 characters".into());
         }
-        Ok(Self { id, display_name: display_name.to_string(), created_at: now })
+        Ok(Self {
+            id,
+            display_name: display_name.to_string(),
+            created_at: now,
+        })
     }
 }
 
@@ -33,7 +37,8 @@ pub struct RedirectUri(String);
 
 impl RedirectUri {
     pub fn parse(value: &str) -> Result<Self, String> {
-        let url = Url::parse(value).map_err(|e| format!("redirect URI {value:?} is not a URL ({e})"))?;
+        let url =
+            Url::parse(value).map_err(|e| format!("redirect URI {value:?} is not a URL ({e})"))?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
             return Err(format!("redirect URI {value:?} must use https"));
@@ -84,7 +89,9 @@ impl OAuthApp {
     pub fn validate(&self) -> Result<(), String> {
         self.settings.validate()?;
         if self.client_id.trim().is_empty() {
-            return Err("the client id is empty: copy it from the provider's app registration".into());
+            return Err(
+                "the client id is empty: copy it from the provider's app registration".into(),
+            );
         }
         if let ProviderSettings::Acumatica { tenant, .. } = &self.settings {
             // Acumatica client ids are `<GUID>@<Tenant>`; a token only reaches that tenant.
@@ -95,7 +102,11 @@ impl OAuthApp {
                 ));
             }
         }
-        if self.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+        if self
+            .scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
             return Err("each scope must be one word without spaces".into());
         }
         Ok(())

@@ -1,0 +1,352 @@
+//! [`ConnectionStore`] on the table: connections, their leases, the due index and status transitions.
+
+use super::errors::{incomplete, transaction_refusal, unavailable, TransactionRefusal};
+use super::keys::*;
+use super::paging::{key_string, Listing};
+use super::records::*;
+use super::writes::{connection_item, SaveExpression};
+use super::DynamoStore;
+use crate::domain::{Connection, StatusTransition};
+use crate::ids::{ConnectionId, LeaseOwner, TenantId};
+use crate::ports::{
+    ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest, StoreError,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use chrono::{DateTime, Duration, Utc};
+
+/// A save whose condition was false: the connection changed, or it was never there.
+fn refused_save(id: &ConnectionId, existed: bool) -> StoreError {
+    if existed {
+        StoreError::Conflict
+    } else {
+        StoreError::NotFound(format!("connection {id}"))
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoStore {
+    async fn insert_connection(
+        &self,
+        connection: &Connection,
+        transitions: &[StatusTransition],
+    ) -> Result<(), StoreError> {
+        // A transaction even without transitions: the SDK's idempotency token makes a retried insert
+        // that had landed succeed, where a plain conditional put would answer AlreadyExists.
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(connection_item(connection)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(incomplete)?;
+        let mut writes = vec![TransactWriteItem::builder().put(put).build()];
+        writes.extend(self.transition_writes(&connection.id, connection.version, transitions)?);
+        let operation = "TransactWriteItems (insert connection)";
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match transaction_refusal(operation, &e) {
+                // Only the connection's put has a condition.
+                TransactionRefusal::Condition { .. } => Err(StoreError::AlreadyExists(format!(
+                    "connection {}",
+                    connection.id
+                ))),
+                TransactionRefusal::Failed(error) => Err(error),
+            },
+        }
+    }
+
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+        let item = self
+            .get_item(connection_pk(id), CONNECTION_SK, "GetItem (connection)")
+            .await?;
+        item.as_ref().map(decode_connection).transpose()
+    }
+
+    async fn save_connection(
+        &self,
+        connection: &Connection,
+        fence: Fence<'_>,
+        transitions: &[StatusTransition],
+    ) -> Result<Connection, StoreError> {
+        let expression = SaveExpression::of(connection, fence)?;
+        if transitions.is_empty() {
+            let operation = "UpdateItem (save connection)";
+            let saved = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::connection_key(&connection.id)))
+                .update_expression(expression.update)
+                .condition_expression(expression.condition)
+                .set_expression_attribute_names(Some(expression.names))
+                .set_expression_attribute_values(Some(expression.values))
+                .return_values(ReturnValue::AllNew)
+                // Tells a missing connection from a changed one without a second read.
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            return match saved {
+                Ok(out) => decode_connection(&out.attributes.unwrap_or_default()),
+                Err(e) => match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        let existed = failed.item().is_some_and(|old| !old.is_empty());
+                        Err(refused_save(&connection.id, existed))
+                    }
+                    _ => Err(unavailable(operation, &e)),
+                },
+            };
+        }
+
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::connection_key(&connection.id)))
+            .update_expression(expression.update)
+            .condition_expression(expression.condition)
+            .set_expression_attribute_names(Some(expression.names))
+            .set_expression_attribute_values(Some(expression.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(incomplete)?;
+        let mut writes = vec![TransactWriteItem::builder().update(update).build()];
+        writes.extend(self.transition_writes(
+            &connection.id,
+            connection.version + 1,
+            transitions,
+        )?);
+        let operation = "TransactWriteItems (save connection)";
+        if let Err(e) = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
+            return Err(match transaction_refusal(operation, &e) {
+                TransactionRefusal::Condition { existed, .. } => {
+                    refused_save(&connection.id, existed)
+                }
+                TransactionRefusal::Failed(error) => error,
+            });
+        }
+        // A transaction returns no item, so read it back: the lease may have been released since the
+        // caller read it (only a save fenced by version can meet that). If someone wrote after us, or
+        // the read fails, what we wrote is the input with the next version; its lease is as the caller
+        // read it, exact under a lease fence (acquiring bumps the version, and only we could release).
+        let written = Connection {
+            version: connection.version + 1,
+            ..connection.clone()
+        };
+        match self.get_connection(&connection.id).await {
+            Ok(Some(stored)) if stored.version == written.version => Ok(stored),
+            _ => Ok(written),
+        }
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: &ConnectionId,
+        owner: &LeaseOwner,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let operation = "UpdateItem (acquire lease)";
+        let acquired = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::connection_key(id)))
+            .update_expression("SET #owner = :owner, #until = :until, #version = #version + :one")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#owner) OR #until <= :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#until", LEASE_UNTIL)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .expression_attribute_values(":until", n(epoch_millis(now + ttl)))
+            .expression_attribute_values(":now", n(epoch_millis(now)))
+            .expression_attribute_values(":one", n("1"))
+            .return_values(ReturnValue::AllNew)
+            // Tells a missing connection from a busy lease without a second read.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match acquired {
+            Ok(out) => Ok(LeaseAttempt::Acquired(decode_connection(
+                &out.attributes.unwrap_or_default(),
+            )?)),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(old) if !old.is_empty() => match lease_expiry(old)? {
+                            Some(until) => Ok(LeaseAttempt::Busy { until }),
+                            // The condition and the image are one atomic step in DynamoDB, so
+                            // this cannot happen there (moto, racing requests, can): read again.
+                            None => Err(StoreError::Conflict),
+                        },
+                        _ => Ok(LeaseAttempt::Missing),
+                    }
+                }
+                _ => Err(unavailable(operation, &e)),
+            },
+        }
+    }
+
+    async fn release_lease(&self, id: &ConnectionId, owner: &LeaseOwner) -> Result<(), StoreError> {
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::connection_key(id)))
+            .update_expression("REMOVE #owner, #until")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#until", LEASE_UNTIL)
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .send()
+            .await;
+        match released {
+            Ok(_) => Ok(()),
+            // Taken over, released already, or no such connection: nothing of ours to give up.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable("UpdateItem (release lease)", &e)),
+        }
+    }
+
+    async fn list_connections(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Connection>, StoreError> {
+        let listing = Listing::Connections(tenant.clone());
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|cursor| listing.start_key(cursor))
+            .transpose()?;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1_PK)
+            .expression_attribute_values(":pk", s(tenant_connections_pk(tenant)));
+        let (items, next_cursor) = self
+            .page(
+                &listing,
+                query,
+                start,
+                page.limit,
+                "Query (list connections)",
+            )
+            .await?;
+        let items = items
+            .iter()
+            .map(decode_connection)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn due_for_refresh(
+        &self,
+        due_by: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Page<DueConnection>, StoreError> {
+        let listing = Listing::Due;
+        let bound = due_bound(due_by);
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|cursor| listing.start_key(cursor))
+            .transpose()?;
+        // A cursor from a call with a later `due_by` may lie past this call's range; DynamoDB would
+        // refuse it as a start key, and nothing at or before `due_by` follows it anyway.
+        if start
+            .as_ref()
+            .and_then(|key| key_string(key, GSI2_SK))
+            .is_some_and(|sk| sk >= bound.as_str())
+        {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI2)
+            .key_condition_expression("#pk = :due AND #sk < :bound")
+            .expression_attribute_names("#pk", GSI2_PK)
+            .expression_attribute_names("#sk", GSI2_SK)
+            .expression_attribute_values(":due", s(DUE_PK))
+            .expression_attribute_values(":bound", s(bound));
+        let (items, next_cursor) = self
+            .page(
+                &listing,
+                query,
+                start,
+                page.limit,
+                "Query (due for refresh)",
+            )
+            .await?;
+        let items = items.iter().map(decode_due).collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_transitions(
+        &self,
+        id: &ConnectionId,
+        page: PageRequest,
+    ) -> Result<Page<StatusTransition>, StoreError> {
+        let listing = Listing::Transitions(id.clone());
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|cursor| listing.start_key(cursor))
+            .transpose()?;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(connection_pk(id)))
+            .expression_attribute_values(":prefix", s(TRANSITION_SK_PREFIX));
+        let (items, next_cursor) = self
+            .page(
+                &listing,
+                query,
+                start,
+                page.limit,
+                "Query (list transitions)",
+            )
+            .await?;
+        let items = items
+            .iter()
+            .map(decode_transition)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,187 @@
+//! The store file: owner-only permissions, connection settings, and the schema with its version.
+
+use super::Failure;
+use crate::ports::StoreError;
+use rusqlite::{Connection as Db, OpenFlags, TransactionBehavior};
+use std::fs::OpenOptions;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
+/// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long SQLite itself waits for another connection's (or process's) write lock before reporting
+/// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Version 1. Times are [`super::codec::time_key`] text: fixed width, exact, sortable.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS tenants (
+    id   TEXT PRIMARY KEY NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS apps (
+    tenant TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    data   TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS connections (
+    id              TEXT PRIMARY KEY NOT NULL,
+    tenant          TEXT NOT NULL,
+    data            TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     TEXT,
+    created_at      TEXT NOT NULL,
+    next_refresh_at TEXT,
+    CHECK ((lease_owner IS NULL) = (lease_until IS NULL))
+);
+CREATE INDEX IF NOT EXISTS connections_by_tenant ON connections (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS connections_due ON connections (next_refresh_at, id)
+    WHERE next_refresh_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS transitions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    connection TEXT NOT NULL REFERENCES connections (id),
+    at         TEXT NOT NULL,
+    data       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_connection ON transitions (connection, at, seq);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    prefix TEXT PRIMARY KEY NOT NULL,
+    tenant TEXT NOT NULL,
+    data   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant, prefix);
+
+CREATE TABLE IF NOT EXISTS pending_authorizations (
+    key        TEXT PRIMARY KEY NOT NULL,
+    expires_at TEXT NOT NULL,
+    data       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_by_expiry ON pending_authorizations (expires_at);
+
+CREATE TABLE IF NOT EXISTS vault_versions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant     TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    slot       TEXT NOT NULL CHECK (slot IN ('a', 'b')),
+    write_id   TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (tenant, connection, slot, write_id)
+);
+CREATE INDEX IF NOT EXISTS vault_versions_by_slot ON vault_versions (tenant, connection, slot, seq);
+
+CREATE TABLE IF NOT EXISTS client_secrets (
+    tenant     TEXT NOT NULL,
+    app        TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, app)
+) WITHOUT ROWID;
+";
+
+/// Creates the parent folders (owner-only where this creates them) and the file itself with mode 0600
+/// before SQLite opens it, so it is never readable by others even for a moment; an existing file (or
+/// WAL or shared-memory file) that is more open is restricted. SQLite creates its `-wal` and `-shm`
+/// files with the database file's permissions.
+pub(super) fn prepare_file(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dirs(parent)?;
+    }
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    {
+        restrict_to_owner(path)?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut sibling = path.as_os_str().to_owned();
+            sibling.push(suffix);
+            match restrict_to_owner(Path::new(&sibling)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The one connection per store that writes; it also switches the file to WAL.
+    Writer,
+    /// Pooled connections for reads, which WAL lets run beside a write.
+    Reader,
+}
+
+/// A connection to the prepared file. It is never created here: a file deleted under a running store
+/// is an error, not a silently empty database.
+pub(super) fn connect(path: &Path, role: Role) -> Result<Db, Failure> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Db::open_with_flags(path, flags)?;
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "foreign_keys", true)?;
+    // FULL: a committed rotation must survive a power cut, or the provider's new refresh token is lost.
+    db.pragma_update(None, "synchronous", "FULL")?;
+    match role {
+        Role::Writer => {
+            let mode: String =
+                db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                // Still correct (every write takes the lock up front), only reads wait for writes.
+                tracing::warn!(journal_mode = %mode, "the store file could not use WAL (a network filesystem?)");
+            }
+        }
+        Role::Reader => db.pragma_update(None, "query_only", true)?,
+    }
+    Ok(db)
+}
+
+/// Creates or upgrades the schema, in one transaction so two processes opening a new file at once
+/// cannot both create it.
+pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Failure::Refused(StoreError::Unavailable(format!(
+            "the store file has schema version {version}, newer than this broker's {SCHEMA_VERSION}: \
+             run the broker version that wrote it, or a newer one"
+        ))));
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

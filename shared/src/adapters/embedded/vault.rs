@@ -1,0 +1,169 @@
+//! [`TokenVault`] on the `vault_versions` and `client_secrets` tables of the same file.
+
+use super::codec::{decode, encode, time_key};
+use super::{EmbeddedStore, Failure};
+use crate::domain::{Credentials, CredentialsPointer, VaultSlot};
+use crate::ids::{AppId, ConnectionId, TenantId, WriteId};
+use crate::ports::{TokenVault, VaultError};
+use crate::secret::ClientSecret;
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
+
+/// The newest versions of a slot that are never pruned. A pointer can lag the newest write of its slot
+/// (a writer whose save was fenced off wrote after it), so more than one is kept; versions the
+/// connection's metadata points at are kept whatever their age.
+pub(super) const VERSIONS_KEPT_PER_SLOT: i64 = 3;
+
+/// Deletes a slot's versions beyond the newest [`VERSIONS_KEPT_PER_SLOT`], except any the connection's
+/// record points at: its current credentials, and both ends of a refresh in flight (the marker names
+/// the target before the vault write, so an interrupted refresh can still be recovered).
+const PRUNE: &str = "
+DELETE FROM vault_versions
+WHERE tenant = ?1 AND connection = ?2 AND slot = ?3
+  AND seq NOT IN (
+      SELECT seq FROM vault_versions WHERE tenant = ?1 AND connection = ?2 AND slot = ?3
+      ORDER BY seq DESC LIMIT ?4)
+  AND write_id NOT IN (
+      SELECT write FROM (
+          SELECT json_extract(data, '$.credentials.write') AS write FROM connections WHERE id = ?2 AND tenant = ?1
+          UNION ALL
+          SELECT json_extract(data, '$.refresh_in_flight.spending.write') FROM connections WHERE id = ?2 AND tenant = ?1
+          UNION ALL
+          SELECT json_extract(data, '$.refresh_in_flight.target.write') FROM connections WHERE id = ?2 AND tenant = ?1)
+      WHERE write IS NOT NULL)";
+
+fn describe(connection: &str, slot: &str, write: &str) -> String {
+    format!("vault entry {slot}/{write} of connection {connection}")
+}
+
+#[async_trait]
+impl TokenVault for EmbeddedStore {
+    async fn put_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        slot: VaultSlot,
+        write: &WriteId,
+        credentials: &Credentials,
+    ) -> Result<(), VaultError> {
+        const OPERATION: &str = "writing credentials to the vault";
+        let (tenant, connection, slot, write) = (
+            tenant.to_string(),
+            connection.to_string(),
+            slot.as_str(),
+            write.to_string(),
+        );
+        let what = describe(&connection, slot, &write);
+        let content = encode(credentials, &what, &[]).map_err(|f| f.into_vault(OPERATION))?;
+        self.write(move |db| {
+            let existing: Option<String> = db
+                .prepare_cached(
+                    "SELECT content FROM vault_versions
+                     WHERE tenant = ?1 AND connection = ?2 AND slot = ?3 AND write_id = ?4",
+                )?
+                .query_row(params![tenant, connection, slot, write], |r| r.get(0))
+                .optional()?;
+            if let Some(existing) = existing {
+                // Compared as JSON values, so a repeat is recognised whatever the key order.
+                let same = decode::<Value>(&existing, &what)? == decode::<Value>(&content, &what)?;
+                return if same { Ok(()) } else { Err(Failure::WriteIdReused(write.clone())) };
+            }
+            db.prepare_cached(
+                "INSERT INTO vault_versions (tenant, connection, slot, write_id, content, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![tenant, connection, slot, write, content, time_key(Utc::now())])?;
+            db.prepare_cached(PRUNE)?.execute(params![tenant, connection, slot, VERSIONS_KEPT_PER_SLOT])?;
+            Ok(())
+        })
+        .await
+        .map_err(|f| f.into_vault(OPERATION))
+    }
+
+    async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        pointer: &CredentialsPointer,
+    ) -> Result<Option<Credentials>, VaultError> {
+        let (tenant, connection, slot, write) = (
+            tenant.to_string(),
+            connection.to_string(),
+            pointer.slot.as_str(),
+            pointer.write.to_string(),
+        );
+        self.read(move |db| {
+            let content: Option<String> = db
+                .prepare_cached(
+                    "SELECT content FROM vault_versions
+                     WHERE tenant = ?1 AND connection = ?2 AND slot = ?3 AND write_id = ?4",
+                )?
+                .query_row(params![tenant, connection, slot, write], |r| r.get(0))
+                .optional()?;
+            content
+                .map(|content| decode(&content, &describe(&connection, slot, &write)))
+                .transpose()
+        })
+        .await
+        .map_err(|f| f.into_vault("reading credentials from the vault"))
+    }
+
+    async fn delete_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> Result<(), VaultError> {
+        let (tenant, connection) = (tenant.to_string(), connection.to_string());
+        self.write(move |db| {
+            db.prepare_cached("DELETE FROM vault_versions WHERE tenant = ?1 AND connection = ?2")?
+                .execute(params![tenant, connection])?;
+            Ok(())
+        })
+        .await
+        .map_err(|f| f.into_vault("deleting a connection's credentials"))
+    }
+
+    async fn put_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        secret: &ClientSecret,
+    ) -> Result<(), VaultError> {
+        let (tenant, app, content) = (
+            tenant.to_string(),
+            app.to_string(),
+            secret.expose().to_string(),
+        );
+        self.write(move |db| {
+            db.prepare_cached(
+                "INSERT INTO client_secrets (tenant, app, content, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, app) DO UPDATE SET content = excluded.content, updated_at = excluded.updated_at",
+            )?
+            .execute(params![tenant, app, content, time_key(Utc::now())])?;
+            Ok(())
+        })
+        .await
+        .map_err(|f| f.into_vault("storing an app's client secret"))
+    }
+
+    async fn get_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+    ) -> Result<Option<ClientSecret>, VaultError> {
+        let (tenant, app) = (tenant.to_string(), app.to_string());
+        self.read(move |db| {
+            let content: Option<String> = db
+                .prepare_cached(
+                    "SELECT content FROM client_secrets WHERE tenant = ?1 AND app = ?2",
+                )?
+                .query_row(params![tenant, app], |r| r.get(0))
+                .optional()?;
+            Ok(content.map(ClientSecret::new))
+        })
+        .await
+        .map_err(|f| f.into_vault("reading an app's client secret"))
+    }
+}

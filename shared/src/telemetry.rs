@@ -1,0 +1,65 @@
+//! Logging, set up the same way in every function: the level from `AWS_LAMBDA_LOG_LEVEL` or
+//! `RUST_LOG` (default `info`), JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON` (Lambda's advanced
+//! logging controls), plain text otherwise.
+//!
+//! Nothing logged by the broker carries a secret value: secrets are redacting types (see `secret`).
+//! The AWS SDK and HTTP client crates are capped at `info` whatever the broker's own level: at `trace`
+//! some of them log request bodies, which would carry tokens.
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// The log filter: the broker's own crates at `level`, dependencies at most at `info`.
+pub fn filter(level: &str) -> EnvFilter {
+    let level = match level.to_ascii_lowercase().as_str() {
+        l @ ("trace" | "debug" | "info" | "warn" | "error") => l.to_string(),
+        _ => "info".to_string(),
+    };
+    let deps = if matches!(level.as_str(), "trace" | "debug") {
+        "info"
+    } else {
+        level.as_str()
+    };
+    EnvFilter::new(format!(
+        "{deps},broker_core={level},connection_broker={level},oauth_callback={level},token_refresh={level},\
+         session_exchange={level},expiry_notifier={level},aws_smithy_runtime={deps},aws_smithy_http_client={deps},\
+         hyper={deps},hyper_util={deps},reqwest={deps},h2={deps},rustls={deps}"
+    ))
+}
+
+fn configured_level() -> String {
+    std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into())
+}
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init() {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(&configured_level()))
+        .with_target(true);
+    let result = if json {
+        builder
+            .json()
+            .with_current_span(false)
+            .without_time()
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    // Already installed (tests, or a second call): keep the first.
+    let _ = result;
+}
+
+/// A subscriber writing to `writer` with the production filter: for tests that inspect log output.
+pub fn subscriber_for<W>(writer: W, level: &str) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish()
+}

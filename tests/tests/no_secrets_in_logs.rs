@@ -1,0 +1,209 @@
+//! No secret value reaches a log line or an error: storage flows on both backends run with the
+//! production log filter at its most verbose, and everything they print or return is searched for the
+//! secrets they handled.
+
+use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
+use broker_core::domain::*;
+use broker_core::ids::{AppId, TenantId, WriteId};
+use broker_core::ports::{Fence, TokenVault};
+use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
+use broker_core::CredentialKeeper;
+use broker_tests::backends::{self, Backend};
+use chrono::{Duration, Utc};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+const ACCESS: &str = "ACCESS-TOKEN-SENTINEL-7f3a";
+const REFRESH: &str = "REFRESH-TOKEN-SENTINEL-91bc";
+const CLIENT_SECRET: &str = "CLIENT-SECRET-SENTINEL-44de";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for secret in [ACCESS, REFRESH, CLIENT_SECRET] {
+        assert!(!text.contains(secret), "{what} contains a secret:\n{text}");
+    }
+}
+
+async fn exercise(backend: &Backend) -> Vec<String> {
+    let mut outputs = Vec::new();
+    let now = Utc::now();
+    let tenant = TenantId::parse("acme").unwrap();
+    let app = AppId::parse("exact-nl").unwrap();
+    let connection = Connection::new(
+        tenant.clone(),
+        app.clone(),
+        ProviderKind::ExactOnline,
+        Recipients::default(),
+        now,
+    );
+    backend
+        .store
+        .insert_connection(&connection, &[])
+        .await
+        .unwrap();
+    let keeper = CredentialKeeper::new(backend.store.clone(), backend.vault.clone());
+    let credentials = Credentials::OAuth2(TokenSet {
+        access_token: AccessToken::new(ACCESS),
+        access_expires_at: now + Duration::minutes(10),
+        refresh_token: Some(RefreshToken::new(REFRESH)),
+        refresh_expires_at: None,
+        scope: None,
+        received_at: now,
+    });
+    let target = CredentialKeeper::next_target(&connection);
+    let saved = keeper
+        .commit(
+            connection.clone(),
+            target.clone(),
+            &credentials,
+            Fence::Version,
+            &[],
+        )
+        .await
+        .unwrap();
+    outputs.push(format!("{saved:?}"));
+    let read = keeper.current(&saved).await.unwrap().unwrap();
+    outputs.push(format!("{read:?}"));
+    // A fenced-off commit fails after writing to the vault: its error must be clean too.
+    let stale = keeper
+        .commit(
+            connection.clone(),
+            CredentialKeeper::next_target(&saved),
+            &credentials,
+            Fence::Version,
+            &[],
+        )
+        .await;
+    outputs.push(format!("{stale:?}"));
+    // Reusing a write id for other content.
+    let mut other = credentials.clone();
+    if let Credentials::OAuth2(t) = &mut other {
+        t.scope = Some("changed".into());
+    }
+    let reused = backend
+        .vault
+        .put_credentials(&tenant, &saved.id, target.slot, &target.write, &other)
+        .await;
+    outputs.push(format!("{reused:?}"));
+    backend
+        .vault
+        .put_client_secret(&tenant, &app, &ClientSecret::new(CLIENT_SECRET))
+        .await
+        .unwrap();
+    let secret = backend
+        .vault
+        .get_client_secret(&tenant, &app)
+        .await
+        .unwrap();
+    outputs.push(format!("{secret:?}"));
+    outputs
+}
+
+async fn run_captured(backend: Backend) {
+    let captured = Captured::default();
+    let subscriber = broker_core::telemetry::subscriber_for(captured.clone(), "trace");
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let outputs = exercise(&backend).await;
+    for output in outputs {
+        assert_clean(&format!("{} output", backend.name), &output);
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_clean(&format!("{} logs", backend.name), &logs);
+}
+
+#[tokio::test]
+async fn embedded_backend_logs_and_errors_carry_no_secret() {
+    run_captured(backends::embedded()).await;
+}
+
+#[tokio::test]
+async fn aws_backend_logs_and_errors_carry_no_secret() {
+    run_captured(backends::aws().await).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_fails_without_echoing_what_it_was_given() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(broker_core::telemetry::subscriber_for(
+        captured.clone(),
+        "trace",
+    ));
+    // Nothing listens on this port.
+    let port = broker_tests::tools::free_port();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let vault = SecretsManagerVault::new(
+        aws_sdk_secretsmanager::Client::new(&config),
+        VaultNaming {
+            prefix: "connection-broker/test".into(),
+            kms_key_id: None,
+        },
+    );
+    let tenant = TenantId::parse("acme").unwrap();
+    let err = vault
+        .put_client_secret(
+            &tenant,
+            &AppId::parse("exact-nl").unwrap(),
+            &ClientSecret::new(CLIENT_SECRET),
+        )
+        .await
+        .unwrap_err();
+    let now = Utc::now();
+    let credentials = Credentials::OAuth2(TokenSet {
+        access_token: AccessToken::new(ACCESS),
+        access_expires_at: now,
+        refresh_token: Some(RefreshToken::new(REFRESH)),
+        refresh_expires_at: None,
+        scope: None,
+        received_at: now,
+    });
+    let connection = broker_core::ids::ConnectionId::generate();
+    let err2 = vault
+        .put_credentials(
+            &tenant,
+            &connection,
+            VaultSlot::A,
+            &WriteId::generate(),
+            &credentials,
+        )
+        .await
+        .unwrap_err();
+    for e in [err, err2] {
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("unavailable"),
+            "the error says what happened: {text}"
+        );
+        assert_clean("vault error", &text);
+    }
+    assert_clean(
+        "logs",
+        &String::from_utf8(captured.0.lock().unwrap().clone()).unwrap(),
+    );
+}
