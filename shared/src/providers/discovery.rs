@@ -1,0 +1,306 @@
+//! After authorization: where the connection's data lives and who authorized it.
+
+use super::catalogue::DiscoveryStep;
+use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
+use super::oauth::{Authorized, OAuthClient};
+use super::token_response::IdTokenClaims;
+use crate::domain::{Identity, ProviderContext, ProviderSettings, ServiceUrl};
+use crate::secret::AccessToken;
+use serde_json::{Map, Value};
+
+/// What the discovery step found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub context: ProviderContext,
+    /// Who authorized, when the provider tells.
+    pub identity: Option<Identity>,
+}
+
+impl OAuthClient {
+    /// Runs the definition's discovery step with the freshly exchanged tokens.
+    pub async fn discover(&self, authorized: &Authorized) -> Result<Discovered, ProviderError> {
+        let access = &authorized.tokens.access_token;
+        let id_claims = authorized.id_token.as_ref();
+        match self.provider.definition.discovery {
+            DiscoveryStep::TwinfieldAccessTokenValidation => {
+                let claims = self.twinfield_claims(access).await?;
+                let rewrite = |url: &str| self.provider.rewrite(url);
+                let mut found = twinfield_discovery(&claims, &rewrite)
+                    .map_err(|why| self.discovery_error(ErrorClass::Unexpected, why))?;
+                if let (Some(identity), Some(name)) =
+                    (&mut found.identity, id_claims.and_then(|c| c.name.clone()))
+                {
+                    identity.display_name = Some(name);
+                }
+                Ok(found)
+            }
+            DiscoveryStep::ExactCurrentMe => {
+                let url = self
+                    .provider
+                    .endpoints
+                    .current_user
+                    .clone()
+                    .expect("validated: exact definitions have current_user");
+                let me = self
+                    .get_json(Operation::Discovery, url, Some(access), &redactor(access))
+                    .await?;
+                let base_url = self.provider.base_url.clone().ok_or_else(|| {
+                    self.discovery_error(
+                        ErrorClass::Unexpected,
+                        "the Exact Online definition has no base_url".into(),
+                    )
+                })?;
+                exact_discovery(&me, base_url)
+                    .map_err(|why| self.discovery_error(ErrorClass::Unexpected, why))
+            }
+            DiscoveryStep::Acumatica => {
+                let ProviderSettings::Acumatica {
+                    tenant,
+                    instance_url,
+                } = &self.provider.settings
+                else {
+                    return Err(
+                        self.discovery_error(ErrorClass::Unexpected, "not an Acumatica app".into())
+                    );
+                };
+                let instance_url = self
+                    .provider
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| instance_url.clone());
+                let identity = self
+                    .userinfo_identity(access)
+                    .await?
+                    .or_else(|| identity_from_id_token(id_claims));
+                Ok(Discovered {
+                    context: ProviderContext::Acumatica {
+                        instance_url,
+                        tenant: tenant.clone(),
+                    },
+                    identity,
+                })
+            }
+            DiscoveryStep::Userinfo => {
+                let identity = self
+                    .userinfo_identity(access)
+                    .await?
+                    .or_else(|| identity_from_id_token(id_claims));
+                Ok(Discovered {
+                    context: ProviderContext::Generic { account: None },
+                    identity,
+                })
+            }
+            DiscoveryStep::None => Ok(Discovered {
+                context: ProviderContext::Generic { account: None },
+                identity: identity_from_id_token(id_claims),
+            }),
+        }
+    }
+
+    fn discovery_error(&self, class: ErrorClass, detail: String) -> ProviderError {
+        ProviderError::new(class, self.kind(), Operation::Discovery, detail)
+    }
+
+    async fn twinfield_claims(
+        &self,
+        access: &AccessToken,
+    ) -> Result<Map<String, Value>, ProviderError> {
+        let mut url = self
+            .provider
+            .endpoints
+            .token_validation
+            .clone()
+            .expect("validated: twinfield definitions have token_validation");
+        url.query_pairs_mut().append_pair("token", access.expose());
+        self.get_json(Operation::Discovery, url, None, &redactor(access))
+            .await
+    }
+
+    /// Identity from the userinfo endpoint. A refusal (4xx) or an unusable answer means "not available";
+    /// an outage or rate limit is an error, so the caller can try again.
+    async fn userinfo_identity(
+        &self,
+        access: &AccessToken,
+    ) -> Result<Option<Identity>, ProviderError> {
+        let Some(url) = self.endpoints().await?.userinfo.clone() else {
+            return Ok(None);
+        };
+        match self
+            .get_json(Operation::Discovery, url, Some(access), &redactor(access))
+            .await
+        {
+            Ok(claims) => Ok(identity_from_userinfo(&claims)),
+            Err(e)
+                if matches!(
+                    e.class,
+                    ErrorClass::ProviderUnavailable | ErrorClass::RateLimited
+                ) =>
+            {
+                Err(e)
+            }
+            Err(e) => {
+                tracing::info!(provider = ?self.kind(), error = %e, "userinfo gave no identity");
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn redactor(access: &AccessToken) -> Redactor {
+    let mut r = Redactor::default();
+    r.add(access.expose());
+    r
+}
+
+fn text(claims: &Map<String, Value>, key: &str) -> Option<String> {
+    match claims.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(tidy(s, 500)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Twinfield's `accesstokenvalidation` claims: cluster, organisation and user. `rewrite` applies the
+/// base-URL overrides to the reported cluster URL.
+pub fn twinfield_discovery(
+    claims: &Map<String, Value>,
+    rewrite: &dyn Fn(&str) -> String,
+) -> Result<Discovered, String> {
+    let cluster =
+        text(claims, "twf.clusterUrl").ok_or("the token validation has no twf.clusterUrl")?;
+    let cluster_url =
+        ServiceUrl::parse(&rewrite(&cluster)).map_err(|e| format!("twf.clusterUrl: {e}"))?;
+    let organisation_code = text(claims, "twf.organisationCode")
+        .ok_or("the token validation has no twf.organisationCode")?;
+    let organisation_id = text(claims, "twf.organisationId");
+    let identity =
+        text(claims, "twf.organisationUserCode").and_then(|code| Identity::new(code).ok());
+    Ok(Discovered {
+        context: ProviderContext::Twinfield {
+            cluster_url,
+            organisation_code,
+            organisation_id,
+        },
+        identity,
+    })
+}
+
+/// Exact Online's `current/Me`: `{"d":{"results":[{"CurrentDivision":…,"UserID":…,"FullName":…}]}}`.
+pub fn exact_discovery(
+    me: &Map<String, Value>,
+    base_url: ServiceUrl,
+) -> Result<Discovered, String> {
+    let d = me
+        .get("d")
+        .and_then(Value::as_object)
+        .ok_or("current/Me has no \"d\" object")?;
+    let user = match d.get("results") {
+        Some(Value::Array(results)) => results
+            .first()
+            .and_then(Value::as_object)
+            .ok_or("current/Me has no results")?,
+        _ => d,
+    };
+    let division = match user.get("CurrentDivision") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|d| *d > 0)
+    .ok_or("current/Me has no CurrentDivision")?;
+    let identity = text(user, "UserID")
+        .and_then(|id| Identity::new(id).ok())
+        .map(|mut identity| {
+            identity.display_name = text(user, "FullName").or_else(|| text(user, "UserName"));
+            identity
+        });
+    Ok(Discovered {
+        context: ProviderContext::ExactOnline { base_url, division },
+        identity,
+    })
+}
+
+/// An OpenID Connect userinfo answer: `sub`, and a name for people.
+pub fn identity_from_userinfo(claims: &Map<String, Value>) -> Option<Identity> {
+    let mut identity = Identity::new(text(claims, "sub")?).ok()?;
+    identity.display_name = text(claims, "name")
+        .or_else(|| text(claims, "preferred_username"))
+        .or_else(|| text(claims, "email"));
+    Some(identity)
+}
+
+fn identity_from_id_token(claims: Option<&IdTokenClaims>) -> Option<Identity> {
+    let claims = claims?;
+    let mut identity = Identity::new(claims.subject.clone()?).ok()?;
+    identity.display_name = claims
+        .name
+        .clone()
+        .or_else(|| claims.preferred_username.clone())
+        .or_else(|| claims.email.clone());
+    Some(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn twinfield_claims_give_cluster_organisation_and_user() {
+        let claims = object(json!({
+            "nbf": "1717400000", "exp": "1717403600", "scope": ["openid", "twf.user"],
+            "twf.clusterUrl": "https://accounting.twinfield.com",
+            "twf.organisationCode": "ORG1", "twf.organisationId": "5b5d7c4e", "twf.organisationUserCode": "USER1"
+        }));
+        let rewrite =
+            |u: &str| u.replace("https://accounting.twinfield.com", "http://127.0.0.1:1/c");
+        let found = twinfield_discovery(&claims, &rewrite).unwrap();
+        assert_eq!(
+            found.context,
+            ProviderContext::Twinfield {
+                cluster_url: ServiceUrl::parse("http://127.0.0.1:1/c").unwrap(),
+                organisation_code: "ORG1".into(),
+                organisation_id: Some("5b5d7c4e".into()),
+            }
+        );
+        assert_eq!(found.identity.unwrap().subject, "USER1");
+        assert!(
+            twinfield_discovery(&object(json!({"twf.organisationCode": "X"})), &|u| u
+                .to_string())
+            .is_err()
+        );
+        let hostile = object(
+            json!({"twf.clusterUrl": "http://evil.example.com", "twf.organisationCode": "X"}),
+        );
+        assert!(twinfield_discovery(&hostile, &|u| u.to_string())
+            .unwrap_err()
+            .contains("https"));
+    }
+
+    #[test]
+    fn exact_me_gives_division_and_user() {
+        let base = ServiceUrl::parse("https://start.exactonline.nl").unwrap();
+        let me = object(
+            json!({"d": {"results": [{"CurrentDivision": 12345, "UserID": "b0a1", "FullName": "Ann"}]}}),
+        );
+        let found = exact_discovery(&me, base.clone()).unwrap();
+        assert_eq!(
+            found.context,
+            ProviderContext::ExactOnline {
+                base_url: base.clone(),
+                division: 12345
+            }
+        );
+        assert_eq!(found.identity.unwrap().display_name.as_deref(), Some("Ann"));
+        assert!(exact_discovery(&object(json!({"d": {"results": []}})), base.clone()).is_err());
+        assert!(exact_discovery(
+            &object(json!({"d": {"results": [{"CurrentDivision": "x"}]}})),
+            base
+        )
+        .is_err());
+    }
+}

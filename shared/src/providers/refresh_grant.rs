@@ -1,0 +1,157 @@
+//! The refresh engine's grant port ([`crate::refresh::TokenGrant`]), implemented by the provider clients:
+//! the catalogue's refresh policy becomes the engine's rules, a [`ProviderError`] its failure.
+
+use super::catalogue::{RefreshExpiry, RefreshPolicy, RefreshRotation};
+use super::clients::Providers;
+use super::error::{ErrorClass, ProviderError};
+use crate::domain::OAuthApp;
+use crate::refresh::{
+    FailureClass, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant,
+};
+use crate::secret::{ClientSecret, RefreshToken};
+use async_trait::async_trait;
+use chrono::Duration;
+
+impl From<ErrorClass> for FailureClass {
+    fn from(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::GrantRevoked => Self::GrantRevoked,
+            ErrorClass::RefreshTokenExpired => Self::RefreshTokenExpired,
+            ErrorClass::RefreshTokenReused => Self::RefreshTokenReused,
+            ErrorClass::TooEarly => Self::TooEarly,
+            ErrorClass::RateLimited => Self::RateLimited,
+            ErrorClass::ProviderUnavailable => Self::ProviderUnavailable,
+            ErrorClass::ClientMisconfigured => Self::ClientMisconfigured,
+            ErrorClass::Unexpected => Self::Unexpected,
+        }
+    }
+}
+
+/// The engine's rules for a definition's refresh policy.
+pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
+    let days = |d: u32| Duration::days(i64::from(d));
+    RefreshRules {
+        rotating: policy.rotation == RefreshRotation::SingleUse,
+        expiry: match policy.expiry {
+            RefreshExpiry::Unknown => RefreshTokenExpiry::Never,
+            RefreshExpiry::Idle { days: d } => RefreshTokenExpiry::Idle(days(d)),
+            RefreshExpiry::Absolute { days: d } => RefreshTokenExpiry::Absolute(days(d)),
+            RefreshExpiry::Sliding {
+                days: d,
+                absolute_cap_days,
+            } => RefreshTokenExpiry::Sliding {
+                window: days(d),
+                cap: absolute_cap_days.map(days),
+            },
+        },
+        min_interval: policy
+            .min_interval_secs
+            .map(|s| Duration::seconds(s as i64)),
+        health_check: policy
+            .health_check_secs
+            .map(|s| Duration::seconds(s as i64)),
+    }
+}
+
+/// The engine's failure for a provider error: class, the provider's words, when to retry, and any new
+/// refresh token the failed answer carried.
+pub fn grant_failure(error: &ProviderError) -> GrantFailure {
+    let words = error.provider_words();
+    GrantFailure {
+        class: error.class.into(),
+        message: if words.is_empty() {
+            error.to_string()
+        } else {
+            words
+        },
+        retry_after: error.retry_after.and_then(|d| Duration::from_std(d).ok()),
+        issued_refresh_token: error.new_refresh_token().cloned(),
+    }
+}
+
+#[async_trait]
+impl TokenGrant for Providers {
+    fn rules(&self, app: &OAuthApp) -> RefreshRules {
+        match self.catalogue().resolve(&app.settings) {
+            Ok(resolved) => refresh_rules(&resolved.definition.refresh),
+            // The refresh itself will fail with the reason; until then, assume the strictest rules.
+            Err(_) => RefreshRules {
+                rotating: true,
+                expiry: RefreshTokenExpiry::Never,
+                min_interval: None,
+                health_check: None,
+            },
+        }
+    }
+
+    async fn refresh(
+        &self,
+        app: &OAuthApp,
+        client_secret: &ClientSecret,
+        refresh_token: &RefreshToken,
+    ) -> Result<GrantedTokens, GrantFailure> {
+        let client = self
+            .oauth_client(app, client_secret.clone())
+            .map_err(|e| GrantFailure::new(FailureClass::ClientMisconfigured, e.to_string()))?;
+        let refreshed = client
+            .refresh_grant(refresh_token)
+            .await
+            .map_err(|e| grant_failure(&e))?;
+        Ok(GrantedTokens {
+            access_token: refreshed.access_token,
+            expires_in: refreshed.expires_in,
+            refresh_token: refreshed.refresh_token,
+            scope: refreshed.scope,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ExactCountry, ProviderSettings};
+    use crate::providers::catalogue::Catalogue;
+
+    #[test]
+    fn catalogue_policies_become_engine_rules() {
+        let c = Catalogue::built_in();
+        let exact = c
+            .resolve(&ProviderSettings::ExactOnline {
+                country: ExactCountry::Belgium,
+            })
+            .unwrap();
+        let rules = refresh_rules(&exact.definition.refresh);
+        assert!(rules.rotating);
+        assert_eq!(rules.expiry, RefreshTokenExpiry::Idle(Duration::days(30)));
+        assert_eq!(rules.min_interval, Some(Duration::seconds(570)));
+        let twinfield = refresh_rules(
+            &c.resolve(&ProviderSettings::Twinfield)
+                .unwrap()
+                .definition
+                .refresh,
+        );
+        assert!(!twinfield.rotating);
+        assert_eq!(twinfield.health_check, Some(Duration::days(1)));
+    }
+
+    #[test]
+    fn provider_errors_become_grant_failures_keeping_new_tokens() {
+        let mut e = ProviderError::new(
+            ErrorClass::RateLimited,
+            crate::domain::ProviderKind::ExactOnline,
+            super::super::error::Operation::Refresh,
+            "Too many token requests",
+        );
+        e.error_code = Some("rate_limit_exceeded".into());
+        e.retry_after = Some(std::time::Duration::from_secs(90));
+        e.recovered = Some(Box::new(super::super::error::RecoveredTokens {
+            refresh_token: RefreshToken::new("new-one"),
+            tokens: None,
+        }));
+        let f = grant_failure(&e);
+        assert_eq!(f.class, FailureClass::RateLimited);
+        assert_eq!(f.message, "rate_limit_exceeded: Too many token requests");
+        assert_eq!(f.retry_after, Some(Duration::seconds(90)));
+        assert_eq!(f.issued_refresh_token.unwrap().expose(), "new-one");
+    }
+}
