@@ -1,0 +1,725 @@
+//! The refresh engine: keeps a connection's tokens fresh without ever spending a single-use refresh
+//! token twice or losing one the provider issued.
+//!
+//! ## Single flight
+//! In a process, callers for one connection queue on a local lock and re-read after getting it. Across
+//! processes, a lease in the store: taken with a conditional write, held by an owner token, fencing
+//! every later write (see `ports::ConnectionStore::acquire_lease`). After taking the lease the engine
+//! works on the connection as stored at that moment, so a refresh another worker completed is seen.
+//!
+//! ## Crash safety
+//! Before calling the provider, the engine saves a [`RefreshInFlight`] marker naming the token being
+//! spent and the vault version the new tokens will be written to. The provider's answer goes to the
+//! vault first (the non-current slot), then the metadata is switched to it and the marker cleared.
+//! A worker that finds a marker left behind follows this recovery:
+//! 1. the new tokens are in the vault → the answer was kept: adopt them;
+//! 2. they are not, and the original call may still be running (its time budget has not passed) →
+//!    wait: presenting the same refresh token now could spend it twice;
+//! 3. they are not, and the budget has passed → the answer, if any, was lost. Refresh once more with
+//!    the only token there is. A reusable token just works; a single-use one works if the provider never
+//!    answered (or still honours it); otherwise the provider says it was used and the connection becomes
+//!    `reconnect_required` with reason "refresh interrupted" — said once, never retried in a loop.
+//!
+//! ## Failures
+//! Revoked, expired or reused grants and a rejected client → reconnect required. Rate limits wait for
+//! the provider's `Retry-After`. An unavailable provider is retried within the call (bounded, with
+//! jitter) and then across runs with exponential backoff; a ceiling of failed attempts per hour stops a
+//! broken connection from storming the provider, and failing for longer than `give_up_after` ends in
+//! reconnect required. A refresh token found in an error reply is stored before anything else.
+
+use super::grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
+use super::rules::{access_token_fresh, backoff, jitter_unit};
+use crate::clock::Clock;
+use crate::credential_keeper::{CredentialKeeper, KeeperError};
+use crate::domain::{
+    Actor, Connection, Credentials, FailureRecord, OAuthApp, ReconnectKind, ReconnectReason,
+    RefreshInFlight, StatusEvent, StatusKind, StatusTransition, TokenSet,
+};
+use crate::ids::{ConnectionId, LeaseOwner};
+use crate::ports::{Fence, LeaseAttempt, MetadataStore, StoreError, TokenVault, VaultError};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The longest one provider call may take (the HTTP client's own total timeout must not exceed it).
+    pub call_timeout: std::time::Duration,
+    /// Extra provider attempts within one refresh when the provider is unavailable.
+    pub retries_when_unavailable: u32,
+    /// Lease lifetime beyond the worst-case time of all attempts.
+    pub lease_margin: Duration,
+    /// Failed attempts per connection per hour before it cools down.
+    pub max_failures_per_hour: usize,
+    /// Failing continuously for this long means a person must look: reconnect required.
+    pub give_up_after: Duration,
+    /// How long an on-demand caller waits for another worker's refresh.
+    pub wait_for_other_worker: std::time::Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout: std::time::Duration::from_secs(20),
+            retries_when_unavailable: 2,
+            lease_margin: Duration::seconds(15),
+            max_failures_per_hour: 6,
+            give_up_after: Duration::days(3),
+            wait_for_other_worker: std::time::Duration::from_secs(45),
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The worst-case duration of one refresh's provider calls, sleeps included.
+    pub fn call_budget(&self) -> Duration {
+        let attempts = 1 + self.retries_when_unavailable;
+        let calls = self.call_timeout * attempts;
+        let sleeps = std::time::Duration::from_millis(1_500) * self.retries_when_unavailable;
+        Duration::from_std(calls + sleeps).unwrap_or(Duration::minutes(5))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.call_budget() + self.lease_margin
+    }
+}
+
+/// Why the engine was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The scheduled run: refresh if the connection is due.
+    Scheduled,
+    /// Someone needs an access token valid for at least this long.
+    OnDemand { min_validity: Duration },
+}
+
+/// What happened, for callers and for the scheduled run's summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    AlreadyFresh,
+    Refreshed,
+    /// Tokens an interrupted refresh had stored were adopted.
+    Recovered,
+    NotDue,
+    /// Another worker is refreshing it.
+    Busy,
+    CoolingDown,
+    /// Its status does not allow refreshing (not connected, reconnect required, disabled, ...).
+    NotUsable(StatusKind),
+    /// This refresh ended in reconnect required.
+    ReconnectRequired(ReconnectKind),
+    /// This refresh failed and will be retried later.
+    Failed(FailureClass),
+}
+
+impl Outcome {
+    pub fn label(&self) -> String {
+        match self {
+            Self::AlreadyFresh => "already_fresh".into(),
+            Self::Refreshed => "refreshed".into(),
+            Self::Recovered => "recovered".into(),
+            Self::NotDue => "not_due".into(),
+            Self::Busy => "busy".into(),
+            Self::CoolingDown => "cooling_down".into(),
+            Self::NotUsable(kind) => format!("not_usable:{kind}"),
+            Self::ReconnectRequired(_) => "reconnect_required".into(),
+            Self::Failed(class) => format!("failed:{}", class.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshReport {
+    pub outcome: Outcome,
+    pub connection: Connection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("connection {0} does not exist")]
+    NotFound(ConnectionId),
+    #[error("the app registration {0} of this connection is missing: register it again")]
+    AppMissing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+impl From<KeeperError> for EngineError {
+    fn from(e: KeeperError) -> Self {
+        match e {
+            KeeperError::Store(e) => Self::Store(e),
+            KeeperError::Vault(e) => Self::Vault(e),
+        }
+    }
+}
+
+pub struct RefreshEngine {
+    store: Arc<dyn MetadataStore>,
+    vault: Arc<dyn TokenVault>,
+    keeper: CredentialKeeper,
+    grant: Arc<dyn TokenGrant>,
+    clock: Arc<dyn Clock>,
+    settings: EngineSettings,
+    local: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    actor: Actor,
+}
+
+impl RefreshEngine {
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        vault: Arc<dyn TokenVault>,
+        grant: Arc<dyn TokenGrant>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+    ) -> Self {
+        Self {
+            keeper: CredentialKeeper::new(store.clone(), vault.clone()),
+            store,
+            vault,
+            grant,
+            clock,
+            settings,
+            local: Mutex::default(),
+            actor: Actor::System("refresh-engine".into()),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Refreshes the connection if the trigger calls for it. On-demand callers wait (bounded) for a
+    /// refresh another worker is doing, then get its result.
+    pub async fn refresh(
+        &self,
+        id: &ConnectionId,
+        trigger: Trigger,
+    ) -> Result<RefreshReport, EngineError> {
+        let deadline = tokio::time::Instant::now() + self.settings.wait_for_other_worker;
+        loop {
+            let report = self.refresh_once(id, trigger).await?;
+            let waiting =
+                report.outcome == Outcome::Busy && matches!(trigger, Trigger::OnDemand { .. });
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                return Ok(report);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The connection's current credentials (for handing out after a refresh).
+    pub async fn credentials(
+        &self,
+        connection: &Connection,
+    ) -> Result<Option<Credentials>, EngineError> {
+        Ok(self.keeper.current(connection).await?)
+    }
+
+    fn local_lock(&self, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.local.lock().expect("local lock map poisoned");
+        if map.len() > 10_000 {
+            // Drop locks nobody holds or waits for, so the map stays small in a long-lived process.
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        map.entry(id.clone()).or_default().clone()
+    }
+
+    async fn refresh_once(
+        &self,
+        id: &ConnectionId,
+        trigger: Trigger,
+    ) -> Result<RefreshReport, EngineError> {
+        let lock = self.local_lock(id);
+        let _in_process = lock.lock().await;
+        let connection = self
+            .store
+            .get_connection(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.clone()))?;
+        if let Some(outcome) = self.needs_no_refresh(&connection, trigger).await? {
+            return Ok(RefreshReport {
+                outcome,
+                connection,
+            });
+        }
+        let owner = LeaseOwner::generate();
+        let now = self.clock.now();
+        let leased = match self
+            .store
+            .acquire_lease(id, &owner, now, self.settings.lease_ttl())
+            .await?
+        {
+            LeaseAttempt::Acquired(connection) => connection,
+            LeaseAttempt::Busy { .. } => {
+                return Ok(RefreshReport {
+                    outcome: Outcome::Busy,
+                    connection,
+                })
+            }
+            LeaseAttempt::Missing => return Err(EngineError::NotFound(id.clone())),
+        };
+        // Re-check under the lease: another worker may have refreshed in the meantime.
+        let result = match self.needs_no_refresh(&leased, trigger).await {
+            Ok(Some(outcome)) => Ok(RefreshReport {
+                outcome,
+                connection: leased,
+            }),
+            Ok(None) => self.refresh_under_lease(leased, &owner, trigger).await,
+            Err(e) => Err(e),
+        };
+        // Best effort: an unreleased lease simply expires.
+        if let Err(e) = self.store.release_lease(id, &owner).await {
+            tracing::warn!(connection = %id, error = %e, "could not release the refresh lease; it will expire");
+        }
+        result
+    }
+
+    /// `Some(outcome)` when nothing needs doing now.
+    async fn needs_no_refresh(
+        &self,
+        connection: &Connection,
+        trigger: Trigger,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let now = self.clock.now();
+        if !connection.status.is_usable() {
+            return Ok(Some(Outcome::NotUsable(connection.status.kind())));
+        }
+        if connection.refresh_in_flight.is_some() {
+            return Ok(None); // recovery needed, whatever the trigger
+        }
+        match trigger {
+            Trigger::OnDemand { min_validity }
+                if access_token_fresh(connection, now, min_validity) =>
+            {
+                return Ok(Some(Outcome::AlreadyFresh))
+            }
+            Trigger::Scheduled if connection.next_refresh_at.is_none_or(|at| at > now) => {
+                return Ok(Some(Outcome::NotDue))
+            }
+            _ => {}
+        }
+        if connection.failures.failures_since(now - Duration::hours(1))
+            >= self.settings.max_failures_per_hour
+        {
+            return Ok(Some(Outcome::CoolingDown));
+        }
+        let app = self.app_of(connection).await?;
+        let rules = self.grant.rules(&app);
+        let received = connection.last_refresh_at.unwrap_or(connection.created_at);
+        if now < rules.earliest_refresh(received) {
+            // Too early for the provider (Exact's 570 s). A caller that needs a token still has the
+            // current one, valid until at least 600 s after it was received.
+            return Ok(Some(match trigger {
+                Trigger::OnDemand { .. } => Outcome::AlreadyFresh,
+                Trigger::Scheduled => Outcome::NotDue,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn app_of(&self, connection: &Connection) -> Result<OAuthApp, EngineError> {
+        self.store
+            .get_app(&connection.tenant, &connection.app)
+            .await?
+            .ok_or_else(|| EngineError::AppMissing(connection.app.to_string()))
+    }
+
+    async fn refresh_under_lease(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        trigger: Trigger,
+    ) -> Result<RefreshReport, EngineError> {
+        let now = self.clock.now();
+        let mut interrupted = false;
+        if let Some(marker) = connection.refresh_in_flight.clone() {
+            if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
+                return self.adopt(connection, owner, marker, found).await;
+            }
+            if now < marker.started_at + self.settings.call_budget() {
+                // The original call may still be running: presenting its token now could spend it twice.
+                return Ok(RefreshReport {
+                    outcome: Outcome::Busy,
+                    connection,
+                });
+            }
+            tracing::warn!(connection = %connection.id, "an interrupted refresh left no tokens; refreshing once more with the last known token");
+            interrupted = true;
+            connection.refresh_in_flight = None;
+        }
+        let Some(current) = self.keeper.current(&connection).await? else {
+            let reason = ReconnectReason::new(
+                ReconnectKind::GrantRevoked,
+                "the broker holds no tokens for this connection",
+            );
+            return self.end_in_reconnect(connection, owner, reason).await;
+        };
+        let Some(previous) = current.token_set().cloned() else {
+            // Legacy credentials have no refresh: nothing to do until the connection moves to OAuth 2.0.
+            return Ok(RefreshReport {
+                outcome: Outcome::NotDue,
+                connection,
+            });
+        };
+        let Some(refresh_token) = previous.refresh_token.clone() else {
+            let reason = ReconnectReason::new(
+                ReconnectKind::RefreshTokenExpired,
+                "the provider issued no refresh token (was offline_access granted?)",
+            );
+            return self.end_in_reconnect(connection, owner, reason).await;
+        };
+        let app = self.app_of(&connection).await?;
+        let secret = self
+            .vault
+            .get_client_secret(&connection.tenant, &connection.app)
+            .await?
+            .ok_or_else(|| {
+                EngineError::AppMissing(format!("{} (client secret)", connection.app))
+            })?;
+
+        // The marker goes down before the provider sees the token.
+        let target = CredentialKeeper::next_target(&connection);
+        let spending = connection
+            .credentials
+            .clone()
+            .expect("credentials were just read through this pointer");
+        connection.refresh_in_flight = Some(RefreshInFlight {
+            started_at: now,
+            spending,
+            target: target.clone(),
+        });
+        let connection = self
+            .store
+            .save_connection(&connection, Fence::Lease(owner), &[])
+            .await?;
+
+        let answer = self
+            .call_provider(&app, &secret, &refresh_token, trigger)
+            .await;
+        let rules = self.grant.rules(&app);
+        let received_at = self.clock.now();
+        match answer {
+            Ok(granted) => {
+                let tokens = self.token_set(&connection, &previous, granted, received_at, &rules);
+                self.store_refreshed(connection, owner, target, tokens, received_at, &rules)
+                    .await
+            }
+            Err(failure) => {
+                self.store_failure(
+                    connection,
+                    owner,
+                    target,
+                    previous,
+                    failure,
+                    interrupted,
+                    &rules,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn call_provider(
+        &self,
+        app: &OAuthApp,
+        secret: &crate::secret::ClientSecret,
+        refresh_token: &crate::secret::RefreshToken,
+        _trigger: Trigger,
+    ) -> Result<GrantedTokens, GrantFailure> {
+        let mut attempt = 0;
+        loop {
+            let result = match tokio::time::timeout(
+                self.settings.call_timeout,
+                self.grant.refresh(app, secret, refresh_token),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(GrantFailure::new(
+                    FailureClass::ProviderUnavailable,
+                    "the provider did not answer in time",
+                )),
+            };
+            match result {
+                Err(failure)
+                    if failure.class == FailureClass::ProviderUnavailable
+                        && failure.issued_refresh_token.is_none()
+                        && attempt < self.settings.retries_when_unavailable =>
+                {
+                    // Retrying at once also catches the case where the provider issued a new pair but
+                    // its gateway failed the reply: some providers honour the old token briefly.
+                    attempt += 1;
+                    let pause = 500.0 * f64::from(attempt) * (1.0 + jitter_unit());
+                    tokio::time::sleep(std::time::Duration::from_millis(pause as u64)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn token_set(
+        &self,
+        connection: &Connection,
+        previous: &TokenSet,
+        granted: GrantedTokens,
+        received_at: DateTime<Utc>,
+        rules: &super::rules::RefreshRules,
+    ) -> TokenSet {
+        let rotated = granted.refresh_token.is_some();
+        let refresh_token = granted
+            .refresh_token
+            .or_else(|| previous.refresh_token.clone());
+        let refresh_expires_at = if rotated || !rules.rotating {
+            rules
+                .refresh_token_expiry(received_at, connection.created_at)
+                .or(previous.refresh_expires_at)
+        } else {
+            previous.refresh_expires_at
+        };
+        TokenSet {
+            access_token: granted.access_token,
+            access_expires_at: received_at + granted.expires_in,
+            refresh_token,
+            refresh_expires_at,
+            scope: granted.scope.or_else(|| previous.scope.clone()),
+            received_at,
+        }
+    }
+
+    async fn store_refreshed(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        target: crate::domain::CredentialsPointer,
+        tokens: TokenSet,
+        received_at: DateTime<Utc>,
+        rules: &super::rules::RefreshRules,
+    ) -> Result<RefreshReport, EngineError> {
+        connection.refresh_in_flight = None;
+        connection.failures.clear();
+        connection.last_refresh_at = Some(received_at);
+        connection.next_refresh_at =
+            Some(rules.next_scheduled_refresh(received_at, tokens.refresh_expires_at));
+        let mut transitions = Vec::new();
+        if connection.status.kind() != StatusKind::Connected {
+            transitions.push(
+                connection
+                    .apply(
+                        StatusEvent::RefreshSucceeded,
+                        self.actor.clone(),
+                        received_at,
+                    )
+                    .expect("usable"),
+            );
+        }
+        connection.updated_at = received_at;
+        let credentials = Credentials::OAuth2(tokens);
+        let saved = self
+            .commit_with_retry(connection, target, &credentials, owner, &transitions)
+            .await?;
+        Ok(RefreshReport {
+            outcome: Outcome::Refreshed,
+            connection: saved,
+        })
+    }
+
+    /// The vault write after a provider answer is the one write that must not fail for a passing
+    /// reason: retry it (bounded) before giving up. If it still fails, the marker stays and the next
+    /// worker recovers.
+    async fn commit_with_retry(
+        &self,
+        connection: Connection,
+        target: crate::domain::CredentialsPointer,
+        credentials: &Credentials,
+        owner: &LeaseOwner,
+        transitions: &[StatusTransition],
+    ) -> Result<Connection, EngineError> {
+        let mut attempt: u32 = 0;
+        loop {
+            match self
+                .keeper
+                .commit(
+                    connection.clone(),
+                    target.clone(),
+                    credentials,
+                    Fence::Lease(owner),
+                    transitions,
+                )
+                .await
+            {
+                Err(KeeperError::Vault(VaultError::Unavailable(e))) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(connection = %connection.id, attempt, error = %e, "vault write failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_failure(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        target: crate::domain::CredentialsPointer,
+        previous: TokenSet,
+        failure: GrantFailure,
+        interrupted: bool,
+        rules: &super::rules::RefreshRules,
+    ) -> Result<RefreshReport, EngineError> {
+        let now = self.clock.now();
+        connection.refresh_in_flight = None;
+        tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        // A refresh token in an error reply replaces the one just spent: keep it before anything else.
+        if let Some(issued) = failure.issued_refresh_token.clone() {
+            let mut kept = previous.clone();
+            kept.refresh_token = Some(issued);
+            kept.refresh_expires_at = rules
+                .refresh_token_expiry(now, connection.created_at)
+                .or(previous.refresh_expires_at);
+            connection.last_refresh_at = Some(now);
+            connection = self
+                .commit_with_retry(connection, target, &Credentials::OAuth2(kept), owner, &[])
+                .await?;
+        }
+        if let Some(kind) = failure.class.reconnect_kind() {
+            let kind = if interrupted
+                && matches!(
+                    kind,
+                    ReconnectKind::RefreshTokenReused | ReconnectKind::GrantRevoked
+                ) {
+                ReconnectKind::RefreshInterrupted
+            } else {
+                kind
+            };
+            return self
+                .end_in_reconnect(
+                    connection,
+                    owner,
+                    ReconnectReason::new(kind, failure.message),
+                )
+                .await;
+        }
+        connection.failures.record(FailureRecord {
+            at: now,
+            class: failure.class.as_str().into(),
+            message: failure.message.clone(),
+        });
+        let failing_since = connection.failures.first_failure_at.unwrap_or(now);
+        let expired = connection.refresh_expires_at.is_some_and(|end| end <= now);
+        if expired || now - failing_since >= self.settings.give_up_after {
+            let kind = if expired {
+                ReconnectKind::RefreshTokenExpired
+            } else {
+                ReconnectKind::RepeatedFailures
+            };
+            return self
+                .end_in_reconnect(
+                    connection,
+                    owner,
+                    ReconnectReason::new(kind, failure.message),
+                )
+                .await;
+        }
+        let wait = match failure.class {
+            FailureClass::RateLimited => failure
+                .retry_after
+                .unwrap_or(Duration::minutes(1))
+                .max(Duration::seconds(1)),
+            FailureClass::TooEarly => {
+                rules.earliest_refresh(connection.last_refresh_at.unwrap_or(now)) - now
+            }
+            _ => backoff(connection.failures.consecutive, jitter_unit()),
+        };
+        connection.next_refresh_at = Some(now + wait.max(Duration::seconds(1)));
+        let mut transitions = Vec::new();
+        if failure.class != FailureClass::TooEarly {
+            let event = StatusEvent::RefreshFailed {
+                error: format!("{}: {}", failure.class.as_str(), failure.message),
+            };
+            transitions.push(
+                connection
+                    .apply(event, self.actor.clone(), now)
+                    .expect("usable"),
+            );
+        }
+        let saved = self
+            .store
+            .save_connection(&connection, Fence::Lease(owner), &transitions)
+            .await?;
+        Ok(RefreshReport {
+            outcome: Outcome::Failed(failure.class),
+            connection: saved,
+        })
+    }
+
+    async fn adopt(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        marker: RefreshInFlight,
+        found: Credentials,
+    ) -> Result<RefreshReport, EngineError> {
+        let now = self.clock.now();
+        let app = self.app_of(&connection).await?;
+        let rules = self.grant.rules(&app);
+        tracing::info!(connection = %connection.id, "adopting tokens stored by an interrupted refresh");
+        if let Some(tokens) = found.token_set() {
+            connection.access_expires_at = Some(tokens.access_expires_at);
+            connection.refresh_expires_at = tokens.refresh_expires_at;
+            connection.last_refresh_at = Some(tokens.received_at);
+            connection.next_refresh_at =
+                Some(rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at));
+        }
+        connection.credentials = Some(marker.target);
+        connection.refresh_in_flight = None;
+        connection.failures.clear();
+        let mut transitions = Vec::new();
+        if connection.status.kind() != StatusKind::Connected {
+            transitions.push(
+                connection
+                    .apply(StatusEvent::RefreshSucceeded, self.actor.clone(), now)
+                    .expect("usable"),
+            );
+        }
+        let saved = self
+            .store
+            .save_connection(&connection, Fence::Lease(owner), &transitions)
+            .await?;
+        Ok(RefreshReport {
+            outcome: Outcome::Recovered,
+            connection: saved,
+        })
+    }
+
+    async fn end_in_reconnect(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        reason: ReconnectReason,
+    ) -> Result<RefreshReport, EngineError> {
+        let now = self.clock.now();
+        let kind = reason.kind;
+        connection.refresh_in_flight = None;
+        connection.next_refresh_at = None;
+        let transition = connection
+            .apply(
+                StatusEvent::ReconnectNeeded(reason),
+                self.actor.clone(),
+                now,
+            )
+            .expect("usable");
+        let saved = self
+            .store
+            .save_connection(&connection, Fence::Lease(owner), &[transition])
+            .await?;
+        Ok(RefreshReport {
+            outcome: Outcome::ReconnectRequired(kind),
+            connection: saved,
+        })
+    }
+}

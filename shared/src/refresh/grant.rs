@@ -1,0 +1,95 @@
+//! What the refresh engine needs from a provider: one refresh-token grant, and the provider's rules.
+//! The provider clients implement it; tests may wrap it to inject faults.
+
+use super::rules::RefreshRules;
+use crate::domain::{OAuthApp, ReconnectKind};
+use crate::secret::{AccessToken, ClientSecret, RefreshToken};
+use async_trait::async_trait;
+use chrono::Duration;
+
+/// A successful refresh, as the provider answered it.
+#[derive(Debug, Clone)]
+pub struct GrantedTokens {
+    pub access_token: AccessToken,
+    pub expires_in: Duration,
+    /// `None` when the provider sent no new refresh token: the old one stays.
+    pub refresh_token: Option<RefreshToken>,
+    pub scope: Option<String>,
+}
+
+/// The small set of failure classes callers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    GrantRevoked,
+    RefreshTokenExpired,
+    RefreshTokenReused,
+    TooEarly,
+    RateLimited,
+    ProviderUnavailable,
+    ClientMisconfigured,
+    Unexpected,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GrantRevoked => "grant_revoked",
+            Self::RefreshTokenExpired => "refresh_token_expired",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::TooEarly => "too_early",
+            Self::RateLimited => "rate_limited",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::ClientMisconfigured => "client_misconfigured",
+            Self::Unexpected => "unexpected",
+        }
+    }
+
+    /// The reconnect reason when this failure means only a person can fix the connection.
+    pub fn reconnect_kind(self) -> Option<ReconnectKind> {
+        match self {
+            Self::GrantRevoked => Some(ReconnectKind::GrantRevoked),
+            Self::RefreshTokenExpired => Some(ReconnectKind::RefreshTokenExpired),
+            Self::RefreshTokenReused => Some(ReconnectKind::RefreshTokenReused),
+            Self::ClientMisconfigured => Some(ReconnectKind::ClientMisconfigured),
+            Self::TooEarly | Self::RateLimited | Self::ProviderUnavailable | Self::Unexpected => {
+                None
+            }
+        }
+    }
+}
+
+/// A failed refresh. `issued_refresh_token` carries a new refresh token found in an error reply
+/// (Exact can rate-limit a request and still rotate the token): it must be kept.
+#[derive(Debug, Clone)]
+pub struct GrantFailure {
+    pub class: FailureClass,
+    /// The provider's own words, without secrets.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub issued_refresh_token: Option<RefreshToken>,
+}
+
+impl GrantFailure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            retry_after: None,
+            issued_refresh_token: None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait TokenGrant: Send + Sync {
+    /// The provider's refresh rules for this app.
+    fn rules(&self, app: &OAuthApp) -> RefreshRules;
+
+    /// One refresh-token grant. Must be bounded by the client's own timeouts.
+    async fn refresh(
+        &self,
+        app: &OAuthApp,
+        client_secret: &ClientSecret,
+        refresh_token: &RefreshToken,
+    ) -> Result<GrantedTokens, GrantFailure>;
+}

@@ -1,0 +1,12 @@
+//! Refreshing tokens: the provider's rules, the grant port the provider clients implement, and the
+//! engine that does it safely.
+
+pub mod engine;
+pub mod grant;
+pub mod rules;
+pub mod run;
+
+pub use engine::{EngineError, EngineSettings, Outcome, RefreshEngine, RefreshReport, Trigger};
+pub use grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
+pub use rules::{RefreshRules, RefreshTokenExpiry};
+pub use run::{run_scheduled, RunSettings, RunSummary};
