@@ -3,8 +3,8 @@
 //! suite (`tests/tests/store_contract.rs`) holds them to it.
 
 use crate::domain::{
-    ApiKeyPrefix, ApiKeyRecord, Connection, Consumed, Credentials, CredentialsPointer, OAuthApp,
-    OneTimeKey, PendingAuthorization, StatusTransition, Tenant, VaultSlot,
+    ApiKeyPrefix, ApiKeyRecord, ConnectLink, Connection, Consumed, Credentials, CredentialsPointer,
+    OAuthApp, OneTimeKey, PendingAuthorization, StatusTransition, Tenant, VaultSlot,
 };
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use crate::secret::ClientSecret;
@@ -211,6 +211,20 @@ pub trait AuthorizationStateStore: Send + Sync {
         key: &OneTimeKey,
         now: DateTime<Utc>,
     ) -> Result<Consumed<PendingAuthorization>, StoreError>;
+}
+
+/// Connect and reconnect links, stored under the hash of their token.
+#[async_trait]
+pub trait ConnectLinkStore: Send + Sync {
+    async fn put_link(&self, key: &OneTimeKey, link: &ConnectLink) -> Result<(), StoreError>;
+
+    /// The link, if it exists and has not expired by `now` (expired ones read as `Expired` even
+    /// where the backend has not deleted them yet). Reading does not consume it.
+    async fn get_link(
+        &self,
+        key: &OneTimeKey,
+        now: DateTime<Utc>,
+    ) -> Result<Consumed<ConnectLink>, StoreError>;
 }
 
 /// The token vault. Credentials live in two slots per connection (see [`VaultSlot`]); each write is

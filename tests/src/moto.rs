@@ -31,6 +31,24 @@ pub fn install() -> Result<()> {
     })
 }
 
+/// moto's server handles each request on its own thread and checks conditions in Python without a
+/// lock, so under load two conditional writes can both succeed — which real DynamoDB never allows.
+/// Serving one request at a time makes moto's conditional writes atomic, as AWS's are; the lease and
+/// single-use-state races in the contract suite depend on it.
+const SERIALISED_SERVER: &str = r#"
+import sys, threading
+from moto.moto_server import werkzeug_app
+from moto import server
+_lock = threading.Lock()
+_call = werkzeug_app.DomainDispatcherApplication.__call__
+def _serialised(self, environ, start_response):
+    with _lock:
+        return list(_call(self, environ, start_response))
+werkzeug_app.DomainDispatcherApplication.__call__ = _serialised
+sys.argv[0] = "moto_server"
+server.main(sys.argv[1:])
+"#;
+
 /// A running moto server on a free loopback port.
 pub struct Moto {
     _service: Service,

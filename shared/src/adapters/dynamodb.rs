@@ -35,7 +35,9 @@
 //! # Connections
 //!
 //! - `version` is the optimistic-concurrency counter. A save is an update conditioned on
-//!   `version = <version read>` (and, under a lease fence, `lease_owner = <writer>`) that increments it.
+//!   `version = <version read> AND tenant = <tenant read>` (and, under a lease fence,
+//!   `lease_owner = <writer>`) that increments it. A refused save whose old image is empty was saving a
+//!   connection that does not exist: `NotFound`, not `Conflict`.
 //! - `lease_owner` / `lease_until` are set only by `acquire_lease` (conditioned on the lease being absent
 //!   or expired; it also increments `version`, fencing off every writer that read before) and removed
 //!   only by `release_lease`. A save never touches them; reads put them back into `Connection::lease`.
@@ -72,11 +74,17 @@
 //!
 //! # Failures
 //!
-//! A failed condition is `Conflict` (or `AlreadyExists`, `Busy`, `Expired`, ...: whatever the port
-//! says). Anything else the SDK reports (throttling, a `TransactionConflict` with a concurrent
-//! transaction, a network error) is `Unavailable`: retrying is safe, because every write is conditional
-//! and the SDK gives each `TransactWriteItems` call an idempotency token, so a retried transaction that
-//! had committed succeeds instead of failing its own condition.
+//! A failed condition is `Conflict` (or `NotFound`, `AlreadyExists`, `Busy`, `Expired`, ...: whatever
+//! the port says). Anything else the SDK reports (throttling, a `TransactionConflict` with a concurrent
+//! transaction, a network error) is `Unavailable`, and retrying is safe: every write is conditional.
+//!
+//! The SDK itself retries a call whose answer was lost, and the retry of a write that had landed would
+//! fail its own condition. So every `TransactWriteItems` (connection inserts, saves with transitions)
+//! carries the SDK's idempotency token, which makes such a retry succeed; and a single-item save or lease
+//! acquisition recognises its own write in the old image that comes with the refused condition
+//! (`ReturnValuesOnConditionCheckFailure = ALL_OLD`: same version and `data`, or same lease owner and
+//! expiry) and succeeds. Consuming an authorization state cannot tell: a retried consume whose first
+//! attempt landed answers `Unknown`, and the person starts the authorization again.
 
 mod accounts;
 mod connections;
@@ -209,6 +217,3 @@ impl DynamoStore {
         }
     }
 }
-
-#[cfg(test)]
-mod moto_check;

@@ -40,6 +40,18 @@ pub enum AuthorizationPurpose {
     Reconnect,
 }
 
+/// A connect or reconnect link: names one connection and one purpose, expires, and is stored only
+/// under the hash of its token. It may be opened more than once until it expires (a person may retry
+/// after denying consent); each opening starts a new single-use authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectLink {
+    pub tenant: TenantId,
+    pub connection: ConnectionId,
+    pub purpose: AuthorizationPurpose,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Everything the callback needs, kept server-side under the state's key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingAuthorization {

@@ -11,7 +11,8 @@ pub mod tenant;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
 pub use authorization::{
-    new_one_time_secret, AuthorizationPurpose, Consumed, OneTimeKey, PendingAuthorization,
+    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey,
+    PendingAuthorization,
 };
 pub use connection::{
     Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,

@@ -81,6 +81,7 @@ impl ConnectionStore for DynamoStore {
         let expression = SaveExpression::of(connection, fence)?;
         if transitions.is_empty() {
             let operation = "UpdateItem (save connection)";
+            let written_data = expression.values.get(":data").cloned();
             let saved = self
                 .client
                 .update_item()
@@ -101,8 +102,19 @@ impl ConnectionStore for DynamoStore {
                 Ok(out) => decode_connection(&out.attributes.unwrap_or_default()),
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                        let existed = failed.item().is_some_and(|old| !old.is_empty());
-                        Err(refused_save(&connection.id, existed))
+                        match failed.item().filter(|old| !old.is_empty()) {
+                            // The SDK retried a call whose first attempt had landed (its answer was
+                            // lost): the stored item is exactly this save's. A transaction needs no
+                            // such check: its idempotency token makes the retry succeed.
+                            Some(old)
+                                if old.get(VERSION)
+                                    == Some(&n((connection.version + 1).to_string()))
+                                    && old.get(DATA) == written_data.as_ref() =>
+                            {
+                                decode_connection(old)
+                            }
+                            old => Err(refused_save(&connection.id, old.is_some())),
+                        }
                     }
                     _ => Err(unavailable(operation, &e)),
                 },
@@ -162,6 +174,7 @@ impl ConnectionStore for DynamoStore {
         ttl: Duration,
     ) -> Result<LeaseAttempt, StoreError> {
         let operation = "UpdateItem (acquire lease)";
+        let until = now + ttl;
         let acquired = self
             .client
             .update_item()
@@ -176,7 +189,7 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_names("#until", LEASE_UNTIL)
             .expression_attribute_names("#version", VERSION)
             .expression_attribute_values(":owner", s(owner.as_str()))
-            .expression_attribute_values(":until", n(epoch_millis(now + ttl)))
+            .expression_attribute_values(":until", n(epoch_millis(until)))
             .expression_attribute_values(":now", n(epoch_millis(now)))
             .expression_attribute_values(":one", n("1"))
             .return_values(ReturnValue::AllNew)
@@ -190,8 +203,16 @@ impl ConnectionStore for DynamoStore {
             )?)),
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    match failed.item() {
-                        Some(old) if !old.is_empty() => match lease_expiry(old)? {
+                    match failed.item().filter(|old| !old.is_empty()) {
+                        // The SDK retried a call whose first attempt had taken the lease (its
+                        // answer was lost): the lease is ours, exactly as this call set it.
+                        Some(old)
+                            if old.get(LEASE_OWNER) == Some(&s(owner.as_str()))
+                                && lease_expiry(old)? == Some(until) =>
+                        {
+                            Ok(LeaseAttempt::Acquired(decode_connection(old)?))
+                        }
+                        Some(old) => match lease_expiry(old)? {
                             Some(until) => Ok(LeaseAttempt::Busy { until }),
                             // The condition and the image are one atomic step in DynamoDB, so
                             // this cannot happen there (moto, racing requests, can): read again.
