@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod backend;
 pub mod clock;
+pub mod connect;
 pub mod context;
 pub mod credential_keeper;
 pub mod domain;

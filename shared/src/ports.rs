@@ -273,7 +273,10 @@ pub trait TokenVault: Send + Sync {
 
 /// Everything the broker stores, as one metadata store plus the vault.
 pub trait MetadataStore:
-    ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore
+    ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore + ConnectLinkStore
 {
 }
-impl<T: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore> MetadataStore for T {}
+impl<T> MetadataStore for T where
+    T: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore + ConnectLinkStore
+{
+}

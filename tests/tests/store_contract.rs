@@ -45,6 +45,7 @@ contract!(
     a_day_of_exact_rotation_writes_at_most_100_versions_to_any_secret,
     tenants_see_only_their_own_connections_and_keys,
     apps_and_client_secrets_round_trip,
+    connect_links_are_found_by_token_hash_until_they_expire,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -902,4 +903,51 @@ async fn apps_and_client_secrets_round_trip(backend: Backend) {
         .await
         .unwrap()
         .is_none());
+}
+
+async fn connect_links_are_found_by_token_hash_until_they_expire(backend: Backend) {
+    let connection = new_connection(&tenant("acme"), t0());
+    let (token, key) = new_one_time_secret();
+    let link = ConnectLink {
+        tenant: connection.tenant.clone(),
+        connection: connection.id.clone(),
+        purpose: AuthorizationPurpose::Reconnect,
+        created_at: t0(),
+        expires_at: t0() + Duration::days(7),
+    };
+    backend.store.put_link(&key, &link).await.unwrap();
+    for _ in 0..2 {
+        // Reading does not consume: a person may open the link again after denying consent.
+        let found = backend
+            .store
+            .get_link(&OneTimeKey::of(&token), t0() + Duration::days(6))
+            .await
+            .unwrap();
+        assert!(
+            matches!(found, Consumed::Fresh(ref l) if *l == link),
+            "{}: {found:?}",
+            backend.name
+        );
+    }
+    let late = backend
+        .store
+        .get_link(&key, t0() + Duration::days(7))
+        .await
+        .unwrap();
+    assert!(
+        matches!(late, Consumed::Expired),
+        "{}: {late:?}",
+        backend.name
+    );
+    let (other, _) = new_one_time_secret();
+    let unknown = backend
+        .store
+        .get_link(&OneTimeKey::of(&other), t0())
+        .await
+        .unwrap();
+    assert!(matches!(unknown, Consumed::Unknown));
+    assert!(matches!(
+        backend.store.put_link(&key, &link).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
 }

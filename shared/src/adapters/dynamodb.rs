@@ -90,6 +90,7 @@ mod accounts;
 mod connections;
 mod errors;
 mod keys;
+mod links;
 mod paging;
 mod records;
 mod schema;

@@ -58,6 +58,7 @@
 
 mod codec;
 mod connections;
+mod links;
 mod records;
 mod schema;
 #[cfg(test)]

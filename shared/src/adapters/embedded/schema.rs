@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS pending_authorizations (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_by_expiry ON pending_authorizations (expires_at);
 
+CREATE TABLE IF NOT EXISTS connect_links (
+    key        TEXT PRIMARY KEY NOT NULL,
+    expires_at TEXT NOT NULL,
+    data       TEXT NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS vault_versions (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant     TEXT NOT NULL,
