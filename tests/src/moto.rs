@@ -59,18 +59,17 @@ impl Moto {
     pub fn start() -> Result<Self> {
         install()?;
         let port = free_port();
-        let program = venv().join("bin/moto_server");
-        let mut service = Service::spawn(
-            "moto",
-            &program,
-            &[
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ],
-            &[],
-        )?;
+        let program = venv().join("bin/python");
+        let args = [
+            "-c",
+            SERIALISED_SERVER,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]
+        .map(String::from);
+        let mut service = Service::spawn("moto", &program, &args, &[])?;
         wait_for_port(
             port,
             service.child(),

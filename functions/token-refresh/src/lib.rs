@@ -1,1 +1,108 @@
-//! The token-refresh function.
+//! The scheduled token refresh. EventBridge invokes it every few minutes; each invocation refreshes what
+//! is due with bounded concurrency, stops taking work before its deadline, and reports a summary as a
+//! structured log line and as CloudWatch metrics (Embedded Metric Format, one JSON line on stdout).
+
+use broker_core::context::BrokerContext;
+use broker_core::refresh::{run_scheduled, RunSettings, RunSummary};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// Runs one scheduled refresh until the index is exhausted or `deadline` nears.
+pub async fn refresh_due(
+    ctx: &BrokerContext,
+    deadline: Instant,
+    settings: &RunSettings,
+) -> RunSummary {
+    let summary = run_scheduled(
+        ctx.engine.clone(),
+        ctx.backend.store.clone(),
+        ctx.clock.clone(),
+        deadline,
+        settings,
+    )
+    .await;
+    tracing::info!(
+        taken = summary.taken,
+        errors = summary.errors,
+        stopped_early = summary.stopped_early,
+        outcomes = %serde_json::to_string(&summary.outcomes).unwrap_or_default(),
+        "scheduled refresh finished"
+    );
+    summary
+}
+
+/// Run settings from `BROKER_REFRESH_CONCURRENCY` (default 64).
+pub fn settings_from_env() -> RunSettings {
+    let mut settings = RunSettings::default();
+    if let Some(n) = std::env::var("BROKER_REFRESH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        settings.concurrency = n.clamp(1, 1024);
+    }
+    settings
+}
+
+/// Refreshes that failed: provider failures, connections that now need a person, and the broker's own
+/// errors. The `RefreshFailures` alarm watches this.
+pub fn failures(summary: &RunSummary) -> usize {
+    let provider: usize = summary
+        .outcomes
+        .iter()
+        .filter(|(label, _)| label.starts_with("failed:") || label.as_str() == "reconnect_required")
+        .map(|(_, n)| n)
+        .sum();
+    provider + summary.errors
+}
+
+/// The summary as one CloudWatch Embedded Metric Format record.
+pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_millis: i64) -> Value {
+    let count = |label: &str| summary.count(label);
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_millis,
+            "CloudWatchMetrics": [{
+                "Namespace": "ConnectionBroker",
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    {"Name": "RefreshFailures", "Unit": "Count"},
+                    {"Name": "Refreshed", "Unit": "Count"},
+                    {"Name": "ConnectionsTaken", "Unit": "Count"},
+                    {"Name": "ReconnectRequired", "Unit": "Count"},
+                    {"Name": "RunStoppedEarly", "Unit": "Count"}
+                ]
+            }]
+        },
+        "FunctionName": function_name,
+        "RefreshFailures": failures(summary),
+        "Refreshed": count("refreshed") + count("recovered"),
+        "ConnectionsTaken": summary.taken,
+        "ReconnectRequired": count("reconnect_required"),
+        "RunStoppedEarly": u8::from(summary.stopped_early),
+        "outcomes": summary.outcomes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_record_counts_failures_of_every_kind() {
+        let mut summary = RunSummary::default();
+        summary.taken = 6;
+        summary.errors = 1;
+        summary.outcomes.insert("refreshed".into(), 2);
+        summary
+            .outcomes
+            .insert("failed:provider_unavailable".into(), 2);
+        summary.outcomes.insert("reconnect_required".into(), 1);
+        let record = metrics_record(&summary, "token-refresh", 1);
+        assert_eq!(record["RefreshFailures"], 4);
+        assert_eq!(record["Refreshed"], 2);
+        assert_eq!(
+            record["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "ConnectionBroker"
+        );
+    }
+}

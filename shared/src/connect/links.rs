@@ -5,7 +5,7 @@
 use crate::context::BrokerContext;
 use crate::domain::{AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey};
 use crate::ids::{ConnectionId, TenantId};
-use crate::ports::{ConnectLinkStore, StoreError};
+use crate::ports::StoreError;
 use crate::secret::OneTimeSecret;
 use chrono::Duration;
 use url::Url;

@@ -198,12 +198,19 @@ impl RefreshEngine {
         trigger: Trigger,
     ) -> Result<RefreshReport, EngineError> {
         let deadline = tokio::time::Instant::now() + self.settings.wait_for_other_worker;
+        let on_demand = matches!(trigger, Trigger::OnDemand { .. });
         loop {
-            let report = self.refresh_once(id, trigger).await?;
-            let waiting =
-                report.outcome == Outcome::Busy && matches!(trigger, Trigger::OnDemand { .. });
-            if !waiting || tokio::time::Instant::now() >= deadline {
-                return Ok(report);
+            let waiting = match self.refresh_once(id, trigger).await {
+                Ok(report) if report.outcome == Outcome::Busy && on_demand => Ok(report),
+                // Our lease was taken over while the provider answered: whoever took it over
+                // finishes the job (adopting what we stored). An on-demand caller waits for that.
+                Err(EngineError::Store(StoreError::Conflict)) if on_demand => {
+                    Err(EngineError::Store(StoreError::Conflict))
+                }
+                other => return other,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return waiting;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -587,6 +594,14 @@ impl RefreshEngine {
                 .await?;
         }
         if let Some(kind) = failure.class.reconnect_kind() {
+            // Providers often answer an expired refresh token with a bare invalid_grant; past the
+            // token's known end, that is what it means.
+            let past_end = connection.refresh_expires_at.is_some_and(|end| end <= now);
+            let kind = if kind == ReconnectKind::GrantRevoked && past_end {
+                ReconnectKind::RefreshTokenExpired
+            } else {
+                kind
+            };
             let kind = if interrupted
                 && matches!(
                     kind,
