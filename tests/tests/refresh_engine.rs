@@ -1181,3 +1181,53 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         refreshed.err().map(|e| e.to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_stops_taking_work_before_its_deadline_and_the_next_run_finishes_it() {
+    let world = World::new(broker_tests::backends::embedded()).await;
+    let app = world.exact_app().await;
+    for _ in 0..40 {
+        world.connected(&app).await;
+    }
+    world.advance(Duration::days(26));
+    world
+        .sim
+        .set_route_latency("exact.token", std::time::Duration::from_millis(200));
+    let ctx = world.process(settings());
+    let settings = RunSettings {
+        concurrency: 2,
+        stop_margin: std::time::Duration::from_millis(500),
+        ..RunSettings::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let first = run_scheduled(
+        ctx.engine.clone(),
+        world.stores.store.clone(),
+        world.clock.clone(),
+        deadline,
+        &settings,
+    )
+    .await;
+    assert!(first.stopped_early, "{first:?}");
+    assert!(first.taken < 40 && first.taken > 0, "{first:?}");
+    assert_eq!(
+        first.outcomes.values().sum::<usize>() + first.errors,
+        first.taken,
+        "all it took is accounted for"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let second = run_scheduled(
+        ctx.engine.clone(),
+        world.stores.store.clone(),
+        world.clock.clone(),
+        deadline,
+        &settings,
+    )
+    .await;
+    assert!(!second.stopped_early);
+    assert_eq!(
+        first.count("refreshed") + second.count("refreshed"),
+        40,
+        "{first:?} {second:?}"
+    );
+}
