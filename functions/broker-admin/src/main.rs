@@ -1,0 +1,434 @@
+//! `broker-admin`: the operators' command line. It works on whatever backend the environment selects
+//! (the embedded store by default; DynamoDB + Secrets Manager with `BROKER_TABLE`).
+
+use broker_core::backend::{Backend, BackendConfig};
+use broker_core::domain::*;
+use broker_core::ids::{AppId, ConnectionId, TenantId};
+use broker_core::ports::PageRequest;
+use broker_core::secret::ClientSecret;
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "broker-admin",
+    about = "Administer the connection broker: tenants, API keys, OAuth app registrations, connections.",
+    long_about = "Administer the connection broker: tenants, API keys, OAuth app registrations, connections.\n\n\
+        The backend comes from the environment: with BROKER_TABLE set, DynamoDB and Secrets Manager (standard \
+        AWS configuration applies); otherwise the embedded store in BROKER_DATA_DIR (default .broker).\n\
+        Secrets are never taken from the command line: client secrets are read from standard input or a file."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenants: the customers of the broker.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// OAuth app registrations at Twinfield, Exact Online, Acumatica or a generic provider.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Integration API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Connections and their status history.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Lowercase letters, digits and '-', e.g. `acme`.
+        id: String,
+        /// The name shown to people in pages and emails.
+        #[arg(long)]
+        name: String,
+    },
+    /// Show a tenant.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Register (or replace) an OAuth app. The client secret is read from standard input, or from
+    /// --client-secret-file.
+    Register(RegisterApp),
+    /// List a tenant's app registrations.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Args)]
+struct RegisterApp {
+    #[arg(long)]
+    tenant: String,
+    /// The app's id within the tenant, e.g. `exact-nl`.
+    #[arg(long)]
+    id: String,
+    /// twinfield, exact, acumatica or generic.
+    #[arg(long)]
+    provider: String,
+    /// Exact Online country: nl, be, de, co.uk, com, fr, es.
+    #[arg(long)]
+    country: Option<String>,
+    /// Acumatica instance URL, e.g. https://acme.acumatica.com.
+    #[arg(long)]
+    instance_url: Option<String>,
+    /// Acumatica tenant (company login name).
+    #[arg(long)]
+    acumatica_tenant: Option<String>,
+    /// Generic provider definition name in the provider catalogue.
+    #[arg(long)]
+    definition: Option<String>,
+    #[arg(long)]
+    client_id: String,
+    /// The redirect URI registered at the provider: the broker's `/oauth/callback` URL, exactly.
+    #[arg(long)]
+    redirect_uri: String,
+    /// A scope to request instead of the provider's defaults (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Read the client secret from this file instead of standard input.
+    #[arg(long)]
+    client_secret_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key. It is printed once and never stored in readable form.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Allow only session exchange (no creating, listing or disconnecting connections).
+        #[arg(long)]
+        session_only: bool,
+        /// Limit the key to this connection (repeatable).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+    },
+    /// List a tenant's keys (prefixes only).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by its prefix.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionCommand {
+    /// List a tenant's connections with their status.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show one connection and its status history.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+}
+
+/// An error for a person: what went wrong and what to do.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let backend = Backend::connect(&BackendConfig::from_env()).await?;
+    match cli.command {
+        Command::Tenant(command) => tenant(&backend, command).await,
+        Command::App(command) => app(&backend, command).await,
+        Command::Key(command) => key(&backend, command).await,
+        Command::Connection(command) => connection(&backend, command).await,
+    }
+}
+
+fn tenant_id(value: &str) -> Result<TenantId, Failure> {
+    Ok(TenantId::parse(value)?)
+}
+
+async fn existing_tenant(backend: &Backend, value: &str) -> Result<TenantId, Failure> {
+    let id = tenant_id(value)?;
+    match backend.store.get_tenant(&id).await? {
+        Some(_) => Ok(id),
+        None => Err(Failure(format!("tenant {id} does not exist: create it with `broker-admin tenant create {id} --name ...`"))),
+    }
+}
+
+async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure> {
+    match command {
+        TenantCommand::Create { id, name } => {
+            let tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
+            backend.store.insert_tenant(&tenant).await?;
+            println!("created tenant {} ({})", tenant.id, tenant.display_name);
+        }
+        TenantCommand::Show { id } => {
+            let id = tenant_id(&id)?;
+            let tenant = backend
+                .store
+                .get_tenant(&id)
+                .await?
+                .ok_or_else(|| Failure(format!("tenant {id} does not exist")))?;
+            println!(
+                "{}\t{}\tcreated {}",
+                tenant.id,
+                tenant.display_name,
+                tenant.created_at.to_rfc3339()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn provider_settings(args: &RegisterApp) -> Result<ProviderSettings, Failure> {
+    let need = |value: &Option<String>, flag: &str| {
+        value
+            .clone()
+            .ok_or_else(|| Failure(format!("--provider {} needs {flag}", args.provider)))
+    };
+    Ok(match args.provider.as_str() {
+        "twinfield" => ProviderSettings::Twinfield,
+        "exact" | "exact-online" => ProviderSettings::ExactOnline {
+            country: ExactCountry::parse(&need(&args.country, "--country")?)?,
+        },
+        "acumatica" => ProviderSettings::Acumatica {
+            instance_url: ServiceUrl::parse(&need(&args.instance_url, "--instance-url")?)?,
+            tenant: need(&args.acumatica_tenant, "--acumatica-tenant")?,
+        },
+        "generic" => ProviderSettings::Generic {
+            definition: need(&args.definition, "--definition")?,
+        },
+        other => {
+            return Err(Failure(format!(
+                "unknown provider {other:?}: use twinfield, exact, acumatica or generic"
+            )))
+        }
+    })
+}
+
+fn read_client_secret(file: Option<&std::path::Path>) -> Result<ClientSecret, Failure> {
+    let mut raw = String::new();
+    match file {
+        Some(path) => {
+            raw = std::fs::read_to_string(path)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?
+        }
+        None => {
+            eprintln!("reading the client secret from standard input…");
+            std::io::stdin().read_to_string(&mut raw)?;
+        }
+    }
+    let secret = raw.trim();
+    if secret.is_empty() {
+        return Err(Failure(
+            "the client secret is empty: pipe it in, or pass --client-secret-file".into(),
+        ));
+    }
+    Ok(ClientSecret::new(secret))
+}
+
+async fn app(backend: &Backend, command: AppCommand) -> Result<(), Failure> {
+    match command {
+        AppCommand::Register(args) => {
+            let tenant = existing_tenant(backend, &args.tenant).await?;
+            let app = OAuthApp {
+                tenant: tenant.clone(),
+                id: AppId::parse(args.id.clone())?,
+                settings: provider_settings(&args)?,
+                client_id: args.client_id.trim().to_string(),
+                redirect_uri: RedirectUri::parse(&args.redirect_uri)?,
+                scopes: args.scopes.clone(),
+                created_at: Utc::now(),
+            };
+            app.validate()?;
+            let secret = read_client_secret(args.client_secret_file.as_deref())?;
+            // Secret first: an app record without its secret would fail every token call.
+            backend
+                .vault
+                .put_client_secret(&tenant, &app.id, &secret)
+                .await?;
+            backend.store.put_app(&app).await?;
+            println!(
+                "registered app {} ({}) for tenant {tenant}",
+                app.id,
+                app.provider().display_name()
+            );
+        }
+        AppCommand::List { tenant } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            for app in backend.store.list_apps(&tenant).await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    app.id,
+                    app.provider().display_name(),
+                    app.client_id,
+                    app.redirect_uri.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn key(backend: &Backend, command: KeyCommand) -> Result<(), Failure> {
+    match command {
+        KeyCommand::Create {
+            tenant,
+            label,
+            session_only,
+            connections,
+        } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            let connections = connections
+                .into_iter()
+                .map(ConnectionId::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            let scope = ApiKeyScope {
+                session_only,
+                connections: (!connections.is_empty()).then_some(connections),
+            };
+            let key = ApiKeyRecord::generate(tenant, &label, scope, Utc::now());
+            backend.store.insert_api_key(&key.record).await?;
+            eprintln!(
+                "API key {} created. Store it now: it is shown only this once.",
+                key.record.prefix.as_str()
+            );
+            println!("{}", key.plaintext.expose());
+        }
+        KeyCommand::List { tenant } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            for key in backend.store.list_api_keys(&tenant).await? {
+                let state = key.revoked_at.map_or("active".to_string(), |at| {
+                    format!("revoked {}", at.to_rfc3339())
+                });
+                println!("{}\t{}\t{}", key.prefix.as_str(), key.label, state);
+            }
+        }
+        KeyCommand::Revoke { tenant, prefix } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            let prefix = ApiKeyPrefix::parse(&prefix)?;
+            if !backend
+                .store
+                .revoke_api_key(&tenant, &prefix, Utc::now())
+                .await?
+            {
+                return Err(Failure(format!(
+                    "tenant {tenant} has no key {}: see `broker-admin key list --tenant {tenant}`",
+                    prefix.as_str()
+                )));
+            }
+            println!("revoked {}", prefix.as_str());
+        }
+    }
+    Ok(())
+}
+
+async fn connection(backend: &Backend, command: ConnectionCommand) -> Result<(), Failure> {
+    match command {
+        ConnectionCommand::List { tenant } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            let mut cursor = None;
+            loop {
+                let page = backend
+                    .store
+                    .list_connections(&tenant, PageRequest::after(200, cursor))
+                    .await?;
+                for c in &page.items {
+                    let place = c
+                        .context
+                        .as_ref()
+                        .map(|ctx| ctx.describe())
+                        .unwrap_or_default();
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        c.id,
+                        c.provider.display_name(),
+                        c.status.kind(),
+                        place
+                    );
+                }
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        ConnectionCommand::Show { tenant, id } => {
+            let tenant = existing_tenant(backend, &tenant).await?;
+            let id = ConnectionId::parse(id)?;
+            let c = backend
+                .store
+                .get_tenant_connection(&tenant, &id)
+                .await?
+                .ok_or_else(|| Failure(format!("tenant {tenant} has no connection {id}")))?;
+            println!(
+                "connection {}\nprovider   {}\nstatus     {}",
+                c.id,
+                c.provider.display_name(),
+                c.status.kind()
+            );
+            if let ConnectionStatus::ReconnectRequired { reason } = &c.status {
+                println!("why        {}", reason.explain());
+            }
+            if let Some(context) = &c.context {
+                println!("where      {}", context.describe());
+            }
+            let time =
+                |t: Option<chrono::DateTime<Utc>>| t.map_or("-".to_string(), |t| t.to_rfc3339());
+            println!(
+                "access until {}\nrefresh until {}\nnext refresh {}",
+                time(c.access_expires_at),
+                time(c.refresh_expires_at),
+                time(c.next_refresh_at)
+            );
+            println!("history:");
+            let history = backend
+                .store
+                .list_transitions(&id, PageRequest::first(100))
+                .await?;
+            for t in history.items {
+                println!(
+                    "  {}  {} -> {}  {}",
+                    t.at.to_rfc3339(),
+                    t.from,
+                    t.to,
+                    t.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}

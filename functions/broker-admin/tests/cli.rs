@@ -1,0 +1,177 @@
+//! The admin command line against a fresh embedded store: what an operator does on day one.
+
+use broker_core::adapters::embedded::EmbeddedStore;
+use broker_core::domain::ApiKeyPrefix;
+use broker_core::ids::{AppId, TenantId};
+use broker_core::ports::{ApiKeyStore, TokenVault};
+use broker_core::secret::ApiKeySecret;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const CLIENT_SECRET: &str = "exact-client-secret-SENTINEL";
+
+fn admin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_broker-admin"))
+        .args(args)
+        .env("BROKER_DATA_DIR", data_dir)
+        .env_remove("BROKER_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("broker-admin starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !all.contains(CLIENT_SECRET),
+        "a client secret was printed: {all}"
+    );
+    output
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn refused(output: &Output, says: &str) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(says), "expected {says:?} in: {stderr}");
+}
+
+#[tokio::test]
+async fn an_operator_sets_up_a_tenant_an_app_and_a_key() {
+    let dir = std::env::temp_dir().join(format!("broker-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    ok(&admin(
+        &dir,
+        &["tenant", "create", "acme", "--name", "Acme Integrations"],
+        None,
+    ));
+    refused(
+        &admin(&dir, &["tenant", "create", "acme", "--name", "again"], None),
+        "already exists",
+    );
+    refused(
+        &admin(&dir, &["tenant", "create", "Acme!", "--name", "x"], None),
+        "lowercase letters",
+    );
+
+    let register = [
+        "app",
+        "register",
+        "--tenant",
+        "acme",
+        "--id",
+        "exact-nl",
+        "--provider",
+        "exact",
+        "--country",
+        "nl",
+        "--client-id",
+        "0f6c-client",
+        "--redirect-uri",
+        "https://broker.example.com/oauth/callback",
+    ];
+    ok(&admin(&dir, &register, Some(&format!("{CLIENT_SECRET}\n"))));
+    refused(
+        &admin(&dir, &register, Some("  \n")),
+        "client secret is empty",
+    );
+    let mut wrong_country = register.to_vec();
+    wrong_country[9] = "uk";
+    refused(&admin(&dir, &wrong_country, Some(CLIENT_SECRET)), "co.uk");
+    let mut missing_tenant = register.to_vec();
+    missing_tenant[3] = "globex";
+    refused(
+        &admin(&dir, &missing_tenant, Some(CLIENT_SECRET)),
+        "tenant create globex",
+    );
+    assert!(ok(&admin(&dir, &["app", "list", "--tenant", "acme"], None))
+        .contains("exact-nl\tExact Online\t0f6c-client"));
+
+    let key = ok(&admin(
+        &dir,
+        &["key", "create", "--tenant", "acme", "--label", "ci"],
+        None,
+    ))
+    .trim()
+    .to_string();
+    assert!(key.starts_with("cbk_"), "{key}");
+    let listed = ok(&admin(&dir, &["key", "list", "--tenant", "acme"], None));
+    assert!(!listed.contains(&key), "a listing never shows the key");
+    let prefix = listed.split('\t').next().unwrap().to_string();
+    ok(&admin(
+        &dir,
+        &["key", "revoke", "--tenant", "acme", &prefix],
+        None,
+    ));
+    refused(
+        &admin(
+            &dir,
+            &["key", "revoke", "--tenant", "acme", "zzzzzzzzzzzz"],
+            None,
+        ),
+        "has no key",
+    );
+    assert_eq!(
+        ok(&admin(
+            &dir,
+            &["connection", "list", "--tenant", "acme"],
+            None
+        )),
+        ""
+    );
+
+    // What the CLI wrote is what the broker reads.
+    let store = EmbeddedStore::open(dir.join("broker.db")).unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let secret = store
+        .get_client_secret(&tenant, &AppId::parse("exact-nl").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(secret.expose(), CLIENT_SECRET);
+    let record = store
+        .get_api_key(&ApiKeyPrefix::parse(&prefix).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.revoked_at.is_some());
+    assert!(!record.accepts(&ApiKeySecret::new(key)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_explains_where_secrets_come_from() {
+    let output = Command::new(env!("CARGO_BIN_EXE_broker-admin"))
+        .args(["app", "register", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("standard input"), "{help}");
+    assert!(
+        !help.contains("--client-secret "),
+        "no flag takes the secret itself"
+    );
+}
