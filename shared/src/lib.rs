@@ -5,6 +5,7 @@
 //! onto these types.
 
 pub mod adapters;
+pub mod api;
 pub mod backend;
 pub mod clock;
 pub mod connect;
@@ -12,6 +13,7 @@ pub mod context;
 pub mod credential_keeper;
 pub mod domain;
 pub mod ids;
+pub mod notify;
 pub mod ports;
 pub mod providers;
 pub mod refresh;

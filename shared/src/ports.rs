@@ -273,10 +273,68 @@ pub trait TokenVault: Send + Sync {
 
 /// Everything the broker stores, as one metadata store plus the vault.
 pub trait MetadataStore:
-    ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore + ConnectLinkStore
+    ConnectionStore
+    + TenantStore
+    + ApiKeyStore
+    + AuthorizationStateStore
+    + ConnectLinkStore
+    + NotificationStore
 {
 }
 impl<T> MetadataStore for T where
-    T: ConnectionStore + TenantStore + ApiKeyStore + AuthorizationStateStore + ConnectLinkStore
+    T: ConnectionStore
+        + TenantStore
+        + ApiKeyStore
+        + AuthorizationStateStore
+        + ConnectLinkStore
+        + NotificationStore
 {
+}
+
+/// The notification outbox (see [`crate::notify`]). A transition that needs a notice gets one in the
+/// same atomic write as the transition itself; warnings are created by the daily sweep. A notice is
+/// sent only under a claim (a conditional pending → sending write), so of concurrent or repeated
+/// notifiers at most one sends it.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Unsettled notices (pending or claimed), oldest first, at most `limit`.
+    async fn unsettled_notices(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::notify::NoticeKey>, StoreError>;
+
+    async fn get_notice(
+        &self,
+        key: &crate::notify::NoticeKey,
+    ) -> Result<Option<crate::notify::NoticeRecord>, StoreError>;
+
+    /// Creates a pending warning notice under `key` (in `connection`'s records) unless one exists:
+    /// `false` when it already did, whatever its state.
+    async fn create_notice(
+        &self,
+        key: &crate::notify::NoticeKey,
+        connection: &ConnectionId,
+        warning: &crate::notify::Warning,
+    ) -> Result<bool, StoreError>;
+
+    /// The key a warning with this name has in this store (keys are backend-specific).
+    fn warning_key(&self, connection: &ConnectionId, name: &str) -> crate::notify::NoticeKey;
+
+    /// Claims a pending notice (pending → sending at `now`). A notice already claimed before
+    /// `stale_before` is reported `Stale`, after it `Busy`.
+    async fn claim_notice(
+        &self,
+        key: &crate::notify::NoticeKey,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<crate::notify::Claim, StoreError>;
+
+    /// Gives up the claim made at `claimed_at`: settles the notice or puts it back to pending.
+    /// `Conflict` if the claim is no longer that one.
+    async fn release_notice(
+        &self,
+        key: &crate::notify::NoticeKey,
+        claimed_at: DateTime<Utc>,
+        release: &crate::notify::Release,
+    ) -> Result<(), StoreError>;
 }

@@ -1,1 +1,270 @@
-//! The session-exchange function.
+//! The session-exchange function: HTTP onto [`broker_core::api::IntegrationApi`]. Everything the API
+//! decides lives in the core; this crate maps paths, headers and bodies in, and answers (JSON, or RFC 9457
+//! `application/problem+json`) out. The OpenAPI document of this API is `openapi.json` beside this crate's
+//! `Cargo.toml` ([`OPENAPI`]); a test holds it and the router to the same routes.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use broker_core::api::{ApiError, Caller, IntegrationApi, ProblemKind};
+use broker_core::context::BrokerContext;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route the router serves, as (method, path template). The OpenAPI test checks both ways.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/connections"),
+    ("GET", "/v1/connections"),
+    ("GET", "/v1/connections/{id}"),
+    ("DELETE", "/v1/connections/{id}"),
+    ("POST", "/v1/connections/{id}/reconnect-link"),
+    ("POST", "/v1/connections/{id}/credentials"),
+    ("POST", "/v1/connections/{id}/session"),
+    ("POST", "/v1/connections/{id}/twinfield-session"),
+];
+
+type Api = Arc<IntegrationApi>;
+
+/// The router, with a fresh [`IntegrationApi`] (and its caches) over `ctx`.
+pub fn router(ctx: BrokerContext) -> Router {
+    router_with(Arc::new(IntegrationApi::new(ctx)))
+}
+
+/// The router over an existing API (tests choose its cache settings).
+pub fn router_with(api: Api) -> Router {
+    Router::new()
+        .route("/v1/connections", post(create).get(list))
+        .route("/v1/connections/{id}", get(show).delete(disconnect))
+        .route("/v1/connections/{id}/reconnect-link", post(reconnect_link))
+        .route("/v1/connections/{id}/credentials", post(credentials))
+        .route("/v1/connections/{id}/session", post(session))
+        .route(
+            "/v1/connections/{id}/twinfield-session",
+            post(twinfield_session),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+type Body = Result<Bytes, BytesRejection>;
+
+async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        let created = api.create_connection(&caller, json(body)?).await?;
+        Ok((StatusCode::CREATED, created))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                format!(
+                    "the query string is not valid ({e}): use ?limit=1..200&cursor=<next_cursor>"
+                ),
+            )
+        })?;
+        Ok((
+            StatusCode::OK,
+            api.list_connections(&caller, q.limit, q.cursor).await?,
+        ))
+    })
+    .await
+}
+
+async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        Ok((StatusCode::OK, api.get_connection(&caller, &id).await?))
+    })
+    .await
+}
+
+async fn disconnect(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        Ok((StatusCode::OK, api.disconnect(&caller, &id).await?))
+    })
+    .await
+}
+
+async fn reconnect_link(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        Ok((StatusCode::CREATED, api.reconnect_link(&caller, &id).await?))
+    })
+    .await
+}
+
+async fn credentials(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        let request = json(body)?;
+        Ok((
+            StatusCode::OK,
+            api.register_credentials(&caller, &id, request).await?,
+        ))
+    })
+    .await
+}
+
+async fn session(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        Ok((StatusCode::OK, api.session(&caller, &id).await?))
+    })
+    .await
+}
+
+async fn twinfield_session(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(async {
+        let caller = caller(&api, &headers).await?;
+        Ok((StatusCode::OK, api.twinfield_session(&caller, &id).await?))
+    })
+    .await
+}
+
+async fn not_found() -> Response {
+    problem(ApiError::new(
+        ProblemKind::NotFound,
+        "no such route: the API lives under /v1 (see the OpenAPI document)",
+    ))
+}
+
+async fn method_not_allowed() -> Response {
+    problem(ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        "this route does not take that method (see the OpenAPI document)",
+    ))
+}
+
+async fn caller(api: &IntegrationApi, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let authorization = match headers.get(AUTHORIZATION) {
+        Some(value) => Some(value.to_str().map_err(|_| ApiError::unauthorized())?),
+        None => None,
+    };
+    api.authenticate(authorization).await
+}
+
+/// Parses a JSON body. serde's messages name fields, never values: a wrong-typed value would be
+/// quoted in them, so those are replaced by the position only.
+fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ProblemKind::PayloadTooLarge,
+                format!(
+                    "the body is larger than {} KiB: send less",
+                    MAX_BODY_BYTES / 1024
+                ),
+            )
+        } else {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                "the body could not be read: send it again",
+            )
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let message = e.to_string();
+        let detail = if message.starts_with("unknown field") || message.starts_with("missing field") {
+            message
+        } else if e.is_syntax() || e.is_eof() {
+            format!(
+                "the body is not valid JSON (line {}, column {}): send a JSON object",
+                e.line(),
+                e.column()
+            )
+        } else {
+            format!(
+                "a value in the body has the wrong type or form (line {}, column {}): see the OpenAPI document",
+                e.line(),
+                e.column()
+            )
+        };
+        ApiError::new(ProblemKind::InvalidRequest, detail)
+    })
+}
+
+async fn answer<T: Serialize>(
+    work: impl std::future::Future<Output = Result<(StatusCode, T), ApiError>>,
+) -> Response {
+    match work.await {
+        Ok((status, body)) => {
+            let mut response = (status, Json(body)).into_response();
+            // Answers may carry tokens or connect links: no cache may keep them.
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => problem(e),
+    }
+}
+
+/// An RFC 9457 answer.
+pub fn problem(error: ApiError) -> Response {
+    let status =
+        StatusCode::from_u16(error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&error.problem()).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = error.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if error.kind == ProblemKind::Unauthorized {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}

@@ -62,6 +62,12 @@
 //!   scale. Past it, index throttling would also throttle the table's writes; the remedy is to shard the
 //!   partition (`DUE#<n>`) and query the shards in turn.
 //!
+//! - `gsi2` partition `NOTIFY` / `<time>#<id>`: the notification outbox, sparse. A status transition
+//!   that needs an email (`crate::notify::notice_kind_of`) is written with `notice_state = pending`,
+//!   `attempts` and these index keys; the daily sweep's warnings are items `CONN#<id>` /
+//!   `NOTICE#<name>` with the same attributes. Settling a notice REMOVEs the index keys, so the
+//!   partition holds only unsettled notices (see `notifications.rs`).
+//!
 //! # Consistency and paging
 //!
 //! Reads of the table (`get_*`, `list_transitions`, `list_apps`, every condition) are strongly
@@ -91,6 +97,7 @@ mod connections;
 mod errors;
 mod keys;
 mod links;
+mod notifications;
 mod paging;
 mod records;
 mod schema;

@@ -17,6 +17,7 @@
 //! | `pending_authorizations` | `key` (SHA-256 of the state)          | `expires_at`, `data` |
 //! | `vault_versions`         | `seq`; unique `(tenant, connection, slot, write_id)` | `content` (credentials JSON), `created_at` |
 //! | `client_secrets`         | `(tenant, app)`                       | `content`, `updated_at` |
+//! | `notices` (version 2)    | `key`                                 | `connection`, `created_at`, `state`, `claimed_at`, `attempts`, `subject`, `outcome` (see `notifications.rs`) |
 //!
 //! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
 //! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
@@ -59,6 +60,7 @@
 mod codec;
 mod connections;
 mod links;
+mod notifications;
 mod records;
 mod schema;
 #[cfg(test)]

@@ -135,7 +135,7 @@ impl DynamoStore {
             .iter()
             .enumerate()
             .map(|(position, transition)| {
-                let item = Item::from([
+                let mut item = Item::from([
                     (PK.to_string(), s(connection_pk(id))),
                     (
                         SK.to_string(),
@@ -144,6 +144,9 @@ impl DynamoStore {
                     (ENTITY.to_string(), s("transition")),
                     (DATA.to_string(), s(encode_data(transition, "transition")?)),
                 ]);
+                // A transition that needs an email is its own outbox entry, written in this same
+                // transaction (see `notifications.rs`).
+                super::notifications::mark_for_notice(&mut item, id, transition);
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(item))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
 /// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long SQLite itself waits for another connection's (or process's) write lock before reporting
 /// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
@@ -92,6 +92,36 @@ CREATE TABLE IF NOT EXISTS client_secrets (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (tenant, app)
 ) WITHOUT ROWID;
+";
+
+/// Version 2: the notification outbox (`notices`, see `notifications.rs`). The trigger writes a
+/// transition's notice inside the transaction that inserts the transition, so no notice is lost; its
+/// condition is `crate::notify::notice_kind_of` in SQL (a test holds the two together).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS notices (
+    key        TEXT PRIMARY KEY NOT NULL,
+    connection TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'settled')),
+    claimed_at TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    subject    TEXT NOT NULL,
+    outcome    TEXT,
+    CHECK ((state = 'sending') = (claimed_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notices_unsettled ON notices (created_at, key)
+    WHERE state <> 'settled';
+
+CREATE TRIGGER IF NOT EXISTS transitions_outbox AFTER INSERT ON transitions
+WHEN json_extract(NEW.data, '$.from') <> json_extract(NEW.data, '$.to')
+    AND (json_extract(NEW.data, '$.to') IN ('reconnect_required', 'disabled')
+        OR (json_extract(NEW.data, '$.to') = 'connected'
+            AND json_extract(NEW.data, '$.from') IN ('reconnect_required', 'disabled')))
+BEGIN
+    INSERT INTO notices (key, connection, created_at, state, attempts, subject)
+    VALUES ('transition:' || NEW.seq, NEW.connection, NEW.at, 'pending', 0,
+            json_object('transition', json(NEW.data)));
+END;
 ";
 
 /// Creates the parent folders (owner-only where this creates them) and the file itself with mode 0600
@@ -184,6 +214,9 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

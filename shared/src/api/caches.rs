@@ -1,0 +1,111 @@
+//! In-process caches that keep the warm session path to one small DynamoDB read.
+//!
+//! - **API keys** are cached for [`ApiSettings::key_cache_ttl`] (30 s by default) after they are read:
+//!   a revocation takes effect on a warm instance within that time. A presented key is still checked
+//!   against the cached hash in constant time on every request; unknown prefixes are not cached.
+//! - **Decrypted credentials** are cached under (connection id, credentials write id). A write id names
+//!   one immutable vault version, so an entry can never hold other content than what that version holds;
+//!   whether it is still *current* is decided by the connection read on every request (strongly
+//!   consistent), whose credentials pointer names the current write id. Staleness is therefore bounded
+//!   by that read: a refresh or disconnect elsewhere is seen by the very next request. Entries for
+//!   replaced write ids are dropped when a newer one is stored.
+
+use crate::domain::{ApiKeyPrefix, ApiKeyRecord, Credentials};
+use crate::ids::{ConnectionId, WriteId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// How long a read API key record is trusted before it is read again (bounds revocation delay).
+    pub key_cache_ttl: Duration,
+    /// Entries kept per cache before the oldest half is dropped.
+    pub max_cached: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            key_cache_ttl: Duration::from_secs(30),
+            max_cached: 10_000,
+        }
+    }
+}
+
+pub(super) struct KeyCache {
+    ttl: Duration,
+    max: usize,
+    entries: Mutex<HashMap<ApiKeyPrefix, (ApiKeyRecord, Instant)>>,
+}
+
+impl KeyCache {
+    pub(super) fn new(settings: &ApiSettings) -> Self {
+        Self {
+            ttl: settings.key_cache_ttl,
+            max: settings.max_cached,
+            entries: Mutex::default(),
+        }
+    }
+
+    pub(super) fn get(&self, prefix: &ApiKeyPrefix) -> Option<ApiKeyRecord> {
+        let entries = self.entries.lock().expect("key cache poisoned");
+        entries
+            .get(prefix)
+            .filter(|(_, read_at)| read_at.elapsed() < self.ttl)
+            .map(|(record, _)| record.clone())
+    }
+
+    pub(super) fn put(&self, record: ApiKeyRecord) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("key cache poisoned");
+        if entries.len() >= self.max {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, read_at)| read_at.elapsed() < ttl);
+            if entries.len() >= self.max {
+                entries.clear();
+            }
+        }
+        entries.insert(record.prefix.clone(), (record, Instant::now()));
+    }
+}
+
+pub(super) struct CredentialsCache {
+    max: usize,
+    entries: Mutex<HashMap<ConnectionId, (WriteId, Credentials)>>,
+}
+
+impl CredentialsCache {
+    pub(super) fn new(settings: &ApiSettings) -> Self {
+        Self {
+            max: settings.max_cached,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The credentials of `write`, if that is the version cached for the connection.
+    pub(super) fn get(&self, connection: &ConnectionId, write: &WriteId) -> Option<Credentials> {
+        let entries = self.entries.lock().expect("credentials cache poisoned");
+        entries
+            .get(connection)
+            .filter(|(cached, _)| cached == write)
+            .map(|(_, credentials)| credentials.clone())
+    }
+
+    pub(super) fn put(&self, connection: &ConnectionId, write: &WriteId, credentials: Credentials) {
+        let mut entries = self.entries.lock().expect("credentials cache poisoned");
+        if entries.len() >= self.max && !entries.contains_key(connection) {
+            entries.clear();
+        }
+        entries.insert(connection.clone(), (write.clone(), credentials));
+    }
+
+    pub(super) fn forget(&self, connection: &ConnectionId) {
+        self.entries
+            .lock()
+            .expect("credentials cache poisoned")
+            .remove(connection);
+    }
+}

@@ -1,0 +1,22 @@
+//! The integration API (`/v1`): what an integration holding an API key may do with its tenant's
+//! connections — create them, register pre-authenticated credentials, disconnect them, and exchange
+//! them for a valid access token or a Twinfield SOAP session.
+//!
+//! This module is transport-free: [`IntegrationApi`] takes parsed requests and returns typed answers
+//! or an [`ApiError`] that knows its RFC 9457 problem (`type`, `title`, `status`, `detail`). The
+//! `session-exchange` function only maps HTTP onto it.
+
+mod caches;
+mod credentials;
+mod problem;
+mod service;
+mod twinfield;
+mod types;
+
+pub use caches::ApiSettings;
+pub use problem::{ApiError, Problem, ProblemKind, PROBLEM_BASE};
+pub use service::{Caller, IntegrationApi};
+pub use types::{
+    ConnectionPage, ConnectionView, CreateConnection, CreatedConnection, IdentityInput, LinkView,
+    RegisterCredentials, SessionGrant, TwinfieldSessionGrant,
+};

@@ -1,0 +1,229 @@
+//! The API's errors as RFC 9457 problems. Every `type` is stable (integrations may match on it) and
+//! every `detail` says what to do next. No detail ever carries a token, secret or API key.
+
+use serde::Serialize;
+
+/// The base of every problem `type` URI: `https://broker.example/problems/<code>`.
+pub const PROBLEM_BASE: &str = "https://broker.example/problems/";
+
+/// The problem types this API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// 401: no API key, a malformed one, an unknown one or a revoked one.
+    Unauthorized,
+    /// 403: the key may not do this (session-only key, or a key limited to other connections).
+    Forbidden,
+    /// 404: no such connection for this tenant (another tenant's connections do not exist).
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 400: the body is not valid JSON for this request, or has unknown fields.
+    InvalidRequest,
+    /// 413: the body is larger than 64 KiB.
+    PayloadTooLarge,
+    /// 422: the request is well-formed but a value is not acceptable (recipients, app id, ...).
+    ValidationFailed,
+    /// 422: the provider refused the registered credentials (expired code, rejected token pair).
+    CredentialsRejected,
+    /// 409: the connection has no credentials yet: open its connect link or register credentials.
+    NotConnected,
+    /// 409: only a person can fix the connection: open the reconnect link.
+    ReconnectRequired,
+    /// 409: the provider blocked, disabled or deleted the organisation or user.
+    ConnectionDisabled,
+    /// 409: the connection was disconnected; create a new one.
+    ConnectionDisconnected,
+    /// 409: the request does not apply to this connection's provider or credential kind.
+    NotApplicable,
+    /// 409: Twinfield refused the logon for a reason a person must resolve in Twinfield.
+    TwinfieldLogonRefused,
+    /// 429: the provider is rate limiting.
+    RateLimited,
+    /// 503: the provider, or a refresh under way, keeps us from answering now; retry shortly.
+    TemporarilyUnavailable,
+    /// 502: the provider answered something the broker cannot use.
+    ProviderError,
+    /// 500: the broker failed (its store or vault); retry, and report it if it persists.
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 18] = [
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InvalidRequest,
+        Self::PayloadTooLarge,
+        Self::ValidationFailed,
+        Self::CredentialsRejected,
+        Self::NotConnected,
+        Self::ReconnectRequired,
+        Self::ConnectionDisabled,
+        Self::ConnectionDisconnected,
+        Self::NotApplicable,
+        Self::TwinfieldLogonRefused,
+        Self::RateLimited,
+        Self::TemporarilyUnavailable,
+        Self::ProviderError,
+        Self::Internal,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::InvalidRequest => "invalid-request",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::ValidationFailed => "validation-failed",
+            Self::CredentialsRejected => "credentials-rejected",
+            Self::NotConnected => "not-connected",
+            Self::ReconnectRequired => "reconnect-required",
+            Self::ConnectionDisabled => "connection-disabled",
+            Self::ConnectionDisconnected => "connection-disconnected",
+            Self::NotApplicable => "not-applicable",
+            Self::TwinfieldLogonRefused => "twinfield-logon-refused",
+            Self::RateLimited => "rate-limited",
+            Self::TemporarilyUnavailable => "temporarily-unavailable",
+            Self::ProviderError => "provider-error",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Missing or invalid API key",
+            Self::Forbidden => "The API key may not do this",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::InvalidRequest => "Invalid request",
+            Self::PayloadTooLarge => "Request body too large",
+            Self::ValidationFailed => "Validation failed",
+            Self::CredentialsRejected => "The provider rejected the credentials",
+            Self::NotConnected => "The connection is not connected yet",
+            Self::ReconnectRequired => "The connection must be reconnected",
+            Self::ConnectionDisabled => "The connection is disabled at the provider",
+            Self::ConnectionDisconnected => "The connection was disconnected",
+            Self::NotApplicable => "Not applicable to this connection",
+            Self::TwinfieldLogonRefused => "Twinfield refused the logon",
+            Self::RateLimited => "The provider is rate limiting",
+            Self::TemporarilyUnavailable => "Temporarily unavailable",
+            Self::ProviderError => "The provider gave an unusable answer",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::InvalidRequest => 400,
+            Self::PayloadTooLarge => 413,
+            Self::ValidationFailed | Self::CredentialsRejected => 422,
+            Self::NotConnected
+            | Self::ReconnectRequired
+            | Self::ConnectionDisabled
+            | Self::ConnectionDisconnected
+            | Self::NotApplicable
+            | Self::TwinfieldLogonRefused => 409,
+            Self::RateLimited => 429,
+            Self::TemporarilyUnavailable => 503,
+            Self::ProviderError => 502,
+            Self::Internal => 500,
+        }
+    }
+
+    pub fn type_uri(self) -> String {
+        format!("{PROBLEM_BASE}{}", self.code())
+    }
+}
+
+/// An API failure: its problem type and a detail that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", kind.code())]
+pub struct ApiError {
+    pub kind: ProblemKind,
+    pub detail: String,
+    /// Seconds to wait before retrying, when known (`Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ProblemKind::Unauthorized,
+            "send 'Authorization: Bearer <API key>' with a valid, unrevoked key of your tenant",
+        )
+    }
+
+    pub fn connection_not_found() -> Self {
+        Self::new(
+            ProblemKind::NotFound,
+            "no such connection: check the connection id (it starts with 'con_') and that it belongs to your tenant",
+        )
+    }
+
+    pub fn internal(what: &str, error: impl std::fmt::Display) -> Self {
+        // The store's and vault's errors carry no secret (ids and AWS error codes at most).
+        tracing::error!(error = %error, "{what}");
+        Self::new(
+            ProblemKind::Internal,
+            format!("{what}; retry in a moment, and report it if it persists"),
+        )
+        .retry_after(5)
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_uri: self.kind.type_uri(),
+            title: self.kind.title(),
+            status: self.kind.status(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// The RFC 9457 body (`application/problem+json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_types_are_unique_and_say_what_to_do() {
+        let mut codes: Vec<&str> = ProblemKind::ALL.iter().map(|k| k.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), ProblemKind::ALL.len());
+        let e = ApiError::unauthorized();
+        let problem = serde_json::to_value(e.problem()).unwrap();
+        assert_eq!(problem["type"], format!("{PROBLEM_BASE}unauthorized"));
+        assert_eq!(problem["status"], 401);
+        assert!(problem["detail"].as_str().unwrap().contains("Bearer"));
+    }
+}

@@ -1,0 +1,591 @@
+//! [`IntegrationApi`]: authentication, the connection operations and the session exchange.
+
+use super::caches::{ApiSettings, CredentialsCache, KeyCache};
+use super::problem::{ApiError, ProblemKind};
+use super::types::{
+    ConnectionPage, ConnectionView, CreateConnection, CreatedConnection, LinkView, SessionGrant,
+};
+use crate::connect::{issue_link, LINK_LIFETIME};
+use crate::context::BrokerContext;
+use crate::domain::{
+    Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
+    Recipients, StatusEvent, StatusTransition,
+};
+use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
+use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
+use crate::refresh::{FailureClass, Outcome, Trigger};
+use crate::secret::ApiKeySecret;
+use chrono::Duration;
+
+/// A session is handed out only when its token is valid for at least this long.
+pub(super) const MIN_VALIDITY: Duration = Duration::seconds(60);
+
+/// The authenticated caller: one API key of one tenant.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKeyRecord,
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &TenantId {
+        &self.key.tenant
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.key.prefix.as_str()
+    }
+
+    pub(super) fn actor(&self) -> Actor {
+        Actor::ApiKey(self.prefix().to_string())
+    }
+
+    pub(super) fn require_full_access(&self) -> Result<(), ApiError> {
+        if self.key.scope.session_only {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this API key is limited to session requests; use a key without the session-only limit to manage connections",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The integration API. Build one per process (it holds the caches) and share it.
+pub struct IntegrationApi {
+    pub(super) ctx: BrokerContext,
+    keys: KeyCache,
+    pub(super) credentials: CredentialsCache,
+}
+
+impl IntegrationApi {
+    pub fn new(ctx: BrokerContext) -> Self {
+        Self::with_settings(ctx, ApiSettings::default())
+    }
+
+    pub fn with_settings(ctx: BrokerContext, settings: ApiSettings) -> Self {
+        Self {
+            keys: KeyCache::new(&settings),
+            credentials: CredentialsCache::new(&settings),
+            ctx,
+        }
+    }
+
+    pub fn context(&self) -> &BrokerContext {
+        &self.ctx
+    }
+
+    /// Checks `Authorization: Bearer <key>`. Every failure is the same 401, so a caller learns nothing
+    /// about which keys exist.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let header = authorization.ok_or_else(ApiError::unauthorized)?;
+        let (scheme, value) = header
+            .trim()
+            .split_once(' ')
+            .ok_or_else(ApiError::unauthorized)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::unauthorized());
+        }
+        let presented = ApiKeySecret::new(value.trim());
+        let prefix = ApiKeyRecord::prefix_of(&presented).map_err(|_| ApiError::unauthorized())?;
+        let record = match self.keys.get(&prefix) {
+            Some(record) => record,
+            None => {
+                let read = self
+                    .ctx
+                    .backend
+                    .store
+                    .get_api_key(&prefix)
+                    .await
+                    .map_err(|e| ApiError::internal("the API key could not be checked", e))?
+                    .ok_or_else(ApiError::unauthorized)?;
+                self.keys.put(read.clone());
+                read
+            }
+        };
+        if !record.accepts(&presented) {
+            return Err(ApiError::unauthorized());
+        }
+        Ok(Caller { key: record })
+    }
+
+    /// The connection as this caller may see it: another tenant's is "not found", and a key limited to
+    /// other connections is refused before anything is read.
+    pub(super) async fn connection_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Connection, ApiError> {
+        let id = ConnectionId::parse(id).map_err(|_| ApiError::connection_not_found())?;
+        if !caller.key.may_use(&id) {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this API key is limited to other connections; use a key that includes this connection",
+            ));
+        }
+        self.ctx
+            .backend
+            .store
+            .get_tenant_connection(caller.tenant(), &id)
+            .await
+            .map_err(|e| ApiError::internal("the connection could not be read", e))?
+            .ok_or_else(ApiError::connection_not_found)
+    }
+
+    pub async fn create_connection(
+        &self,
+        caller: &Caller,
+        request: CreateConnection,
+    ) -> Result<CreatedConnection, ApiError> {
+        caller.require_full_access()?;
+        let invalid = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
+        let app_id = AppId::parse(request.app_id.trim()).map_err(|e| invalid(e.to_string()))?;
+        let recipients = Recipients::parse(&request.recipients)
+            .map_err(|e| invalid(format!("recipients: {e}")))?;
+        let display_name = request
+            .display_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty());
+        if display_name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 200)
+        {
+            return Err(invalid(
+                "display_name is longer than 200 characters: shorten it".into(),
+            ));
+        }
+        let required_identity = match request.required_identity {
+            Some(input) => {
+                let mut identity = Identity::new(input.subject)
+                    .map_err(|e| invalid(format!("required_identity: {e}")))?;
+                identity.display_name = input.display_name;
+                Some(identity)
+            }
+            None => None,
+        };
+        let app = self
+            .ctx
+            .backend
+            .store
+            .get_app(caller.tenant(), &app_id)
+            .await
+            .map_err(|e| ApiError::internal("the app registration could not be read", e))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "your tenant has no app registration {app_id:?}: use the id of one of its registered apps"
+                ))
+            })?;
+        let now = self.ctx.clock.now();
+        let mut connection = Connection::new(
+            caller.tenant().clone(),
+            app.id.clone(),
+            app.provider(),
+            recipients,
+            now,
+        );
+        connection.display_name = display_name;
+        connection.required_identity = required_identity;
+        self.ctx
+            .backend
+            .store
+            .insert_connection(&connection, &[])
+            .await
+            .map_err(|e| ApiError::internal("the connection could not be stored", e))?;
+        let url = issue_link(
+            &self.ctx,
+            caller.tenant(),
+            &connection.id,
+            AuthorizationPurpose::Connect,
+        )
+        .await
+        .map_err(|e| ApiError::internal("the connect link could not be stored", e))?;
+        tracing::info!(key_prefix = caller.prefix(), connection = %connection.id, provider = ?connection.provider, "connection created");
+        Ok(CreatedConnection {
+            connection: ConnectionView::from(&connection),
+            connect_link: LinkView {
+                url: url.to_string(),
+                expires_at: now + LINK_LIFETIME,
+            },
+        })
+    }
+
+    pub async fn get_connection(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<ConnectionView, ApiError> {
+        Ok(ConnectionView::from(
+            &self.connection_for(caller, id).await?,
+        ))
+    }
+
+    pub async fn list_connections(
+        &self,
+        caller: &Caller,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<ConnectionPage, ApiError> {
+        caller.require_full_access()?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::new(
+                ProblemKind::InvalidRequest,
+                "limit must be between 1 and 200",
+            ));
+        }
+        let page = self
+            .ctx
+            .backend
+            .store
+            .list_connections(caller.tenant(), PageRequest::after(limit, cursor))
+            .await
+            .map_err(|e| match e {
+                StoreError::InvalidCursor => {
+                    ApiError::new(ProblemKind::InvalidRequest, e.to_string())
+                }
+                other => ApiError::internal("the connections could not be listed", other),
+            })?;
+        Ok(ConnectionPage {
+            connections: page
+                .items
+                .iter()
+                .filter(|c| caller.key.may_use(&c.id))
+                .map(ConnectionView::from)
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Disconnects: no provider here offers revocation, so the tokens are deleted, the status becomes
+    /// `disconnected` and the record stays for the audit trail. Taken under the refresh lease, so a
+    /// refresh cannot write new tokens behind it. Repeating it is harmless.
+    pub async fn disconnect(&self, caller: &Caller, id: &str) -> Result<ConnectionView, ApiError> {
+        caller.require_full_access()?;
+        let connection = self.connection_for(caller, id).await?;
+        let store = &self.ctx.backend.store;
+        let connection = if connection.status == ConnectionStatus::Disconnected {
+            connection
+        } else {
+            let owner = LeaseOwner::generate();
+            let now = self.ctx.clock.now();
+            let leased = match store
+                .acquire_lease(&connection.id, &owner, now, Duration::seconds(30))
+                .await
+                .map_err(|e| ApiError::internal("the connection could not be locked", e))?
+            {
+                LeaseAttempt::Acquired(c) => c,
+                LeaseAttempt::Busy { .. } => {
+                    return Err(ApiError::new(
+                        ProblemKind::TemporarilyUnavailable,
+                        "a token refresh of this connection is under way: retry the disconnect in a few seconds",
+                    )
+                    .retry_after(5))
+                }
+                LeaseAttempt::Missing => return Err(ApiError::connection_not_found()),
+            };
+            let result = self.disconnect_under_lease(caller, leased, &owner).await;
+            if let Err(e) = store.release_lease(&connection.id, &owner).await {
+                tracing::warn!(connection = %connection.id, error = %e, "could not release the lease; it will expire");
+            }
+            result?
+        };
+        // Also on a repeat: a delete that failed before is tried again.
+        self.credentials.forget(&connection.id);
+        self.ctx
+            .backend
+            .vault
+            .delete_credentials(&connection.tenant, &connection.id)
+            .await
+            .map_err(|e| ApiError::internal("the connection's tokens could not be deleted", e))?;
+        tracing::info!(key_prefix = caller.prefix(), connection = %connection.id, "connection disconnected");
+        Ok(ConnectionView::from(&connection))
+    }
+
+    async fn disconnect_under_lease(
+        &self,
+        caller: &Caller,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+    ) -> Result<Connection, ApiError> {
+        let now = self.ctx.clock.now();
+        let transition = connection
+            .apply(StatusEvent::Disconnect, caller.actor(), now)
+            .map_err(|e| ApiError::new(ProblemKind::ConnectionDisconnected, e.to_string()))?;
+        connection.credentials = None;
+        connection.access_expires_at = None;
+        connection.refresh_expires_at = None;
+        connection.next_refresh_at = None;
+        connection.refresh_in_flight = None;
+        self.ctx
+            .backend
+            .store
+            .save_connection(&connection, Fence::Lease(owner), &[transition])
+            .await
+            .map_err(|e| ApiError::internal("the connection could not be saved", e))
+    }
+
+    pub async fn reconnect_link(&self, caller: &Caller, id: &str) -> Result<LinkView, ApiError> {
+        caller.require_full_access()?;
+        let connection = self.connection_for(caller, id).await?;
+        if connection.status == ConnectionStatus::Disconnected {
+            return Err(disconnected());
+        }
+        let url = issue_link(
+            &self.ctx,
+            caller.tenant(),
+            &connection.id,
+            AuthorizationPurpose::Reconnect,
+        )
+        .await
+        .map_err(|e| ApiError::internal("the reconnect link could not be stored", e))?;
+        Ok(LinkView {
+            url: url.to_string(),
+            expires_at: self.ctx.clock.now() + LINK_LIFETIME,
+        })
+    }
+
+    /// A valid access token with its expiry and context, refreshed on demand (single flight) when it
+    /// is expired or expires within a minute. On a warm instance with a fresh token this costs one
+    /// connection read and nothing else.
+    pub async fn session(&self, caller: &Caller, id: &str) -> Result<SessionGrant, ApiError> {
+        let connection = self.connection_for(caller, id).await?;
+        let (connection, credentials) = self.fresh_credentials(connection).await?;
+        let Credentials::OAuth2(tokens) = credentials else {
+            return Err(ApiError::new(
+                ProblemKind::NotApplicable,
+                "this Twinfield connection holds OAuth 1.0-era credentials, which have no access token: ask POST /v1/connections/{id}/twinfield-session for a SOAP session",
+            ));
+        };
+        let now = self.ctx.clock.now();
+        record_handout(
+            caller,
+            &connection.id,
+            "access_token",
+            now,
+            Some(tokens.access_expires_at),
+        );
+        Ok(SessionGrant {
+            connection_id: connection.id.to_string(),
+            provider: connection.provider,
+            access_token: tokens.access_token.expose().to_string(),
+            token_type: "Bearer".into(),
+            expires_at: tokens.access_expires_at,
+            expires_in: (tokens.access_expires_at - now).num_seconds().max(0),
+            context: connection.context.clone(),
+        })
+    }
+
+    /// The connection's current credentials, with an OAuth 2.0 access token valid for at least
+    /// [`MIN_VALIDITY`] (legacy Twinfield credentials are returned as they are).
+    pub(super) async fn fresh_credentials(
+        &self,
+        connection: Connection,
+    ) -> Result<(Connection, Credentials), ApiError> {
+        usable(&connection)?;
+        let now = self.ctx.clock.now();
+        let fresh = connection
+            .access_expires_at
+            .is_some_and(|exp| exp - MIN_VALIDITY > now);
+        if fresh || connection.access_expires_at.is_none() {
+            let credentials = self.current_credentials(&connection).await?;
+            if fresh || credentials.token_set().is_none() {
+                return Ok((connection, credentials));
+            }
+        }
+        let report = self
+            .ctx
+            .engine
+            .refresh(
+                &connection.id,
+                Trigger::OnDemand {
+                    min_validity: MIN_VALIDITY,
+                },
+            )
+            .await
+            .map_err(|e| ApiError::internal("the token could not be refreshed", e))?;
+        let connection = report.connection;
+        match report.outcome {
+            Outcome::AlreadyFresh | Outcome::Refreshed | Outcome::Recovered => {}
+            Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
+                self.credentials.forget(&connection.id);
+                usable(&connection)?;
+                return Err(ApiError::new(
+                    ProblemKind::ReconnectRequired,
+                    "the connection needs a person: open its reconnect link",
+                ));
+            }
+            Outcome::Busy => {
+                return Err(ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "another worker is refreshing this connection's token: retry in a few seconds",
+                )
+                .retry_after(5))
+            }
+            Outcome::CoolingDown | Outcome::NotDue => {
+                return Err(ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "refreshing this connection failed repeatedly in the last hour and is cooling down: retry later",
+                )
+                .retry_after(300))
+            }
+            Outcome::Failed(class) => return Err(refresh_failed(class)),
+        }
+        let credentials = self.current_credentials(&connection).await?;
+        let now = self.ctx.clock.now();
+        if let Some(tokens) = credentials.token_set() {
+            if tokens.access_expires_at <= now {
+                return Err(ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "the provider does not allow a refresh yet and the current token has expired: retry in a minute",
+                )
+                .retry_after(60));
+            }
+        }
+        Ok((connection, credentials))
+    }
+
+    /// The credentials the connection points at, from the cache when its entry is for that pointer.
+    async fn current_credentials(&self, connection: &Connection) -> Result<Credentials, ApiError> {
+        let Some(pointer) = &connection.credentials else {
+            return Err(ApiError::new(
+                ProblemKind::NotConnected,
+                "the broker holds no credentials for this connection: open its connect link or register credentials",
+            ));
+        };
+        if let Some(hit) = self.credentials.get(&connection.id, &pointer.write) {
+            return Ok(hit);
+        }
+        let read = self
+            .ctx
+            .backend
+            .vault
+            .get_credentials(&connection.tenant, &connection.id, pointer)
+            .await
+            .map_err(|e| ApiError::internal("the connection's tokens could not be read", e))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "the connection's current tokens are being replaced: retry in a moment",
+                )
+                .retry_after(2)
+            })?;
+        self.credentials
+            .put(&connection.id, &pointer.write, read.clone());
+        Ok(read)
+    }
+
+    /// Applies a status event and saves it, re-reading on a conflict. An event the current status does
+    /// not take (e.g. already disabled) is not an error: the status already says what is needed.
+    pub(super) async fn record_event(
+        &self,
+        caller: &Caller,
+        mut connection: Connection,
+        event: StatusEvent,
+    ) -> Result<Connection, ApiError> {
+        let store = &self.ctx.backend.store;
+        for _ in 0..3 {
+            let now = self.ctx.clock.now();
+            let transition: StatusTransition =
+                match connection.apply(event.clone(), caller.actor(), now) {
+                    Ok(t) => t,
+                    Err(_) => return Ok(connection),
+                };
+            if matches!(
+                connection.status,
+                ConnectionStatus::ReconnectRequired { .. } | ConnectionStatus::Disabled { .. }
+            ) {
+                connection.next_refresh_at = None;
+            }
+            match store
+                .save_connection(&connection, Fence::Version, &[transition])
+                .await
+            {
+                Ok(saved) => return Ok(saved),
+                Err(StoreError::Conflict) => {
+                    connection = store
+                        .get_connection(&connection.id)
+                        .await
+                        .map_err(|e| ApiError::internal("the connection could not be read", e))?
+                        .ok_or_else(ApiError::connection_not_found)?;
+                }
+                Err(e) => return Err(ApiError::internal("the connection could not be saved", e)),
+            }
+        }
+        Err(ApiError::new(
+            ProblemKind::TemporarilyUnavailable,
+            "the connection is changing under heavy concurrent use: retry in a moment",
+        )
+        .retry_after(2))
+    }
+}
+
+/// Every token or session handed out is recorded: which key, which connection, when. Never the token.
+pub(super) fn record_handout(
+    caller: &Caller,
+    connection: &ConnectionId,
+    kind: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    tracing::info!(
+        key_prefix = caller.prefix(),
+        at = %at,
+        tenant = %caller.tenant(),
+        connection = %connection,
+        kind,
+        expires_at = ?expires_at,
+        "credential handed out"
+    );
+}
+
+pub(super) fn disconnected() -> ApiError {
+    ApiError::new(
+        ProblemKind::ConnectionDisconnected,
+        "this connection was disconnected and its tokens deleted: create a new connection",
+    )
+}
+
+/// Refuses a connection whose status does not allow handing out tokens, saying what to do.
+pub(super) fn usable(connection: &Connection) -> Result<(), ApiError> {
+    match &connection.status {
+        ConnectionStatus::Connected | ConnectionStatus::RefreshFailing { .. } => Ok(()),
+        ConnectionStatus::NotConnected => Err(ApiError::new(
+            ProblemKind::NotConnected,
+            "nobody has authorized this connection yet: open its connect link, or register credentials with POST /v1/connections/{id}/credentials",
+        )),
+        ConnectionStatus::ReconnectRequired { reason } => Err(ApiError::new(
+            ProblemKind::ReconnectRequired,
+            format!(
+                "{} Ask POST /v1/connections/{{id}}/reconnect-link for a link.",
+                reason.explain()
+            ),
+        )),
+        ConnectionStatus::Disabled { reason } => Err(ApiError::new(
+            ProblemKind::ConnectionDisabled,
+            format!("{reason} Resolve it with the provider, then reconnect."),
+        )),
+        ConnectionStatus::Disconnected => Err(disconnected()),
+    }
+}
+
+fn refresh_failed(class: FailureClass) -> ApiError {
+    match class {
+        FailureClass::RateLimited => ApiError::new(
+            ProblemKind::RateLimited,
+            "the provider is rate limiting token refreshes: retry later",
+        )
+        .retry_after(60),
+        FailureClass::TooEarly => ApiError::new(
+            ProblemKind::TemporarilyUnavailable,
+            "the provider does not allow a refresh yet: retry in a minute",
+        )
+        .retry_after(60),
+        other => ApiError::new(
+            ProblemKind::TemporarilyUnavailable,
+            format!(
+                "refreshing the token failed ({}); the broker retries on its own: try again later",
+                other.as_str()
+            ),
+        )
+        .retry_after(30),
+    }
+}

@@ -1,0 +1,470 @@
+//! The browser's part of connecting and reconnecting: a connect link starts the OAuth
+//! authorization-code flow, the provider's redirect back completes it.
+//!
+//! - [`ConnectFlow::start`] resolves the link, creates a single-use `state` (stored only as its hash,
+//!   with the PKCE verifier and Twinfield's nonce, for [`STATE_LIFETIME`]) bound to this browser by a
+//!   random cookie, and names the provider URL to send the browser to.
+//! - [`ConnectFlow::complete`] consumes the state atomically, checks the cookie, handles the
+//!   provider's `error`, exchanges the code, runs the provider's discovery step, refuses a reconnect
+//!   that lands on another organisation or is authorized by the wrong person, and otherwise stores
+//!   the tokens (vault first, into the non-current slot, then the fenced metadata) with an
+//!   `Authorized` transition. A refused attempt changes nothing: no token is written anywhere.
+//!
+//! No HTTP framework type appears here: the oauth-callback function maps requests onto these calls
+//! and the typed outcomes onto pages.
+
+mod browser;
+mod error;
+
+pub use browser::{
+    BrowserCookies, CallbackQuery, SetCookies, BINDING_COOKIE, LINK_COOKIE, MAX_PARAM_BYTES,
+    MAX_QUERY_BYTES,
+};
+pub use error::{ConnectError, ConnectFailure};
+
+use crate::context::BrokerContext;
+use crate::credential_keeper::CredentialKeeper;
+use crate::domain::{
+    new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus, Consumed, Credentials,
+    Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext, ProviderKind,
+    StatusEvent, StatusKind,
+};
+use crate::ids::ConnectionId;
+use crate::ports::Fence;
+use crate::providers::OAuthClient;
+use crate::refresh::TokenGrant;
+use crate::secret::OneTimeSecret;
+use browser::is_local_http;
+use chrono::{DateTime, Duration, Utc};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+/// How long a browser has between opening the link and coming back from the provider. Long enough
+/// to sign in (with a second factor) and read a consent page; short enough that a leaked `state` is
+/// useless soon after.
+pub const STATE_LIFETIME: Duration = Duration::minutes(10);
+/// Where to send the browser after opening a link, and the cookies binding it to the state.
+#[derive(Debug)]
+pub struct Started {
+    pub redirect: Url,
+    pub cookies: SetCookies,
+    pub provider: ProviderKind,
+}
+
+/// A completed connect or reconnect.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub connection: ConnectionId,
+    pub provider: ProviderKind,
+    /// The connection's label, if the integration gave one.
+    pub display_name: Option<String>,
+    pub context: ProviderContext,
+    pub authorized_by: Option<Identity>,
+    /// The status before: `NotConnected` for a first connect, anything else for a reconnect.
+    pub previous: StatusKind,
+    pub next_refresh_at: DateTime<Utc>,
+}
+
+impl Completed {
+    pub fn was_reconnect(&self) -> bool {
+        self.previous != StatusKind::NotConnected
+    }
+}
+/// The connect / reconnect flow over one [`BrokerContext`].
+#[derive(Clone)]
+pub struct ConnectFlow {
+    ctx: BrokerContext,
+}
+
+/// A connection with the app registration and the OAuth client to authorize it with.
+struct Target {
+    connection: Connection,
+    app: OAuthApp,
+    client: OAuthClient,
+}
+
+impl ConnectFlow {
+    pub fn new(ctx: BrokerContext) -> Self {
+        Self { ctx }
+    }
+
+    pub fn context(&self) -> &BrokerContext {
+        &self.ctx
+    }
+
+    /// The redirect URI the broker answers at; app registrations name it at their provider.
+    pub fn callback_url(&self) -> Url {
+        self.ctx.public_url("oauth/callback")
+    }
+
+    /// The connect link for a token (to offer it again).
+    fn link_url(&self, token: &str) -> Url {
+        self.ctx.public_url(&format!("connect/{token}"))
+    }
+
+    /// A browser opened a connect link: prepare the authorization and say where to send it.
+    pub async fn start(&self, link_token: &str) -> Result<Started, ConnectFailure> {
+        let link = match super::resolve_link(&self.ctx, link_token).await? {
+            Consumed::Fresh(link) => link,
+            Consumed::Expired => return Err(ConnectError::LinkExpired.into()),
+            Consumed::Unknown => return Err(ConnectError::LinkUnknown.into()),
+        };
+        let target = self.target(&link).await?;
+        let provider = target.connection.provider;
+        let fail = |error: ConnectError| ConnectFailure {
+            error,
+            provider: Some(provider),
+            try_again: Some(self.link_url(link_token)),
+            state_consumed: false,
+        };
+        if target.app.redirect_uri.as_str() != self.callback_url().as_str() {
+            // Not fatal (a proxy may rewrite the path), but the usual cause of "redirect_uri mismatch".
+            tracing::warn!(
+                app = %target.app.id.as_str(),
+                registered = target.app.redirect_uri.as_str(),
+                expected = self.callback_url().as_str(),
+                "the app's redirect URI is not this broker's callback URL"
+            );
+        }
+        let (state, state_key) = new_one_time_secret();
+        let (binding, binding_key) = new_one_time_secret();
+        let request = target
+            .client
+            .authorization_request(&state, &[])
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let now = self.ctx.clock.now();
+        let pending = PendingAuthorization {
+            tenant: link.tenant.clone(),
+            connection: link.connection.clone(),
+            purpose: link.purpose,
+            pkce_verifier: request.pkce_verifier,
+            nonce: request.nonce,
+            browser_binding: binding_key,
+            created_at: now,
+            expires_at: now + STATE_LIFETIME,
+        };
+        self.ctx
+            .backend
+            .store
+            .put_pending(&state_key, &pending)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        tracing::info!(
+            connection = %link.connection.as_str(),
+            provider = provider.display_name(),
+            purpose = ?link.purpose,
+            "authorization started"
+        );
+        Ok(Started {
+            redirect: request.url,
+            cookies: self.cookies(Some((&binding, link_token))),
+            provider,
+        })
+    }
+
+    /// `Set-Cookie` values that remove the flow's cookies (after a callback, whatever its outcome).
+    pub fn clearing_cookies(&self) -> SetCookies {
+        self.cookies(None)
+    }
+
+    fn cookies(&self, values: Option<(&OneTimeSecret, &str)>) -> SetCookies {
+        let path = self.callback_url().path().to_string();
+        // `Secure` keeps the cookie off plain http. A browser never stores a Secure cookie set over
+        // http, so a local run on http://127.0.0.1 could not complete; only there (http on a loopback
+        // host, where nothing crosses a network) is the attribute left off.
+        let secure = !is_local_http(&self.ctx.public_base_url);
+        let attributes = |max_age: i64| {
+            format!(
+                "; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+                if secure { "; Secure" } else { "" }
+            )
+        };
+        let lifetime = STATE_LIFETIME.num_seconds();
+        let cookies = match values {
+            Some((binding, link)) => vec![
+                format!(
+                    "{BINDING_COOKIE}={}{}",
+                    binding.expose(),
+                    attributes(lifetime)
+                ),
+                format!("{LINK_COOKIE}={link}{}", attributes(lifetime)),
+            ],
+            None => vec![
+                format!("{BINDING_COOKIE}={}", attributes(0)),
+                format!("{LINK_COOKIE}={}", attributes(0)),
+            ],
+        };
+        SetCookies(cookies)
+    }
+
+    /// The provider sent the browser back: finish the authorization.
+    pub async fn complete(
+        &self,
+        raw_query: Option<&str>,
+        cookies: &BrowserCookies,
+    ) -> Result<Completed, ConnectFailure> {
+        // The link the browser started from, offered again on failures where retrying can help.
+        let try_again = self.live_link(cookies).await;
+        let with_retry = |error: ConnectError, provider: Option<ProviderKind>| ConnectFailure {
+            error,
+            provider,
+            try_again: try_again.as_ref().map(|(url, _)| url.clone()),
+            state_consumed: false,
+        };
+        let query = CallbackQuery::parse(raw_query).map_err(|e| with_retry(e, None))?;
+        let Some(state) = &query.state else {
+            return Err(with_retry(
+                ConnectError::MalformedRequest("it carries no state".into()),
+                None,
+            ));
+        };
+        let now = self.ctx.clock.now();
+        let pending = match self
+            .ctx
+            .backend
+            .store
+            .consume_pending(&OneTimeKey::of(state), now)
+            .await?
+        {
+            Consumed::Fresh(pending) => pending,
+            Consumed::Expired => return Err(with_retry(ConnectError::StateExpired, None)),
+            Consumed::Unknown => return Err(with_retry(ConnectError::StateUnknown, None)),
+        };
+        // Offer the link only if it is this connection's: the link cookie alone proves nothing.
+        let try_again = try_again
+            .filter(|(_, link)| link.connection == pending.connection)
+            .map(|(url, _)| url);
+        let fail = |error: ConnectError, provider: Option<ProviderKind>| ConnectFailure {
+            error,
+            provider,
+            try_again: try_again.clone(),
+            state_consumed: true,
+        };
+        let same_browser = cookies.binding.as_ref().is_some_and(|b| {
+            let presented = OneTimeKey::of(b);
+            bool::from(
+                presented
+                    .as_str()
+                    .as_bytes()
+                    .ct_eq(pending.browser_binding.as_str().as_bytes()),
+            )
+        });
+        if !same_browser {
+            tracing::info!(connection = %pending.connection.as_str(), reason = "wrong_browser", "authorization refused");
+            // Another browser holding the state (a leaked or planted link) gets no retry link.
+            return Err(ConnectFailure {
+                error: ConnectError::WrongBrowser,
+                provider: None,
+                try_again: None,
+                state_consumed: true,
+            });
+        }
+        let link = ConnectLink {
+            tenant: pending.tenant.clone(),
+            connection: pending.connection.clone(),
+            purpose: pending.purpose,
+            created_at: pending.created_at,
+            expires_at: pending.expires_at,
+        };
+        let target = self.target(&link).await.map_err(|mut f| {
+            f.try_again = None;
+            f.state_consumed = true;
+            f
+        })?;
+        let provider = Some(target.connection.provider);
+        let connection_id = target.connection.id.clone();
+        let refuse = |error: ConnectError| {
+            tracing::info!(
+                connection = %connection_id.as_str(),
+                provider = target.connection.provider.display_name(),
+                reason = error.label(),
+                detail = %error,
+                "authorization refused; the connection is unchanged"
+            );
+            fail(error, provider)
+        };
+
+        if let Some(error) = &query.error {
+            let description = query.error_description.clone();
+            let kind = target.connection.provider;
+            return Err(refuse(if error.eq_ignore_ascii_case("access_denied") {
+                ConnectError::Denied {
+                    provider: kind,
+                    description,
+                }
+            } else {
+                ConnectError::ProviderRefused {
+                    provider: kind,
+                    error: error.clone(),
+                    description,
+                }
+            }));
+        }
+        let Some(code) = &query.code else {
+            return Err(refuse(ConnectError::MalformedRequest(
+                "it carries neither a code nor an error".into(),
+            )));
+        };
+        let authorized = target
+            .client
+            .exchange_code(
+                code,
+                pending.pkce_verifier.as_ref(),
+                pending.nonce.as_deref(),
+            )
+            .await
+            .map_err(|e| refuse(e.into()))?;
+        // exchange_code compares the id_token's nonce with ours; an answer without an id_token would
+        // skip that check, so a flow that sent a nonce insists on one.
+        if pending.nonce.is_some() && authorized.id_token.is_none() {
+            return Err(refuse(ConnectError::NonceUnverified {
+                provider: target.connection.provider,
+            }));
+        }
+        let discovered = target
+            .client
+            .discover(&authorized)
+            .await
+            .map_err(|e| refuse(e.into()))?;
+
+        let connection = &target.connection;
+        if let Some(required) = &connection.required_identity {
+            let matches = discovered
+                .identity
+                .as_ref()
+                .is_some_and(|who| who.same_person(required));
+            if !matches {
+                return Err(refuse(ConnectError::IdentityMismatch {
+                    provider: connection.provider,
+                    required: person(required),
+                    actual: discovered
+                        .identity
+                        .as_ref()
+                        .map_or_else(|| "an unidentified user".into(), person),
+                }));
+            }
+        }
+        if let Some(expected) = connection.context.as_ref() {
+            if let Some(key) = expected.organisation_key() {
+                if discovered.context.organisation_key().as_deref() != Some(key.as_str()) {
+                    return Err(refuse(ConnectError::OrganisationMismatch {
+                        provider: connection.provider,
+                        expected: expected.describe(),
+                        actual: discovered.context.describe(),
+                    }));
+                }
+            }
+        }
+
+        let mut connection = target.connection.clone();
+        let previous = connection.status.kind();
+        let actor = Actor::EndUser(
+            discovered
+                .identity
+                .as_ref()
+                .map_or_else(|| "unidentified".to_string(), |i| i.subject.clone()),
+        );
+        let transition = connection
+            .apply(StatusEvent::Authorized, actor, now)
+            .map_err(|_| refuse(ConnectError::ConnectionGone))?;
+        let tokens = authorized.tokens;
+        let rules = self.ctx.providers.rules(&target.app);
+        let next_refresh_at =
+            rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
+        connection.context = Some(discovered.context.clone());
+        connection.authorized_by = discovered.identity.clone();
+        connection.last_refresh_at = Some(tokens.received_at);
+        connection.next_refresh_at = Some(next_refresh_at);
+        connection.failures.clear();
+        // A refresh interrupted on the old grant has nothing left to recover: this grant replaces it.
+        connection.refresh_in_flight = None;
+        let keeper = CredentialKeeper::new(
+            self.ctx.backend.store.clone(),
+            self.ctx.backend.vault.clone(),
+        );
+        let slot = CredentialKeeper::next_target(&connection);
+        let stored = keeper
+            .commit(
+                connection,
+                slot,
+                &Credentials::OAuth2(tokens),
+                Fence::Version,
+                &[transition],
+            )
+            .await
+            .map_err(|e| fail(e.into(), provider))?;
+        tracing::info!(
+            connection = %stored.id.as_str(),
+            provider = stored.provider.display_name(),
+            from = %previous,
+            organisation = %discovered.context.describe(),
+            "connection authorized"
+        );
+        Ok(Completed {
+            connection: stored.id,
+            provider: stored.provider,
+            display_name: stored.display_name,
+            context: discovered.context,
+            authorized_by: discovered.identity,
+            previous,
+            next_refresh_at,
+        })
+    }
+
+    /// The link named by the link cookie, if it still works.
+    async fn live_link(&self, cookies: &BrowserCookies) -> Option<(Url, ConnectLink)> {
+        let token = cookies.link.as_deref()?;
+        match super::resolve_link(&self.ctx, token).await {
+            Ok(Consumed::Fresh(link)) => Some((self.link_url(token), link)),
+            _ => None,
+        }
+    }
+
+    async fn target(&self, link: &ConnectLink) -> Result<Target, ConnectFailure> {
+        let store = &self.ctx.backend.store;
+        let connection = store
+            .get_tenant_connection(&link.tenant, &link.connection)
+            .await?
+            .ok_or(ConnectError::LinkUnknown)?;
+        if matches!(connection.status, ConnectionStatus::Disconnected) {
+            return Err(ConnectError::ConnectionGone.into());
+        }
+        let misconfigured = |why: String| ConnectFailure {
+            error: ConnectError::Misconfigured(why),
+            provider: Some(connection.provider),
+            try_again: None,
+            state_consumed: false,
+        };
+        let app = store
+            .get_app(&connection.tenant, &connection.app)
+            .await?
+            .ok_or_else(|| {
+                misconfigured("the connection's app registration does not exist".into())
+            })?;
+        let secret = self
+            .ctx
+            .backend
+            .vault
+            .get_client_secret(&app.tenant, &app.id)
+            .await?
+            .ok_or_else(|| misconfigured("the app registration has no client secret".into()))?;
+        let client = self
+            .ctx
+            .providers
+            .oauth_client(&app, secret)
+            .map_err(|e| misconfigured(e.to_string()))?;
+        Ok(Target {
+            connection,
+            app,
+            client,
+        })
+    }
+}
+
+fn person(identity: &Identity) -> String {
+    match &identity.display_name {
+        Some(name) => format!("{name} ({})", identity.subject),
+        None => identity.subject.clone(),
+    }
+}

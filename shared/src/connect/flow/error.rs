@@ -1,0 +1,172 @@
+//! Why a connect attempt stopped, in words for people, and what they can do next.
+
+use crate::credential_keeper::KeeperError;
+use crate::domain::ProviderKind;
+use crate::ports::{StoreError, VaultError};
+use crate::providers::ProviderError;
+use url::Url;
+
+use super::STATE_LIFETIME;
+
+/// Why a connect attempt stopped. `Display` is one sentence for people; none of it ever carries a
+/// secret (provider errors are redacted at the source, query values are bounded text).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the request is malformed: {0}")]
+    MalformedRequest(String),
+    #[error("this link is not valid (it may have been mistyped or replaced by a newer one)")]
+    LinkUnknown,
+    #[error("this link has expired")]
+    LinkExpired,
+    #[error("this sign-in attempt is unknown or was already used")]
+    StateUnknown,
+    #[error("this sign-in attempt took longer than {} minutes and expired", STATE_LIFETIME.num_minutes())]
+    StateExpired,
+    #[error("this sign-in attempt was started in another browser")]
+    WrongBrowser,
+    #[error("access was not granted at {}{}", .provider.display_name(), describe_words(.description))]
+    Denied {
+        provider: ProviderKind,
+        description: Option<String>,
+    },
+    #[error("{} refused the authorization ({error}){}", .provider.display_name(), describe_words(.description))]
+    ProviderRefused {
+        provider: ProviderKind,
+        error: String,
+        description: Option<String>,
+    },
+    #[error("{0}")]
+    Provider(#[from] ProviderError),
+    /// A nonce was sent (Twinfield requires one) but no id_token came back to check it against.
+    #[error("{} sent no id_token, so the sign-in could not be verified", .provider.display_name())]
+    NonceUnverified { provider: ProviderKind },
+    #[error("{provider} was authorized by {actual}, but this connection must be authorized by {required}", provider = .provider.display_name())]
+    IdentityMismatch {
+        provider: ProviderKind,
+        required: String,
+        actual: String,
+    },
+    #[error("{provider} authorized {actual}, but this connection belongs to {expected}", provider = .provider.display_name())]
+    OrganisationMismatch {
+        provider: ProviderKind,
+        expected: String,
+        actual: String,
+    },
+    #[error("this connection was disconnected and can no longer be connected")]
+    ConnectionGone,
+    #[error("the connection changed while it was being authorized")]
+    Conflict,
+    #[error("the app registration is incomplete: {0}")]
+    Misconfigured(String),
+    #[error("the broker's storage is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn describe_words(description: &Option<String>) -> String {
+    match description {
+        Some(d) if !d.is_empty() => format!(": {d}"),
+        _ => String::new(),
+    }
+}
+
+impl ConnectError {
+    /// What the person can do about it.
+    pub fn what_to_do(&self) -> String {
+        match self {
+            Self::MalformedRequest(_) | Self::StateUnknown | Self::WrongBrowser => {
+                "Open the connect link you were given again, in the browser you will finish in.".into()
+            }
+            Self::LinkUnknown | Self::LinkExpired => {
+                "Ask for a new connect link: the integration can issue one, and reminders carry one.".into()
+            }
+            Self::StateExpired => "Start again from the connect link.".into(),
+            Self::Denied { provider, .. } => format!(
+                "Nothing was changed. To connect, start again and choose to allow access at {}.",
+                provider.display_name()
+            ),
+            Self::ProviderRefused { .. } | Self::Provider(_) | Self::NonceUnverified { .. } => {
+                "Nothing was changed. Try again in a few minutes; if it keeps failing, contact the integration's support.".into()
+            }
+            Self::IdentityMismatch { provider, required, .. } => format!(
+                "Nothing was changed. Sign out of {}, then start again and sign in as the designated integration user, {required}.",
+                provider.display_name()
+            ),
+            Self::OrganisationMismatch { provider, expected, .. } => format!(
+                "Nothing was changed. Start again and choose {expected} at {}. To move the integration to another organisation, create a new connection.",
+                provider.display_name()
+            ),
+            Self::ConnectionGone => "Create a new connection in the integration.".into(),
+            Self::Conflict | Self::Unavailable(_) => "Nothing was changed. Try again in a minute.".into(),
+            Self::Misconfigured(_) => "Contact the integration's support: the app registration needs fixing.".into(),
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::MalformedRequest(_) => "malformed_request",
+            Self::LinkUnknown => "link_unknown",
+            Self::LinkExpired => "link_expired",
+            Self::StateUnknown => "state_unknown",
+            Self::StateExpired => "state_expired",
+            Self::WrongBrowser => "wrong_browser",
+            Self::Denied { .. } => "denied",
+            Self::ProviderRefused { .. } => "provider_refused",
+            Self::Provider(_) => "provider_error",
+            Self::NonceUnverified { .. } => "nonce_unverified",
+            Self::IdentityMismatch { .. } => "identity_mismatch",
+            Self::OrganisationMismatch { .. } => "organisation_mismatch",
+            Self::ConnectionGone => "connection_gone",
+            Self::Conflict => "conflict",
+            Self::Misconfigured(_) => "misconfigured",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for ConnectError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<VaultError> for ConnectError {
+    fn from(e: VaultError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<KeeperError> for ConnectError {
+    fn from(e: KeeperError) -> Self {
+        match e {
+            KeeperError::Store(s) => s.into(),
+            KeeperError::Vault(v) => v.into(),
+        }
+    }
+}
+
+/// A failed attempt: why, and the link to start again from when one makes sense.
+#[derive(Debug)]
+pub struct ConnectFailure {
+    pub error: ConnectError,
+    pub provider: Option<ProviderKind>,
+    /// The connect link, when it is still valid and trying again can help.
+    pub try_again: Option<Url>,
+    /// Whether the attempt's state was consumed: only then are the browser's cookies for it spent.
+    /// (A request with a forged or malformed state must not end the browser's real attempt.)
+    pub state_consumed: bool,
+}
+
+impl<E: Into<ConnectError>> From<E> for ConnectFailure {
+    fn from(error: E) -> Self {
+        Self {
+            error: error.into(),
+            provider: None,
+            try_again: None,
+            state_consumed: false,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Claim → send → settle, for one notice or for the whole outbox (see the module documentation).
+
+use super::compose::{compose, EmailFacts};
+use super::mailer::{MailError, Mailer};
+use super::record::{
+    Claim, NoticeKey, NoticeKind, NoticeOutcome, NoticeRecord, NoticeSubject, Release,
+};
+use super::settings::NotifySettings;
+use crate::connect::{issue_link, LINK_LIFETIME};
+use crate::context::BrokerContext;
+use crate::domain::AuthorizationPurpose;
+use crate::ports::StoreError;
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The notice was put back to pending after a failed attempt: try again later.
+    #[error("sending failed and will be retried: {0}")]
+    RetryLater(String),
+}
+
+/// What became of one notice in this invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent {
+        recipients: u32,
+    },
+    /// Settled without an email (see [`NoticeOutcome::Skipped`]).
+    Skipped(String),
+    /// Settled as failed after the last attempt.
+    Failed,
+    /// Settled as delivery unknown (a stale claim, or an uncertain send).
+    Unknown,
+    /// Another notifier holds the claim.
+    Busy,
+    AlreadySettled,
+    Missing,
+}
+
+/// Counts of one run, by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub sent: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub busy: usize,
+    pub retry_later: usize,
+    pub errors: usize,
+    pub warnings_created: usize,
+    pub marked_expired: usize,
+}
+
+impl RunSummary {
+    fn count(&mut self, outcome: &Result<Delivery, NotifyError>) {
+        match outcome {
+            Ok(Delivery::Sent { .. }) => self.sent += 1,
+            Ok(Delivery::Skipped(_)) => self.skipped += 1,
+            Ok(Delivery::Failed) => self.failed += 1,
+            Ok(Delivery::Unknown) => self.unknown += 1,
+            Ok(Delivery::Busy) => self.busy += 1,
+            Ok(Delivery::AlreadySettled | Delivery::Missing) => {}
+            Err(NotifyError::RetryLater(_)) => self.retry_later += 1,
+            Err(NotifyError::Store(_)) => self.errors += 1,
+        }
+    }
+}
+
+pub struct Notifier {
+    pub(super) ctx: BrokerContext,
+    pub(super) mailer: Arc<dyn Mailer>,
+    pub(super) settings: NotifySettings,
+}
+
+impl Notifier {
+    pub fn new(ctx: BrokerContext, mailer: Arc<dyn Mailer>, settings: NotifySettings) -> Self {
+        Self {
+            ctx,
+            mailer,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &NotifySettings {
+        &self.settings
+    }
+
+    /// Handles one notice: claims it, sends it, settles it. Safe to call any number of times for the
+    /// same key, concurrently too: at most one call sends.
+    pub async fn notify(&self, key: &NoticeKey) -> Result<Delivery, NotifyError> {
+        let store = &self.ctx.backend.store;
+        let now = self.ctx.clock.now();
+        match store
+            .claim_notice(key, now, now - self.settings.stale_after)
+            .await?
+        {
+            Claim::Missing => Ok(Delivery::Missing),
+            Claim::Busy => Ok(Delivery::Busy),
+            Claim::Settled(_) => Ok(Delivery::AlreadySettled),
+            Claim::Stale { claimed_at } => {
+                // Its claimant died between claiming and settling: it may have sent. Never resend.
+                store
+                    .release_notice(
+                        key,
+                        claimed_at,
+                        &Release::Settle(NoticeOutcome::DeliveryUnknown { at: now }),
+                    )
+                    .await?;
+                tracing::warn!(notice = %key, claimed_at = %claimed_at, "a notice's claimant never settled it; recorded as delivery unknown and not sent again");
+                Ok(Delivery::Unknown)
+            }
+            Claim::Claimed(record) => self.deliver(record, now).await,
+        }
+    }
+
+    /// Every unsettled notice, oldest first, each at most once per run.
+    pub async fn drain_outbox(&self) -> Result<RunSummary, NotifyError> {
+        let mut summary = RunSummary::default();
+        let mut seen = HashSet::new();
+        loop {
+            let keys = self.ctx.backend.store.unsettled_notices(100).await?;
+            let fresh: Vec<NoticeKey> = keys
+                .into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(summary);
+            }
+            for key in fresh {
+                let outcome = self.notify(&key).await;
+                if let Err(NotifyError::Store(e)) = &outcome {
+                    tracing::error!(notice = %key, error = %e, "a notice could not be handled; the next run tries again");
+                }
+                summary.count(&outcome);
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        record: NoticeRecord,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<Delivery, NotifyError> {
+        let store = &self.ctx.backend.store;
+        let key = record.key.clone();
+        let now = claimed_at;
+        let skip = |why: &str| {
+            Release::Settle(NoticeOutcome::Skipped {
+                at: now,
+                why: why.into(),
+            })
+        };
+        let settle = |release: Release| {
+            let key = key.clone();
+            async move { store.release_notice(&key, claimed_at, &release).await }
+        };
+        let Some(kind) = record.subject.kind() else {
+            settle(skip("not a notice-worthy transition")).await?;
+            return Ok(Delivery::Skipped("not a notice-worthy transition".into()));
+        };
+        let connection = match store.get_connection(&record.connection).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                settle(skip("the connection no longer exists")).await?;
+                return Ok(Delivery::Skipped("the connection no longer exists".into()));
+            }
+            Err(e) => return Err(self.retry(&record, claimed_at, e.to_string()).await),
+        };
+        let superseded = match &record.subject {
+            NoticeSubject::Transition(t) => connection.status.kind() != t.to,
+            NoticeSubject::Warning(_) => !connection.status.is_usable(),
+        };
+        let why_not = if superseded {
+            Some("the connection's status changed since")
+        } else if kind == NoticeKind::Recovered && !self.settings.recovery_emails {
+            Some("recovery emails are turned off")
+        } else if connection.recipients.is_empty() {
+            Some("the connection names no recipients")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            settle(skip(why)).await?;
+            tracing::info!(notice = %key, kind = kind.as_str(), why, "notice settled without an email");
+            return Ok(Delivery::Skipped(why.into()));
+        }
+        let tenant_name = match store.get_tenant(&connection.tenant).await {
+            Ok(Some(t)) => t.display_name,
+            Ok(None) => "your integration".to_string(),
+            Err(e) => return Err(self.retry(&record, claimed_at, e.to_string()).await),
+        };
+        let link = if kind == NoticeKind::Recovered {
+            None
+        } else {
+            match issue_link(
+                &self.ctx,
+                &connection.tenant,
+                &connection.id,
+                AuthorizationPurpose::Reconnect,
+            )
+            .await
+            {
+                Ok(url) => Some((url, self.ctx.clock.now() + LINK_LIFETIME)),
+                Err(e) => return Err(self.retry(&record, claimed_at, e.to_string()).await),
+            }
+        };
+        let email = compose(&EmailFacts {
+            kind,
+            subject: &record.subject,
+            connection: &connection,
+            tenant_name: &tenant_name,
+            link: link.as_ref().map(|(u, until)| (u, *until)),
+            from: &self.settings.sender,
+            reply_to: self.settings.reply_to.as_ref(),
+        });
+        let recipients = u32::try_from(email.to.len()).unwrap_or(u32::MAX);
+        match self.mailer.send(&email).await {
+            Ok(()) => {
+                let sent = NoticeOutcome::Sent {
+                    at: self.ctx.clock.now(),
+                    kind,
+                    recipients,
+                };
+                if let Err(e) = settle(Release::Settle(sent)).await {
+                    // Sent, not recorded: the claim stays and a later run records "delivery unknown";
+                    // it is never sent again.
+                    tracing::error!(notice = %key, error = %e, "an email was sent but could not be recorded");
+                    return Err(e.into());
+                }
+                tracing::info!(notice = %key, kind = kind.as_str(), recipients, "notification sent");
+                Ok(Delivery::Sent { recipients })
+            }
+            Err(MailError::Uncertain(e)) => {
+                settle(Release::Settle(NoticeOutcome::DeliveryUnknown {
+                    at: self.ctx.clock.now(),
+                }))
+                .await?;
+                tracing::error!(notice = %key, kind = kind.as_str(), error = %e, "the mail service's answer was lost; recorded as delivery unknown and not sent again");
+                Ok(Delivery::Unknown)
+            }
+            Err(MailError::NotSent(e)) => {
+                let attempts = record.attempts.saturating_add(1);
+                if attempts >= self.settings.max_attempts {
+                    settle(Release::Settle(NoticeOutcome::Failed {
+                        at: self.ctx.clock.now(),
+                        kind: Some(kind),
+                        attempts,
+                        error: e.clone(),
+                    }))
+                    .await?;
+                    tracing::error!(notice = %key, kind = kind.as_str(), attempts, error = %e, "a notification could not be sent; recorded as failed");
+                    Ok(Delivery::Failed)
+                } else {
+                    settle(Release::Retry { attempts }).await?;
+                    tracing::warn!(notice = %key, kind = kind.as_str(), attempts, error = %e, "a notification could not be sent; it will be retried");
+                    Err(NotifyError::RetryLater(e))
+                }
+            }
+        }
+    }
+
+    /// Nothing was sent (the failure came before the mailer): back to pending, same attempt count.
+    async fn retry(
+        &self,
+        record: &NoticeRecord,
+        claimed_at: DateTime<Utc>,
+        why: String,
+    ) -> NotifyError {
+        let release = Release::Retry {
+            attempts: record.attempts,
+        };
+        match self
+            .ctx
+            .backend
+            .store
+            .release_notice(&record.key, claimed_at, &release)
+            .await
+        {
+            Ok(()) => NotifyError::RetryLater(why),
+            Err(e) => e.into(),
+        }
+    }
+}

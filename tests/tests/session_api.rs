@@ -1,0 +1,1498 @@
+//! The integration API end to end over HTTP: the session-exchange router served by axum on loopback,
+//! the provider simulators, and both storage backends (embedded, and the AWS adapters against moto).
+
+use async_trait::async_trait;
+use broker_core::api::{ApiSettings, IntegrationApi, ProblemKind, PROBLEM_BASE};
+use broker_core::backend::Backend as CoreBackend;
+use broker_core::clock::Clock;
+use broker_core::context::BrokerContext;
+use broker_core::domain::{
+    new_one_time_secret, ApiKeyRecord, ApiKeyScope, Credentials, CredentialsPointer, ExactCountry,
+    OAuthApp, ProviderSettings, RedirectUri, ServiceUrl, StatusKind, Tenant, VaultSlot,
+};
+use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
+use broker_core::ports::{PageRequest, TokenVault, VaultError};
+use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::refresh::EngineSettings;
+use broker_core::secret::ClientSecret;
+use broker_tests::backends::Backend;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use provider_simulators as sim;
+use provider_simulators::{
+    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, MintRequest,
+    MintedTokens, SimClock, Simulator, SimulatorConfig, SimulatorHandle,
+};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(broker_tests::backends::embedded()).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(broker_tests::backends::aws().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    every_provider_hands_out_a_valid_token_and_refreshes_it_once_after_expiry,
+    an_authorization_code_is_exchanged_at_once_and_an_expired_one_is_refused,
+    twinfield_sessions_for_both_credential_kinds_and_every_logon_result,
+    refusals_are_clean_problems,
+    connections_are_created_listed_relinked_and_disconnected,
+    a_warm_instance_answers_repeated_sessions_without_reading_the_vault,
+    no_token_leaves_except_in_the_session_answer,
+    registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_same_organisation,
+);
+
+const REDIRECT: &str = "http://localhost:9/callback";
+const TW_ID: &str = "tw-client";
+const TW_SECRET: &str = "tw-secret-value";
+const EX_ID: &str = "ex-client";
+const EX_SECRET: &str = "ex-secret-value";
+const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
+const ACU_SECRET: &str = "acu-secret-value";
+const TW_SCOPE: &str = "openid twf.user twf.organisation twf.organisationUser offline_access";
+
+/// The broker's clock is the simulator's, so both always agree on "an hour later".
+struct SimTime(SimClock);
+
+impl Clock for SimTime {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+}
+
+/// A vault that counts reads, to show the warm path does not call Secrets Manager each time.
+struct CountingVault {
+    inner: Arc<dyn TokenVault>,
+    reads: AtomicU64,
+}
+
+#[async_trait]
+impl TokenVault for CountingVault {
+    async fn put_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        slot: VaultSlot,
+        write: &WriteId,
+        credentials: &Credentials,
+    ) -> Result<(), VaultError> {
+        self.inner
+            .put_credentials(tenant, connection, slot, write, credentials)
+            .await
+    }
+    async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        pointer: &CredentialsPointer,
+    ) -> Result<Option<Credentials>, VaultError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .get_credentials(tenant, connection, pointer)
+            .await
+    }
+    async fn delete_credentials(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> Result<(), VaultError> {
+        self.inner.delete_credentials(tenant, connection).await
+    }
+    async fn put_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        secret: &ClientSecret,
+    ) -> Result<(), VaultError> {
+        self.inner.put_client_secret(tenant, app, secret).await
+    }
+    async fn get_client_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+    ) -> Result<Option<ClientSecret>, VaultError> {
+        self.inner.get_client_secret(tenant, app).await
+    }
+}
+
+struct Env {
+    sim: SimulatorHandle,
+    ctx: BrokerContext,
+    vault: Arc<CountingVault>,
+    base: String,
+    http: reqwest::Client,
+    /// acme's keys: full access, session-only, and limited to no connection at all.
+    key: String,
+    key_prefix: String,
+    session_only_key: String,
+    /// The other tenant's full key.
+    other_key: String,
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    text: String,
+    json: Value,
+}
+
+impl Reply {
+    fn problem(&self, kind: ProblemKind) {
+        assert_eq!(self.status, kind.status(), "{}", self.text);
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "{}",
+            self.text
+        );
+        assert_eq!(
+            self.json["type"],
+            format!("{PROBLEM_BASE}{}", kind.code()),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.json["status"], kind.status());
+        assert!(self.json["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(self.json["detail"].as_str().is_some_and(|d| d.len() > 10));
+    }
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+async fn env(backend: Backend) -> Env {
+    env_with(backend, ApiSettings::default()).await
+}
+
+async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
+    let mut config = SimulatorConfig {
+        start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
+        ..SimulatorConfig::default()
+    };
+    config.knobs.auto_consent = true;
+    let sim = Simulator::start(config)
+        .await
+        .expect("the simulator starts");
+    let registration = |id: &str, secret: &str| ClientRegistration {
+        client_id: id.into(),
+        client_secret: secret.into(),
+        redirect_uris: vec![REDIRECT.into()],
+    };
+    sim.register_twinfield_client(registration(TW_ID, TW_SECRET));
+    sim.register_exact_client(registration(EX_ID, EX_SECRET));
+    sim.register_acumatica_client(
+        "demo",
+        AcumaticaClientRegistration {
+            client_id: ACU_ID.into(),
+            client_secret: ACU_SECRET.into(),
+            redirect_uris: vec![REDIRECT.into()],
+            refresh_policy: AcumaticaRefreshPolicy::default(),
+            rotate_refresh_tokens: true,
+        },
+    )
+    .unwrap();
+    let mut catalogue = Catalogue::built_in();
+    catalogue
+        .override_base_url("https://login.twinfield.com", &sim.twinfield_login_base())
+        .unwrap();
+    for country in ExactCountry::ALL {
+        let canonical = format!("https://start.exactonline.{}", country.tld());
+        catalogue
+            .override_base_url(&canonical, &sim.exact_base(country.tld()))
+            .unwrap();
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SimTime(sim.clock()));
+    let providers = Providers::new(
+        catalogue,
+        ProviderHttp::new(HttpSettings::default()).unwrap(),
+        clock.clone(),
+    );
+    let vault = Arc::new(CountingVault {
+        inner: backend.vault.clone(),
+        reads: AtomicU64::new(0),
+    });
+    let core = CoreBackend {
+        store: backend.store.clone(),
+        vault: vault.clone(),
+    };
+    let ctx = BrokerContext::new(
+        core,
+        providers,
+        clock.clone(),
+        url::Url::parse("https://broker.test").unwrap(),
+        EngineSettings::default(),
+    );
+    let now = clock.now();
+    let store = &ctx.backend.store;
+    let acumatica_settings = ProviderSettings::Acumatica {
+        instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo")).unwrap(),
+        tenant: "Company".into(),
+    };
+    for t in ["acme", "other"] {
+        store
+            .insert_tenant(&Tenant::new(tenant(t), t, now).unwrap())
+            .await
+            .unwrap();
+        for (app, settings, id, secret) in [
+            ("tw", ProviderSettings::Twinfield, TW_ID, TW_SECRET),
+            (
+                "ex",
+                ProviderSettings::ExactOnline {
+                    country: ExactCountry::Netherlands,
+                },
+                EX_ID,
+                EX_SECRET,
+            ),
+            ("acu", acumatica_settings.clone(), ACU_ID, ACU_SECRET),
+        ] {
+            let app = OAuthApp {
+                tenant: tenant(t),
+                id: AppId::parse(app).unwrap(),
+                settings,
+                client_id: id.into(),
+                redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
+                scopes: vec![],
+                created_at: now,
+            };
+            store.put_app(&app).await.unwrap();
+            ctx.backend
+                .vault
+                .put_client_secret(&tenant(t), &app.id, &ClientSecret::new(secret))
+                .await
+                .unwrap();
+        }
+    }
+    let key = |t: &str, scope: ApiKeyScope| {
+        let new = ApiKeyRecord::generate(tenant(t), "test", scope, now);
+        (new.plaintext.expose().to_string(), new.record)
+    };
+    let (full, full_record) = key("acme", ApiKeyScope::default());
+    let (session_only, session_record) = key(
+        "acme",
+        ApiKeyScope {
+            session_only: true,
+            connections: None,
+        },
+    );
+    let (other, other_record) = key("other", ApiKeyScope::default());
+    for record in [&full_record, &session_record, &other_record] {
+        store.insert_api_key(record).await.unwrap();
+    }
+
+    let api = Arc::new(IntegrationApi::with_settings(ctx.clone(), settings));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, session_exchange::router_with(api))
+            .await
+            .unwrap();
+    });
+    Env {
+        sim,
+        ctx,
+        vault,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        key: full,
+        key_prefix: full_record.prefix.as_str().to_string(),
+        session_only_key: session_only,
+        other_key: other,
+    }
+}
+
+impl Env {
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            text,
+            json,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call_raw(
+            method,
+            path,
+            Some(&self.key),
+            body.map(|b| serde_json::to_vec(&b).unwrap()),
+        )
+        .await
+    }
+
+    async fn create(&self, app: &str) -> String {
+        let reply = self
+            .call(
+                "POST",
+                "/v1/connections",
+                Some(json!({
+                    "app_id": app,
+                    "display_name": format!("Acme {app}"),
+                    "recipients": ["finance@example.com"],
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json["connection"]["status"], "not_connected");
+        assert!(reply.json["connect_link"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://broker.test/connect/"));
+        reply.json["connection"]["id"].as_str().unwrap().to_string()
+    }
+
+    fn mint(&self, app: &str) -> MintedTokens {
+        let request = match app {
+            "tw" => MintRequest {
+                provider: sim::Provider::Twinfield,
+                location: String::new(),
+                client_id: TW_ID.into(),
+                user: "DEMO".into(),
+                scope: TW_SCOPE.into(),
+            },
+            "ex" => MintRequest {
+                provider: sim::Provider::Exact,
+                location: "nl".into(),
+                client_id: EX_ID.into(),
+                user: "demo.user".into(),
+                scope: String::new(),
+            },
+            _ => MintRequest {
+                provider: sim::Provider::Acumatica,
+                location: "demo".into(),
+                client_id: ACU_ID.into(),
+                user: "admin".into(),
+                scope: "api offline_access openid".into(),
+            },
+        };
+        self.sim.mint_tokens(request).unwrap()
+    }
+
+    /// A connection with pre-authenticated credentials registered.
+    async fn connected(&self, app: &str) -> (String, MintedTokens) {
+        let id = self.create(app).await;
+        let minted = self.mint(app);
+        let reply = self
+            .call(
+                "POST",
+                &format!("/v1/connections/{id}/credentials"),
+                Some(json!({
+                    "access_token": minted.access_token,
+                    "refresh_token": minted.refresh_token,
+                    "access_token_expires_at": minted.access_expires_at,
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["status"], "connected");
+        (id, minted)
+    }
+
+    async fn session(&self, id: &str) -> Reply {
+        self.call("POST", &format!("/v1/connections/{id}/session"), None)
+            .await
+    }
+
+    fn advance(&self, secs: i64) {
+        self.sim.clock().advance(Duration::seconds(secs));
+    }
+
+    async fn status_of(&self, id: &str) -> String {
+        let reply = self
+            .call("GET", &format!("/v1/connections/{id}"), None)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["status"].as_str().unwrap().to_string()
+    }
+
+    /// An authorization code from the simulator's (auto-consented) authorization page.
+    async fn code_for(&self, app: &str) -> String {
+        self.code_and_verifier(app).await.0
+    }
+
+    /// The code and, where the provider uses PKCE (Acumatica), its verifier.
+    async fn code_and_verifier(&self, app: &str) -> (String, Option<String>) {
+        let store = &self.ctx.backend.store;
+        let app = store
+            .get_app(&tenant("acme"), &AppId::parse(app).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let secret = self
+            .ctx
+            .backend
+            .vault
+            .get_client_secret(&app.tenant, &app.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let client = self.ctx.providers.oauth_client(&app, secret).unwrap();
+        let (state, _) = new_one_time_secret();
+        let request = client.authorization_request(&state, &[]).await.unwrap();
+        let response = self.http.get(request.url.clone()).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 302);
+        let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        let verifier = request.pkce_verifier.map(|v| v.expose().to_string());
+        (params["code"].clone(), verifier)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+async fn every_provider_hands_out_a_valid_token_and_refreshes_it_once_after_expiry(
+    backend: Backend,
+) {
+    let env = env(backend).await;
+    for (app, provider, lifetime) in [
+        ("tw", sim::Provider::Twinfield, 3600),
+        ("ex", sim::Provider::Exact, 600),
+        ("acu", sim::Provider::Acumatica, 3600),
+    ] {
+        let (id, minted) = env.connected(app).await;
+        let token_calls = env.sim.token_calls(provider);
+
+        let first = env.session(&id).await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        assert_eq!(first.json["access_token"], minted.access_token.as_str());
+        assert_eq!(first.json["token_type"], "Bearer");
+        assert!(env
+            .sim
+            .is_access_token_valid(first.json["access_token"].as_str().unwrap()));
+        let context = &first.json["context"];
+        match app {
+            "tw" => {
+                assert_eq!(context["provider"], "twinfield");
+                assert_eq!(context["organisation_code"], "TWF-DEMO");
+                assert!(context["cluster_url"]
+                    .as_str()
+                    .unwrap()
+                    .contains("/twinfield/clusters/accounting"));
+            }
+            "ex" => {
+                assert_eq!(context["provider"], "exact_online");
+                assert_eq!(context["division"], 123456);
+                assert!(context["base_url"].as_str().unwrap().contains("/exact/nl"));
+            }
+            _ => {
+                assert_eq!(context["provider"], "acumatica");
+                assert_eq!(context["tenant"], "Company");
+                assert!(context["instance_url"]
+                    .as_str()
+                    .unwrap()
+                    .contains("/acumatica/demo"));
+            }
+        }
+        assert_eq!(
+            env.sim.token_calls(provider),
+            token_calls,
+            "{app}: a valid pre-authenticated pair is checked without spending its refresh token"
+        );
+
+        // Past expiry: the next session refreshes exactly once and hands out the new token.
+        env.advance(lifetime + 5);
+        assert!(!env.sim.is_access_token_valid(&minted.access_token));
+        let second = env.session(&id).await;
+        assert_eq!(second.status, 200, "{app}: {}", second.text);
+        let new_token = second.json["access_token"].as_str().unwrap().to_string();
+        assert_ne!(new_token, minted.access_token);
+        assert!(env.sim.is_access_token_valid(&new_token), "{app}");
+        assert_eq!(env.sim.token_calls(provider), token_calls + 1, "{app}");
+        assert!(second.json["expires_in"].as_i64().unwrap() > 60);
+
+        // And while that one is valid, nothing more is refreshed.
+        let third = env.session(&id).await;
+        assert_eq!(third.json["access_token"], new_token.as_str());
+        assert_eq!(env.sim.token_calls(provider), token_calls + 1, "{app}");
+    }
+
+    // A pair registered without its expiry (or after it) is refreshed exactly once, and the new pair kept.
+    let id = env.create("ex").await;
+    let minted = env.mint("ex");
+    env.advance(601);
+    let calls = env.sim.token_calls(sim::Provider::Exact);
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(
+                json!({"access_token": minted.access_token, "refresh_token": minted.refresh_token}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact), calls + 1);
+    assert_eq!(env.sim.presentations_of(&minted.refresh_token), 1);
+    let session = env.session(&id).await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    assert!(env
+        .sim
+        .is_access_token_valid(session.json["access_token"].as_str().unwrap()));
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact), calls + 1);
+}
+
+async fn an_authorization_code_is_exchanged_at_once_and_an_expired_one_is_refused(
+    backend: Backend,
+) {
+    let env = env(backend).await;
+    for app in ["ex", "tw", "acu"] {
+        let id = env.create(app).await;
+        let (code, verifier) = env.code_and_verifier(app).await;
+        assert_eq!(verifier.is_some(), app == "acu", "Acumatica uses PKCE");
+        let mut body = json!({"authorization_code": code, "redirect_uri": REDIRECT});
+        if let Some(verifier) = verifier {
+            body["code_verifier"] = json!(verifier);
+        }
+        let reply = env
+            .call(
+                "POST",
+                &format!("/v1/connections/{id}/credentials"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{app}: {}", reply.text);
+        assert_eq!(reply.json["status"], "connected");
+        let session = env.session(&id).await;
+        assert_eq!(session.status, 200, "{}", session.text);
+        assert!(env
+            .sim
+            .is_access_token_valid(session.json["access_token"].as_str().unwrap()));
+    }
+
+    // Exact's codes live three minutes.
+    let id = env.create("ex").await;
+    let code = env.code_for("ex").await;
+    env.advance(200);
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({"authorization_code": code})),
+        )
+        .await;
+    reply.problem(ProblemKind::CredentialsRejected);
+    assert!(
+        reply.json["detail"].as_str().unwrap().contains("code"),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains(&code));
+    assert_eq!(env.status_of(&id).await, "not_connected");
+}
+
+async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(backend: Backend) {
+    let env = env(backend).await;
+    // OAuth 2.0: AccessTokenLogon.
+    let (id, _) = env.connected("tw").await;
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/twinfield-session"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["logon"], "oauth2");
+    assert!(!reply.json["session_id"].as_str().unwrap().is_empty());
+    assert!(reply.json["cluster_url"]
+        .as_str()
+        .unwrap()
+        .contains("/twinfield/clusters/accounting"));
+
+    // OAuth 1.0-era credentials: OAuthLogon with the app's client id and secret as consumer.
+    env.sim
+        .add_twinfield_legacy_credentials(sim::LegacyCredentials {
+            organisation: "TWF-DEMO".into(),
+            user: "DEMO".into(),
+            client_token: TW_ID.into(),
+            client_secret: TW_SECRET.into(),
+            access_token: "legacy-access-token".into(),
+            access_secret: "legacy-access-secret".into(),
+        })
+        .unwrap();
+    let legacy = env.create("tw").await;
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{legacy}/credentials"),
+            Some(json!({"legacy_access_token": "legacy-access-token", "legacy_access_secret": "legacy-access-secret"})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{legacy}/twinfield-session"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["logon"], "legacy");
+    env.session(&legacy)
+        .await
+        .problem(ProblemKind::NotApplicable);
+    // An Exact connection has no SOAP session.
+    let (exact, _) = env.connected("ex").await;
+    env.call(
+        "POST",
+        &format!("/v1/connections/{exact}/twinfield-session"),
+        None,
+    )
+    .await
+    .problem(ProblemKind::NotApplicable);
+
+    // Every result value, each on a fresh connection.
+    use sim::LogonResult as R;
+    let cases: Vec<(R, sim::NextAction, Option<ProblemKind>, &str)> = vec![
+        (R::Ok, sim::NextAction::None, None, "connected"),
+        (
+            R::TokenInvalid,
+            sim::NextAction::None,
+            Some(ProblemKind::ReconnectRequired),
+            "reconnect_required",
+        ),
+        (
+            R::Invalid,
+            sim::NextAction::None,
+            Some(ProblemKind::ReconnectRequired),
+            "reconnect_required",
+        ),
+        (
+            R::OAuth2AuthenticationRequired,
+            sim::NextAction::None,
+            Some(ProblemKind::ReconnectRequired),
+            "reconnect_required",
+        ),
+        (
+            R::Blocked,
+            sim::NextAction::None,
+            Some(ProblemKind::ConnectionDisabled),
+            "disabled",
+        ),
+        (
+            R::Disabled,
+            sim::NextAction::None,
+            Some(ProblemKind::ConnectionDisabled),
+            "disabled",
+        ),
+        (
+            R::Deleted,
+            sim::NextAction::None,
+            Some(ProblemKind::ConnectionDisabled),
+            "disabled",
+        ),
+        (
+            R::OrganisationInactive,
+            sim::NextAction::None,
+            Some(ProblemKind::ConnectionDisabled),
+            "disabled",
+        ),
+        (
+            R::NoAvailableCompanies,
+            sim::NextAction::None,
+            Some(ProblemKind::TwinfieldLogonRefused),
+            "connected",
+        ),
+        (
+            R::ClientInvalid,
+            sim::NextAction::None,
+            Some(ProblemKind::TwinfieldLogonRefused),
+            "connected",
+        ),
+        (
+            R::Untrusted,
+            sim::NextAction::None,
+            Some(ProblemKind::TwinfieldLogonRefused),
+            "connected",
+        ),
+        (
+            R::Failed,
+            sim::NextAction::None,
+            Some(ProblemKind::TemporarilyUnavailable),
+            "connected",
+        ),
+        (
+            R::Ok,
+            sim::NextAction::SmsLogon,
+            Some(ProblemKind::TwinfieldLogonRefused),
+            "connected",
+        ),
+        (
+            R::Ok,
+            sim::NextAction::ChangePassword,
+            Some(ProblemKind::TwinfieldLogonRefused),
+            "connected",
+        ),
+    ];
+    assert_eq!(
+        cases
+            .iter()
+            .filter(|c| c.1 == sim::NextAction::None)
+            .count(),
+        R::ALL.len()
+    );
+    for (result, next_action, expected, status) in cases {
+        let (id, _) = env.connected("tw").await;
+        env.sim
+            .set_twinfield_logon_behaviour(
+                "TWF-DEMO",
+                None,
+                Some(sim::LogonBehaviour {
+                    result,
+                    next_action,
+                }),
+            )
+            .unwrap();
+        let reply = env
+            .call(
+                "POST",
+                &format!("/v1/connections/{id}/twinfield-session"),
+                None,
+            )
+            .await;
+        match expected {
+            None => assert_eq!(reply.status, 200, "{result:?}: {}", reply.text),
+            Some(kind) => reply.problem(kind),
+        }
+        if matches!(
+            result,
+            R::NoAvailableCompanies | R::ClientInvalid | R::Untrusted
+        ) {
+            assert!(
+                reply.json["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(result.as_str()),
+                "the cause is named: {}",
+                reply.text
+            );
+        }
+        if next_action != sim::NextAction::None {
+            assert!(
+                reply.json["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(next_action.as_str()),
+                "{}",
+                reply.text
+            );
+        }
+        assert_eq!(
+            env.status_of(&id).await,
+            status,
+            "{result:?}/{next_action:?}"
+        );
+        if status != "connected" {
+            // The change is stored with its transition, which the notifier acts on.
+            let connection_id = ConnectionId::parse(id.as_str()).unwrap();
+            let transitions = env
+                .ctx
+                .backend
+                .store
+                .list_transitions(&connection_id, PageRequest::first(10))
+                .await
+                .unwrap()
+                .items;
+            let last = transitions.last().unwrap();
+            assert!(last.needs_notification(), "{last:?}");
+            assert!(matches!(
+                last.to,
+                StatusKind::ReconnectRequired | StatusKind::Disabled
+            ));
+            env.session(&id).await.problem(expected.unwrap());
+        }
+        env.sim
+            .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+            .unwrap();
+    }
+}
+
+async fn refusals_are_clean_problems(backend: Backend) {
+    let env = env_with(
+        backend,
+        ApiSettings {
+            key_cache_ttl: std::time::Duration::from_millis(500),
+            ..ApiSettings::default()
+        },
+    )
+    .await;
+    let (id, minted) = env.connected("ex").await;
+    let session_path = format!("/v1/connections/{id}/session");
+
+    // No key, a malformed one, a wrong one, another scheme.
+    env.call_raw("POST", &session_path, None, None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    env.call_raw("POST", &session_path, Some("not-a-key"), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    let wrong = format!("{}x", &env.key[..env.key.len() - 1]);
+    let wrong = if wrong == env.key {
+        format!("{}y", &env.key[..env.key.len() - 1])
+    } else {
+        wrong
+    };
+    env.call_raw("POST", &session_path, Some(&wrong), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    let unknown = ApiKeyRecord::generate(tenant("acme"), "x", ApiKeyScope::default(), Utc::now());
+    env.call_raw(
+        "POST",
+        &session_path,
+        Some(unknown.plaintext.expose()),
+        None,
+    )
+    .await
+    .problem(ProblemKind::Unauthorized);
+    let basic = env
+        .http
+        .post(format!("{}{session_path}", env.base))
+        .header("authorization", format!("Basic {}", env.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 401);
+    assert_eq!(basic.headers()["www-authenticate"], "Bearer");
+
+    // Another tenant's connection does not exist for this key, nor does an unknown one.
+    env.call_raw("POST", &session_path, Some(&env.other_key), None)
+        .await
+        .problem(ProblemKind::NotFound);
+    env.call_raw(
+        "GET",
+        &format!("/v1/connections/{id}"),
+        Some(&env.other_key),
+        None,
+    )
+    .await
+    .problem(ProblemKind::NotFound);
+    env.session(ConnectionId::generate().as_str())
+        .await
+        .problem(ProblemKind::NotFound);
+    env.session("nonsense").await.problem(ProblemKind::NotFound);
+    env.call("GET", "/v2/connections", None)
+        .await
+        .problem(ProblemKind::NotFound);
+    env.call("PUT", "/v1/connections", None)
+        .await
+        .problem(ProblemKind::MethodNotAllowed);
+
+    // A key limited to other connections, and a session-only key.
+    let now = env.ctx.clock.now();
+    let limited = ApiKeyRecord::generate(
+        tenant("acme"),
+        "limited",
+        ApiKeyScope {
+            session_only: false,
+            connections: Some(vec![ConnectionId::generate()]),
+        },
+        now,
+    );
+    env.ctx
+        .backend
+        .store
+        .insert_api_key(&limited.record)
+        .await
+        .unwrap();
+    env.call_raw(
+        "POST",
+        &session_path,
+        Some(limited.plaintext.expose()),
+        None,
+    )
+    .await
+    .problem(ProblemKind::Forbidden);
+    let ok = env
+        .call_raw("POST", &session_path, Some(&env.session_only_key), None)
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    env.call_raw(
+        "POST",
+        "/v1/connections",
+        Some(&env.session_only_key),
+        Some(br#"{"app_id":"ex","recipients":[]}"#.to_vec()),
+    )
+    .await
+    .problem(ProblemKind::Forbidden);
+    env.call_raw(
+        "DELETE",
+        &format!("/v1/connections/{id}"),
+        Some(&env.session_only_key),
+        None,
+    )
+    .await
+    .problem(ProblemKind::Forbidden);
+
+    // Bodies: malformed JSON, unknown fields, wrong types, too large, invalid values.
+    let create = |body: &[u8]| {
+        env.call_raw(
+            "POST",
+            "/v1/connections",
+            Some(&env.key),
+            Some(body.to_vec()),
+        )
+    };
+    create(b"{not json")
+        .await
+        .problem(ProblemKind::InvalidRequest);
+    let unknown_field =
+        create(br#"{"app_id":"ex","recipients":["a@example.com"],"recipient":"typo@example.com"}"#)
+            .await;
+    unknown_field.problem(ProblemKind::InvalidRequest);
+    assert!(
+        unknown_field.text.contains("unknown field"),
+        "{}",
+        unknown_field.text
+    );
+    let wrong_type = create(br#"{"app_id":"ex","recipients":"sekrit-value"}"#).await;
+    wrong_type.problem(ProblemKind::InvalidRequest);
+    assert!(!wrong_type.text.contains("sekrit-value"));
+    let big = format!(
+        r#"{{"app_id":"ex","recipients":[],"display_name":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    create(big.as_bytes())
+        .await
+        .problem(ProblemKind::PayloadTooLarge);
+    create(br#"{"app_id":"ex","recipients":["not an address"]}"#)
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    create(br#"{"app_id":"nope","recipients":["a@example.com"]}"#)
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    let credentials_path = format!("/v1/connections/{id}/credentials");
+    env.call(
+        "POST",
+        &credentials_path,
+        Some(json!({"access_token": "a", "refresh_token": "b", "extra": 1})),
+    )
+    .await
+    .problem(ProblemKind::InvalidRequest);
+    env.call(
+        "POST",
+        &credentials_path,
+        Some(json!({"access_token": "a", "authorization_code": "b"})),
+    )
+    .await
+    .problem(ProblemKind::InvalidRequest);
+
+    // A token pair the provider rejects leaves the connection as it was.
+    let fresh = env.create("ex").await;
+    let rejected = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{fresh}/credentials"),
+            Some(json!({"access_token": "bogus-access", "refresh_token": "bogus-refresh"})),
+        )
+        .await;
+    rejected.problem(ProblemKind::CredentialsRejected);
+    assert!(!rejected.text.contains("bogus-refresh"));
+    assert_eq!(env.status_of(&fresh).await, "not_connected");
+    env.session(&fresh).await.problem(ProblemKind::NotConnected);
+
+    // Revocation takes effect within the key cache's lifetime (here 0.5 s; 30 s by default).
+    let prefix = broker_core::domain::ApiKeyPrefix::parse(&env.key_prefix).unwrap();
+    assert!(env
+        .ctx
+        .backend
+        .store
+        .revoke_api_key(&tenant("acme"), &prefix, now)
+        .await
+        .unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let revoked = env.session(&id).await;
+    revoked.problem(ProblemKind::Unauthorized);
+    assert!(!revoked.text.contains(&minted.access_token));
+}
+
+async fn connections_are_created_listed_relinked_and_disconnected(backend: Backend) {
+    let env = env(backend).await;
+    let mut ids = Vec::new();
+    for app in ["ex", "tw", "acu"] {
+        ids.push(env.create(app).await);
+    }
+    let other = env
+        .call_raw(
+            "POST",
+            "/v1/connections",
+            Some(&env.other_key),
+            Some(br#"{"app_id":"ex","recipients":["x@example.com"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(other.status, 201);
+
+    // Paged listing sees this tenant's connections only.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/connections?limit=2&cursor={}", urlencode(c)),
+            None => "/v1/connections?limit=2".to_string(),
+        };
+        let page = env.call("GET", &path, None).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        for c in page.json["connections"].as_array().unwrap() {
+            seen.push(c["id"].as_str().unwrap().to_string());
+        }
+        match page.json["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    env.call("GET", "/v1/connections?limit=0", None)
+        .await
+        .problem(ProblemKind::InvalidRequest);
+    env.call("GET", "/v1/connections?cursor=garbage", None)
+        .await
+        .problem(ProblemKind::InvalidRequest);
+
+    // A fresh reconnect link, then disconnect: tokens deleted, record kept.
+    let (id, minted) = env.connected("ex").await;
+    let link = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/reconnect-link"),
+            None,
+        )
+        .await;
+    assert_eq!(link.status, 201, "{}", link.text);
+    assert!(link.json["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://broker.test/connect/"));
+    let pointer = env
+        .ctx
+        .backend
+        .store
+        .get_connection(&ConnectionId::parse(id.as_str()).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .credentials
+        .unwrap();
+    let gone = env
+        .call("DELETE", &format!("/v1/connections/{id}"), None)
+        .await;
+    assert_eq!(gone.status, 200, "{}", gone.text);
+    assert_eq!(gone.json["status"], "disconnected");
+    assert!(env
+        .ctx
+        .backend
+        .vault
+        .get_credentials(
+            &tenant("acme"),
+            &ConnectionId::parse(id.as_str()).unwrap(),
+            &pointer
+        )
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(env.status_of(&id).await, "disconnected");
+    let again = env
+        .call("DELETE", &format!("/v1/connections/{id}"), None)
+        .await;
+    assert_eq!(again.status, 200, "disconnecting twice is harmless");
+    let refused = env.session(&id).await;
+    refused.problem(ProblemKind::ConnectionDisconnected);
+    assert!(!refused.text.contains(&minted.access_token));
+    env.call(
+        "POST",
+        &format!("/v1/connections/{id}/reconnect-link"),
+        None,
+    )
+    .await
+    .problem(ProblemKind::ConnectionDisconnected);
+}
+
+async fn a_warm_instance_answers_repeated_sessions_without_reading_the_vault(backend: Backend) {
+    let env = env(backend).await;
+    let (id, minted) = env.connected("acu").await;
+    let first = env.session(&id).await;
+    assert_eq!(first.status, 200);
+    let reads = env.vault.reads.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        let again = env.session(&id).await;
+        assert_eq!(again.json["access_token"], minted.access_token.as_str());
+    }
+    assert_eq!(
+        env.vault.reads.load(Ordering::SeqCst),
+        reads,
+        "a still-valid token is served from memory"
+    );
+    // After a refresh the pointer moves: the next request reads the new version once.
+    env.advance(3605);
+    let refreshed = env.session(&id).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    let after = env.vault.reads.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        env.session(&id).await;
+    }
+    assert_eq!(env.vault.reads.load(Ordering::SeqCst), after);
+
+    // Concurrent requests for an expired Exact token: one refresh (single flight), one new token.
+    let (id, minted) = env.connected("ex").await;
+    env.advance(605);
+    let calls = env.sim.token_calls(sim::Provider::Exact);
+    let replies = futures_join_all((0..8).map(|_| env.session(&id)).collect::<Vec<_>>()).await;
+    let tokens: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["access_token"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "every caller gets the one new token");
+    assert!(!tokens.contains(&minted.access_token));
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact), calls + 1);
+    assert_eq!(env.sim.presentations_of(&minted.refresh_token), 1);
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut outputs: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.unwrap()).collect()
+}
+
+/// One process-wide capture of every log line at `debug` (tracing allows one global subscriber).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let make = move || SharedWriter(writer.clone());
+        let subscriber = broker_core::telemetry::subscriber_for(make, "debug");
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+    .clone()
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn no_token_leaves_except_in_the_session_answer(backend: Backend) {
+    let logs = captured_logs();
+    let env = env(backend).await;
+    let mut secrets: Vec<String> = vec![
+        env.key.clone(),
+        env.session_only_key.clone(),
+        env.other_key.clone(),
+        TW_SECRET.into(),
+        EX_SECRET.into(),
+        ACU_SECRET.into(),
+        "legacy-access-token".into(),
+        "legacy-access-secret".into(),
+    ];
+    let mut bodies: Vec<String> = Vec::new();
+    let mut handed_out: Vec<String> = Vec::new();
+
+    for app in ["tw", "ex", "acu"] {
+        let (id, minted) = env.connected(app).await;
+        secrets.push(minted.access_token.clone());
+        secrets.push(minted.refresh_token.clone());
+        let session = env.session(&id).await;
+        assert_eq!(session.status, 200);
+        handed_out.push(session.json["access_token"].as_str().unwrap().into());
+        env.advance(3605);
+        let session = env.session(&id).await;
+        assert_eq!(session.status, 200, "{}", session.text);
+        handed_out.push(session.json["access_token"].as_str().unwrap().into());
+        bodies.push(
+            env.call("GET", &format!("/v1/connections/{id}"), None)
+                .await
+                .text,
+        );
+        bodies.push(env.call("GET", "/v1/connections", None).await.text);
+        if app == "tw" {
+            let soap = env
+                .call(
+                    "POST",
+                    &format!("/v1/connections/{id}/twinfield-session"),
+                    None,
+                )
+                .await;
+            assert_eq!(soap.status, 200, "{}", soap.text);
+            secrets.push(soap.json["session_id"].as_str().unwrap().into());
+            env.sim
+                .set_twinfield_logon_behaviour(
+                    "TWF-DEMO",
+                    None,
+                    Some(sim::LogonBehaviour {
+                        result: sim::LogonResult::TokenInvalid,
+                        next_action: sim::NextAction::None,
+                    }),
+                )
+                .unwrap();
+            bodies.push(
+                env.call(
+                    "POST",
+                    &format!("/v1/connections/{id}/twinfield-session"),
+                    None,
+                )
+                .await
+                .text,
+            );
+            bodies.push(env.session(&id).await.text);
+            env.sim
+                .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+                .unwrap();
+        }
+    }
+    // Failures that involve tokens: a rejected pair, an expired code, a wrong key.
+    let id = env.create("ex").await;
+    bodies.push(
+        env.call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({"access_token": "rejected-access-value", "refresh_token": "rejected-refresh-value"})),
+        )
+        .await
+        .text,
+    );
+    secrets.push("rejected-access-value".into());
+    secrets.push("rejected-refresh-value".into());
+    let code = env.code_for("ex").await;
+    env.advance(200);
+    bodies.push(
+        env.call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({"authorization_code": code})),
+        )
+        .await
+        .text,
+    );
+    secrets.push(code);
+    bodies.push(
+        env.call_raw(
+            "POST",
+            &format!("/v1/connections/{id}/session"),
+            Some(&format!("{}0", env.key)),
+            None,
+        )
+        .await
+        .text,
+    );
+    secrets.extend(handed_out.iter().cloned());
+
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("credential handed out") && logs.contains(&env.key_prefix),
+        "hand-outs are recorded with the key prefix"
+    );
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a log line shows a secret");
+        for body in &bodies {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a response shows a secret: {body}"
+            );
+        }
+    }
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The OpenAPI document and the router serve the same routes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_router() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let document: Value = serde_json::from_str(session_exchange::OPENAPI).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = session_exchange::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+
+    // Every documented operation answers (not 404/405) with a key; every other method on a
+    // documented path is 405; a path outside the document is 404.
+    let id = env.create("ex").await;
+    for (_, path) in &served {
+        let concrete = path.replace("{id}", &id);
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            let reply = env
+                .call_raw(method, &concrete, Some(&env.key), Some(b"{}".to_vec()))
+                .await;
+            if served.contains(&(method.to_string(), path.clone())) {
+                assert!(
+                    ![404, 405].contains(&reply.status),
+                    "{method} {path}: {}",
+                    reply.text
+                );
+            } else {
+                assert_eq!(reply.status, 405, "{method} {path} is not documented");
+            }
+        }
+    }
+    for stray in ["/", "/v1", "/v1/connections/x/y/z", "/v1/keys"] {
+        let reply = env.call("GET", stray, None).await;
+        assert_eq!(reply.status, 404, "{stray}");
+    }
+    // Every problem type the API can answer with is listed in the document.
+    let text = session_exchange::OPENAPI;
+    for kind in ProblemKind::ALL {
+        assert!(
+            text.contains(&format!("{PROBLEM_BASE}{}", kind.code())),
+            "{} is not documented",
+            kind.code()
+        );
+    }
+}
+
+async fn registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_same_organisation(
+    backend: Backend,
+) {
+    let env = env(backend).await;
+    // The access token is refused (revoked elsewhere, say) though its expiry looks fine: the
+    // refresh token is spent exactly once and the new pair kept.
+    let id = env.create("acu").await;
+    let minted = env.mint("acu");
+    env.advance(10);
+    let calls = env.sim.token_calls(sim::Provider::Acumatica);
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({
+                "access_token": "not-the-access-token",
+                "refresh_token": minted.refresh_token,
+                "access_token_expires_at": minted.access_expires_at,
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(env.sim.token_calls(sim::Provider::Acumatica), calls + 1);
+    assert_eq!(env.sim.presentations_of(&minted.refresh_token), 1);
+    let session = env.session(&id).await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    assert_ne!(session.json["access_token"], minted.access_token.as_str());
+    assert!(env
+        .sim
+        .is_access_token_valid(session.json["access_token"].as_str().unwrap()));
+
+    // Credentials for another Exact division are refused on a connection that has one.
+    env.sim.add_exact_user(sim::ExactUser {
+        user_name: "other.user".into(),
+        full_name: "Other User".into(),
+        current_division: 777777,
+        divisions: vec![777777],
+    });
+    let (id, _) = env.connected("ex").await;
+    let other = env
+        .sim
+        .mint_tokens(MintRequest {
+            provider: sim::Provider::Exact,
+            location: "nl".into(),
+            client_id: EX_ID.into(),
+            user: "other.user".into(),
+            scope: String::new(),
+        })
+        .unwrap();
+    let reply = env
+        .call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({
+                "access_token": other.access_token,
+                "refresh_token": other.refresh_token,
+                "access_token_expires_at": other.access_expires_at,
+            })),
+        )
+        .await;
+    reply.problem(ProblemKind::ValidationFailed);
+    assert!(reply.text.contains("777777"), "{}", reply.text);
+    let session = env.session(&id).await;
+    assert_eq!(session.json["context"]["division"], 123456);
+}
