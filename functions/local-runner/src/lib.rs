@@ -46,7 +46,8 @@ pub struct RunnerConfig {
 
 impl RunnerConfig {
     /// `BROKER_PORT` (8080), `BROKER_SANDBOX` (`on`; `off` talks to real providers),
-    /// `BROKER_SANDBOX_PORT` (8081), `BROKER_OUTBOX_DIR` (`.broker/outbox`).
+    /// `BROKER_SANDBOX_PORT` (8081), `BROKER_SANDBOX_AUTO_CONSENT` (`off`), `BROKER_OUTBOX_DIR`
+    /// (`.broker/outbox`), `BROKER_REFRESH_EVERY_SECS` (60), `BROKER_NOTIFY_EVERY_SECS` (30).
     pub fn from_env() -> Self {
         let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let port =
@@ -56,11 +57,24 @@ impl RunnerConfig {
             sandbox: get("BROKER_SANDBOX").is_none_or(|v| v != "off"),
             sandbox_port: port("BROKER_SANDBOX_PORT", 8081),
             auto_consent: get("BROKER_SANDBOX_AUTO_CONSENT").is_some_and(|v| v == "on"),
-            outbox_dir: get("BROKER_OUTBOX_DIR")
-                .map_or_else(|| PathBuf::from(".broker/outbox"), PathBuf::from),
-            refresh_every: Duration::from_secs(60),
-            notify_every: Duration::from_secs(30),
+            outbox_dir: get("BROKER_OUTBOX_DIR").map_or_else(
+                || {
+                    PathBuf::from(get("BROKER_DATA_DIR").unwrap_or_else(|| ".broker".into()))
+                        .join("outbox")
+                },
+                PathBuf::from,
+            ),
+            refresh_every: Duration::from_secs(port("BROKER_REFRESH_EVERY_SECS", 60).max(1).into()),
+            notify_every: Duration::from_secs(port("BROKER_NOTIFY_EVERY_SECS", 30).max(1).into()),
         }
+    }
+}
+
+struct SandboxTime(provider_simulators::SimClock);
+
+impl Clock for SandboxTime {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.0.now()
     }
 }
 
@@ -111,7 +125,7 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
     let base_url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
     let callback = format!("{}oauth/callback", base_url);
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut catalogue = Catalogue::from_env()?;
     let sandbox = if config.sandbox {
         let sim = start_sandbox(&config, &callback).await?;
@@ -120,6 +134,9 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
             let canonical = format!("https://start.exactonline.{}", country.tld());
             catalogue.override_base_url(&canonical, &sim.exact_base(country.tld()))?;
         }
+        // The broker keeps the sandbox's time, so moving the sandbox clock (POST /_sim/clock/advance)
+        // shows a day's or a month's behaviour in seconds, on both sides at once.
+        clock = Arc::new(SandboxTime(sim.clock()));
         Some(sim)
     } else {
         None
@@ -144,7 +161,9 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
         settings,
     ));
 
-    let router = oauth_callback::router(ctx.clone()).merge(session_exchange::router(ctx.clone()));
+    // Each function's router has its own fallback (its own 404 page or problem document), so they are
+    // not merged: `/v1/...` goes to the integration API, everything else to the browser routes.
+    let router = local_router(&ctx);
     let mut tasks = vec![tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "the local server stopped");
@@ -166,6 +185,29 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
         notifier,
         outbox_dir: config.outbox_dir,
         tasks,
+    })
+}
+
+/// Every HTTP function on one listener, each answering with exactly what it answers on Lambda.
+pub fn local_router(ctx: &BrokerContext) -> axum::Router {
+    use tower::ServiceExt;
+    let api = session_exchange::router(ctx.clone());
+    let browser = oauth_callback::router(ctx.clone());
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (api, browser) = (api.clone(), browser.clone());
+        async move {
+            let path = request.uri().path();
+            let to_api = path == "/v1" || path.starts_with("/v1/");
+            let answer = if to_api {
+                api.oneshot(request).await
+            } else {
+                browser.oneshot(request).await
+            };
+            match answer {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
     })
 }
 
