@@ -246,7 +246,6 @@ fn size_of(path: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "enabled once the function crates exist"]
 fn every_function_builds_for_arm64() {
     build_tools().unwrap();
     let template = std::fs::read_to_string(workspace_root().join(TEMPLATE)).unwrap();
