@@ -4,6 +4,7 @@
 //! its handle is dropped, or when the test process ends.
 
 pub mod backends;
+pub mod clock;
 pub mod moto;
 pub mod oidc;
 pub mod tools;

@@ -13,11 +13,11 @@ use broker_core::providers::{
     OAuthClient, ProviderError, ProviderHttp, Providers, SelectCompanyResult, SessionError,
 };
 use broker_core::secret::{AuthorizationCode, ClientSecret, LegacyAccessSecret, LegacyAccessToken};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use provider_simulators as sim;
 use provider_simulators::{
     AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, FaultAction,
-    FaultRule, Knobs, SimClock, Simulator, SimulatorConfig, SimulatorHandle,
+    FaultRule, Knobs, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -30,15 +30,6 @@ const EX_ID: &str = "ex-client";
 const EX_SECRET: &str = "ex-secret-value";
 const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
 const ACU_SECRET: &str = "acu-secret-value";
-
-/// The broker's clock follows the simulator's, so both agree on "570 s later" and "31 days later".
-struct SimTime(SimClock);
-
-impl Clock for SimTime {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 struct Env {
     sim: SimulatorHandle,
@@ -85,7 +76,7 @@ async fn env_with(knobs: impl FnOnce(&mut Knobs), http: HttpSettings) -> Env {
             .override_base_url(&canonical, &sim.exact_base(country.tld()))
             .unwrap();
     }
-    let clock: Arc<dyn Clock> = Arc::new(SimTime(sim.clock()));
+    let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(catalogue, ProviderHttp::new(http).unwrap(), clock);
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -1204,7 +1195,7 @@ async fn acumatica_sliding_expiration_from_a_runtime_definition() {
                 "refresh":{"rotation":"single_use","expiry":{"kind":"sliding","days":10,"absolute_cap_days":15}}}]}"#,
         )
         .unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SimTime(env.sim.clock()));
+    let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(env.sim.clock()));
     let providers = Providers::new(catalogue, env.providers.http().clone(), clock);
     let client = providers
         .oauth_client(
@@ -1246,7 +1237,7 @@ async fn a_generic_provider_is_configured_from_an_issuer() {
         "discovery": "userinfo"
     }]});
     catalogue.merge_json(&definition.to_string()).unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SimTime(env.sim.clock()));
+    let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(env.sim.clock()));
     let providers = Providers::new(catalogue, env.providers.http().clone(), clock);
     let settings = ProviderSettings::Generic {
         definition: "acumatica-as-generic".into(),

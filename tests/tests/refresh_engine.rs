@@ -16,10 +16,10 @@ use broker_core::refresh::{
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
     AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, FaultAction,
-    FaultRule, MintRequest, Provider, SimClock, Simulator, SimulatorConfig, SimulatorHandle,
+    FaultRule, MintRequest, Provider, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use std::sync::Arc;
 
@@ -62,15 +62,6 @@ on_both_backends!(
     acumatica_sliding_expiry_stays_alive,
     a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down,
 );
-
-/// The broker's clock follows the simulator's, so both agree on "570 s later" and "31 days later".
-struct SimTime(SimClock);
-
-impl Clock for SimTime {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 struct World {
     sim: SimulatorHandle,
@@ -118,7 +109,7 @@ impl World {
             .insert_tenant(&Tenant::new(tenant.clone(), "Acme", Utc::now()).unwrap())
             .await
             .unwrap();
-        let clock: Arc<dyn Clock> = Arc::new(SimTime(sim.clock()));
+        let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
         let stores = Stores {
             store: backend.store.clone(),
             vault: backend.vault.clone(),

@@ -16,11 +16,11 @@ use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use provider_simulators as sim;
 use provider_simulators::{
     AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, MintRequest,
-    MintedTokens, SimClock, Simulator, SimulatorConfig, SimulatorHandle,
+    MintedTokens, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -68,15 +68,6 @@ const EX_SECRET: &str = "ex-secret-value";
 const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
 const ACU_SECRET: &str = "acu-secret-value";
 const TW_SCOPE: &str = "openid twf.user twf.organisation twf.organisationUser offline_access";
-
-/// The broker's clock is the simulator's, so both always agree on "an hour later".
-struct SimTime(SimClock);
-
-impl Clock for SimTime {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 /// A vault that counts reads, to show the warm path does not call Secrets Manager each time.
 struct CountingVault {
@@ -219,7 +210,7 @@ async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
             .override_base_url(&canonical, &sim.exact_base(country.tld()))
             .unwrap();
     }
-    let clock: Arc<dyn Clock> = Arc::new(SimTime(sim.clock()));
+    let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(
         catalogue,
         ProviderHttp::new(HttpSettings::default()).unwrap(),

@@ -13,23 +13,13 @@ use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use chrono::{DateTime, TimeZone, Utc};
 use provider_simulators::{
-    ClientRegistration, MintRequest, Provider, SimClock, Simulator, SimulatorConfig,
-    SimulatorHandle,
+    ClientRegistration, MintRequest, Provider, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use std::sync::Arc;
 
 pub const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
 pub const EXACT_CLIENT: &str = "exact-client";
 pub const SECRET: &str = "client-secret-value";
-
-/// The broker's clock follows the simulator's.
-struct SimTime(SimClock);
-
-impl Clock for SimTime {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 pub struct World {
     pub sim: SimulatorHandle,
@@ -76,7 +66,7 @@ impl World {
             .store
             .insert_tenant(&Tenant::new(tenant.clone(), "Acme", Utc::now()).unwrap())
             .await?;
-        let clock: Arc<dyn Clock> = Arc::new(SimTime(sim.clock()));
+        let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
         let app = OAuthApp {
             tenant: tenant.clone(),
             id: AppId::parse("exact-nl").unwrap(),
