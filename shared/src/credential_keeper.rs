@@ -77,6 +77,7 @@ impl CredentialKeeper {
             connection.refresh_expires_at = tokens.refresh_expires_at;
         }
         connection.credentials = Some(target);
+        connection.legacy_credentials = matches!(credentials, Credentials::TwinfieldLegacy(_));
         Ok(self
             .store
             .save_connection(&connection, fence, transitions)

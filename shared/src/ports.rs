@@ -102,6 +102,16 @@ pub struct DueConnection {
     pub next_refresh_at: DateTime<Utc>,
 }
 
+/// A connection that only a person can make work again (see
+/// [`Connection::awaiting_person_since`]), as the awaiting index returned it. The index may lag, so
+/// callers re-read the connection before acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwaitingConnection {
+    pub id: ConnectionId,
+    pub tenant: TenantId,
+    pub since: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
     /// Stores a new connection (its `version` must be 0) with its first transitions.
@@ -162,6 +172,13 @@ pub trait ConnectionStore: Send + Sync {
         due_by: DateTime<Utc>,
         page: PageRequest,
     ) -> Result<Page<DueConnection>, StoreError>;
+
+    /// Connections waiting for a person (reconnect required or disabled), longest waiting first.
+    /// Every save keeps a connection's entry in step with its status.
+    async fn awaiting_person(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<AwaitingConnection>, StoreError>;
 
     /// A connection's status transitions, oldest first.
     async fn list_transitions(
@@ -308,16 +325,16 @@ pub trait NotificationStore: Send + Sync {
         key: &crate::notify::NoticeKey,
     ) -> Result<Option<crate::notify::NoticeRecord>, StoreError>;
 
-    /// Creates a pending warning notice under `key` (in `connection`'s records) unless one exists:
-    /// `false` when it already did, whatever its state.
+    /// Creates a pending notice (a warning or a reminder) under `key` (in `connection`'s records)
+    /// unless one exists: `false` when it already did, whatever its state.
     async fn create_notice(
         &self,
         key: &crate::notify::NoticeKey,
         connection: &ConnectionId,
-        warning: &crate::notify::Warning,
+        subject: &crate::notify::NoticeSubject,
     ) -> Result<bool, StoreError>;
 
-    /// The key a warning with this name has in this store (keys are backend-specific).
+    /// The key a warning or reminder with this name has in this store (keys are backend-specific).
     fn warning_key(&self, connection: &ConnectionId, name: &str) -> crate::notify::NoticeKey;
 
     /// Claims a pending notice (pending → sending at `now`). A notice already claimed before

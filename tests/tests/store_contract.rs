@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use broker_core::ports::*;
-use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
+use broker_core::secret::{
+    AccessToken, ClientSecret, LegacyAccessSecret, LegacyAccessToken, RefreshToken,
+};
 use broker_core::{Clock, CredentialKeeper, ManualClock};
 use broker_tests::backends::Backend;
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -46,6 +48,7 @@ contract!(
     tenants_see_only_their_own_connections_and_keys,
     apps_and_client_secrets_round_trip,
     connect_links_are_found_by_token_hash_until_they_expire,
+    the_awaiting_index_holds_exactly_the_connections_waiting_for_a_person,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -949,5 +952,141 @@ async fn connect_links_are_found_by_token_hash_until_they_expire(backend: Backen
     assert!(matches!(
         backend.store.put_link(&key, &link).await,
         Err(StoreError::AlreadyExists(_))
+    ));
+}
+
+/// The notifier's reminders page over the connections only a person can move on: reconnect
+/// required, disabled, or working on legacy credentials; longest waiting first; nothing scheduled.
+async fn the_awaiting_index_holds_exactly_the_connections_waiting_for_a_person(backend: Backend) {
+    let acme = tenant("acme");
+    let keeper = CredentialKeeper::new(backend.store.clone(), backend.vault.clone());
+    let mut expected = Vec::new();
+    for i in 0..45i64 {
+        let mut c = new_connection(&acme, t0());
+        insert(&backend, &c).await;
+        let at = t0() + Duration::minutes(90 - 2 * i);
+        let system = || Actor::System("test".into());
+        let transition = c.apply(StatusEvent::Authorized, system(), t0()).unwrap();
+        c = backend
+            .store
+            .save_connection(&c, Fence::Version, &[transition])
+            .await
+            .unwrap();
+        let event = match i % 5 {
+            0 => Some(StatusEvent::ReconnectNeeded(ReconnectReason::new(
+                ReconnectKind::GrantRevoked,
+                "invalid_grant",
+            ))),
+            1 => Some(StatusEvent::ProviderDisabled {
+                reason: "Blocked".into(),
+            }),
+            _ => None,
+        };
+        match (i % 5, event) {
+            (_, Some(event)) => {
+                let transition = c.apply(event, system(), at).unwrap();
+                c.next_refresh_at = None;
+                backend
+                    .store
+                    .save_connection(&c, Fence::Version, &[transition])
+                    .await
+                    .unwrap();
+                expected.push((at, c.id.clone()));
+            }
+            (2, None) => {
+                c.next_refresh_at = Some(at);
+                backend
+                    .store
+                    .save_connection(&c, Fence::Version, &[])
+                    .await
+                    .unwrap();
+            }
+            (3, None) => {
+                // Twinfield's legacy credentials: working, never refreshed, waiting for a reconnect.
+                let legacy = Credentials::TwinfieldLegacy(LegacyTwinfieldCredentials {
+                    access_token: LegacyAccessToken::new(format!("legacy-access-{i}")),
+                    access_secret: LegacyAccessSecret::new(format!("legacy-secret-{i}")),
+                });
+                let target = CredentialKeeper::next_target(&c);
+                let saved = keeper
+                    .commit(c, target, &legacy, Fence::Version, &[])
+                    .await
+                    .unwrap();
+                assert!(saved.legacy_credentials);
+                expected.push((t0(), saved.id.clone()));
+            }
+            _ => {}
+        }
+    }
+    expected.sort();
+    let listed = |limit: u32| {
+        let store = backend.store.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .awaiting_person(PageRequest::after(limit, cursor))
+                    .await
+                    .unwrap();
+                seen.extend(page.items.into_iter().map(|a| (a.since, a.id)));
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    return seen;
+                }
+            }
+        }
+    };
+    assert_eq!(expected.len(), 27);
+    assert_eq!(
+        listed(7).await,
+        expected,
+        "{}: exactly the waiting connections, longest waiting first",
+        backend.name
+    );
+
+    // A save that changes nothing about the wait (new recipients) keeps its place.
+    let (since, id) = expected.last().unwrap().clone();
+    let mut waiting = backend.store.get_connection(&id).await.unwrap().unwrap();
+    waiting.recipients = Recipients::parse(&["ops@example.com"]).unwrap();
+    waiting.updated_at = t0() + Duration::days(1);
+    backend
+        .store
+        .save_connection(&waiting, Fence::Version, &[])
+        .await
+        .unwrap();
+    assert_eq!(listed(100).await.last(), Some(&(since, id.clone())));
+
+    // Reconnected: scheduled again, and out of the awaiting index.
+    let mut waiting = backend.store.get_connection(&id).await.unwrap().unwrap();
+    let transition = waiting
+        .apply(
+            StatusEvent::Authorized,
+            Actor::EndUser("someone".into()),
+            t0() + Duration::days(1),
+        )
+        .unwrap();
+    waiting.next_refresh_at = Some(t0() + Duration::days(2));
+    backend
+        .store
+        .save_connection(&waiting, Fence::Version, &[transition])
+        .await
+        .unwrap();
+    let now_listed = listed(100).await;
+    assert_eq!(now_listed.len(), expected.len() - 1, "{}", backend.name);
+    assert!(now_listed.iter().all(|(_, listed)| *listed != id));
+
+    // A cursor of another listing does not page this one.
+    let due = backend
+        .store
+        .due_for_refresh(t0() + Duration::days(3), PageRequest::first(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend
+            .store
+            .awaiting_person(PageRequest::after(5, due.next_cursor))
+            .await,
+        Err(StoreError::InvalidCursor)
     ));
 }

@@ -62,6 +62,11 @@
 //!   scale. Past it, index throttling would also throttle the table's writes; the remedy is to shard the
 //!   partition (`DUE#<n>`) and query the shards in turn.
 //!
+//! - `gsi2` partition `AWAITING` / `<status_since>#<id>`: connections only a person can fix (reconnect
+//!   required, disabled), longest waiting first, for the notifier's reminders. A connection has at most
+//!   one `gsi2` entry: `DUE` while it is scheduled, else `AWAITING` while it waits for a person, else
+//!   none; every save sets or REMOVEs the keys accordingly (`writes::schedule_index_entry`).
+//!
 //! - `gsi2` partition `NOTIFY` / `<time>#<id>`: the notification outbox, sparse. A status transition
 //!   that needs an email (`crate::notify::notice_kind_of`) is written with `notice_state = pending`,
 //!   `attempts` and these index keys; the daily sweep's warnings are items `CONN#<id>` /
@@ -71,7 +76,7 @@
 //! # Consistency and paging
 //!
 //! Reads of the table (`get_*`, `list_transitions`, `list_apps`, every condition) are strongly
-//! consistent. Index reads (`list_connections`, `list_api_keys`, `due_for_refresh`) are eventually
+//! consistent. Index reads (`list_connections`, `list_api_keys`, `due_for_refresh`, `awaiting_person`) are eventually
 //! consistent, typically by well under a second; callers of `due_for_refresh` re-read before acting.
 //! A page cursor is the URL-safe base64 of the JSON of the last returned item's key attributes, checked
 //! against the listing it is passed to (see `paging`). Each page asks for one item beyond its limit, so

@@ -126,6 +126,10 @@ pub struct Connection {
     /// When set, only this person may authorize (e.g. Acumatica's designated integration user).
     pub required_identity: Option<Identity>,
     pub credentials: Option<CredentialsPointer>,
+    /// The current credentials are Twinfield's legacy (pre-OAuth 2.0) ones: they cannot be refreshed,
+    /// the provider is retiring them, and only a person reconnecting moves the connection on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_credentials: bool,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
@@ -139,6 +143,14 @@ pub struct Connection {
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the current status began (a transition to the same status keeps it). Records written
+    /// before it was kept have none; [`Connection::status_since`] falls back to `updated_at`.
+    #[serde(
+        default,
+        rename = "status_since",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub status_changed_at: Option<DateTime<Utc>>,
 }
 
 impl Connection {
@@ -161,6 +173,7 @@ impl Connection {
             authorized_by: None,
             required_identity: None,
             credentials: None,
+            legacy_credentials: false,
             access_expires_at: None,
             refresh_expires_at: None,
             last_refresh_at: None,
@@ -171,7 +184,21 @@ impl Connection {
             version: 0,
             created_at: now,
             updated_at: now,
+            status_changed_at: Some(now),
         }
+    }
+
+    /// When the current status began.
+    pub fn status_since(&self) -> DateTime<Utc> {
+        self.status_changed_at.unwrap_or(self.updated_at)
+    }
+
+    /// Since when it waits for a person: only a person can make it work again (reconnect required,
+    /// or disabled by the provider), or it works on legacy credentials only a person can replace.
+    /// What reminders and legacy warnings count from. `None` while the broker keeps it working itself.
+    pub fn awaiting_person_since(&self) -> Option<DateTime<Utc>> {
+        let on_legacy = self.legacy_credentials && self.status.is_usable();
+        (self.status.needs_person() || on_legacy).then(|| self.status_since())
     }
 
     /// Applies a status event in place and returns the transition to store with the change.
@@ -182,6 +209,9 @@ impl Connection {
         at: DateTime<Utc>,
     ) -> Result<StatusTransition, InvalidTransition> {
         let (next, transition) = self.status.apply(event, actor, at)?;
+        if transition.from != transition.to {
+            self.status_changed_at = Some(at);
+        }
         self.status = next;
         self.updated_at = at;
         Ok(transition)

@@ -230,6 +230,12 @@ impl ConnectionStatus {
         }
     }
 
+    /// Whether only a person can make it work again: authorize again, or first resolve the
+    /// provider's block. These are the statuses that get reminders.
+    pub fn needs_person(&self) -> bool {
+        matches!(self, Self::ReconnectRequired { .. } | Self::Disabled { .. })
+    }
+
     /// Whether the broker holds tokens it may use and refresh.
     pub fn is_usable(&self) -> bool {
         matches!(self, Self::Connected | Self::RefreshFailing { .. })

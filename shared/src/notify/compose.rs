@@ -3,7 +3,7 @@
 
 use super::email::{escape_html, Email};
 use super::record::{NoticeKind, NoticeSubject, WarningKind};
-use crate::domain::{Connection, EmailAddress, ProviderKind};
+use crate::domain::{Connection, ConnectionStatus, EmailAddress, ProviderKind};
 use chrono::{DateTime, Utc};
 use url::Url;
 
@@ -101,6 +101,35 @@ pub fn compose(facts: &EmailFacts<'_>) -> Email {
                     format!("{provider} connection for {tenant} uses retired credentials"),
                     format!("{label} still signs in with old-style credentials, which {provider} is retiring in favour of OAuth 2.0; once they are refused the integration stops."),
                     format!("Reconnect to move it to OAuth 2.0. {sign_in}"),
+                ),
+            }
+        }
+        (NoticeKind::Reminder(_), NoticeSubject::Reminder(r)) => {
+            let days = (r.created_at - r.since).num_days().max(1);
+            let waited = format!("{days} day{}", if days == 1 { "" } else { "s" });
+            match &c.status {
+                ConnectionStatus::Disabled { reason } => (
+                    format!("Reminder: {provider} still refuses the connection for {tenant}"),
+                    format!(
+                        "Since {} ({waited} ago), {provider} refuses {label}: it blocked, disabled or deleted the organisation. {provider} said: {reason}",
+                        when(r.since)
+                    ),
+                    format!("Resolve it with {provider} first; then open the link below and authorize the connection again."),
+                ),
+                ConnectionStatus::ReconnectRequired { reason } => (
+                    format!("Reminder: reconnect {provider} for {tenant}"),
+                    format!(
+                        "Since {} ({waited} ago), {tenant} can no longer reach {label}. {}",
+                        when(r.since),
+                        reason.explain()
+                    ),
+                    sign_in.clone(),
+                ),
+                // Sent only while the wait lasts (the notifier checks); say something true anyway.
+                _ => (
+                    format!("Reminder: check the {provider} connection for {tenant}"),
+                    format!("Since {}, {label} has needed attention.", when(r.since)),
+                    sign_in.clone(),
                 ),
             }
         }

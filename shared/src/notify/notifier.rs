@@ -3,7 +3,7 @@
 use super::compose::{compose, EmailFacts};
 use super::mailer::{MailError, Mailer};
 use super::record::{
-    Claim, NoticeKey, NoticeKind, NoticeOutcome, NoticeRecord, NoticeSubject, Release,
+    Claim, NoticeKey, NoticeKind, NoticeOutcome, NoticeRecord, NoticeSubject, Release, WarningKind,
 };
 use super::settings::NotifySettings;
 use crate::connect::{issue_link, LINK_LIFETIME};
@@ -52,6 +52,7 @@ pub struct RunSummary {
     pub retry_later: usize,
     pub errors: usize,
     pub warnings_created: usize,
+    pub reminders_created: usize,
     pub marked_expired: usize,
 }
 
@@ -172,7 +173,12 @@ impl Notifier {
         };
         let superseded = match &record.subject {
             NoticeSubject::Transition(t) => connection.status.kind() != t.to,
-            NoticeSubject::Warning(_) => !connection.status.is_usable(),
+            NoticeSubject::Warning(w) => {
+                !connection.status.is_usable()
+                    || (w.kind == WarningKind::LegacyCredentials && !connection.legacy_credentials)
+            }
+            // Reconnected meanwhile, or waiting again for a new reason: that wait has its own email.
+            NoticeSubject::Reminder(r) => connection.awaiting_person_since() != Some(r.since),
         };
         let why_not = if superseded {
             Some("the connection's status changed since")

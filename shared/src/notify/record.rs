@@ -49,6 +49,21 @@ pub enum NoticeSubject {
     Transition(StatusTransition),
     /// The daily sweep's warning that a connection is about to stop working.
     Warning(Warning),
+    /// The daily sweep's reminder that a connection still waits for a person.
+    Reminder(Reminder),
+}
+
+/// A reminder while a connection stays in a status only a person can end (see
+/// [`crate::domain::Connection::awaiting_person_since`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reminder {
+    /// The status it waits in, and since when: a reminder whose connection has left that wait since
+    /// (reconnected, or a new wait begun) is not sent.
+    pub status: StatusKind,
+    pub since: DateTime<Utc>,
+    /// 1 for the first reminder after the transition's own email.
+    pub number: u32,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +93,8 @@ pub enum NoticeKind {
     Disabled,
     Recovered,
     Warning(WarningKind),
+    /// A reminder while reconnect required (or disabled, with that status).
+    Reminder(StatusKind),
 }
 
 impl NoticeKind {
@@ -89,6 +106,8 @@ impl NoticeKind {
             Self::Warning(WarningKind::AbsoluteExpiry) => "warning_absolute_expiry",
             Self::Warning(WarningKind::IdleExpiry) => "warning_idle_expiry",
             Self::Warning(WarningKind::LegacyCredentials) => "warning_legacy_credentials",
+            Self::Reminder(StatusKind::Disabled) => "reminder_disabled",
+            Self::Reminder(_) => "reminder_reconnect_required",
         }
     }
 }
@@ -116,6 +135,16 @@ impl NoticeSubject {
         match self {
             Self::Transition(t) => notice_kind_of(t),
             Self::Warning(w) => Some(NoticeKind::Warning(w.kind)),
+            Self::Reminder(r) => Some(NoticeKind::Reminder(r.status)),
+        }
+    }
+
+    /// When the notice came to be owed: the outbox's order.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Transition(t) => t.at,
+            Self::Warning(w) => w.created_at,
+            Self::Reminder(r) => r.created_at,
         }
     }
 }

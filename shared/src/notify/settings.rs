@@ -21,6 +21,10 @@ pub struct NotifySettings {
     pub lead_times: Vec<Duration>,
     /// `BROKER_NOTIFY_REMINDER_DAYS` (default 3): remind at most this often while unresolved.
     pub reminder_every: Duration,
+    /// `BROKER_NOTIFY_MAX_REMINDERS` (default 10, 0 for none): reminders after a connection came to
+    /// need a person, every `reminder_every`, before the broker stops repeating itself (the
+    /// connection stays listed as needing a reconnect).
+    pub max_reminders: u32,
     /// `BROKER_NOTIFY_RECOVERY` (default `true`): send "it works again" when a connection recovers.
     pub recovery_emails: bool,
     /// Sending attempts per notice before it is recorded as failed.
@@ -40,6 +44,7 @@ impl NotifySettings {
             reply_to: None,
             lead_times: vec![Duration::days(7), Duration::days(1)],
             reminder_every: Duration::days(3),
+            max_reminders: 10,
             recovery_emails: true,
             max_attempts: 5,
             stale_after: Duration::minutes(15),
@@ -86,6 +91,17 @@ impl NotifySettings {
                 }
             }
         }
+        if let Some(count) = get("BROKER_NOTIFY_MAX_REMINDERS") {
+            settings.max_reminders = match count.trim().parse::<u32>() {
+                Ok(n @ 0..=1000) => n,
+                _ => {
+                    return Err(invalid(
+                        "BROKER_NOTIFY_MAX_REMINDERS",
+                        format!("{count:?} is not a whole number from 0 to 1000"),
+                    ))
+                }
+            };
+        }
         if let Some(flag) = get("BROKER_NOTIFY_RECOVERY") {
             settings.recovery_emails = match flag.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => true,
@@ -126,18 +142,26 @@ mod tests {
         assert_eq!(s.lead_times, vec![Duration::days(7), Duration::days(1)]);
         assert_eq!(s.reminder_every, Duration::days(3));
         assert!(s.recovery_emails);
+        assert_eq!(s.max_reminders, 10);
         let s = from(&[
             ("BROKER_SENDER", "broker@example.com"),
             ("BROKER_REPLY_TO", "help@example.com"),
             ("BROKER_NOTIFY_LEAD_DAYS", "14, 2"),
             ("BROKER_NOTIFY_RECOVERY", "off"),
+            ("BROKER_NOTIFY_MAX_REMINDERS", "0"),
         ])
         .unwrap();
+        assert_eq!(s.max_reminders, 0);
         assert_eq!(s.lead_times, vec![Duration::days(14), Duration::days(2)]);
         assert!(!s.recovery_emails);
         assert_eq!(s.reply_to.unwrap().as_str(), "help@example.com");
         let err = from(&[("BROKER_SENDER", "not an address")]).unwrap_err();
         assert!(err.to_string().starts_with("BROKER_SENDER:"), "{err}");
         assert!(from(&[("BROKER_NOTIFY_LEAD_DAYS", "7,x")]).is_err());
+        let err = from(&[("BROKER_NOTIFY_MAX_REMINDERS", "-1")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("BROKER_NOTIFY_MAX_REMINDERS:"),
+            "{err}"
+        );
     }
 }

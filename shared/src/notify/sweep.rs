@@ -1,20 +1,20 @@
 //! The daily sweep: finds connections about to stop working and creates their warnings (one per
 //! scheduled send time, under a deterministic key, so a repeated sweep creates nothing new), marks
 //! those whose refresh token's lifetime has ended as needing a reconnect (a transition, hence a
-//! notice), then drains the outbox.
+//! notice), reminds the people of connections that still wait for them, then drains the outbox.
 //!
-//! It pages over the due index with a far horizon: every connection the broker keeps alive is
-//! scheduled there. Connections already needing a person were told by their transition's email.
+//! It pages over the due index with a far horizon (every connection the broker keeps alive is
+//! scheduled there), then over the awaiting index (every connection only a person can fix: they were
+//! told by their transition's email, and are reminded every `reminder_every` after it, up to
+//! `max_reminders`).
 
 use super::notifier::{Notifier, NotifyError, RunSummary};
-use super::record::{Warning, WarningKind};
+use super::record::{NoticeSubject, Reminder, Warning, WarningKind};
 use crate::domain::{
-    Actor, Connection, ConnectionStatus, Credentials, ProviderKind, ReconnectKind, ReconnectReason,
-    StatusEvent,
+    Actor, Connection, ConnectionStatus, ReconnectKind, ReconnectReason, StatusEvent,
 };
 use crate::ports::{Fence, PageRequest, StoreError};
 use crate::refresh::{RefreshTokenExpiry, TokenGrant};
-use crate::CredentialKeeper;
 use chrono::{DateTime, Duration, Utc};
 
 /// How far ahead the sweep looks in the due index: past any schedule the refresh engine sets.
@@ -89,6 +89,22 @@ impl Notifier {
                 break;
             }
         }
+        let mut cursor = None;
+        loop {
+            let page = store
+                .awaiting_person(PageRequest::after(200, cursor))
+                .await?;
+            for waiting in page.items {
+                if let Err(e) = self.remind(&waiting.id, now, &mut summary).await {
+                    summary.errors += 1;
+                    tracing::error!(connection = %waiting.id, error = %e, "a connection waiting for a person could not be checked for a reminder");
+                }
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
         let drained = self.drain_outbox().await?;
         summary.sent += drained.sent;
         summary.skipped += drained.skipped;
@@ -112,22 +128,6 @@ impl Notifier {
         };
         if !connection.status.is_usable() {
             return Ok(());
-        }
-        if connection.provider == ProviderKind::Twinfield
-            && self.on_legacy_credentials(&connection).await
-        {
-            let every = self.settings.reminder_every;
-            let slot = now.timestamp().div_euclid(every.num_seconds().max(1));
-            return self
-                .create_warning(
-                    &connection,
-                    WarningKind::LegacyCredentials,
-                    None,
-                    &format!("legacy#{slot}"),
-                    now,
-                    summary,
-                )
-                .await;
         }
         let Some(deadline) = connection.refresh_expires_at else {
             return Ok(());
@@ -170,6 +170,66 @@ impl Notifier {
         Ok(())
     }
 
+    /// The reminder due now for a connection that waits for a person, if any: the n-th comes n ×
+    /// `reminder_every` after the wait began. Only the latest due one is created (a sweep that missed
+    /// days sends one reminder, not a burst), under a key naming the wait and the number, so a repeated
+    /// sweep finds it instead of creating another. A connection working on legacy credentials gets its
+    /// warning on the first sweep and then at the reminders' pace.
+    async fn remind(
+        &self,
+        id: &crate::ids::ConnectionId,
+        now: DateTime<Utc>,
+        summary: &mut RunSummary,
+    ) -> Result<(), StoreError> {
+        let store = &self.ctx.backend.store;
+        let Some(connection) = store.get_connection(id).await? else {
+            return Ok(());
+        };
+        let Some(since) = connection.awaiting_person_since() else {
+            return Ok(());
+        };
+        if connection.status.is_usable() {
+            let Some(number) = periods_since(since, now, self.settings.reminder_every)
+                .filter(|n| *n <= self.settings.max_reminders)
+            else {
+                return Ok(());
+            };
+            let name = format!("legacy#{}#{number}", since.timestamp());
+            return self
+                .create_warning(
+                    &connection,
+                    WarningKind::LegacyCredentials,
+                    None,
+                    &name,
+                    now,
+                    summary,
+                )
+                .await;
+        }
+        let Some(number) = reminder_number(
+            since,
+            now,
+            self.settings.reminder_every,
+            self.settings.max_reminders,
+        ) else {
+            return Ok(());
+        };
+        let key = store.warning_key(
+            &connection.id,
+            &format!("reminder#{}#{number}", since.timestamp()),
+        );
+        let reminder = NoticeSubject::Reminder(Reminder {
+            status: connection.status.kind(),
+            since,
+            number,
+            created_at: now,
+        });
+        if store.create_notice(&key, &connection.id, &reminder).await? {
+            summary.reminders_created += 1;
+        }
+        Ok(())
+    }
+
     async fn create_warning(
         &self,
         connection: &Connection,
@@ -181,11 +241,11 @@ impl Notifier {
     ) -> Result<(), StoreError> {
         let store = &self.ctx.backend.store;
         let key = store.warning_key(&connection.id, name);
-        let warning = Warning {
+        let warning = NoticeSubject::Warning(Warning {
             kind,
             deadline,
             created_at: now,
-        };
+        });
         if store.create_notice(&key, &connection.id, &warning).await? {
             summary.warnings_created += 1;
         }
@@ -232,21 +292,26 @@ impl Notifier {
             Err(e) => Err(e),
         }
     }
+}
 
-    async fn on_legacy_credentials(&self, connection: &Connection) -> bool {
-        let keeper = CredentialKeeper::new(
-            self.ctx.backend.store.clone(),
-            self.ctx.backend.vault.clone(),
-        );
-        match keeper.current(connection).await {
-            Ok(Some(Credentials::TwinfieldLegacy(_))) => true,
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(connection = %connection.id, error = %e, "could not tell whether a Twinfield connection uses legacy credentials");
-                false
-            }
-        }
+/// Which reminder is due at `now` for a wait that began at `since`: the n-th falls due n × `every`
+/// after it; none before the first, none past `max`.
+pub fn reminder_number(
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    every: Duration,
+    max: u32,
+) -> Option<u32> {
+    periods_since(since, now, every).filter(|n| (1..=max).contains(n))
+}
+
+/// Whole periods of `every` from `since` to `now` (0 in the first); `None` before `since`.
+fn periods_since(since: DateTime<Utc>, now: DateTime<Utc>, every: Duration) -> Option<u32> {
+    let every = every.num_seconds();
+    if every <= 0 || now < since {
+        return None;
     }
+    u32::try_from((now - since).num_seconds() / every).ok()
 }
 
 fn kind_name(kind: WarningKind) -> &'static str {
@@ -288,5 +353,21 @@ mod tests {
             vec![deadline - d(7), deadline - d(4), deadline - d(2)]
         );
         assert!(warning_times(deadline, &[], d(3)).is_empty());
+    }
+
+    #[test]
+    fn reminders_every_period_after_the_wait_began_up_to_the_limit() {
+        let since = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+        let d = Duration::days;
+        let at = |days: i64, hours: i64| since + d(days) + Duration::hours(hours);
+        assert_eq!(reminder_number(since, at(0, 0), d(3), 10), None);
+        assert_eq!(reminder_number(since, at(2, 23), d(3), 10), None);
+        assert_eq!(reminder_number(since, at(3, 0), d(3), 10), Some(1));
+        assert_eq!(reminder_number(since, at(5, 23), d(3), 10), Some(1));
+        assert_eq!(reminder_number(since, at(6, 0), d(3), 10), Some(2));
+        assert_eq!(reminder_number(since, at(30, 0), d(3), 10), Some(10));
+        assert_eq!(reminder_number(since, at(33, 0), d(3), 10), None);
+        assert_eq!(reminder_number(since, at(9, 0), d(3), 0), None);
+        assert_eq!(reminder_number(since, since - d(1), d(3), 10), None);
     }
 }

@@ -9,7 +9,8 @@ use super::DynamoStore;
 use crate::domain::{Connection, StatusTransition};
 use crate::ids::{ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{
-    ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest, StoreError,
+    AwaitingConnection, ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest,
+    StoreError,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -331,6 +332,40 @@ impl ConnectionStore for DynamoStore {
             )
             .await?;
         let items = items.iter().map(decode_due).collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn awaiting_person(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<AwaitingConnection>, StoreError> {
+        let listing = Listing::Awaiting;
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|cursor| listing.start_key(cursor))
+            .transpose()?;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI2)
+            .key_condition_expression("#pk = :awaiting")
+            .expression_attribute_names("#pk", GSI2_PK)
+            .expression_attribute_values(":awaiting", s(AWAITING_PK));
+        let (items, next_cursor) = self
+            .page(
+                &listing,
+                query,
+                start,
+                page.limit,
+                "Query (awaiting a person)",
+            )
+            .await?;
+        let items = items
+            .iter()
+            .map(decode_awaiting)
+            .collect::<Result<_, _>>()?;
         Ok(Page { items, next_cursor })
     }
 

@@ -34,6 +34,7 @@ pub(super) const TRANSITION_SK_PREFIX: &str = "TRANSITION#";
 pub(super) const API_KEY_SK: &str = "APIKEY";
 pub(super) const STATE_SK: &str = "STATE";
 pub(super) const DUE_PK: &str = "DUE";
+pub(super) const AWAITING_PK: &str = "AWAITING";
 const CONNECTION_PK_PREFIX: &str = "CONN#";
 
 pub(super) fn tenant_pk(tenant: &TenantId) -> String {
@@ -63,7 +64,8 @@ pub(super) fn connection_listing_sk(created_at: DateTime<Utc>, id: &ConnectionId
     format!("{}#{id}", time_key(created_at))
 }
 
-/// `gsi2sk` of a connection that is due at `at`.
+/// `gsi2sk` of a connection that is due at `at` (or, in the `AWAITING` partition, has waited for a
+/// person since `at`).
 pub(super) fn due_sk(at: DateTime<Utc>, id: &ConnectionId) -> String {
     format!("{}#{id}", time_key(at))
 }

@@ -15,7 +15,7 @@ use crate::domain::StatusTransition;
 use crate::ids::ConnectionId;
 use crate::notify::{
     notice_kind_of, Claim, NoticeKey, NoticeOutcome, NoticeRecord, NoticeState, NoticeSubject,
-    Release, Warning,
+    Release,
 };
 use crate::ports::{NotificationStore, StoreError};
 use async_trait::async_trait;
@@ -146,26 +146,20 @@ impl NotificationStore for DynamoStore {
         &self,
         key: &NoticeKey,
         connection: &ConnectionId,
-        warning: &Warning,
+        subject: &NoticeSubject,
     ) -> Result<bool, StoreError> {
         let (pk, sk) = Self::notice_item_key(key)?;
         let item = Item::from([
             (PK.to_string(), s(pk)),
             (SK.to_string(), s(sk)),
             (ENTITY.to_string(), s("notice")),
-            (
-                DATA.to_string(),
-                s(encode_data(
-                    &NoticeSubject::Warning(warning.clone()),
-                    "notice",
-                )?),
-            ),
+            (DATA.to_string(), s(encode_data(subject, "notice")?)),
             (NOTICE_STATE.to_string(), s("pending")),
             (ATTEMPTS.to_string(), n("0")),
             (GSI2_PK.to_string(), s(NOTIFY_PK)),
             (
                 GSI2_SK.to_string(),
-                s(notify_sk(warning.created_at, connection)),
+                s(notify_sk(subject.created_at(), connection)),
             ),
         ]);
         match self

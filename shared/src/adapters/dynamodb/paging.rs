@@ -26,6 +26,8 @@ pub(super) enum Listing {
     Connections(TenantId),
     /// The due index, `gsi2`.
     Due,
+    /// The awaiting index, `gsi2`.
+    Awaiting,
     /// A connection's transitions, on the table.
     Transitions(ConnectionId),
 }
@@ -35,7 +37,7 @@ impl Listing {
     fn key_attributes(&self) -> &'static [&'static str] {
         match self {
             Self::Connections(_) => &[PK, SK, GSI1_PK, GSI1_SK],
-            Self::Due => &[PK, SK, GSI2_PK, GSI2_SK],
+            Self::Due | Self::Awaiting => &[PK, SK, GSI2_PK, GSI2_SK],
             Self::Transitions(_) => &[PK, SK],
         }
     }
@@ -48,6 +50,7 @@ impl Listing {
                 key[GSI1_PK] == tenant_connections_pk(tenant) && is_connection()
             }
             Self::Due => key[GSI2_PK] == DUE_PK && is_connection(),
+            Self::Awaiting => key[GSI2_PK] == AWAITING_PK && is_connection(),
             Self::Transitions(id) => {
                 key[PK] == connection_pk(id) && key[SK].starts_with(TRANSITION_SK_PREFIX)
             }

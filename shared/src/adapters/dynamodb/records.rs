@@ -4,7 +4,7 @@ use super::keys::*;
 use super::Item;
 use crate::domain::{ApiKeyRecord, Connection, Lease, StatusTransition};
 use crate::ids::LeaseOwner;
-use crate::ports::{DueConnection, StoreError};
+use crate::ports::{AwaitingConnection, DueConnection, StoreError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -196,6 +196,30 @@ pub(super) fn decode_transition(item: &Item) -> Result<StatusTransition, StoreEr
 
 /// A due-index entry: everything is in the projected keys and `tenant`.
 pub(super) fn decode_due(item: &Item) -> Result<DueConnection, StoreError> {
+    let (id, tenant, next_refresh_at) = decode_schedule_entry(item)?;
+    Ok(DueConnection {
+        id,
+        tenant,
+        next_refresh_at,
+    })
+}
+
+/// An awaiting-index entry, read like a due one.
+pub(super) fn decode_awaiting(item: &Item) -> Result<AwaitingConnection, StoreError> {
+    let (id, tenant, since) = decode_schedule_entry(item)?;
+    Ok(AwaitingConnection { id, tenant, since })
+}
+
+fn decode_schedule_entry(
+    item: &Item,
+) -> Result<
+    (
+        crate::ids::ConnectionId,
+        crate::ids::TenantId,
+        chrono::DateTime<chrono::Utc>,
+    ),
+    StoreError,
+> {
     let what = describe(item);
     let pk = string_attr(item, PK, &what)?;
     let id = connection_id_of_pk(pk)
@@ -205,13 +229,9 @@ pub(super) fn decode_due(item: &Item) -> Result<DueConnection, StoreError> {
         StoreError::Corrupt(format!("{what}: attribute {TENANT} is not a tenant id"))
     })?;
     let sk = string_attr(item, GSI2_SK, &what)?;
-    let next_refresh_at = due_time_of_sk(sk)
+    let at = due_time_of_sk(sk)
         .ok_or_else(|| StoreError::Corrupt(format!("{what}: attribute {GSI2_SK} has no time")))?;
-    Ok(DueConnection {
-        id,
-        tenant,
-        next_refresh_at,
-    })
+    Ok((id, tenant, at))
 }
 
 /// An API key's `data`: everything but `revoked_at`, which revocation sets on its own.

@@ -59,11 +59,11 @@ impl SaveExpression {
             "SET #data = :data, #updated_at = :updated_at, #version = :next, #gsi1pk = :gsi1pk, \
              #gsi1sk = :gsi1sk"
                 .to_string();
-        match connection.next_refresh_at {
-            Some(at) => {
+        match schedule_index_entry(connection) {
+            Some((pk, sk)) => {
                 update.push_str(", #gsi2pk = :gsi2pk, #gsi2sk = :gsi2sk");
-                values.insert(":gsi2pk".into(), s(DUE_PK));
-                values.insert(":gsi2sk".into(), s(due_sk(at, &connection.id)));
+                values.insert(":gsi2pk".into(), s(pk));
+                values.insert(":gsi2sk".into(), s(sk));
             }
             None => update.push_str(" REMOVE #gsi2pk, #gsi2sk"),
         }
@@ -81,6 +81,17 @@ impl SaveExpression {
             values,
         })
     }
+}
+
+/// A connection's `gsi2` keys: in the due index while the broker has it scheduled, else in the
+/// awaiting index while only a person can fix it, else none.
+pub(super) fn schedule_index_entry(connection: &Connection) -> Option<(&'static str, String)> {
+    if let Some(at) = connection.next_refresh_at {
+        return Some((DUE_PK, due_sk(at, &connection.id)));
+    }
+    connection
+        .awaiting_person_since()
+        .map(|since| (AWAITING_PK, due_sk(since, &connection.id)))
 }
 
 /// The whole item of a new connection.
@@ -102,9 +113,9 @@ pub(super) fn connection_item(connection: &Connection) -> Result<Item, StoreErro
             s(connection_listing_sk(connection.created_at, &connection.id)),
         ),
     ]);
-    if let Some(at) = connection.next_refresh_at {
-        item.insert(GSI2_PK.into(), s(DUE_PK));
-        item.insert(GSI2_SK.into(), s(due_sk(at, &connection.id)));
+    if let Some((pk, sk)) = schedule_index_entry(connection) {
+        item.insert(GSI2_PK.into(), s(pk));
+        item.insert(GSI2_SK.into(), s(sk));
     }
     if let Some(lease) = &connection.lease {
         item.insert(LEASE_OWNER.into(), s(lease.owner.as_str()));

@@ -173,6 +173,10 @@ pub(super) enum Cursor {
         next_refresh_at: String,
         id: String,
     },
+    Awaiting {
+        since: String,
+        id: String,
+    },
     Transitions {
         connection: String,
         at: String,

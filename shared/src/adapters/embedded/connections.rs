@@ -8,7 +8,8 @@ use super::{EmbeddedStore, Failure};
 use crate::domain::{Connection, Lease, StatusTransition};
 use crate::ids::{ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{
-    ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest, StoreError,
+    AwaitingConnection, ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest,
+    StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -22,6 +23,9 @@ struct ConnectionColumns {
     version: i64,
     created_at: String,
     next_refresh_at: Option<String>,
+    /// Only while it is not scheduled: the two indexes never both hold a connection (see the
+    /// DynamoDB adapter's `gsi2`).
+    awaiting_since: Option<String>,
 }
 
 impl ConnectionColumns {
@@ -33,6 +37,12 @@ impl ConnectionColumns {
             version: version_column(connection.version, &format!("connection {}", connection.id))?,
             created_at: time_key(connection.created_at),
             next_refresh_at: connection.next_refresh_at.map(time_key),
+            awaiting_since: connection
+                .next_refresh_at
+                .is_none()
+                .then(|| connection.awaiting_person_since())
+                .flatten()
+                .map(time_key),
         })
     }
 }
@@ -92,8 +102,9 @@ impl ConnectionStore for EmbeddedStore {
             let inserted = db
                 .prepare_cached(
                     "INSERT INTO connections
-                         (id, tenant, data, version, lease_owner, lease_until, created_at, next_refresh_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         (id, tenant, data, version, lease_owner, lease_until, created_at, next_refresh_at,
+                          awaiting_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
@@ -104,7 +115,8 @@ impl ConnectionStore for EmbeddedStore {
                     lease_owner,
                     lease_until,
                     c.created_at,
-                    c.next_refresh_at
+                    c.next_refresh_at,
+                    c.awaiting_since
                 ])?;
             if inserted == 0 {
                 return Err(Failure::Refused(StoreError::AlreadyExists(format!("connection {}", c.id))));
@@ -160,10 +172,18 @@ impl ConnectionStore for EmbeddedStore {
                     return Err(Failure::Refused(StoreError::Conflict));
                 }
                 db.prepare_cached(
-                    "UPDATE connections SET data = ?2, version = ?3, created_at = ?4, next_refresh_at = ?5
+                    "UPDATE connections SET data = ?2, version = ?3, created_at = ?4, next_refresh_at = ?5,
+                         awaiting_since = ?6
                      WHERE id = ?1",
                 )?
-                .execute(params![c.id, c.data, new_version_column, c.created_at, c.next_refresh_at])?;
+                .execute(params![
+                    c.id,
+                    c.data,
+                    new_version_column,
+                    c.created_at,
+                    c.next_refresh_at,
+                    c.awaiting_since
+                ])?;
                 insert_transitions(db, &c.id, &transitions)?;
                 decode_lease(&format!("connection {}", c.id), lease_owner.as_deref(), lease_until.as_deref())
             })
@@ -333,6 +353,54 @@ impl ConnectionStore for EmbeddedStore {
         })
         .await
         .map_err(|f| f.into_store("listing connections due for refresh"))
+    }
+
+    async fn awaiting_person(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<AwaitingConnection>, StoreError> {
+        let after = Cursor::of_request(&page, |cursor| match cursor {
+            Cursor::Awaiting { since, id } => Some((since, id)),
+            _ => None,
+        })?;
+        self.read(move |db| {
+            let (after_since, after_id) = after.clone().unzip();
+            let keyset = if after.is_some() {
+                "AND (awaiting_since, id) > (?1, ?2)"
+            } else {
+                ""
+            };
+            let mut query = db.prepare_cached(&format!(
+                "SELECT id, tenant, awaiting_since FROM connections
+                 WHERE awaiting_since IS NOT NULL {keyset}
+                 ORDER BY awaiting_since, id LIMIT ?3"
+            ))?;
+            let rows =
+                query.query_map(params![after_since, after_id, rows_to_fetch(&page)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (id, tenant, since) = row?;
+                let what = format!("connection {id}");
+                let awaiting = AwaitingConnection {
+                    id: ConnectionId::parse(id.as_str())
+                        .map_err(|_| Failure::Corrupt(format!("{what}: the id is malformed")))?,
+                    tenant: TenantId::parse(tenant).map_err(|_| {
+                        Failure::Corrupt(format!("{what}: the tenant is malformed"))
+                    })?,
+                    since: parse_time_key(&since, &format!("{what}: awaiting_since"))?,
+                };
+                items.push((awaiting, Cursor::Awaiting { since, id }));
+            }
+            page_of(items, &page)
+        })
+        .await
+        .map_err(|f| f.into_store("listing connections awaiting a person"))
     }
 
     async fn list_transitions(

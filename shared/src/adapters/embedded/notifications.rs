@@ -7,7 +7,7 @@ use super::codec::{decode, encode, parse_time_key, time_key};
 use super::{EmbeddedStore, Failure};
 use crate::ids::ConnectionId;
 use crate::notify::NoticeSubject;
-use crate::notify::{Claim, NoticeKey, NoticeOutcome, NoticeRecord, NoticeState, Release, Warning};
+use crate::notify::{Claim, NoticeKey, NoticeOutcome, NoticeRecord, NoticeState, Release};
 use crate::ports::{NotificationStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -93,14 +93,13 @@ impl NotificationStore for EmbeddedStore {
         &self,
         key: &NoticeKey,
         connection: &ConnectionId,
-        warning: &Warning,
+        subject: &NoticeSubject,
     ) -> Result<bool, StoreError> {
         const OPERATION: &str = "creating a notice";
         let key = key.as_str().to_string();
         let connection = connection.as_str().to_string();
-        let created_at = time_key(warning.created_at);
-        let subject = encode(&NoticeSubject::Warning(warning.clone()), "a notice", &[])
-            .map_err(|f| f.into_store(OPERATION))?;
+        let created_at = time_key(subject.created_at());
+        let subject = encode(subject, "a notice", &[]).map_err(|f| f.into_store(OPERATION))?;
         self.write(move |db| {
             let inserted = db
                 .prepare_cached(
@@ -222,7 +221,9 @@ mod tests {
         {
             let db = Db::open(&path).unwrap();
             db.execute_batch(
-                "DROP TRIGGER transitions_outbox; DROP TABLE notices; PRAGMA user_version = 1;",
+                "DROP TRIGGER transitions_outbox; DROP TABLE notices;
+                 DROP INDEX connections_awaiting; ALTER TABLE connections DROP COLUMN awaiting_since;
+                 PRAGMA user_version = 1;",
             )
             .unwrap();
         }
@@ -231,7 +232,7 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, super::super::schema::SCHEMA_VERSION);
         let now = Utc::now();
         let c = Connection::new(
             TenantId::parse("acme").unwrap(),
@@ -249,5 +250,58 @@ mod tests {
         };
         store.insert_connection(&c, &[t]).await.unwrap();
         assert_eq!(store.unsettled_notices(10).await.unwrap().len(), 1);
+    }
+
+    /// A file written by schema version 2 (no awaiting index) is upgraded, and the connections that
+    /// were already waiting for a person are found there, with the time their wait began.
+    #[tokio::test]
+    async fn a_version_2_file_gets_its_waiting_connections_indexed() {
+        use crate::domain::{ReconnectKind, ReconnectReason, StatusEvent};
+        use crate::ports::PageRequest;
+        let path = temp_file();
+        let store = EmbeddedStore::open(&path).unwrap();
+        let began = Utc::now() - chrono::Duration::days(4);
+        let connection = |status: Option<StatusEvent>| {
+            let mut c = Connection::new(
+                TenantId::parse("acme").unwrap(),
+                AppId::parse("exact-nl").unwrap(),
+                ProviderKind::ExactOnline,
+                Recipients::parse(&["finance@example.com"]).unwrap(),
+                began - chrono::Duration::days(1),
+            );
+            c.apply(
+                StatusEvent::Authorized,
+                Actor::System("test".into()),
+                c.created_at,
+            )
+            .unwrap();
+            if let Some(event) = status {
+                c.apply(event, Actor::System("test".into()), began).unwrap();
+            } else {
+                c.next_refresh_at = Some(began);
+            }
+            c
+        };
+        let waiting = connection(Some(StatusEvent::ReconnectNeeded(ReconnectReason::new(
+            ReconnectKind::GrantRevoked,
+            "invalid_grant",
+        ))));
+        let scheduled = connection(None);
+        for c in [&waiting, &scheduled] {
+            store.insert_connection(c, &[]).await.unwrap();
+        }
+        drop(store);
+        {
+            let db = Db::open(&path).unwrap();
+            db.execute_batch(
+                "DROP INDEX connections_awaiting; ALTER TABLE connections DROP COLUMN awaiting_since;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let page = store.awaiting_person(PageRequest::first(10)).await.unwrap();
+        let listed: Vec<_> = page.items.iter().map(|a| (&a.id, a.since)).collect();
+        assert_eq!(listed, vec![(&waiting.id, began)]);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
 /// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long SQLite itself waits for another connection's (or process's) write lock before reporting
 /// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
@@ -124,6 +124,39 @@ BEGIN
 END;
 ";
 
+/// Version 3: `awaiting_since`, set while only a person can make a connection work again (reconnect
+/// required, disabled) to when that began, for the notifier's reminders; kept by every connection
+/// write (`connections.rs`). Rows written before it are filled in by [`backfill_awaiting_since`].
+const SCHEMA_V3: &str = "
+ALTER TABLE connections ADD COLUMN awaiting_since TEXT;
+CREATE INDEX IF NOT EXISTS connections_awaiting ON connections (awaiting_since, id)
+    WHERE awaiting_since IS NOT NULL;
+";
+
+/// Fills `awaiting_since` from each connection's own record: the schema alone cannot say which
+/// statuses wait for a person, the domain can.
+fn backfill_awaiting_since(tx: &rusqlite::Transaction<'_>) -> Result<(), Failure> {
+    use super::codec::{time_key, ConnectionRow, CONNECTION_COLUMNS};
+    let mut waiting = Vec::new();
+    {
+        let mut select = tx.prepare(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE next_refresh_at IS NULL"
+        ))?;
+        let rows = select.query_map([], ConnectionRow::read)?;
+        for row in rows {
+            let row = row?;
+            if let Some(since) = row.decode()?.awaiting_person_since() {
+                waiting.push((row.id, time_key(since)));
+            }
+        }
+    }
+    let mut update = tx.prepare("UPDATE connections SET awaiting_since = ?2 WHERE id = ?1")?;
+    for (id, since) in waiting {
+        update.execute([id, since])?;
+    }
+    Ok(())
+}
+
 /// Creates the parent folders (owner-only where this creates them) and the file itself with mode 0600
 /// before SQLite opens it, so it is never readable by others even for a moment; an existing file (or
 /// WAL or shared-memory file) that is more open is restricted. SQLite creates its `-wal` and `-shm`
@@ -217,6 +250,10 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
     }
     if version < 2 {
         tx.execute_batch(SCHEMA_V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3)?;
+        backfill_awaiting_since(&tx)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
