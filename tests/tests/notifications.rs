@@ -1030,3 +1030,89 @@ async fn embedded_legacy_credentials_are_warned_until_the_connection_moves_to_oa
 async fn aws_legacy_credentials_are_warned_until_the_connection_moves_to_oauth() {
     legacy_credentials_are_warned_until_the_connection_moves_to_oauth(backends::aws().await).await;
 }
+
+/// An Exact connection whose refreshes keep failing: its refresh token dies 30 days after its last
+/// use, so the people on it are warned at the lead times, and told it needs a reconnect once the
+/// token's life is over. A healthy connection with the same deadline gets nothing: its next
+/// refresh renews it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_that_cannot_refresh_is_warned_before_its_idle_expiry() {
+    let w = world(backends::embedded()).await;
+    let exact = OAuthApp {
+        tenant: w.tenant.clone(),
+        id: AppId::parse("exact-nl").unwrap(),
+        settings: ProviderSettings::ExactOnline {
+            country: ExactCountry::Netherlands,
+        },
+        client_id: "exact-client".into(),
+        redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback").unwrap(),
+        scopes: vec![],
+        created_at: t0(),
+    };
+    w.ctx.backend.store.put_app(&exact).await.unwrap();
+    let deadline = t0() + Duration::days(10);
+    let exact_connection = |failing: bool| {
+        let mut c = Connection::new(
+            w.tenant.clone(),
+            exact.id.clone(),
+            ProviderKind::ExactOnline,
+            Recipients::parse(&[w.recipient.as_str()]).unwrap(),
+            t0(),
+        );
+        c.context = Some(ProviderContext::ExactOnline {
+            base_url: ServiceUrl::parse("https://start.exactonline.nl").unwrap(),
+            division: 123,
+        });
+        let mut transitions = vec![c
+            .apply(StatusEvent::Authorized, Actor::EndUser("u".into()), t0())
+            .unwrap()];
+        if failing {
+            transitions.push(
+                c.apply(
+                    StatusEvent::RefreshFailed {
+                        error: "503 Service Unavailable".into(),
+                    },
+                    Actor::System("token-refresh".into()),
+                    t0(),
+                )
+                .unwrap(),
+            );
+        }
+        c.refresh_expires_at = Some(deadline);
+        c.next_refresh_at = Some(t0() + Duration::minutes(10));
+        (c, transitions)
+    };
+    for failing in [false, true] {
+        let (c, transitions) = exact_connection(failing);
+        w.ctx
+            .backend
+            .store
+            .insert_connection(&c, &transitions)
+            .await
+            .unwrap();
+    }
+    let notifier = Notifier::new(w.ctx.clone(), ses_mailer().await, settings());
+    let mail = w.daily_mail(&notifier, 0..=10).await;
+    let sent: Vec<(i64, String)> = mail
+        .iter()
+        .map(|(day, raw)| (*day, subject_of(raw)))
+        .collect();
+    let warning = "Exact Online connection for Acme Integrations is failing and will expire";
+    assert_eq!(
+        sent,
+        vec![
+            (3, warning.to_string()),
+            (6, warning.to_string()),
+            (9, warning.to_string()),
+            (
+                10,
+                "Action needed: reconnect Exact Online for Acme Integrations".to_string()
+            ),
+        ]
+    );
+    let text = parse(&mail[0].1).text;
+    assert!(
+        text.contains("Exact Online, division 123") && text.contains("Thursday 12 November 2026"),
+        "{text}"
+    );
+}
