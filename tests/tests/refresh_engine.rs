@@ -59,6 +59,7 @@ on_both_backends!(
     a_dropped_connection_is_retried_within_the_refresh,
     an_idle_exact_connection_survives_ninety_days,
     acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_required,
+    acumatica_absolute_expiry_counts_from_the_latest_authorization,
     acumatica_sliding_expiry_stays_alive,
     a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down,
 );
@@ -205,6 +206,24 @@ impl World {
 
     /// A connected connection whose tokens the simulator issued just now.
     async fn connected(&self, app: &OAuthApp) -> Connection {
+        let connection = Connection::new(
+            self.tenant.clone(),
+            app.id.clone(),
+            app.provider(),
+            Recipients::parse(&["ops@example.com"]).unwrap(),
+            self.clock.now(),
+        );
+        self.stores
+            .store
+            .insert_connection(&connection, &[])
+            .await
+            .unwrap();
+        self.authorized(app, connection).await
+    }
+
+    /// What the callback records when a person authorizes (again): a new grant, its tokens issued by
+    /// the simulator just now.
+    async fn authorized(&self, app: &OAuthApp, mut connection: Connection) -> Connection {
         let (provider, location, user) = match app.provider() {
             ProviderKind::ExactOnline => (Provider::Exact, "nl", "demo.user"),
             ProviderKind::Acumatica => (Provider::Acumatica, "demo", "admin"),
@@ -231,18 +250,6 @@ impl World {
             scope: None,
             received_at: now,
         };
-        let mut connection = Connection::new(
-            self.tenant.clone(),
-            app.id.clone(),
-            app.provider(),
-            Recipients::parse(&["ops@example.com"]).unwrap(),
-            now,
-        );
-        self.stores
-            .store
-            .insert_connection(&connection, &[])
-            .await
-            .unwrap();
         let transition = connection
             .apply(StatusEvent::Authorized, Actor::EndUser(user.into()), now)
             .unwrap();
@@ -874,6 +881,59 @@ async fn acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_require
         ReconnectKind::RefreshTokenExpired,
         "{reason:?}"
     );
+}
+
+/// Acumatica's 30 days run from each authorization: after a reconnect the new grant gets its own 30
+/// days, not what was left of the connection's first.
+async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend: Backend) {
+    let world = World::new(backend).await;
+    let app = world
+        .acumatica_app(AcumaticaRefreshPolicy::Absolute {
+            lifetime_secs: 30 * 86_400,
+        })
+        .await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    run_daily(&world, &ctx, 31).await;
+    let (expired, _) = world.current(&connection.id).await;
+    assert!(matches!(
+        expired.status,
+        ConnectionStatus::ReconnectRequired { .. }
+    ));
+    let reconnected_at = world.clock.now();
+    world.authorized(&app, expired).await;
+    let summaries = run_daily(&world, &ctx, 25).await;
+    assert!(summaries.iter().all(|s| s.errors == 0));
+    assert!(
+        summaries
+            .iter()
+            .map(|s| s.count("refreshed"))
+            .sum::<usize>()
+            > 0,
+        "the new grant was refreshed: {summaries:?}"
+    );
+    let (stored, tokens) = world.current(&connection.id).await;
+    assert_eq!(
+        stored.status,
+        ConnectionStatus::Connected,
+        "{:?}",
+        stored.status
+    );
+    let end = stored.refresh_expires_at.unwrap();
+    assert!(
+        (end - (reconnected_at + Duration::days(30)))
+            .num_minutes()
+            .abs()
+            < 5,
+        "{end} vs reconnected at {reconnected_at}"
+    );
+    assert_eq!(tokens.unwrap().refresh_expires_at, Some(end));
+    run_daily(&world, &ctx, 10).await;
+    let (stored, _) = world.current(&connection.id).await;
+    assert!(matches!(
+        stored.status,
+        ConnectionStatus::ReconnectRequired { .. }
+    ));
 }
 
 async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {

@@ -143,6 +143,11 @@ pub struct Connection {
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a person last authorized it (connect, reconnect, registered credentials): when its current
+    /// grant began, which absolute and capped refresh-token lifetimes count from. Records written
+    /// before it was kept have none; [`Connection::grant_started_at`] falls back to `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_at: Option<DateTime<Utc>>,
     /// When the current status began (a transition to the same status keeps it). Records written
     /// before it was kept have none; [`Connection::status_since`] falls back to `updated_at`.
     #[serde(
@@ -184,8 +189,14 @@ impl Connection {
             version: 0,
             created_at: now,
             updated_at: now,
+            authorized_at: None,
             status_changed_at: Some(now),
         }
+    }
+
+    /// When the current grant began (see `authorized_at`).
+    pub fn grant_started_at(&self) -> DateTime<Utc> {
+        self.authorized_at.unwrap_or(self.created_at)
     }
 
     /// When the current status began.
@@ -208,7 +219,11 @@ impl Connection {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<StatusTransition, InvalidTransition> {
+        let authorized = matches!(event, StatusEvent::Authorized);
         let (next, transition) = self.status.apply(event, actor, at)?;
+        if authorized {
+            self.authorized_at = Some(at);
+        }
         if transition.from != transition.to {
             self.status_changed_at = Some(at);
         }

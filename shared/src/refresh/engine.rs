@@ -479,9 +479,11 @@ impl RefreshEngine {
             .refresh_token
             .or_else(|| previous.refresh_token.clone());
         let refresh_expires_at = if rotated || !rules.rotating {
-            rules
-                .refresh_token_expiry(received_at, connection.created_at)
-                .or(previous.refresh_expires_at)
+            rules.refresh_token_expiry_after_refresh(
+                received_at,
+                connection.grant_started_at(),
+                previous.refresh_expires_at,
+            )
         } else {
             previous.refresh_expires_at
         };
@@ -585,9 +587,11 @@ impl RefreshEngine {
         if let Some(issued) = failure.issued_refresh_token.clone() {
             let mut kept = previous.clone();
             kept.refresh_token = Some(issued);
-            kept.refresh_expires_at = rules
-                .refresh_token_expiry(now, connection.created_at)
-                .or(previous.refresh_expires_at);
+            kept.refresh_expires_at = rules.refresh_token_expiry_after_refresh(
+                now,
+                connection.grant_started_at(),
+                previous.refresh_expires_at,
+            );
             connection.last_refresh_at = Some(now);
             connection = self
                 .commit_with_retry(connection, target, &Credentials::OAuth2(kept), owner, &[])

@@ -76,6 +76,26 @@ impl RefreshRules {
         next.max(self.earliest_refresh(received_at))
     }
 
+    /// When the refresh token received from a refresh at `received_at` stops working. An absolute
+    /// lifetime ends where it ended (it is fixed by the grant's first issue, and the end recorded at
+    /// authorization may be the partner's own figure for registered tokens); a sliding one moves on,
+    /// capped from the grant's start; an idle one moves on.
+    pub fn refresh_token_expiry_after_refresh(
+        &self,
+        received_at: DateTime<Utc>,
+        grant_started_at: DateTime<Utc>,
+        previous_end: Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
+        match self.expiry {
+            RefreshTokenExpiry::Absolute(_) => {
+                previous_end.or_else(|| self.refresh_token_expiry(received_at, grant_started_at))
+            }
+            _ => self
+                .refresh_token_expiry(received_at, grant_started_at)
+                .or(previous_end),
+        }
+    }
+
     /// When a refresh token received at `received_at` stops working, if the rules say.
     /// `first_issued_at` is when the grant began (for absolute and capped sliding expiry).
     pub fn refresh_token_expiry(
