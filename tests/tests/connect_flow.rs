@@ -169,6 +169,7 @@ async fn world(backend: Backend, which: Which) -> World {
             ProviderSettings::Acumatica {
                 instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo")).unwrap(),
                 tenant: "Company".into(),
+                refresh_tokens: None,
             },
             ACU_ID,
         ),

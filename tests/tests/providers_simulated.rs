@@ -136,6 +136,7 @@ impl Env {
         ProviderSettings::Acumatica {
             instance_url: ServiceUrl::parse(&self.sim.acumatica_instance_url("demo")).unwrap(),
             tenant: "Company".into(),
+            refresh_tokens: None,
         }
     }
 

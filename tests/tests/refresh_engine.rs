@@ -8,6 +8,7 @@ use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
+use broker_core::notify::{Notifier, NotifySettings, OutboxMailer};
 use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::{
@@ -61,6 +62,7 @@ on_both_backends!(
     acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_required,
     acumatica_absolute_expiry_counts_from_the_latest_authorization,
     acumatica_sliding_expiry_stays_alive,
+    acumatica_capped_sliding_expiry_is_warned_of_and_ends_at_its_cap,
     a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down,
 );
 
@@ -179,7 +181,25 @@ impl World {
         .await
     }
 
+    /// An Acumatica instance whose connected application expires refresh tokens by `policy`, and its
+    /// app registration, which says so when it is not the default (absolute, 30 days).
     async fn acumatica_app(&self, policy: AcumaticaRefreshPolicy) -> OAuthApp {
+        let days = |secs: i64| u32::try_from(secs / 86_400).unwrap();
+        let refresh_tokens = match policy {
+            AcumaticaRefreshPolicy::Sliding {
+                sliding_secs,
+                absolute_cap_secs,
+            } => Some(AcumaticaRefreshTokens::Sliding {
+                days: days(sliding_secs),
+                absolute_days: absolute_cap_secs.map(days),
+            }),
+            AcumaticaRefreshPolicy::Absolute { lifetime_secs } if days(lifetime_secs) != 30 => {
+                Some(AcumaticaRefreshTokens::Absolute {
+                    days: days(lifetime_secs),
+                })
+            }
+            _ => None,
+        };
         self.sim
             .register_acumatica_client(
                 "demo",
@@ -198,6 +218,7 @@ impl World {
             ProviderSettings::Acumatica {
                 instance_url: instance,
                 tenant: "Company".into(),
+                refresh_tokens,
             },
             ACU_CLIENT,
         )
@@ -936,12 +957,36 @@ async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend:
     ));
 }
 
+/// Refresh and the notifier's sweep, once a day for `days` days; the days on which an email was
+/// written to `outbox`.
+async fn daily_with_notifier(
+    world: &World,
+    ctx: &BrokerContext,
+    outbox: &std::path::Path,
+    days: i64,
+) -> Vec<i64> {
+    let notifier = Notifier::new(
+        ctx.clone(),
+        Arc::new(OutboxMailer::new(outbox)),
+        NotifySettings::new(EmailAddress::parse("broker@example.com").unwrap()),
+    );
+    let emails = || std::fs::read_dir(outbox).map(|d| d.count()).unwrap_or(0);
+    let mut mailed = Vec::new();
+    for day in 1..=days {
+        let before = emails();
+        run_daily(world, ctx, 1).await;
+        notifier.daily().await.unwrap();
+        if emails() > before {
+            mailed.push(day);
+        }
+    }
+    mailed
+}
+
+/// An instance whose connected application uses sliding expiration (registered so with the app):
+/// refreshing keeps it alive for good, and nobody is told to reconnect at day 30.
 async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {
-    let mut catalogue = Catalogue::built_in();
-    catalogue
-        .merge_json(r#"{"definitions":[{"id":"acumatica","extends":"acumatica","refresh":{"rotation":"single_use","expiry":{"kind":"sliding","days":15}}}]}"#)
-        .unwrap();
-    let world = World::with_catalogue(backend, catalogue).await;
+    let world = World::new(backend).await;
     let app = world
         .acumatica_app(AcumaticaRefreshPolicy::Sliding {
             sliding_secs: 15 * 86_400,
@@ -950,7 +995,9 @@ async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {
         .await;
     let connection = world.connected(&app).await;
     let ctx = world.process(settings());
-    run_daily(&world, &ctx, 90).await;
+    let outbox = broker_tests::backends::temp_dir("outbox");
+    let mailed = daily_with_notifier(&world, &ctx, &outbox, 90).await;
+    assert!(mailed.is_empty(), "emails on days {mailed:?}");
     let (stored, tokens) = world.current(&connection.id).await;
     assert_eq!(
         stored.status,
@@ -969,6 +1016,30 @@ async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Refreshed);
+}
+
+/// Sliding, but at most 45 days after authorization: once the window reaches the cap the end is
+/// fixed, so the people on it are warned at the lead times (7 days, a reminder 3 days later, 1 day)
+/// and told to reconnect when it ends (then reminded 3 days later).
+async fn acumatica_capped_sliding_expiry_is_warned_of_and_ends_at_its_cap(backend: Backend) {
+    let world = World::new(backend).await;
+    let app = world
+        .acumatica_app(AcumaticaRefreshPolicy::Sliding {
+            sliding_secs: 15 * 86_400,
+            absolute_cap_secs: Some(45 * 86_400),
+        })
+        .await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    let outbox = broker_tests::backends::temp_dir("outbox");
+    let mailed = daily_with_notifier(&world, &ctx, &outbox, 50).await;
+    assert_eq!(mailed, vec![38, 41, 44, 45, 48]);
+    let (stored, _) = world.current(&connection.id).await;
+    assert!(
+        matches!(stored.status, ConnectionStatus::ReconnectRequired { .. }),
+        "{:?}",
+        stored.status
+    );
 }
 
 async fn a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down(backend: Backend) {

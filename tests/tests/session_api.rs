@@ -236,6 +236,7 @@ async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
     let acumatica_settings = ProviderSettings::Acumatica {
         instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo")).unwrap(),
         tenant: "Company".into(),
+        refresh_tokens: None,
     };
     for t in ["acme", "other"] {
         store

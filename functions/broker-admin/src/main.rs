@@ -86,6 +86,10 @@ struct RegisterApp {
     /// Acumatica tenant (company login name).
     #[arg(long)]
     acumatica_tenant: Option<String>,
+    /// The Acumatica connected application's Refresh Tokens mode, when not absolute 30 days:
+    /// `sliding:15` (sliding, infinite), `sliding:15:90` (sliding, at most 90 days) or `absolute:N`.
+    #[arg(long)]
+    acumatica_refresh_tokens: Option<String>,
     /// Generic provider definition name in the provider catalogue.
     #[arg(long)]
     definition: Option<String>,
@@ -227,6 +231,12 @@ fn provider_settings(args: &RegisterApp) -> Result<ProviderSettings, Failure> {
         "acumatica" => ProviderSettings::Acumatica {
             instance_url: ServiceUrl::parse(&need(&args.instance_url, "--instance-url")?)?,
             tenant: need(&args.acumatica_tenant, "--acumatica-tenant")?,
+            refresh_tokens: args
+                .acumatica_refresh_tokens
+                .as_deref()
+                .map(AcumaticaRefreshTokens::parse)
+                .transpose()
+                .map_err(|e| Failure(format!("--acumatica-refresh-tokens: {e}")))?,
         },
         "generic" => ProviderSettings::Generic {
             definition: need(&args.definition, "--definition")?,

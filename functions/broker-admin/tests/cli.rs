@@ -1,9 +1,9 @@
 //! The admin command line against a fresh embedded store: what an operator does on day one.
 
 use broker_core::adapters::embedded::EmbeddedStore;
-use broker_core::domain::ApiKeyPrefix;
+use broker_core::domain::{AcumaticaRefreshTokens, ApiKeyPrefix, ProviderSettings};
 use broker_core::ids::{AppId, TenantId};
-use broker_core::ports::{ApiKeyStore, TokenVault};
+use broker_core::ports::{ApiKeyStore, TenantStore, TokenVault};
 use broker_core::secret::ApiKeySecret;
 use std::io::Write;
 use std::path::Path;
@@ -143,9 +143,55 @@ async fn an_operator_sets_up_a_tenant_an_app_and_a_key() {
         ""
     );
 
+    // An Acumatica instance whose connected application uses sliding refresh tokens (2024 R1+).
+    let acumatica = |mode: &str| {
+        admin(
+            &dir,
+            &[
+                "app",
+                "register",
+                "--tenant",
+                "acme",
+                "--id",
+                "acumatica",
+                "--provider",
+                "acumatica",
+                "--instance-url",
+                "https://acme.acumatica.com",
+                "--acumatica-tenant",
+                "AcmeCo",
+                "--acumatica-refresh-tokens",
+                mode,
+                "--client-id",
+                "7d1e@AcmeCo",
+                "--redirect-uri",
+                "https://broker.example.com/oauth/callback",
+            ],
+            Some(CLIENT_SECRET),
+        )
+    };
+    refused(&acumatica("sliding:x"), "--acumatica-refresh-tokens");
+    refused(&acumatica("sliding:30:15"), "at least its sliding one");
+    ok(&acumatica("sliding:15"));
+
     // What the CLI wrote is what the broker reads.
     let store = EmbeddedStore::open(dir.join("broker.db")).unwrap();
     let tenant = TenantId::parse("acme").unwrap();
+    let app = store
+        .get_app(&tenant, &AppId::parse("acumatica").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        app.settings,
+        ProviderSettings::Acumatica {
+            refresh_tokens: Some(AcumaticaRefreshTokens::Sliding {
+                days: 15,
+                absolute_days: None
+            }),
+            ..
+        }
+    ));
     let secret = store
         .get_client_secret(&tenant, &AppId::parse("exact-nl").unwrap())
         .await

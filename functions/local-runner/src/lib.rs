@@ -284,6 +284,7 @@ async fn seed_demo(
                     instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo"))
                         .map_err(anyhow::Error::msg)?,
                     tenant: "Company".into(),
+                    refresh_tokens: None,
                 },
                 SANDBOX_ACUMATICA_CLIENT_ID,
             ),

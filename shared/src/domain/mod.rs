@@ -20,7 +20,10 @@ pub use connection::{
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{EmailAddress, Identity, Recipients};
-pub use provider::{ExactCountry, ProviderContext, ProviderKind, ProviderSettings, ServiceUrl};
+pub use provider::{
+    AcumaticaRefreshTokens, ExactCountry, ProviderContext, ProviderKind, ProviderSettings,
+    ServiceUrl,
+};
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
     StatusKind, StatusTransition,

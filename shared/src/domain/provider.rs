@@ -146,11 +146,78 @@ pub enum ProviderSettings {
         instance_url: ServiceUrl,
         /// The Acumatica tenant (company login name) the client id belongs to.
         tenant: String,
+        /// How this instance's connected application expires refresh tokens, when it is not the
+        /// catalogue's default (absolute, 30 days): since 2024 R1 each instance chooses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_tokens: Option<AcumaticaRefreshTokens>,
     },
     Generic {
         /// The name of a generic provider definition in the provider catalogue.
         definition: String,
     },
+}
+
+/// The Refresh Tokens mode of an Acumatica connected application (Connected Applications screen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum AcumaticaRefreshTokens {
+    /// A fixed lifetime from authorization, after which a person must authorize again (the only
+    /// mode before 2024 R1: 30 days).
+    Absolute { days: u32 },
+    /// Each refresh extends the refresh token by `days`, up to `absolute_days` after authorization,
+    /// or for ever when that is not set ("Infinite").
+    Sliding {
+        days: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        absolute_days: Option<u32>,
+    },
+}
+
+impl AcumaticaRefreshTokens {
+    /// Reads the command-line form: `absolute:30`, `sliding:15` (infinite) or `sliding:15:90`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = value.trim().split(':').collect();
+        let days = |s: &str| -> Result<u32, String> {
+            s.parse::<u32>()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| format!("{s:?} is not a whole number of days from 1 to 3650"))
+        };
+        let mode = match parts.as_slice() {
+            ["absolute", d] => Self::Absolute { days: days(d)? },
+            ["sliding", d] => Self::Sliding {
+                days: days(d)?,
+                absolute_days: None,
+            },
+            ["sliding", d, cap] => Self::Sliding {
+                days: days(d)?,
+                absolute_days: Some(days(cap)?),
+            },
+            _ => {
+                return Err(format!(
+                    "{value:?} is not a refresh-token mode: write absolute:30, sliding:15 (infinite) or sliding:15:90 (sliding, at most 90 days)"
+                ))
+            }
+        };
+        mode.validate()?;
+        Ok(mode)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |d: u32| (1..=3650).contains(&d);
+        match *self {
+            Self::Absolute { days } if ok(days) => Ok(()),
+            Self::Sliding {
+                days,
+                absolute_days: None,
+            } if ok(days) => Ok(()),
+            Self::Sliding {
+                days,
+                absolute_days: Some(cap),
+            } if ok(days) && ok(cap) && cap >= days => Ok(()),
+            _ => Err("Acumatica refresh-token lifetimes are 1 to 3650 days, and a sliding token's absolute lifetime is at least its sliding one".into()),
+        }
+    }
 }
 
 impl ProviderSettings {
@@ -168,6 +235,10 @@ impl ProviderSettings {
             Self::Acumatica { tenant, .. } if tenant.trim().is_empty() => {
                 Err("the Acumatica tenant is empty: give the tenant (company) name the client id was created in".into())
             }
+            Self::Acumatica {
+                refresh_tokens: Some(mode),
+                ..
+            } => mode.validate(),
             Self::Generic { definition } if definition.trim().is_empty() => {
                 Err("the generic provider definition name is empty".into())
             }

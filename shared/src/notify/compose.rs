@@ -84,7 +84,7 @@ pub fn compose(facts: &EmailFacts<'_>) -> Email {
                 WarningKind::AbsoluteExpiry => {
                     let mut todo = format!("Reconnect before then to keep the integration running. {sign_in}");
                     if c.provider == ProviderKind::Acumatica {
-                        todo.push_str(" On Acumatica 2024 R1 or newer, an administrator can set the connected application's refresh tokens to Sliding Expiration (Connected Applications screen) so this stops recurring.");
+                        todo.push_str(" On Acumatica 2024 R1 or newer, an administrator can set the connected application's refresh tokens to Sliding Expiration with an infinite lifetime (Connected Applications screen) so this stops recurring.");
                     }
                     (
                         format!("{provider} connection for {tenant} stops working {}", by.clone().map(|b| format!("on {b}")).unwrap_or_else(|| "soon".into())),

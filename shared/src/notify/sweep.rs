@@ -14,7 +14,7 @@ use crate::domain::{
     Actor, Connection, ConnectionStatus, ReconnectKind, ReconnectReason, StatusEvent,
 };
 use crate::ports::{Fence, PageRequest, StoreError};
-use crate::refresh::{RefreshTokenExpiry, TokenGrant};
+use crate::refresh::TokenGrant;
 use chrono::{DateTime, Duration, Utc};
 
 /// How far ahead the sweep looks in the due index: past any schedule the refresh engine sets.
@@ -133,10 +133,11 @@ impl Notifier {
             return Ok(());
         };
         let absolute = match store.get_app(&connection.tenant, &connection.app).await? {
-            Some(app) => matches!(
-                self.ctx.providers.rules(&app).expiry,
-                RefreshTokenExpiry::Absolute(_)
-            ),
+            Some(app) => self
+                .ctx
+                .providers
+                .rules(&app)
+                .end_is_fixed(deadline, connection.grant_started_at()),
             None => false,
         };
         let kind = if absolute {

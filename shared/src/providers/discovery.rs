@@ -57,6 +57,7 @@ impl OAuthClient {
                 let ProviderSettings::Acumatica {
                     tenant,
                     instance_url,
+                    ..
                 } = &self.provider.settings
                 else {
                     return Err(

@@ -4,7 +4,7 @@
 use super::catalogue::{RefreshExpiry, RefreshPolicy, RefreshRotation};
 use super::clients::Providers;
 use super::error::{ErrorClass, ProviderError};
-use crate::domain::OAuthApp;
+use crate::domain::{AcumaticaRefreshTokens, OAuthApp, ProviderSettings};
 use crate::refresh::{
     FailureClass, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant,
 };
@@ -53,6 +53,21 @@ pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
     }
 }
 
+/// The refresh-token expiry an Acumatica app's own setting gives, over the catalogue's.
+fn acumatica_expiry(mode: AcumaticaRefreshTokens) -> RefreshTokenExpiry {
+    let days = |d: u32| Duration::days(i64::from(d));
+    match mode {
+        AcumaticaRefreshTokens::Absolute { days: d } => RefreshTokenExpiry::Absolute(days(d)),
+        AcumaticaRefreshTokens::Sliding {
+            days: d,
+            absolute_days,
+        } => RefreshTokenExpiry::Sliding {
+            window: days(d),
+            cap: absolute_days.map(days),
+        },
+    }
+}
+
 /// The engine's failure for a provider error: class, the provider's words, when to retry, and any new
 /// refresh token the failed answer carried.
 pub fn grant_failure(error: &ProviderError) -> GrantFailure {
@@ -73,7 +88,17 @@ pub fn grant_failure(error: &ProviderError) -> GrantFailure {
 impl TokenGrant for Providers {
     fn rules(&self, app: &OAuthApp) -> RefreshRules {
         match self.catalogue().resolve(&app.settings) {
-            Ok(resolved) => refresh_rules(&resolved.definition.refresh),
+            Ok(resolved) => {
+                let mut rules = refresh_rules(&resolved.definition.refresh);
+                if let ProviderSettings::Acumatica {
+                    refresh_tokens: Some(mode),
+                    ..
+                } = &app.settings
+                {
+                    rules.expiry = acumatica_expiry(*mode);
+                }
+                rules
+            }
             // The refresh itself will fail with the reason; until then, assume the strictest rules.
             Err(_) => RefreshRules {
                 rotating: true,

@@ -76,6 +76,19 @@ impl RefreshRules {
         next.max(self.earliest_refresh(received_at))
     }
 
+    /// Whether a refresh token ending at `end` ends there whatever the broker does: an absolute
+    /// lifetime, or a sliding one that has reached its cap (within an hour: the recorded end and the
+    /// grant's start come from clocks read a moment apart). Only a person can go past such an end.
+    pub fn end_is_fixed(&self, end: DateTime<Utc>, grant_started_at: DateTime<Utc>) -> bool {
+        match self.expiry {
+            RefreshTokenExpiry::Absolute(_) => true,
+            RefreshTokenExpiry::Sliding { cap: Some(cap), .. } => {
+                end + Duration::hours(1) >= grant_started_at + cap
+            }
+            _ => false,
+        }
+    }
+
     /// When the refresh token received from a refresh at `received_at` stops working. An absolute
     /// lifetime ends where it ended (it is fixed by the grant's first issue, and the end recorded at
     /// authorization may be the partner's own figure for registered tokens); a sliding one moves on,

@@ -384,6 +384,7 @@ mod tests {
         let settings = ProviderSettings::Acumatica {
             instance_url: ServiceUrl::parse("https://acme.acumatica.com/erp/").unwrap(),
             tenant: "Main".into(),
+            refresh_tokens: None,
         };
         let r = c.resolve(&settings).unwrap();
         assert_eq!(
