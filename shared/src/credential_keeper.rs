@@ -6,9 +6,12 @@
 //!   readable by the write id recorded beforehand (the refresh engine's in-flight marker);
 //! - a writer whose fence fails has written only to the non-current slot, so it never destroys
 //!   the credentials another worker committed;
-//! - each Secrets Manager secret takes half of a connection's writes.
+//! - each Secrets Manager secret takes half of a connection's writes;
+//! - a write fenced off by a disconnect deletes what it wrote, so no token outlives the connection.
 
-use crate::domain::{Connection, Credentials, CredentialsPointer, StatusTransition, VaultSlot};
+use crate::domain::{
+    Connection, ConnectionStatus, Credentials, CredentialsPointer, StatusTransition, VaultSlot,
+};
 use crate::ids::WriteId;
 use crate::ports::{Fence, MetadataStore, StoreError, TokenVault, VaultError};
 use std::sync::Arc;
@@ -78,10 +81,41 @@ impl CredentialKeeper {
         }
         connection.credentials = Some(target);
         connection.legacy_credentials = matches!(credentials, Credentials::TwinfieldLegacy(_));
-        Ok(self
+        match self
             .store
             .save_connection(&connection, fence, transitions)
-            .await?)
+            .await
+        {
+            Ok(saved) => Ok(saved),
+            Err(e) => {
+                self.forget_if_disconnected(&connection).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A write that lost its fence to a disconnect (or a deletion) landed in the vault after the
+    /// disconnect deleted the connection's credentials: delete them again, so no token outlives the
+    /// connection. Best effort; the failure is logged, and a repeated disconnect deletes again.
+    async fn forget_if_disconnected(&self, written: &Connection) {
+        let gone = match self.store.get_connection(&written.id).await {
+            Ok(Some(now)) => now.status == ConnectionStatus::Disconnected,
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(connection = %written.id, error = %e, "could not check whether a fenced-off write outlived a disconnect");
+                false
+            }
+        };
+        if gone {
+            tracing::warn!(connection = %written.id, "credentials written after a disconnect are deleted again");
+            if let Err(e) = self
+                .vault
+                .delete_credentials(&written.tenant, &written.id)
+                .await
+            {
+                tracing::error!(connection = %written.id, error = %e, "credentials written after a disconnect could not be deleted; disconnect it again to retry");
+            }
+        }
     }
 
     /// The connection's current credentials.

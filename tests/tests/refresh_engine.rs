@@ -3,6 +3,7 @@
 //! crashes at every step, the known loss cases, months of simulated time, cool-down, and scale.
 
 use async_trait::async_trait;
+use broker_core::api::{Caller, IntegrationApi};
 use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
@@ -53,6 +54,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh,
     a_lease_holder_that_outlives_its_lease_cannot_overwrite_and_no_token_is_spent_twice,
+    a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind,
     a_crash_before_the_provider_call_ends_in_a_working_connection,
     a_crash_after_the_answer_before_the_vault_write_ends_in_reconnect_required_once,
     a_crash_after_the_vault_write_before_the_metadata_is_recovered,
@@ -455,6 +457,63 @@ async fn a_lease_holder_that_outlives_its_lease_cannot_overwrite_and_no_token_is
     assert!(world
         .sim
         .is_access_token_valid(tokens.unwrap().access_token.expose()));
+}
+
+/// A refresh still waiting for the provider when its lease ends and the connection is disconnected:
+/// its late vault write is fenced off and deleted again, so no token outlives the disconnect.
+async fn a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind(backend: Backend) {
+    let world = World::new(backend).await;
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    world.advance(Duration::seconds(700));
+    world
+        .sim
+        .set_route_latency("exact.token", std::time::Duration::from_millis(1500));
+    let slow = world.process(EngineSettings {
+        retries_when_unavailable: 0,
+        lease_margin: Duration::milliseconds(-4_500),
+        ..settings()
+    });
+    let id = connection.id.clone();
+    let slow_task = {
+        let (slow, id) = (slow.clone(), id.clone());
+        tokio::spawn(async move { slow.engine.refresh(&id, on_demand()).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (in_flight, _) = world.current(&id).await;
+    let late_write = in_flight
+        .refresh_in_flight
+        .expect("the refresh recorded where it will write")
+        .target;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The slow worker's lease has expired: the disconnect takes it and deletes the tokens.
+    let api = IntegrationApi::new(world.process(settings()));
+    let caller = Caller {
+        key: ApiKeyRecord::generate(
+            world.tenant.clone(),
+            "ops",
+            ApiKeyScope::default(),
+            world.clock.now(),
+        )
+        .record,
+    };
+    let view = api.disconnect(&caller, id.as_str()).await.unwrap();
+    assert_eq!(view.status, "disconnected");
+    let _ = slow_task.await.unwrap();
+    let (stored, _) = world.current(&id).await;
+    assert_eq!(stored.status, ConnectionStatus::Disconnected);
+    for pointer in [connection.credentials.clone().unwrap(), late_write] {
+        assert!(
+            world
+                .stores
+                .vault
+                .get_credentials(&world.tenant, &id, &pointer)
+                .await
+                .unwrap()
+                .is_none(),
+            "{pointer:?} still holds tokens"
+        );
+    }
 }
 
 /// Wraps the provider grant: `Crash::BeforeCall` never reaches the provider, `Crash::AfterAnswer`
