@@ -40,6 +40,7 @@ use crate::ports::{Fence, LeaseAttempt, MetadataStore, StoreError, TokenVault, V
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -245,7 +246,10 @@ impl RefreshEngine {
             .get_connection(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(id.clone()))?;
-        if let Some(outcome) = self.needs_no_refresh(&connection, trigger).await? {
+        // The app record is needed up to three times in one refresh; it is read once, when first needed
+        // (a request whose token is still fresh never needs it).
+        let app = OnceCell::new();
+        if let Some(outcome) = self.needs_no_refresh(&connection, trigger, &app).await? {
             return Ok(RefreshReport {
                 outcome,
                 connection,
@@ -268,12 +272,15 @@ impl RefreshEngine {
             LeaseAttempt::Missing => return Err(EngineError::NotFound(id.clone())),
         };
         // Re-check under the lease: another worker may have refreshed in the meantime.
-        let result = match self.needs_no_refresh(&leased, trigger).await {
+        let result = match self.needs_no_refresh(&leased, trigger, &app).await {
             Ok(Some(outcome)) => Ok(RefreshReport {
                 outcome,
                 connection: leased,
             }),
-            Ok(None) => self.refresh_under_lease(leased, &owner, trigger).await,
+            Ok(None) => {
+                self.refresh_under_lease(leased, &owner, trigger, &app)
+                    .await
+            }
             Err(e) => Err(e),
         };
         // Best effort: an unreleased lease simply expires.
@@ -288,6 +295,7 @@ impl RefreshEngine {
         &self,
         connection: &Connection,
         trigger: Trigger,
+        app: &OnceCell<OAuthApp>,
     ) -> Result<Option<Outcome>, EngineError> {
         let now = self.clock.now();
         if !connection.status.is_usable() {
@@ -312,8 +320,8 @@ impl RefreshEngine {
         {
             return Ok(Some(Outcome::CoolingDown));
         }
-        let app = self.app_of(connection).await?;
-        let rules = self.grant.rules(&app);
+        let app = self.app_of(connection, app).await?;
+        let rules = self.grant.rules(app);
         let received = connection.last_refresh_at.unwrap_or(connection.created_at);
         if now < rules.earliest_refresh(received) {
             // Too early for the provider (Exact's 570 s). A caller that needs a token still has the
@@ -326,11 +334,18 @@ impl RefreshEngine {
         Ok(None)
     }
 
-    async fn app_of(&self, connection: &Connection) -> Result<OAuthApp, EngineError> {
-        self.store
-            .get_app(&connection.tenant, &connection.app)
-            .await?
-            .ok_or_else(|| EngineError::AppMissing(connection.app.to_string()))
+    async fn app_of<'a>(
+        &self,
+        connection: &Connection,
+        app: &'a OnceCell<OAuthApp>,
+    ) -> Result<&'a OAuthApp, EngineError> {
+        app.get_or_try_init(|| async {
+            self.store
+                .get_app(&connection.tenant, &connection.app)
+                .await?
+                .ok_or_else(|| EngineError::AppMissing(connection.app.to_string()))
+        })
+        .await
     }
 
     async fn refresh_under_lease(
@@ -338,12 +353,13 @@ impl RefreshEngine {
         mut connection: Connection,
         owner: &LeaseOwner,
         trigger: Trigger,
+        app: &OnceCell<OAuthApp>,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let mut interrupted = false;
         if let Some(marker) = connection.refresh_in_flight.clone() {
             if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
-                return self.adopt(connection, owner, marker, found).await;
+                return self.adopt(connection, owner, marker, found, app).await;
             }
             if now < marker.started_at + self.settings.call_budget() {
                 // The original call may still be running: presenting its token now could spend it twice.
@@ -377,7 +393,7 @@ impl RefreshEngine {
             );
             return self.end_in_reconnect(connection, owner, reason).await;
         };
-        let app = self.app_of(&connection).await?;
+        let app = self.app_of(&connection, app).await?;
         let secret = self
             .vault
             .get_client_secret(&connection.tenant, &connection.app)
@@ -682,10 +698,11 @@ impl RefreshEngine {
         owner: &LeaseOwner,
         marker: RefreshInFlight,
         found: Credentials,
+        app: &OnceCell<OAuthApp>,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
-        let app = self.app_of(&connection).await?;
-        let rules = self.grant.rules(&app);
+        let app = self.app_of(&connection, app).await?;
+        let rules = self.grant.rules(app);
         tracing::info!(connection = %connection.id, "adopting tokens stored by an interrupted refresh");
         if let Some(tokens) = found.token_set() {
             connection.access_expires_at = Some(tokens.access_expires_at);
