@@ -259,11 +259,7 @@ impl ConnectionStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<Connection>, StoreError> {
         let listing = Listing::Connections(tenant.clone());
-        let start = page
-            .cursor
-            .as_deref()
-            .map(|cursor| listing.start_key(cursor))
-            .transpose()?;
+        let start = listing.start_of(&page)?;
         let query = self
             .client
             .query()
@@ -295,11 +291,7 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<DueConnection>, StoreError> {
         let listing = Listing::Due;
         let bound = due_bound(due_by);
-        let start = page
-            .cursor
-            .as_deref()
-            .map(|cursor| listing.start_key(cursor))
-            .transpose()?;
+        let start = listing.start_of(&page)?;
         // A cursor from a call with a later `due_by` may lie past this call's range; DynamoDB would
         // refuse it as a start key, and nothing at or before `due_by` follows it anyway.
         if start
@@ -340,11 +332,7 @@ impl ConnectionStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<AwaitingConnection>, StoreError> {
         let listing = Listing::Awaiting;
-        let start = page
-            .cursor
-            .as_deref()
-            .map(|cursor| listing.start_key(cursor))
-            .transpose()?;
+        let start = listing.start_of(&page)?;
         let query = self
             .client
             .query()
@@ -375,11 +363,7 @@ impl ConnectionStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<StatusTransition>, StoreError> {
         let listing = Listing::Transitions(id.clone());
-        let start = page
-            .cursor
-            .as_deref()
-            .map(|cursor| listing.start_key(cursor))
-            .transpose()?;
+        let start = listing.start_of(&page)?;
         let query = self
             .client
             .query()

@@ -74,6 +74,14 @@ impl Listing {
         Ok(URL_SAFE_NO_PAD.encode(json))
     }
 
+    /// Where a page request starts: after its cursor (checked), or at the beginning.
+    pub(super) fn start_of(&self, page: &PageRequest) -> Result<Option<Item>, StoreError> {
+        page.cursor
+            .as_deref()
+            .map(|cursor| self.start_key(cursor))
+            .transpose()
+    }
+
     /// The `ExclusiveStartKey` a cursor stands for, if it belongs to this listing.
     pub(super) fn start_key(&self, cursor: &str) -> Result<Item, StoreError> {
         let json = URL_SAFE_NO_PAD
