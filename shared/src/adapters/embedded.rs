@@ -51,9 +51,11 @@
 //!
 //! # Concurrency
 //!
-//! Each operation runs in `spawn_blocking`. Writes go through the store's one writer connection (a
-//! mutex, so writers of one process queue instead of spinning on the file lock) in a `BEGIN IMMEDIATE`
-//! transaction; reads use a small pool of read-only connections, which WAL lets run beside a write.
+//! Writes go through the store's one writer connection, on a thread of its own (`writer.rs`), so
+//! writers of one process queue instead of spinning on the file lock. It commits what is queued in
+//! groups: one `BEGIN IMMEDIATE` transaction and one fsync for every write waiting, each write in its
+//! own savepoint, and no caller hears "done" before that commit has returned. Reads run in
+//! `spawn_blocking` on a small pool of read-only connections, which WAL lets run beside a write.
 //! Another process's lock is waited for by SQLite's busy timeout, then by a few bounded retries; only
 //! then does the caller see `Unavailable`.
 
@@ -66,13 +68,15 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod vault;
+mod writer;
 
 use crate::ports::{StoreError, VaultError};
-use rusqlite::{Connection as Db, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection as Db, ErrorCode};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use writer::Writer;
 
 /// The embedded store. Cheap to clone: clones share the file's connections.
 #[derive(Clone)]
@@ -82,7 +86,7 @@ pub struct EmbeddedStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Db>,
+    writer: Writer,
     /// Idle read connections; more are opened on demand, at most [`IDLE_READERS`] are kept.
     readers: Mutex<Vec<Db>>,
 }
@@ -110,9 +114,12 @@ impl EmbeddedStore {
         let mut writer = with_busy_retry(|| schema::connect(&path, schema::Role::Writer))
             .map_err(|f| f.into_store(&what))?;
         with_busy_retry(|| schema::migrate(&mut writer)).map_err(|f| f.into_store(&what))?;
+        let writer = Writer::start(writer).map_err(|e| {
+            StoreError::Unavailable(format!("{what}: starting its writer thread: {e}"))
+        })?;
         let inner = Inner {
             path,
-            writer: Mutex::new(writer),
+            writer,
             readers: Mutex::new(Vec::new()),
         };
         Ok(Self {
@@ -124,23 +131,15 @@ impl EmbeddedStore {
         &self.inner.path
     }
 
-    /// Runs `job` in one `BEGIN IMMEDIATE` transaction on the writer connection; commits if it succeeds.
-    async fn write<T, F>(&self, mut job: F) -> Result<T, Failure>
+    /// Runs `job` in a `BEGIN IMMEDIATE` transaction on the writer connection, atomically: if it
+    /// returns `Ok`, its writes are kept, else none of them. Answers once the transaction committed
+    /// (durably), which it may share with other writes (see `writer.rs`); a failed commit is an `Err`.
+    async fn write<T, F>(&self, job: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut db = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            with_busy_retry(|| {
-                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let out = job(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            })
-        })
-        .await
+        self.inner.writer.run(job).await
     }
 
     /// Runs `job` on a pooled read-only connection.
@@ -206,6 +205,10 @@ enum Failure {
     Refused(StoreError),
     WriteIdReused(String),
     Cancelled,
+    /// The writer thread is gone: it stopped on a panic of its own (a bug; a job's panic is the job's).
+    WriterStopped,
+    /// Something this adapter's own logic rules out happened.
+    Bug(&'static str),
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -231,8 +234,32 @@ impl Failure {
             }
             Self::Sql(e) => format!("{operation}: {e}"),
             Self::Cancelled => format!("{operation}: the operation was cancelled"),
+            Self::WriterStopped => format!(
+                "{operation}: the store's writer stopped after an internal error; restart the broker"
+            ),
+            Self::Bug(m) => format!("{operation}: internal error: {m}"),
             Self::Refused(e) => format!("{operation}: {e}"),
             Self::Corrupt(m) | Self::WriteIdReused(m) => format!("{operation}: {m}"),
+        }
+    }
+
+    /// The same failure again, for each job of a batch that failed as a whole. An SQLite error keeps
+    /// its code (so a busy file is still seen as busy); another `rusqlite` error keeps its message.
+    fn duplicate(&self) -> Failure {
+        match self {
+            Self::Sql(rusqlite::Error::SqliteFailure(code, message)) => {
+                Self::Sql(rusqlite::Error::SqliteFailure(*code, message.clone()))
+            }
+            Self::Sql(other) => Self::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            )),
+            Self::Corrupt(m) => Self::Corrupt(m.clone()),
+            Self::Refused(e) => Self::Refused(e.clone()),
+            Self::WriteIdReused(w) => Self::WriteIdReused(w.clone()),
+            Self::Cancelled => Self::Cancelled,
+            Self::WriterStopped => Self::WriterStopped,
+            Self::Bug(m) => Self::Bug(m),
         }
     }
 
