@@ -80,6 +80,19 @@ pub enum Fence<'a> {
     Version,
     /// As `Version`, and the lease must still belong to this owner.
     Lease(&'a LeaseOwner),
+    /// As `Lease`, and the lease is given up in the same write: a refresh's last write, so it needs
+    /// no write of its own to release (each write on the embedded store waits for a disk flush).
+    LeaseReleased(&'a LeaseOwner),
+}
+
+impl<'a> Fence<'a> {
+    /// The lease owner the write is fenced by, if any.
+    pub fn owner(&self) -> Option<&'a LeaseOwner> {
+        match *self {
+            Self::Version => None,
+            Self::Lease(owner) | Self::LeaseReleased(owner) => Some(owner),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,8 +150,9 @@ pub trait ConnectionStore: Send + Sync {
     }
 
     /// Writes `connection` if the stored version still equals `connection.version` (and, for
-    /// [`Fence::Lease`], the lease is still this owner's), together with `transitions`, atomically.
-    /// The lease itself is never changed by a save. Returns the stored connection (version + 1).
+    /// [`Fence::Lease`] and [`Fence::LeaseReleased`], the lease is still this owner's), together with
+    /// `transitions`, atomically. The lease is never changed by a save, except given up under
+    /// [`Fence::LeaseReleased`]. Returns the stored connection (version + 1).
     async fn save_connection(
         &self,
         connection: &Connection,

@@ -49,6 +49,7 @@ contract!(
     apps_and_client_secrets_round_trip,
     connect_links_are_found_by_token_hash_until_they_expire,
     the_awaiting_index_holds_exactly_the_connections_waiting_for_a_person,
+    a_last_save_gives_the_lease_up_in_the_same_write,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1090,4 +1091,82 @@ async fn the_awaiting_index_holds_exactly_the_connections_waiting_for_a_person(b
             .await,
         Err(StoreError::InvalidCursor)
     ));
+}
+
+/// A refresh's last save releases its lease in the same write (with or without transitions); an
+/// owner whose lease was taken over cannot, and leaves the new owner's lease alone.
+async fn a_last_save_gives_the_lease_up_in_the_same_write(backend: Backend) {
+    let ttl = Duration::seconds(30);
+    for with_transition in [false, true] {
+        let connection = new_connection(&tenant("acme"), t0());
+        insert(&backend, &connection).await;
+        let (old, new) = (LeaseOwner::generate(), LeaseOwner::generate());
+        let LeaseAttempt::Acquired(read_by_old) = backend
+            .store
+            .acquire_lease(&connection.id, &old, t0(), ttl)
+            .await
+            .unwrap()
+        else {
+            panic!("the first lease must be granted")
+        };
+        let LeaseAttempt::Acquired(mut mine) = backend
+            .store
+            .acquire_lease(&connection.id, &new, t0() + Duration::seconds(31), ttl)
+            .await
+            .unwrap()
+        else {
+            panic!("an expired lease must be taken over")
+        };
+        let mut stale = read_by_old.clone();
+        stale.version = mine.version;
+        assert!(
+            matches!(
+                backend
+                    .store
+                    .save_connection(&stale, Fence::LeaseReleased(&old), &[])
+                    .await,
+                Err(StoreError::Conflict)
+            ),
+            "{}: the old owner is fenced off",
+            backend.name
+        );
+        mine.display_name = Some("refreshed".into());
+        let transitions = if with_transition {
+            vec![mine
+                .apply(
+                    StatusEvent::Authorized,
+                    Actor::System("test".into()),
+                    t0() + Duration::seconds(32),
+                )
+                .unwrap()]
+        } else {
+            Vec::new()
+        };
+        let saved = backend
+            .store
+            .save_connection(&mine, Fence::LeaseReleased(&new), &transitions)
+            .await
+            .unwrap();
+        assert_eq!(saved.lease, None, "{}", backend.name);
+        assert_eq!(saved.version, mine.version + 1);
+        let stored = backend
+            .store
+            .get_connection(&connection.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.lease, None, "{}", backend.name);
+        assert_eq!(stored.display_name.as_deref(), Some("refreshed"));
+        // Free at once, long before the lease would have expired.
+        let again = backend
+            .store
+            .acquire_lease(&connection.id, &old, t0() + Duration::seconds(33), ttl)
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, LeaseAttempt::Acquired(_)),
+            "{}: {again:?}",
+            backend.name
+        );
+    }
 }

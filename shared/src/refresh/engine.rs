@@ -283,9 +283,13 @@ impl RefreshEngine {
             }
             Err(e) => Err(e),
         };
-        // Best effort: an unreleased lease simply expires.
-        if let Err(e) = self.store.release_lease(id, &owner).await {
-            tracing::warn!(connection = %id, error = %e, "could not release the refresh lease; it will expire");
+        // A refresh's last save gives the lease up itself (one disk flush fewer per refresh on the
+        // embedded store); otherwise release it here. Best effort: an unreleased lease expires.
+        let released = matches!(&result, Ok(report) if report.connection.lease.is_none());
+        if !released {
+            if let Err(e) = self.store.release_lease(id, &owner).await {
+                tracing::warn!(connection = %id, error = %e, "could not release the refresh lease; it will expire");
+            }
         }
         result
     }
@@ -542,7 +546,13 @@ impl RefreshEngine {
         connection.updated_at = received_at;
         let credentials = Credentials::OAuth2(tokens);
         let saved = self
-            .commit_with_retry(connection, target, &credentials, owner, &transitions)
+            .commit_with_retry(
+                connection,
+                target,
+                &credentials,
+                Fence::LeaseReleased(owner),
+                &transitions,
+            )
             .await?;
         Ok(RefreshReport {
             outcome: Outcome::Refreshed,
@@ -558,7 +568,7 @@ impl RefreshEngine {
         connection: Connection,
         target: crate::domain::CredentialsPointer,
         credentials: &Credentials,
-        owner: &LeaseOwner,
+        fence: Fence<'_>,
         transitions: &[StatusTransition],
     ) -> Result<Connection, EngineError> {
         let mut attempt: u32 = 0;
@@ -569,7 +579,7 @@ impl RefreshEngine {
                     connection.clone(),
                     target.clone(),
                     credentials,
-                    Fence::Lease(owner),
+                    fence,
                     transitions,
                 )
                 .await
@@ -610,7 +620,13 @@ impl RefreshEngine {
             );
             connection.last_refresh_at = Some(now);
             connection = self
-                .commit_with_retry(connection, target, &Credentials::OAuth2(kept), owner, &[])
+                .commit_with_retry(
+                    connection,
+                    target,
+                    &Credentials::OAuth2(kept),
+                    Fence::Lease(owner),
+                    &[],
+                )
                 .await?;
         }
         if let Some(kind) = failure.class.reconnect_kind() {
@@ -684,7 +700,7 @@ impl RefreshEngine {
         }
         let saved = self
             .store
-            .save_connection(&connection, Fence::Lease(owner), &transitions)
+            .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
             .await?;
         Ok(RefreshReport {
             outcome: Outcome::Failed(failure.class),
@@ -724,7 +740,7 @@ impl RefreshEngine {
         }
         let saved = self
             .store
-            .save_connection(&connection, Fence::Lease(owner), &transitions)
+            .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
             .await?;
         Ok(RefreshReport {
             outcome: Outcome::Recovered,
@@ -751,7 +767,7 @@ impl RefreshEngine {
             .expect("usable");
         let saved = self
             .store
-            .save_connection(&connection, Fence::Lease(owner), &[transition])
+            .save_connection(&connection, Fence::LeaseReleased(owner), &[transition])
             .await?;
         Ok(RefreshReport {
             outcome: Outcome::ReconnectRequired(kind),

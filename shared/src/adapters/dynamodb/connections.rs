@@ -159,6 +159,10 @@ impl ConnectionStore for DynamoStore {
         // read it, exact under a lease fence (acquiring bumps the version, and only we could release).
         let written = Connection {
             version: connection.version + 1,
+            lease: match fence {
+                Fence::LeaseReleased(_) => None,
+                _ => connection.lease.clone(),
+            },
             ..connection.clone()
         };
         match self.get_connection(&connection.id).await {

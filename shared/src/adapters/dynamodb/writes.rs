@@ -59,20 +59,28 @@ impl SaveExpression {
             "SET #data = :data, #updated_at = :updated_at, #version = :next, #gsi1pk = :gsi1pk, \
              #gsi1sk = :gsi1sk"
                 .to_string();
+        let mut removed = Vec::new();
         match schedule_index_entry(connection) {
             Some((pk, sk)) => {
                 update.push_str(", #gsi2pk = :gsi2pk, #gsi2sk = :gsi2sk");
                 values.insert(":gsi2pk".into(), s(pk));
                 values.insert(":gsi2sk".into(), s(sk));
             }
-            None => update.push_str(" REMOVE #gsi2pk, #gsi2sk"),
+            None => removed.extend(["#gsi2pk", "#gsi2sk"]),
         }
         // The tenant is part of the fence: a connection never moves to another tenant.
         let mut condition = "#version = :expected AND #tenant = :tenant".to_string();
-        if let Fence::Lease(owner) = fence {
+        if let Some(owner) = fence.owner() {
             condition.push_str(" AND #lease_owner = :owner");
             names.insert("#lease_owner".into(), LEASE_OWNER.into());
             values.insert(":owner".into(), s(owner.as_str()));
+        }
+        if let Fence::LeaseReleased(_) = fence {
+            names.insert("#lease_until".into(), LEASE_UNTIL.into());
+            removed.extend(["#lease_owner", "#lease_until"]);
+        }
+        if !removed.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removed.join(", ")));
         }
         Ok(Self {
             update,

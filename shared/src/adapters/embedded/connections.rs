@@ -151,10 +151,8 @@ impl ConnectionStore for EmbeddedStore {
             next_version(connection.version, &columns.id).map_err(|f| f.into_store(OPERATION))?;
         let new_version_column =
             version_column(new_version, &columns.id).map_err(|f| f.into_store(OPERATION))?;
-        let fence_owner = match fence {
-            Fence::Version => None,
-            Fence::Lease(owner) => Some(owner.to_string()),
-        };
+        let fence_owner = fence.owner().map(|owner| owner.to_string());
+        let release = matches!(fence, Fence::LeaseReleased(_));
         let lease = self
             .write(move |db| {
                 let c = &columns;
@@ -185,6 +183,13 @@ impl ConnectionStore for EmbeddedStore {
                     c.awaiting_since
                 ])?;
                 insert_transitions(db, &c.id, &transitions)?;
+                if release {
+                    db.prepare_cached(
+                        "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                    )?
+                    .execute([&c.id])?;
+                    return Ok(None);
+                }
                 decode_lease(&format!("connection {}", c.id), lease_owner.as_deref(), lease_until.as_deref())
             })
             .await
