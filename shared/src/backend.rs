@@ -11,7 +11,9 @@ use crate::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use crate::ports::{MetadataStore, StoreError, TokenVault};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +66,26 @@ pub struct Backend {
     pub vault: Arc<dyn TokenVault>,
 }
 
+/// The SDK clients' HTTPS client: rustls on ring, the crypto provider the provider calls (reqwest) use
+/// already, so a binary carries one crypto library rather than ring and aws-lc-rs side by side. Trusts
+/// the system's root certificates, as the SDK's default client does; unlike it, ignores the
+/// HTTP(S)_PROXY variables (the functions reach AWS directly). Cheap to build: connections are made on
+/// first use.
+pub fn aws_http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// `aws_config::defaults` with the broker's HTTPS client; the starting point of every SDK
+/// configuration (the SDK crates are built without a default HTTPS client).
+pub fn aws_config_loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(aws_http_client())
+}
+
 /// SDK calls get explicit timeouts and a bounded retry: the SDK sets no operation timeout by default.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    aws_config_loader()
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
