@@ -3,9 +3,11 @@
 //! With `BROKER_TABLE` set the broker runs on AWS: DynamoDB for metadata and Secrets Manager for
 //! tokens (the standard AWS configuration applies: region, credentials, `AWS_ENDPOINT_URL` for moto
 //! or LocalStack). Without it, the embedded store keeps everything in one owner-only file, so the
-//! broker runs on a machine with no AWS account at all.
+//! broker runs on a machine with no AWS account at all. The embedded store is the `embedded` feature:
+//! the Lambda functions are built without it and need `BROKER_TABLE`.
 
 use crate::adapters::dynamodb::DynamoStore;
+#[cfg(feature = "embedded")]
 use crate::adapters::embedded::EmbeddedStore;
 use crate::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use crate::ports::{MetadataStore, StoreError, TokenVault};
@@ -99,14 +101,24 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
 }
 
 impl Backend {
+    /// Why a build without the embedded store (a Lambda function) cannot start without `BROKER_TABLE`.
+    pub const NO_EMBEDDED_STORE: &'static str = "BROKER_TABLE is not set, and this build has no \
+        embedded store (the Lambda functions link only the AWS backend): set BROKER_TABLE to the \
+        broker's DynamoDB table, or run the broker on one machine with `cargo run -p local-runner`";
+
     pub async fn connect(config: &BackendConfig) -> Result<Self, StoreError> {
         match config {
+            #[cfg(feature = "embedded")]
             BackendConfig::Embedded { path } => {
                 let store = EmbeddedStore::open(path)?;
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     vault: Arc::new(store),
                 })
+            }
+            #[cfg(not(feature = "embedded"))]
+            BackendConfig::Embedded { .. } => {
+                Err(StoreError::Unavailable(Self::NO_EMBEDDED_STORE.to_string()))
             }
             BackendConfig::Aws {
                 table,
@@ -153,6 +165,18 @@ mod tests {
                 path: PathBuf::from(".broker/broker.db")
             }
         );
+    }
+
+    #[cfg(not(feature = "embedded"))]
+    #[tokio::test]
+    async fn without_the_embedded_store_no_table_is_an_error_that_says_to_set_it() {
+        let config = BackendConfig::from_lookup(|_| None);
+        let err = match Backend::connect(&config).await {
+            Ok(_) => panic!("connected to a store this build does not have"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("set BROKER_TABLE"), "{err}");
+        assert!(err.contains("local-runner"), "{err}");
     }
 
     #[test]
