@@ -3,15 +3,19 @@
 //! With `BROKER_TABLE` set the broker runs on AWS: DynamoDB for metadata and Secrets Manager for
 //! tokens (the standard AWS configuration applies: region, credentials, `AWS_ENDPOINT_URL` for moto
 //! or LocalStack). Without it, the embedded store keeps everything in one owner-only file, so the
-//! broker runs on a machine with no AWS account at all.
+//! broker runs on a machine with no AWS account at all. The embedded store is the `embedded` feature:
+//! the Lambda functions are built without it and need `BROKER_TABLE`.
 
 use crate::adapters::dynamodb::DynamoStore;
+#[cfg(feature = "embedded")]
 use crate::adapters::embedded::EmbeddedStore;
 use crate::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use crate::ports::{MetadataStore, StoreError, TokenVault};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +68,26 @@ pub struct Backend {
     pub vault: Arc<dyn TokenVault>,
 }
 
+/// The SDK clients' HTTPS client: rustls on ring, the crypto provider the provider calls (reqwest) use
+/// already, so a binary carries one crypto library rather than ring and aws-lc-rs side by side. Trusts
+/// the system's root certificates, as the SDK's default client does; unlike it, ignores the
+/// HTTP(S)_PROXY variables (the functions reach AWS directly). Cheap to build: connections are made on
+/// first use.
+pub fn aws_http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// `aws_config::defaults` with the broker's HTTPS client; the starting point of every SDK
+/// configuration (the SDK crates are built without a default HTTPS client).
+pub fn aws_config_loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(aws_http_client())
+}
+
 /// SDK calls get explicit timeouts and a bounded retry: the SDK sets no operation timeout by default.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    aws_config_loader()
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -80,14 +101,24 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
 }
 
 impl Backend {
+    /// Why a build without the embedded store (a Lambda function) cannot start without `BROKER_TABLE`.
+    pub const NO_EMBEDDED_STORE: &'static str = "BROKER_TABLE is not set, and this build has no \
+        embedded store (the Lambda functions link only the AWS backend): set BROKER_TABLE to the \
+        broker's DynamoDB table, or run the broker on one machine with `cargo run -p local-runner`";
+
     pub async fn connect(config: &BackendConfig) -> Result<Self, StoreError> {
         match config {
+            #[cfg(feature = "embedded")]
             BackendConfig::Embedded { path } => {
                 let store = EmbeddedStore::open(path)?;
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     vault: Arc::new(store),
                 })
+            }
+            #[cfg(not(feature = "embedded"))]
+            BackendConfig::Embedded { .. } => {
+                Err(StoreError::Unavailable(Self::NO_EMBEDDED_STORE.to_string()))
             }
             BackendConfig::Aws {
                 table,
@@ -134,6 +165,18 @@ mod tests {
                 path: PathBuf::from(".broker/broker.db")
             }
         );
+    }
+
+    #[cfg(not(feature = "embedded"))]
+    #[tokio::test]
+    async fn without_the_embedded_store_no_table_is_an_error_that_says_to_set_it() {
+        let config = BackendConfig::from_lookup(|_| None);
+        let err = match Backend::connect(&config).await {
+            Ok(_) => panic!("connected to a store this build does not have"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("set BROKER_TABLE"), "{err}");
+        assert!(err.contains("local-runner"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::tools::{free_port, install_once, run, tools_dir, wait_for_port, Service};
 use anyhow::Result;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +84,7 @@ impl Moto {
 
     /// SDK configuration pointing every client at this server, with throwaway credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
+        broker_core::backend::aws_config_loader()
             .endpoint_url(&self.endpoint)
             .region(Region::new("eu-west-1"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

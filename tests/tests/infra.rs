@@ -20,6 +20,10 @@ const LINT_TOOLS: &[&str] = &[
 /// cargo-lambda drives the cross build; ziglang is the linker it uses for aarch64.
 const BUILD_TOOLS: &[&str] = &["cargo-lambda==1.9.2", "ziglang==0.17.1"];
 const ARM64_TARGET: &str = "aarch64-unknown-linux-gnu";
+/// The size target for a Lambda bootstrap (8 MB): a smaller package deploys and cold-starts faster.
+const MAX_BOOTSTRAP_BYTES: u64 = 8_000_000;
+/// The SQLite file header, present in any binary that links SQLite (the embedded store).
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3";
 
 fn venv() -> PathBuf {
     tools_dir().join("venv-infra")
@@ -245,6 +249,15 @@ fn size_of(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Whether `needle` occurs in the file's bytes.
+fn contains(path: &Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Each function, built exactly as `sam build` builds it (from the root, `--bin`), links neither the
+/// embedded store (the root's `default-members` keep local-runner's features out of the build) nor
+/// more than [`MAX_BOOTSTRAP_BYTES`].
 #[test]
 fn every_function_builds_for_arm64() {
     build_tools().unwrap();
@@ -262,6 +275,14 @@ fn every_function_builds_for_arm64() {
             "{binary}: {} ({bytes} bytes, {:.1} MiB)",
             bootstrap.display(),
             bytes as f64 / 1_048_576.0
+        );
+        assert!(
+            !contains(&bootstrap, SQLITE_MAGIC),
+            "{binary} links SQLite: the Lambda functions must be built without broker-core's `embedded` feature"
+        );
+        assert!(
+            bytes < MAX_BOOTSTRAP_BYTES,
+            "{binary} is {bytes} bytes, over the {MAX_BOOTSTRAP_BYTES}-byte target"
         );
     }
 }

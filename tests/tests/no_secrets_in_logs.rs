@@ -149,7 +149,7 @@ async fn an_unreachable_vault_fails_without_echoing_what_it_was_given() {
     ));
     // Nothing listens on this port.
     let port = broker_tests::tools::free_port();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = broker_core::backend::aws_config_loader()
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .region(aws_config::Region::new("eu-west-1"))
         .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(

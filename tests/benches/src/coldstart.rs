@@ -263,7 +263,9 @@ fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / 1_048_576.0)
 }
 
-async fn setup(aws: bool) -> anyhow::Result<(Setup, World)> {
+/// The functions on DynamoDB + Secrets Manager (moto), the only backend a Lambda build links: without
+/// BROKER_TABLE they refuse to start rather than open an embedded store.
+async fn setup() -> anyhow::Result<(Setup, World)> {
     let mut env = vec![
         ("AWS_REGION".to_string(), "eu-west-1".to_string()),
         ("AWS_DEFAULT_REGION".into(), "eu-west-1".into()),
@@ -275,21 +277,10 @@ async fn setup(aws: bool) -> anyhow::Result<(Setup, World)> {
             "https://broker.example.com".into(),
         ),
     ];
-    let stores = if aws {
-        let (stores, table, prefix) = aws_stores(&CallCounter::default()).await?;
-        env.push(("AWS_ENDPOINT_URL".into(), moto_endpoint()));
-        env.push(("BROKER_TABLE".into(), table));
-        env.push(("BROKER_SECRET_PREFIX".into(), prefix));
-        stores
-    } else {
-        let dir = broker_tests::backends::temp_dir("bench-coldstart");
-        let store = broker_core::adapters::embedded::EmbeddedStore::open(dir.join("broker.db"))?;
-        env.push(("BROKER_DATA_DIR".into(), dir.display().to_string()));
-        broker_core::backend::Backend {
-            store: Arc::new(store.clone()),
-            vault: Arc::new(store),
-        }
-    };
+    let (stores, table, prefix) = aws_stores(&CallCounter::default()).await?;
+    env.push(("AWS_ENDPOINT_URL".into(), moto_endpoint()));
+    env.push(("BROKER_TABLE".into(), table));
+    env.push(("BROKER_SECRET_PREFIX".into(), prefix));
     // Real time: the function judges token validity by the system clock.
     let world = World::starting_at(stores, None).await?;
     let connection = world.seed(1, 1).await?.remove(0);
@@ -302,7 +293,7 @@ async fn setup(aws: bool) -> anyhow::Result<(Setup, World)> {
     world.stores.store.insert_api_key(&key.record).await?;
     Ok((
         Setup {
-            label: if aws { "aws" } else { "embedded" },
+            label: "aws",
             env,
             connection: connection.id.to_string(),
             api_key: format!("Bearer {}", key.plaintext.expose()),
@@ -325,33 +316,31 @@ pub async fn bench(quick: bool, arm64: bool) -> anyhow::Result<()> {
         "  {:<17} {:<9} {:>12} {:>12} {:>10}  answer",
         "function", "store", "first inv.", "(min..max)", "peak RSS"
     );
-    for aws in [true, false] {
-        let (setup, world) = setup(aws).await?;
-        for f in FUNCTIONS {
-            let binary = release_dir().join(f);
-            let mut runs = Vec::new();
-            for _ in 0..repeats {
-                runs.push(measure(&binary, f, &setup).await?);
-            }
-            runs.sort_by_key(|m| m.to_first_invocation);
-            let mid = &runs[runs.len() / 2];
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            let peak = runs.iter().map(|m| m.peak_kib).max().unwrap_or(0);
-            let answer: String = mid.answer.chars().take(60).collect();
-            println!(
-                "  {:<17} {:<9} {:>9.1} ms {:>5.1}..{:<5.1}ms {:>6.1} MiB  {}{}",
-                f,
-                setup.label,
-                ms(mid.to_first_invocation),
-                ms(runs[0].to_first_invocation),
-                ms(runs.last().unwrap().to_first_invocation),
-                peak as f64 / 1024.0,
-                if mid.ok { "" } else { "ERROR " },
-                answer.replace('\n', " ")
-            );
+    let (setup, world) = setup().await?;
+    for f in FUNCTIONS {
+        let binary = release_dir().join(f);
+        let mut runs = Vec::new();
+        for _ in 0..repeats {
+            runs.push(measure(&binary, f, &setup).await?);
         }
-        world.sim.shutdown();
+        runs.sort_by_key(|m| m.to_first_invocation);
+        let mid = &runs[runs.len() / 2];
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let peak = runs.iter().map(|m| m.peak_kib).max().unwrap_or(0);
+        let answer: String = mid.answer.chars().take(60).collect();
+        println!(
+            "  {:<17} {:<9} {:>9.1} ms {:>5.1}..{:<5.1}ms {:>6.1} MiB  {}{}",
+            f,
+            setup.label,
+            ms(mid.to_first_invocation),
+            ms(runs[0].to_first_invocation),
+            ms(runs.last().unwrap().to_first_invocation),
+            peak as f64 / 1024.0,
+            if mid.ok { "" } else { "ERROR " },
+            answer.replace('\n', " ")
+        );
     }
+    world.sim.shutdown();
     println!("  targets: < 50 ms to first invocation, peak memory < 32 MiB");
     println!("  binary sizes (target < 8 MB):");
     for f in FUNCTIONS {
