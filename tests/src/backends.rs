@@ -73,7 +73,39 @@ pub fn shared_moto() -> &'static Moto {
 }
 
 pub fn temp_dir(label: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_folders_of_finished_runs);
     let dir = std::env::temp_dir().join(unique_name(&format!("broker-{label}")));
     std::fs::create_dir_all(&dir).expect("creating a temporary folder");
     dir
+}
+
+/// Removes the temporary folders of test processes that have ended. A test process cannot remove its
+/// own: its stores stay open (their writer threads, other clones) until it exits. Folders are named
+/// `broker-<label>-<pid>-<n>` ([`unique_name`]); one whose process no longer runs is left over.
+fn remove_folders_of_finished_runs() {
+    // Whether a process runs is read from /proc; without it nothing is known, so nothing is removed.
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("broker-") {
+            continue;
+        }
+        let mut parts = name.rsplit('-');
+        let (Some(n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let finished = n.parse::<u64>().is_ok()
+            && pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if finished && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

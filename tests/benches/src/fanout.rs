@@ -180,10 +180,7 @@ pub async fn profile(n: usize) -> anyhow::Result<()> {
         let id = &c.id;
         let connection =
             timed!("1 get_connection (read)", store.get_connection(id).await?).unwrap();
-        timed!(
-            "2 get_app (read)",
-            store.get_app(&c.tenant, &c.app).await?
-        );
+        timed!("2 get_app (read)", store.get_app(&c.tenant, &c.app).await?);
         let owner = LeaseOwner::generate();
         let leased = match timed!(
             "3 acquire_lease (write)",
