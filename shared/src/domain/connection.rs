@@ -110,6 +110,15 @@ impl FailureHistory {
     }
 }
 
+/// A connection's place in the stores' schedule indexes (see [`Connection::schedule_entry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleEntry {
+    /// The scheduled refresh should look at it at this time.
+    Due(DateTime<Utc>),
+    /// Only a person can move it on, since this time.
+    Awaiting(DateTime<Utc>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     pub id: ConnectionId,
@@ -191,6 +200,15 @@ impl Connection {
             updated_at: now,
             authorized_at: None,
             status_changed_at: Some(now),
+        }
+    }
+
+    /// Which of the stores' schedule indexes holds it (at most one): the due index while the broker has
+    /// it scheduled, else the awaiting index while it waits for a person, else neither.
+    pub fn schedule_entry(&self) -> Option<ScheduleEntry> {
+        match self.next_refresh_at {
+            Some(at) => Some(ScheduleEntry::Due(at)),
+            None => self.awaiting_person_since().map(ScheduleEntry::Awaiting),
         }
     }
 

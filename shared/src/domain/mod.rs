@@ -16,7 +16,7 @@ pub use authorization::{
 };
 pub use connection::{
     Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,
-    VaultSlot,
+    ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{EmailAddress, Identity, Recipients};

@@ -5,7 +5,7 @@ use super::errors::incomplete;
 use super::keys::*;
 use super::records::*;
 use super::{DynamoStore, Item};
-use crate::domain::{Connection, StatusTransition};
+use crate::domain::{Connection, ScheduleEntry, StatusTransition};
 use crate::ids::ConnectionId;
 use crate::ports::{Fence, StoreError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
@@ -94,12 +94,10 @@ impl SaveExpression {
 /// A connection's `gsi2` keys: in the due index while the broker has it scheduled, else in the
 /// awaiting index while only a person can fix it, else none.
 pub(super) fn schedule_index_entry(connection: &Connection) -> Option<(&'static str, String)> {
-    if let Some(at) = connection.next_refresh_at {
-        return Some((DUE_PK, due_sk(at, &connection.id)));
-    }
-    connection
-        .awaiting_person_since()
-        .map(|since| (AWAITING_PK, due_sk(since, &connection.id)))
+    connection.schedule_entry().map(|entry| match entry {
+        ScheduleEntry::Due(at) => (DUE_PK, due_sk(at, &connection.id)),
+        ScheduleEntry::Awaiting(since) => (AWAITING_PK, due_sk(since, &connection.id)),
+    })
 }
 
 /// The whole item of a new connection.

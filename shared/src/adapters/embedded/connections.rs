@@ -5,7 +5,7 @@ use super::codec::{
     time_key, version_column, ConnectionRow, Cursor, CONNECTION_COLUMNS,
 };
 use super::{EmbeddedStore, Failure};
-use crate::domain::{Connection, Lease, StatusTransition};
+use crate::domain::{Connection, Lease, ScheduleEntry, StatusTransition};
 use crate::ids::{ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{
     AwaitingConnection, ConnectionStore, DueConnection, Fence, LeaseAttempt, Page, PageRequest,
@@ -23,26 +23,28 @@ struct ConnectionColumns {
     version: i64,
     created_at: String,
     next_refresh_at: Option<String>,
-    /// Only while it is not scheduled: the two indexes never both hold a connection (see the
-    /// DynamoDB adapter's `gsi2`).
+    /// Only while it is not scheduled (`Connection::schedule_entry`): the two indexes never both hold
+    /// a connection.
     awaiting_since: Option<String>,
 }
 
 impl ConnectionColumns {
     fn of(connection: &Connection) -> Result<Self, Failure> {
+        let entry = connection.schedule_entry();
         Ok(Self {
             id: connection.id.to_string(),
             tenant: connection.tenant.to_string(),
             data: encode_connection(connection)?,
             version: version_column(connection.version, &format!("connection {}", connection.id))?,
             created_at: time_key(connection.created_at),
-            next_refresh_at: connection.next_refresh_at.map(time_key),
-            awaiting_since: connection
-                .next_refresh_at
-                .is_none()
-                .then(|| connection.awaiting_person_since())
-                .flatten()
-                .map(time_key),
+            next_refresh_at: match entry {
+                Some(ScheduleEntry::Due(at)) => Some(time_key(at)),
+                _ => None,
+            },
+            awaiting_since: match entry {
+                Some(ScheduleEntry::Awaiting(since)) => Some(time_key(since)),
+                _ => None,
+            },
         })
     }
 }

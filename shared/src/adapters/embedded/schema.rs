@@ -137,6 +137,7 @@ CREATE INDEX IF NOT EXISTS connections_awaiting ON connections (awaiting_since, 
 /// statuses wait for a person, the domain can.
 fn backfill_awaiting_since(tx: &rusqlite::Transaction<'_>) -> Result<(), Failure> {
     use super::codec::{time_key, ConnectionRow, CONNECTION_COLUMNS};
+    use crate::domain::ScheduleEntry;
     let mut waiting = Vec::new();
     {
         let mut select = tx.prepare(&format!(
@@ -145,7 +146,7 @@ fn backfill_awaiting_since(tx: &rusqlite::Transaction<'_>) -> Result<(), Failure
         let rows = select.query_map([], ConnectionRow::read)?;
         for row in rows {
             let row = row?;
-            if let Some(since) = row.decode()?.awaiting_person_since() {
+            if let Some(ScheduleEntry::Awaiting(since)) = row.decode()?.schedule_entry() {
                 waiting.push((row.id, time_key(since)));
             }
         }
