@@ -455,6 +455,14 @@ impl RefreshEngine {
         refresh_token: &crate::secret::RefreshToken,
         _trigger: Trigger,
     ) -> Result<GrantedTokens, GrantFailure> {
+        // A single-use token presented again right after a 5xx may already be spent (Exact's gateway
+        // has failed replies after issuing a new pair), and each refusal counts toward Exact's error
+        // budget: such retries are left to the schedule's backoff instead of repeated at once.
+        let retries = if self.grant.rules(app).rotating {
+            0
+        } else {
+            self.settings.retries_when_unavailable
+        };
         let mut attempt = 0;
         loop {
             let result = match tokio::time::timeout(
@@ -473,10 +481,8 @@ impl RefreshEngine {
                 Err(failure)
                     if failure.class == FailureClass::ProviderUnavailable
                         && failure.issued_refresh_token.is_none()
-                        && attempt < self.settings.retries_when_unavailable =>
+                        && attempt < retries =>
                 {
-                    // Retrying at once also catches the case where the provider issued a new pair but
-                    // its gateway failed the reply: some providers honour the old token briefly.
                     attempt += 1;
                     let pause = 500.0 * f64::from(attempt) * (1.0 + jitter_unit());
                     tokio::time::sleep(std::time::Duration::from_millis(pause as u64)).await;
@@ -608,7 +614,13 @@ impl RefreshEngine {
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         connection.refresh_in_flight = None;
-        tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        if failure.class == FailureClass::Unexpected {
+            // Not recognised: kept and retried (bounded by the hourly ceiling and `give_up_after`), but
+            // someone should look at the provider's words. Counted in RefreshFailures too.
+            tracing::warn!(connection = %connection.id, message = %failure.message, "unrecognised refresh refusal; the connection is kept and retried later");
+        } else {
+            tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        }
         // A refresh token in an error reply replaces the one just spent: keep it before anything else.
         if let Some(issued) = failure.issued_refresh_token.clone() {
             let mut kept = previous.clone();

@@ -145,6 +145,9 @@ pub struct EndpointTemplates {
     /// Exact Online's `current/Me`.
     #[serde(default)]
     pub current_user: Option<String>,
+    /// RFC 7009 token revocation, when the provider offers it and has no discovery document saying so.
+    #[serde(default)]
+    pub revocation: Option<String>,
 }
 
 /// One provider, as data.
@@ -173,6 +176,11 @@ pub struct ProviderDefinition {
     /// Send a PKCE S256 challenge.
     #[serde(default)]
     pub pkce: Option<bool>,
+    /// Hosts besides the issuer's that its discovery document may name for endpoints. Empty: every
+    /// discovered endpoint must be on the issuer's origin, so a tampered or careless document cannot
+    /// send the client secret or tokens elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovered_endpoint_hosts: Vec<String>,
     #[serde(default)]
     pub authorize_params: BTreeMap<String, String>,
     pub lifetimes: Lifetimes,
@@ -213,6 +221,7 @@ impl ProviderDefinition {
             &e.token_validation,
             &e.session_service,
             &e.current_user,
+            &e.revocation,
         ]
         .into_iter()
         .flatten()

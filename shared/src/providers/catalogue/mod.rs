@@ -254,6 +254,7 @@ impl Catalogue {
             token_validation: url(&e.token_validation)?,
             session_service: url(&e.session_service)?,
             current_user: url(&e.current_user)?,
+            revocation: url(&e.revocation)?,
         };
         let issuer = match &definition.issuer {
             Some(issuer) => Some(url(&Some(issuer.clone()))?.expect("given")),
@@ -315,6 +316,7 @@ pub struct PartialEndpoints {
     pub token_validation: Option<Url>,
     pub session_service: Option<Url>,
     pub current_user: Option<Url>,
+    pub revocation: Option<Url>,
 }
 
 /// One app's provider: its definition, its settings and concrete endpoints.
