@@ -951,6 +951,55 @@ async fn an_early_refusal_without_an_error_field_keeps_the_connection() {
     .await;
 }
 
+/// Exact caps token calls per app and user per day: the engine stops at the catalogue's budget, below
+/// the provider's cap, instead of being refused at it; the next UTC day it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_token_call_budget_is_never_exceeded() {
+    let mut catalogue = Catalogue::built_in();
+    catalogue
+        .merge_json(
+            r#"{"definitions":[{"id":"exact_online.nl","extends":"exact_online.nl",
+                "refresh":{"rotation":"single_use","expiry":{"kind":"idle","days":30},
+                           "min_interval_secs":570,"max_token_calls_per_day":3}}]}"#,
+        )
+        .unwrap();
+    let world = World::with_catalogue(broker_tests::backends::embedded(), catalogue).await;
+    world.sim.update_knobs(|k| k.exact_daily_token_cap = 3);
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    for _ in 0..3 {
+        world.advance(Duration::seconds(600));
+        let report = ctx
+            .engine
+            .refresh(&connection.id, on_demand())
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Refreshed);
+    }
+    let calls = world.sim.token_calls(Provider::Exact);
+    world.advance(Duration::seconds(600));
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::CoolingDown);
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact),
+        calls,
+        "no call made"
+    );
+    world.advance(Duration::hours(12));
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Refreshed, "a new day");
+    assert_eq!(report.connection.status, ConnectionStatus::Connected);
+}
+
 /// Runs the schedule once a day (as a stand-in for every few minutes) for `days` days.
 async fn run_daily(
     world: &World,

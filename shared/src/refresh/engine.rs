@@ -23,9 +23,12 @@
 //! ## Failures
 //! Revoked, expired or reused grants and a rejected client → reconnect required. Rate limits wait for
 //! the provider's `Retry-After`. An unavailable provider is retried within the call (bounded, with
-//! jitter) and then across runs with exponential backoff; a ceiling of failed attempts per hour stops a
-//! broken connection from storming the provider, and failing for longer than `give_up_after` ends in
-//! reconnect required. A refresh token found in an error reply is stored before anything else.
+//! jitter; never for a single-use refresh token, which the failed call may have spent) and then across
+//! runs with exponential backoff; a ceiling of failed attempts per hour stops a broken connection from
+//! storming the provider, a provider's daily cap on token calls is never reached, and failing for
+//! longer than `give_up_after` ends in reconnect required. An answer the provider gives that is not
+//! recognised keeps the connection: it is retried within those bounds and logged as a warning. A
+//! refresh token found in an error reply is stored before anything else.
 
 use super::grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{access_token_fresh, backoff, jitter_unit};
@@ -325,6 +328,15 @@ impl RefreshEngine {
             return Ok(Some(Outcome::CoolingDown));
         }
         let app = self.app_of(connection, app).await?;
+        // A provider's daily cap (Exact: 200 token calls per app and user) is never reached: the
+        // connection waits for the next day; its access token, if any, stays in use until then.
+        if self
+            .grant
+            .max_token_calls_per_day(app)
+            .is_some_and(|max| connection.token_calls.on(now) >= max)
+        {
+            return Ok(Some(Outcome::CoolingDown));
+        }
         let rules = self.grant.rules(app);
         let received = connection.last_refresh_at.unwrap_or(connection.created_at);
         if now < rules.earliest_refresh(received) {
@@ -417,6 +429,8 @@ impl RefreshEngine {
             spending,
             target: target.clone(),
         });
+        // Counted with the marker's own write: a call is counted before the provider sees it.
+        connection.token_calls.record(now);
         let connection = self
             .store
             .save_connection(&connection, Fence::Lease(owner), &[])

@@ -62,6 +62,10 @@ pub struct RefreshPolicy {
     /// (Twinfield's refresh token never expires on its own).
     #[serde(default)]
     pub health_check_secs: Option<u64>,
+    /// Token-endpoint calls the refresh engine makes per connection per UTC day, at most: below a
+    /// provider's daily cap, leaving room for connects (Exact Online: 200 per app per user per day).
+    #[serde(default)]
+    pub max_token_calls_per_day: Option<u32>,
 }
 
 impl RefreshPolicy {
@@ -304,6 +308,7 @@ mod tests {
             expiry,
             min_interval_secs: Some(570),
             health_check_secs: None,
+            max_token_calls_per_day: None,
         };
         assert_eq!(
             policy(RefreshExpiry::Idle { days: 30 }).refresh_expiry(now, None, None),
