@@ -453,10 +453,11 @@ async fn an_id_token_that_fails_any_check_is_refused() {
             "{claims}: {e}"
         );
     }
-    let mut settings = rogue.settings.lock().unwrap();
-    settings.claims = serde_json::json!({});
-    settings.foreign_key = true;
-    drop(settings);
+    {
+        let mut settings = rogue.settings.lock().unwrap();
+        settings.claims = serde_json::json!({});
+        settings.foreign_key = true;
+    }
     let e = exchange().await.unwrap_err();
     assert!(e.detail.contains("signature does not verify"), "{e}");
 }
