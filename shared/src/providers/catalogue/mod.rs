@@ -23,7 +23,11 @@
 //!
 //! Endpoints are absolute URLs or paths joined to `base_url`; `base_url` may be `{instance_url}`, taken
 //! from the app's settings (Acumatica). With an `issuer`, endpoints and settings not given explicitly
-//! come from its `/.well-known/openid-configuration`. In `authorize_params`, the value `{random}` is a
+//! come from its `/.well-known/openid-configuration` (the signing keys and the revocation endpoint
+//! too), and must be on the issuer's origin unless `discovered_endpoint_hosts` lists their host;
+//! id_tokens must name the issuer. `endpoints.revocation` names an RFC 7009 endpoint a provider
+//! without a discovery document offers; `refresh.max_token_calls_per_day` caps the refresh engine's
+//! token calls per connection per day (Exact Online). In `authorize_params`, the value `{random}` is a
 //! fresh random value per request (Twinfield's mandatory `nonce`). A definition may `extend` another
 //! and change only some fields.
 
