@@ -291,3 +291,22 @@ impl Connection {
             .is_some_and(|l| &l.owner == owner && l.expires_at > now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn daily_token_calls_count_per_utc_day() {
+        let day = Utc.with_ymd_and_hms(2026, 3, 2, 23, 0, 0).unwrap();
+        let mut calls = DailyTokenCalls::default();
+        calls.record(day);
+        calls.record(day + chrono::Duration::minutes(30));
+        assert_eq!(calls.on(day), 2);
+        let next = day + chrono::Duration::hours(2);
+        assert_eq!(calls.on(next), 0, "a new UTC day starts from zero");
+        calls.record(next);
+        assert_eq!((calls.on(next), calls.on(day)), (1, 0));
+    }
+}

@@ -116,7 +116,16 @@ impl OAuthClient {
 /// Revokes a connection's refresh token at its provider before the broker forgets it. Never fails:
 /// the disconnect proceeds whatever happens here, and the outcome goes into its history.
 pub async fn revoke_connection(ctx: &BrokerContext, connection: &Connection) -> Revocation {
-    match try_revoke(ctx, connection).await {
+    // The whole attempt (a discovery read included) stays inside the bound: the disconnect holds the
+    // connection's lease meanwhile.
+    let attempt = tokio::time::timeout(REVOCATION_TIMEOUT, try_revoke(ctx, connection));
+    let result = attempt.await.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {} s",
+            REVOCATION_TIMEOUT.as_secs()
+        ))
+    });
+    match result {
         Ok(outcome) => outcome,
         Err(why) => {
             tracing::warn!(connection = %connection.id, error = %why, "token revocation on disconnect failed");
