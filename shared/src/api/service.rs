@@ -344,10 +344,14 @@ impl IntegrationApi {
         mut connection: Connection,
         owner: &LeaseOwner,
     ) -> Result<Connection, ApiError> {
+        // RFC 7009: end the grant at the provider too, while the broker still holds the token.
+        let revocation =
+            crate::providers::revocation::revoke_connection(&self.ctx, &connection).await;
         let now = self.ctx.clock.now();
-        let transition = connection
+        let mut transition = connection
             .apply(StatusEvent::Disconnect, caller.actor(), now)
             .map_err(|e| ApiError::new(ProblemKind::ConnectionDisconnected, e.to_string()))?;
+        transition.reason = format!("{}; {}", transition.reason, revocation.describe());
         connection.credentials = None;
         connection.access_expires_at = None;
         connection.refresh_expires_at = None;

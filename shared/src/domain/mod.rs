@@ -16,8 +16,8 @@ pub use authorization::{
     PendingAuthorization,
 };
 pub use connection::{
-    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,
-    ScheduleEntry, VaultSlot,
+    Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
+    RefreshInFlight, ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{EmailAddress, Identity, Recipients};
