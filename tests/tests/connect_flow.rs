@@ -1331,4 +1331,47 @@ on_both_backends!(
     a_connection_that_needs_reconnecting_is_reconnected,
     a_legacy_twinfield_connection_is_reconnected,
     an_expired_link_is_refused,
+    head_requests_have_no_side_effects,
 );
+
+/// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
+/// spends nothing: the same state and code still complete the connection once, afterwards.
+async fn head_requests_have_no_side_effects(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let before = world.snapshot(&connection).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let head = browser().head(link.clone()).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(
+        head.headers().get("set-cookie").is_none(),
+        "no authorization started"
+    );
+    let attempt = world.authorize(&link).await;
+    let calls = world
+        .sim()
+        .token_calls(provider_simulators::Provider::Exact);
+    let head = attempt
+        .browser
+        .head(attempt.callback.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls,
+        "HEAD exchanged no code"
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    let page = world.finish(&attempt).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls + 1
+    );
+    world.check_logs();
+}
