@@ -51,9 +51,11 @@ pub fn status_of(error: &ConnectError) -> StatusCode {
         | ConnectError::LinkUnknown
         | ConnectError::StateUnknown
         | ConnectError::WrongBrowser => StatusCode::BAD_REQUEST,
-        ConnectError::LinkExpired | ConnectError::StateExpired | ConnectError::ConnectionGone => {
-            StatusCode::GONE
-        }
+        ConnectError::LinkExpired
+        | ConnectError::LinkSpent { .. }
+        | ConnectError::LinkReplaced { .. }
+        | ConnectError::StateExpired
+        | ConnectError::ConnectionGone => StatusCode::GONE,
         // The person said no, or is the wrong person or organisation: understood, and refused.
         ConnectError::Denied { .. }
         | ConnectError::IdentityMismatch { .. }

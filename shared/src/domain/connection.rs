@@ -213,6 +213,12 @@ pub struct Connection {
     /// Cleared once the budget has room again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_limited_since: Option<DateTime<Utc>>,
+    /// Only connect links of this generation work. It moves on when a newer link is issued (which
+    /// retires the older ones) and when a person completes an authorization (which spends them all), so
+    /// a forwarded or old link cannot re-authorize the connection. A counter, not a time: a link issued
+    /// and spent within one clock tick must still be told apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub link_generation: u64,
 }
 
 impl Connection {
@@ -252,6 +258,7 @@ impl Connection {
             status_changed_at: Some(now),
             vault_writes: VaultWriteBudget::default(),
             refresh_limited_since: None,
+            link_generation: 0,
         }
     }
 
@@ -302,6 +309,16 @@ impl Connection {
         Ok(transition)
     }
 
+    /// Whether a link of `generation` still works: the newest issued, and none completed since.
+    pub fn link_is_current(&self, generation: u64) -> bool {
+        generation == self.link_generation
+    }
+
+    /// Spends every link issued so far (a person completed an authorization).
+    pub fn spend_links(&mut self) {
+        self.link_generation += 1;
+    }
+
     pub fn lease_held_by(&self, owner: &LeaseOwner, now: DateTime<Utc>) -> bool {
         self.lease
             .as_ref()
@@ -326,4 +343,8 @@ mod tests {
         calls.record(next);
         assert_eq!((calls.on(next), calls.on(day)), (1, 0));
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
