@@ -344,6 +344,34 @@ async fn twinfield_rotating_refresh_tokens_are_followed() {
     client.refresh(&refreshed, None).await.unwrap();
 }
 
+/// Twinfield reads HTTP Basic as its article builds it: plain `client_id:client_secret`, split at the
+/// first colon, nothing URL-decoded. A secret with characters the RFC 6749 encoding would escape (and a
+/// colon, which only the id may not hold) must still authenticate the code exchange and the refresh.
+#[tokio::test]
+async fn twinfield_client_secret_with_reserved_characters_authenticates() {
+    let env = env().await;
+    let secret = "p+q/r=s&t%25u v:w*x~y";
+    env.sim.register_twinfield_client(ClientRegistration {
+        client_id: "tw-odd".into(),
+        client_secret: secret.into(),
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    let client = env.client(ProviderSettings::Twinfield, "tw-odd", secret);
+    let authorized = env.connect(&client).await;
+    let refreshed = client.refresh(&authorized.tokens, None).await.unwrap();
+    assert_ne!(
+        refreshed.access_token.expose(),
+        authorized.tokens.access_token.expose()
+    );
+    // The same secret, form-encoded first as RFC 6749 2.3.1 would have it, is refused: the simulator
+    // decodes nothing, as the real login service.
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let wrong = env.client(ProviderSettings::Twinfield, "tw-odd", &encoded);
+    let e = wrong.refresh(&authorized.tokens, None).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ClientMisconfigured, "{e}");
+    assert_clean(&e, &[secret, &encoded]);
+}
+
 #[tokio::test]
 async fn twinfield_token_errors_are_classified() {
     let env = env().await;

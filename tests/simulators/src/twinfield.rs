@@ -77,7 +77,7 @@ async fn consent(AxState(sim): AxState<Sim>, Form(form): Form<Params>) -> Respon
 
 async fn token(AxState(sim): AxState<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     let form = oc::parse_form(&body);
-    let Some((client_id, secret)) = oc::basic_credentials(&headers) else {
+    let Some((client_id, secret)) = oc::basic_credentials_unencoded(&headers) else {
         return oc::oauth_error(
             400,
             "invalid_client",

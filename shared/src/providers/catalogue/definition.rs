@@ -11,12 +11,19 @@ use std::collections::BTreeMap;
 /// The `authorize_params` value that stands for a fresh random value per request.
 pub const RANDOM_PARAM: &str = "{random}";
 
-/// How the client authenticates at the token endpoint.
+/// How the client authenticates at the token endpoint. Servers disagree on the Basic header, so which
+/// Basic is a per-provider choice: a secret with a character outside `A-Za-z0-9-._*` reaches the server
+/// intact only in the encoding it decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
-    /// HTTP Basic `client_id:client_secret` (`client_secret_basic`).
+    /// HTTP Basic as RFC 6749 §2.3.1 defines `client_secret_basic`: id and secret are each
+    /// form-urlencoded, then joined with `:` and base64-encoded. What OpenID Connect discovery means.
     Basic,
+    /// HTTP Basic over the plain `client_id:client_secret`, not form-encoded first. Twinfield's help
+    /// article "How to create an authorization string" builds it this way, and its IdentityServer-based
+    /// login service does not URL-decode the parts, so the RFC encoding breaks such secrets there.
+    BasicUnencoded,
     /// `client_id` and `client_secret` in the form body (`client_secret_post`).
     Body,
 }

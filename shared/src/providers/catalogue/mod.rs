@@ -363,7 +363,7 @@ mod tests {
             assert_eq!(r.definition.client_auth, Some(ClientAuth::Body));
         }
         let t = c.resolve(&ProviderSettings::Twinfield).unwrap();
-        assert_eq!(t.definition.client_auth, Some(ClientAuth::Basic));
+        assert_eq!(t.definition.client_auth, Some(ClientAuth::BasicUnencoded));
         assert_eq!(
             t.definition
                 .authorize_params
