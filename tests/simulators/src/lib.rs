@@ -110,7 +110,7 @@ pub use accounts::{
     TwinfieldOrganisation, TwinfieldUser, EXACT_COUNTRIES,
 };
 pub use clock::SimClock;
-pub use config::{Knobs, SimulatorConfig};
+pub use config::{FaultLanguage, InvalidTokenLogon, Knobs, SimulatorConfig};
 pub use control::{Control, MintRequest, MintedTokens};
 pub use error::SimulatorError;
 pub use faults::{FaultAction, FaultRule, FaultTrigger, EXTRACT_VARIABLES_FAULT, ROUTE_KEYS};

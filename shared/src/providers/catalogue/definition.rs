@@ -188,6 +188,10 @@ pub struct ProviderDefinition {
     /// Checked before the RFC 6749 defaults when classifying an error answer.
     #[serde(default)]
     pub error_rules: Vec<ErrorRule>,
+    /// Where the provider may say an organisation's services are (Twinfield's `twf.clusterUrl` and a
+    /// logon's `<cluster>`), as [`super::OriginPattern`]s; a URL outside them is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_origins: Vec<String>,
 }
 
 impl ProviderDefinition {
@@ -268,6 +272,10 @@ impl ProviderDefinition {
                     "{id}: authorize parameter {name} is set by the client itself"
                 ));
             }
+        }
+        for pattern in &self.cluster_origins {
+            super::OriginPattern::parse(pattern)
+                .map_err(|e| CatalogueError(format!("{id}: {e}")))?;
         }
         if self.lifetimes.access_token_secs == 0 {
             return err(format!(
