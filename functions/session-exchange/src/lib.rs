@@ -158,14 +158,31 @@ async fn session(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Stri
     .await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionQuery {
+    /// A company to select on the session (one pooled session per company).
+    company: Option<String>,
+}
+
 async fn twinfield_session(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<TwinfieldSessionQuery>, QueryRejection>,
 ) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.twinfield_session(&caller, &id).await?))
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                format!("the query string is not valid ({e}): the only parameter is ?company=<company code>"),
+            )
+        })?;
+        let grant = api
+            .twinfield_session(&caller, &id, q.company.as_deref())
+            .await?;
+        Ok((StatusCode::OK, grant))
     })
     .await
 }

@@ -1,29 +1,43 @@
-//! `POST /v1/connections/{id}/twinfield-session`: a Twinfield SOAP session, opened with
+//! `POST /v1/connections/{id}/twinfield-session[?company=CODE]`: a Twinfield SOAP session, opened with
 //! `AccessTokenLogon` (OAuth 2.0 connections) or `OAuthLogon` (OAuth 1.0-era credentials, with the
-//! app's client id and secret as consumer key and secret). Every `LogonResult` maps to an answer:
+//! app's client id and secret as consumer key and secret), then kept in the process's session pool
+//! (see [`crate::providers::twinfield_session::SessionPool`]) and handed out again while Twinfield
+//! keeps it alive. The answer says until when it lives unused (`idle_expires_at`).
 //!
-//! | result | answer |
-//! |---|---|
-//! | `Ok` (nextAction `None`) | the session id and cluster |
-//! | `Ok` with nextAction `SMSLogon` / `ChangePassword` | `twinfield-logon-refused`, naming it |
-//! | `TokenInvalid`, `Invalid`, `OAuth2AuthenticationRequired` | status `reconnect_required`; `reconnect-required` |
-//! | `Blocked`, `Disabled`, `Deleted`, `OrganisationInactive` | status `disabled`; `connection-disabled` |
-//! | `NoAvailableCompanies`, `ClientInvalid`, `Untrusted` | `twinfield-logon-refused`, naming the cause |
-//! | `Failed` | `temporarily-unavailable` |
+//! Every `LogonResult` maps to an answer through its [`LogonVerdict`]:
+//!
+//! | result | answer | connection |
+//! |---|---|---|
+//! | `Ok` | the session id and cluster | unchanged |
+//! | `Ok` with nextAction `SMSLogon` / `ChangePassword` (OAuthLogon) | `twinfield-logon-refused`, naming it | unchanged |
+//! | `Untrusted`, `NoAvailableCompanies` | `twinfield-logon-refused`, naming the cause | unchanged |
+//! | `Blocked` (maintenance), `Failed` | `temporarily-unavailable` (503, `Retry-After`) | unchanged |
+//! | `TokenInvalid`, fault 354 (OAuth 2.0) | the token is refreshed once (single flight) and the logon retried; only a failing refresh needs a person | unchanged unless the refresh fails for good |
+//! | `TokenInvalid` (legacy), `Invalid`, `ClientInvalid`, `OAuth2AuthenticationRequired` | `reconnect-required` | `reconnect_required` |
+//! | `Disabled`, `Deleted`, `OrganisationInactive` | `connection-disabled` | `disabled` |
 
 use super::problem::{ApiError, ProblemKind};
 use super::service::{record_handout, Caller, IntegrationApi};
 use super::types::TwinfieldSessionGrant;
 use crate::domain::{
-    Connection, Credentials, ProviderKind, ReconnectKind, ReconnectReason, StatusEvent,
+    Connection, Credentials, ProviderKind, ReconnectKind, ReconnectReason, StatusEvent, TokenSet,
 };
-use crate::providers::{LegacyConsumer, Logon, LogonResult, NextAction, SessionError};
+use crate::providers::{
+    LegacyConsumer, Logon, LogonVerdict, NextAction, PoolKey, PooledSession, SelectCompanyResult,
+    SessionError, TwinfieldSession, TwinfieldSessionClient,
+};
+use crate::refresh::{Outcome, Trigger};
+use chrono::Duration;
+
+/// Twinfield's session idle time when the catalogue does not say (ASP.NET's default; unpublished).
+const DEFAULT_SESSION_IDLE_SECS: u64 = 20 * 60;
 
 impl IntegrationApi {
     pub async fn twinfield_session(
         &self,
         caller: &Caller,
         id: &str,
+        company: Option<&str>,
     ) -> Result<TwinfieldSessionGrant, ApiError> {
         let connection = self.connection_for(caller, id).await?;
         if connection.provider != ProviderKind::Twinfield {
@@ -35,29 +49,226 @@ impl IntegrationApi {
                 ),
             ));
         }
+        let company = company.map(company_code).transpose()?;
         let (connection, credentials) = self.fresh_credentials(connection).await?;
-        let sessions = self.ctx.providers.twinfield_sessions().map_err(|e| {
-            ApiError::internal("the Twinfield session client could not be built", e)
-        })?;
-        let (answer, logon_kind) = match &credentials {
-            Credentials::OAuth2(tokens) => (
-                sessions.access_token_logon(&tokens.access_token).await,
-                "oauth2",
-            ),
+        let sessions = self.session_client()?;
+        let key = PoolKey {
+            connection: connection.id.clone(),
+            company: company.clone(),
+        };
+        // Held while the session is checked or opened: one logon per connection and company at a time.
+        let slot = self.ctx.providers.twinfield_pool().slot(key);
+        let mut pooled = slot.lock().await;
+        let kind = logon_kind(&credentials);
+        let grant = connection.grant_started_at();
+        // An outage while checking leaves the entry in place (`?`); a dead or foreign one goes.
+        if let Some(existing) = pooled.clone().filter(|p| p.serves(grant, kind)) {
+            if let Some(alive) = self.still_alive(&sessions, existing).await? {
+                let answer = self.hand_out(caller, &connection, &alive, company);
+                *pooled = Some(alive);
+                return Ok(answer);
+            }
+        }
+        *pooled = None;
+        let (connection, opened) = self
+            .open_session(caller, connection, credentials, &sessions)
+            .await?;
+        if let Some(code) = &company {
+            self.select_company(&sessions, &opened, code).await?;
+        }
+        let fresh = PooledSession {
+            session: opened,
+            grant_started_at: connection.grant_started_at(),
+            logon: kind,
+            touched_at: self.ctx.clock.now(),
+        };
+        let answer = self.hand_out(caller, &connection, &fresh, company);
+        *pooled = Some(fresh);
+        Ok(answer)
+    }
+
+    fn session_client(&self) -> Result<TwinfieldSessionClient, ApiError> {
+        self.ctx
+            .providers
+            .twinfield_sessions()
+            .map_err(|e| ApiError::internal("the Twinfield session client could not be built", e))
+    }
+
+    /// The pooled session if Twinfield still has it: trusted as it is when the broker touched it a
+    /// moment ago, else proven (and its idle time restarted) with `KeepAlive`. `None`: it is gone.
+    async fn still_alive(
+        &self,
+        sessions: &TwinfieldSessionClient,
+        mut pooled: PooledSession,
+    ) -> Result<Option<PooledSession>, ApiError> {
+        let now = self.ctx.clock.now();
+        let settings = self.ctx.providers.twinfield_pool().settings();
+        if !pooled.needs_recheck(now, settings) {
+            return Ok(Some(pooled));
+        }
+        match sessions.keep_alive(&pooled.session).await {
+            Ok(()) => {
+                pooled.touched_at = self.ctx.clock.now();
+                Ok(Some(pooled))
+            }
+            // An outage says nothing about the session; the next request checks again.
+            Err(e) if e.is_transient() => Err(session_error_problem(&e)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn hand_out(
+        &self,
+        caller: &Caller,
+        connection: &Connection,
+        pooled: &PooledSession,
+        company: Option<String>,
+    ) -> TwinfieldSessionGrant {
+        let idle = Duration::seconds(self.session_idle_secs() as i64);
+        let idle_expires_at = pooled.touched_at + idle;
+        record_handout(
+            caller,
+            &connection.id,
+            "twinfield_session",
+            self.ctx.clock.now(),
+            Some(idle_expires_at),
+        );
+        TwinfieldSessionGrant {
+            connection_id: connection.id.to_string(),
+            session_id: pooled.session.session_id.expose().to_string(),
+            cluster_url: pooled.session.cluster_url.base().to_string(),
+            logon: pooled.logon.into(),
+            company,
+            idle_expires_at,
+            idle_timeout_secs: idle.num_seconds(),
+        }
+    }
+
+    fn session_idle_secs(&self) -> u64 {
+        let catalogue = self.ctx.providers.catalogue();
+        catalogue
+            .get("twinfield")
+            .and_then(|d| d.lifetimes.session_idle_secs)
+            .unwrap_or(DEFAULT_SESSION_IDLE_SECS)
+    }
+
+    /// Logs on and turns the answer into a session, or into the problem (and status change) its
+    /// verdict calls for.
+    async fn open_session(
+        &self,
+        caller: &Caller,
+        connection: Connection,
+        credentials: Credentials,
+        sessions: &TwinfieldSessionClient,
+    ) -> Result<(Connection, TwinfieldSession), ApiError> {
+        let (connection, logon) = match credentials {
+            Credentials::OAuth2(tokens) => {
+                self.access_token_logon(caller, connection, tokens, sessions)
+                    .await?
+            }
             Credentials::TwinfieldLegacy(legacy) => {
                 let consumer = self.legacy_consumer(&connection).await?;
-                (sessions.oauth_logon(&consumer, legacy).await, "legacy")
+                match sessions.oauth_logon(&consumer, &legacy).await {
+                    Ok(logon) => (connection, logon),
+                    // Legacy credentials cannot be refreshed: a refused token needs a person.
+                    Err(SessionError::AccessTokenInvalid { message }) => {
+                        let reason = ReconnectReason::new(ReconnectKind::GrantRevoked, message);
+                        return Err(self.reconnect(caller, connection, reason).await);
+                    }
+                    Err(e) => return Err(session_error_problem(&e)),
+                }
             }
         };
-        let logon = match answer {
-            Ok(logon) => logon,
-            Err(SessionError::AccessTokenInvalid { message }) => {
-                let reason = ReconnectReason::new(ReconnectKind::GrantRevoked, message);
-                return Err(self.reconnect(caller, connection, reason).await);
-            }
-            Err(e) => return Err(session_error_problem(&e)),
+        let session = self.map_logon(caller, connection.clone(), logon).await?;
+        Ok((connection, session))
+    }
+
+    /// `AccessTokenLogon`; a token Twinfield rejects (`TokenInvalid` or fault 354) is refreshed once
+    /// through the refresh engine and the logon tried again. The rejection alone never needs a
+    /// person: only the refresh failing for good does, and the engine records that.
+    async fn access_token_logon(
+        &self,
+        caller: &Caller,
+        connection: Connection,
+        tokens: TokenSet,
+        sessions: &TwinfieldSessionClient,
+    ) -> Result<(Connection, Logon), ApiError> {
+        let first = sessions.access_token_logon(&tokens.access_token).await;
+        if !token_rejected(&first) {
+            return first
+                .map(|logon| (connection, logon))
+                .map_err(|e| session_error_problem(&e));
+        }
+        let (connection, tokens) = self.refresh_rejected(caller, connection).await?;
+        let second = sessions.access_token_logon(&tokens.access_token).await;
+        if token_rejected(&second) {
+            return Err(ApiError::new(
+                ProblemKind::ProviderError,
+                "Twinfield rejected the access token again right after it was refreshed; the connection is unchanged: retry later, and report it if it persists",
+            )
+            .retry_after(60));
+        }
+        second
+            .map(|logon| (connection, logon))
+            .map_err(|e| session_error_problem(&e))
+    }
+
+    /// Refreshes a token the provider rejected, once for all who saw it rejected (the engine's single
+    /// flight), and returns the connection and its new tokens.
+    async fn refresh_rejected(
+        &self,
+        caller: &Caller,
+        connection: Connection,
+    ) -> Result<(Connection, TokenSet), ApiError> {
+        let id = connection.id.clone();
+        // Until the engine knows which credentials were rejected, ask for a token valid for longer
+        // than any Twinfield token is: the engine refreshes (single flight) whatever it holds.
+        let trigger = Trigger::OnDemand {
+            min_validity: Duration::days(1),
         };
-        self.map_logon(caller, connection, logon, logon_kind).await
+        let report = self
+            .ctx
+            .engine
+            .refresh(&id, trigger)
+            .await
+            .map_err(|e| ApiError::internal("the token could not be refreshed", e))?;
+        match report.outcome {
+            Outcome::Refreshed | Outcome::Recovered | Outcome::AlreadyFresh => {}
+            Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
+                self.forget_sessions(&id);
+                return Err(ApiError::new(
+                    ProblemKind::ReconnectRequired,
+                    "Twinfield rejected the access token and refreshing it failed: the connection needs a person, open its reconnect link",
+                ));
+            }
+            other => return Err(refresh_not_done(other)),
+        }
+        let connection = self.connection_for(caller, id.as_str()).await?;
+        let (connection, credentials) = self.fresh_credentials(connection).await?;
+        match credentials {
+            Credentials::OAuth2(tokens) => Ok((connection, tokens)),
+            Credentials::TwinfieldLegacy(_) => Err(ApiError::new(
+                ProblemKind::TemporarilyUnavailable,
+                "the connection's credentials changed while its session was opened: retry",
+            )
+            .retry_after(1)),
+        }
+    }
+
+    async fn select_company(
+        &self,
+        sessions: &TwinfieldSessionClient,
+        session: &TwinfieldSession,
+        company: &str,
+    ) -> Result<(), ApiError> {
+        match sessions.select_company(session, company).await {
+            Ok(SelectCompanyResult::Ok) => Ok(()),
+            Ok(SelectCompanyResult::Invalid) => Err(ApiError::new(
+                ProblemKind::ValidationFailed,
+                format!("Twinfield does not know company {company:?} for this connection's user: check the company code"),
+            )),
+            Err(e) => Err(session_error_problem(&e)),
+        }
     }
 
     async fn legacy_consumer(&self, connection: &Connection) -> Result<LegacyConsumer, ApiError> {
@@ -93,74 +304,62 @@ impl IntegrationApi {
         caller: &Caller,
         connection: Connection,
         logon: Logon,
-        logon_kind: &str,
-    ) -> Result<TwinfieldSessionGrant, ApiError> {
-        use LogonResult as R;
+    ) -> Result<TwinfieldSession, ApiError> {
         let result = logon.result;
+        let said = || format!("Twinfield answered {result}: {}", result.explain());
         let refused = |cause: String| ApiError::new(ProblemKind::TwinfieldLogonRefused, cause);
-        match result {
-            R::Ok => match logon.next_action {
-                NextAction::SMSLogon => Err(refused(
-                    "Twinfield requires this user to complete an SMS log-on first (nextAction SMSLogon): the user must log on to Twinfield interactively, then retry".into(),
-                )),
-                NextAction::ChangePassword => Err(refused(
-                    "Twinfield requires this user to change their password first (nextAction ChangePassword): the user must do so in Twinfield, then retry".into(),
-                )),
-                NextAction::None => match logon.session() {
-                    Some(session) => {
-                        record_handout(
-                            caller,
-                            &connection.id,
-                            "twinfield_session",
-                            self.ctx.clock.now(),
-                            None,
-                        );
-                        Ok(TwinfieldSessionGrant {
-                            connection_id: connection.id.to_string(),
-                            session_id: session.session_id.expose().to_string(),
-                            cluster_url: session.cluster_url.base().to_string(),
-                            logon: logon_kind.into(),
-                        })
-                    }
-                    None => Err(ApiError::new(
-                        ProblemKind::ProviderError,
-                        "Twinfield answered Ok but sent no session id or cluster: retry",
-                    )),
-                },
-            },
-            R::TokenInvalid | R::Invalid | R::OAuth2AuthenticationRequired => {
-                let kind = if result == R::OAuth2AuthenticationRequired {
-                    ReconnectKind::LegacyCredentialsRetired
-                } else {
-                    ReconnectKind::GrantRevoked
-                };
-                let reason = ReconnectReason::new(
-                    kind,
-                    format!("Twinfield answered {result}: {}", result.explain()),
-                );
-                Err(self.reconnect(caller, connection, reason).await)
-            }
-            R::Blocked | R::Disabled | R::Deleted | R::OrganisationInactive => {
-                let reason = format!("Twinfield answered {result}: {}", result.explain());
-                let event = StatusEvent::ProviderDisabled {
-                    reason: reason.clone(),
-                };
-                self.credentials.forget(&connection.id);
-                self.record_event(caller, connection, event).await?;
-                Err(ApiError::new(
-                    ProblemKind::ConnectionDisabled,
-                    format!("{reason} Resolve it in Twinfield, then reconnect the connection."),
-                ))
-            }
-            R::NoAvailableCompanies | R::ClientInvalid | R::Untrusted => Err(refused(format!(
+        match logon.verdict() {
+            LogonVerdict::Ok => logon.session().ok_or_else(|| {
+                ApiError::new(
+                    ProblemKind::ProviderError,
+                    "Twinfield answered Ok but sent no session id or cluster: retry",
+                )
+            }),
+            LogonVerdict::PersonMustAct => Err(refused(next_action_cause(logon.next_action))),
+            LogonVerdict::Refused => Err(refused(format!(
                 "Twinfield refused the logon with {result}: {}",
                 result.explain()
             ))),
-            R::Failed => Err(ApiError::new(
-                ProblemKind::TemporarilyUnavailable,
-                "Twinfield answered Failed: the log-on failed at Twinfield; retry later",
+            // Maintenance or a passing failure at Twinfield: nothing is wrong with the connection.
+            LogonVerdict::RetryLater => {
+                let default = if result == crate::providers::LogonResult::Blocked {
+                    300
+                } else {
+                    30
+                };
+                let wait = logon.retry_after.map_or(default, |d| d.as_secs().max(1));
+                Err(ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    format!("{} Retry later.", said()),
+                )
+                .retry_after(wait))
+            }
+            // Reached only when a refreshed token is refused again: the connection stays as it is.
+            LogonVerdict::RefreshAccessToken => Err(ApiError::new(
+                ProblemKind::ProviderError,
+                format!("{} The token was just refreshed; retry later.", said()),
             )
-            .retry_after(30)),
+            .retry_after(60)),
+            LogonVerdict::Reconnect(kind) => {
+                let reason = ReconnectReason::new(kind, said());
+                Err(self.reconnect(caller, connection, reason).await)
+            }
+            LogonVerdict::Disabled => Err(self.disable(caller, connection, said()).await),
+        }
+    }
+
+    async fn disable(&self, caller: &Caller, connection: Connection, reason: String) -> ApiError {
+        self.credentials.forget(&connection.id);
+        self.forget_sessions(&connection.id);
+        let event = StatusEvent::ProviderDisabled {
+            reason: reason.clone(),
+        };
+        match self.record_event(caller, connection, event).await {
+            Ok(_) => ApiError::new(
+                ProblemKind::ConnectionDisabled,
+                format!("{reason} Resolve it in Twinfield, then reconnect the connection."),
+            ),
+            Err(e) => e,
         }
     }
 
@@ -173,6 +372,7 @@ impl IntegrationApi {
         reason: ReconnectReason,
     ) -> ApiError {
         self.credentials.forget(&connection.id);
+        self.forget_sessions(&connection.id);
         let detail = format!(
             "{} Ask POST /v1/connections/{{id}}/reconnect-link for a link.",
             reason.explain()
@@ -185,6 +385,62 @@ impl IntegrationApi {
             Err(e) => e,
         }
     }
+
+    fn forget_sessions(&self, connection: &crate::ids::ConnectionId) {
+        self.ctx.providers.twinfield_pool().forget(connection);
+    }
+}
+
+fn logon_kind(credentials: &Credentials) -> &'static str {
+    match credentials {
+        Credentials::OAuth2(_) => "oauth2",
+        Credentials::TwinfieldLegacy(_) => "legacy",
+    }
+}
+
+/// Twinfield rejected the access token: `TokenInvalid`, or the 354 fault.
+fn token_rejected(answer: &Result<Logon, SessionError>) -> bool {
+    match answer {
+        Ok(logon) => logon.verdict() == LogonVerdict::RefreshAccessToken,
+        Err(e) => matches!(e, SessionError::AccessTokenInvalid { .. }),
+    }
+}
+
+fn next_action_cause(action: NextAction) -> String {
+    match action {
+        NextAction::SMSLogon => "Twinfield requires this user to complete an SMS log-on first (nextAction SMSLogon): the user must log on to Twinfield interactively, then retry".into(),
+        NextAction::ChangePassword => "Twinfield requires this user to change their password first (nextAction ChangePassword): the user must do so in Twinfield, then retry".into(),
+        NextAction::None => "Twinfield asked for an action first: log on to Twinfield interactively, then retry".into(),
+    }
+}
+
+/// A company code as Twinfield's `SelectCompany` takes it.
+fn company_code(raw: &str) -> Result<String, ApiError> {
+    let code = raw.trim();
+    let fine = !code.is_empty()
+        && code.len() <= 40
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if fine {
+        Ok(code.to_string())
+    } else {
+        Err(ApiError::new(
+            ProblemKind::ValidationFailed,
+            "company must be a Twinfield company code (1 to 40 letters, digits, '-', '_' or '.')",
+        ))
+    }
+}
+
+/// A refresh the engine did not do now, as the problem to answer with.
+fn refresh_not_done(outcome: Outcome) -> ApiError {
+    let (detail, wait) = match outcome {
+        Outcome::Busy => ("another worker is refreshing this connection's token: retry in a few seconds".to_string(), 5),
+        Outcome::CoolingDown | Outcome::NotDue => ("refreshing this connection failed repeatedly in the last hour and is cooling down: retry later".to_string(), 300),
+        Outcome::Failed(class) => (format!("Twinfield rejected the access token and refreshing it failed ({}); the broker retries on its own: try again later", class.as_str()), 60),
+        other => (format!("the token could not be refreshed ({}): retry later", other.label()), 30),
+    };
+    ApiError::new(ProblemKind::TemporarilyUnavailable, detail).retry_after(wait)
 }
 
 /// A session-service failure as a problem. The errors carry no token or session id.
@@ -203,5 +459,18 @@ pub(super) fn session_error_problem(e: &SessionError) -> ApiError {
             ProblemKind::ProviderError,
             format!("{e}: retry, and report it if it persists"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn company_codes_are_checked() {
+        assert_eq!(company_code(" NL001 ").unwrap(), "NL001");
+        for bad in ["", "a b", "x<y>", &"x".repeat(41)] {
+            assert!(company_code(bad).is_err(), "{bad:?}");
+        }
     }
 }

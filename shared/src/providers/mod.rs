@@ -36,6 +36,7 @@ pub use oauth::{
 };
 pub use token_response::IdTokenClaims;
 pub use twinfield_session::{
-    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, SelectCompanyResult,
-    SessionError, SoapFault, TwinfieldSession, TwinfieldSessionClient,
+    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, PoolKey, PoolSettings,
+    PooledSession, SelectCompanyResult, SessionError, SessionPool, SoapFault, TwinfieldSession,
+    TwinfieldSessionClient,
 };

@@ -66,7 +66,7 @@
 //! | `POST /_sim/mint` | [`MintRequest`] → [`MintedTokens`] |
 //!
 //! A fault rule in JSON: `{"route":"exact.token","trigger":{"next":2},"action":{"kind":"status","status":503,"body":"down"}}`;
-//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`,
+//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`, `status_utf16`,
 //! `too_many_requests` (`retry_after_secs`), `hang`, `drop`, `issue_then500`, `issue_then_drop`, `latency` (`ms`).
 //!
 //! # Choices where the providers' behaviour is undocumented

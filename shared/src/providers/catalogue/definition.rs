@@ -115,6 +115,11 @@ pub struct Lifetimes {
     pub access_token_secs: u64,
     #[serde(default)]
     pub authorization_code_secs: Option<u64>,
+    /// How long a Twinfield session.asmx session lives unused (every call on it, `KeepAlive`
+    /// included, restarts it). Unpublished; the broker states it in the session answer and checks a
+    /// pooled session with `KeepAlive` before trusting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_secs: Option<u64>,
 }
 
 /// What the broker does after authorization to learn where the data lives and who authorized.

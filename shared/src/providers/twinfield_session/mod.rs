@@ -5,8 +5,10 @@
 //! 1.2) or encoding (UTF-8 or UTF-16) they come in; every `LogonResult` maps to a [`LogonVerdict`].
 
 mod answers;
+mod pool;
 
 pub use answers::*;
+pub use pool::{PoolKey, PoolSettings, PoolSlot, PooledSession, SessionPool};
 
 use super::catalogue::{CatalogueError, ResolvedProvider};
 use super::error::Redactor;
