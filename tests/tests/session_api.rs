@@ -702,6 +702,25 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
     env.session(&legacy)
         .await
         .problem(ProblemKind::NotApplicable);
+    // Legacy credentials cannot be refreshed: Twinfield refusing their token needs a person.
+    let refused = sim::LogonBehaviour {
+        result: sim::LogonResult::TokenInvalid,
+        next_action: sim::NextAction::None,
+    };
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, Some(refused))
+        .unwrap();
+    env.call(
+        "POST",
+        &format!("/v1/connections/{legacy}/twinfield-session?company=NL001"),
+        None,
+    )
+    .await
+    .problem(ProblemKind::ReconnectRequired);
+    assert_eq!(env.status_of(&legacy).await, "reconnect_required");
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+        .unwrap();
     // An Exact connection has no SOAP session.
     let (exact, _) = env.connected("ex").await;
     env.call(

@@ -169,8 +169,17 @@ impl IntegrationApi {
             Credentials::TwinfieldLegacy(legacy) => {
                 let consumer = self.legacy_consumer(&connection).await?;
                 match sessions.oauth_logon(&consumer, &legacy).await {
-                    Ok(logon) => (connection, logon),
                     // Legacy credentials cannot be refreshed: a refused token needs a person.
+                    Ok(logon) if logon.verdict() == LogonVerdict::RefreshAccessToken => {
+                        let said = format!(
+                            "Twinfield answered {}: {}",
+                            logon.result,
+                            logon.result.explain()
+                        );
+                        let reason = ReconnectReason::new(ReconnectKind::GrantRevoked, said);
+                        return Err(self.reconnect(caller, connection, reason).await);
+                    }
+                    Ok(logon) => (connection, logon),
                     Err(SessionError::AccessTokenInvalid { message }) => {
                         let reason = ReconnectReason::new(ReconnectKind::GrantRevoked, message);
                         return Err(self.reconnect(caller, connection, reason).await);
@@ -334,7 +343,8 @@ impl IntegrationApi {
                 )
                 .retry_after(wait))
             }
-            // Reached only when a refreshed token is refused again: the connection stays as it is.
+            // Both logons handle a refused token before this point (refresh, or reconnect for legacy);
+            // should one still arrive, the connection stays as it is.
             LogonVerdict::RefreshAccessToken => Err(ApiError::new(
                 ProblemKind::ProviderError,
                 format!("{} The token was just refreshed; retry later.", said()),
