@@ -1571,8 +1571,13 @@ impl Env {
 
 async fn twinfield_sessions_are_reused_while_alive(sim_idle_secs: i64) {
     let env = env(broker_tests::backends::embedded()).await;
-    env.sim
-        .update_knobs(|k| k.twinfield_session_idle_timeout_secs = sim_idle_secs);
+    // The short variant also answers in Dutch: a gone session is known without reading its words.
+    env.sim.update_knobs(|k| {
+        k.twinfield_session_idle_timeout_secs = sim_idle_secs;
+        if sim_idle_secs < 10 * 60 {
+            k.twinfield_fault_language = sim::FaultLanguage::Nl;
+        }
+    });
     let (id, _) = env.connected("tw").await;
     let logons = || env.sim.calls("twinfield.session");
     let cluster_calls = || env.sim.calls("twinfield.cluster_session");
