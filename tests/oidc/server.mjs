@@ -4,7 +4,10 @@
 // consents to what was asked, so a test needs no browser, only a client that keeps cookies.
 //
 // Environment: OIDC_MODULES (the node_modules folder), OIDC_PORT, OIDC_CLIENT_ID,
-// OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI.
+// OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI; optionally OIDC_ACCESS_TOKEN_TTL (seconds, default 600).
+//
+// GET /test/grants answers what the server did, from its own events: refresh grants issued and grants
+// revoked (reuse detection revokes the whole grant), so a test counts refreshes at the provider.
 
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -24,6 +27,7 @@ const port = Number(env('OIDC_PORT'));
 const { default: Provider } = await import(pathToFileURL(join(modules, 'oidc-provider', 'lib', 'index.js')).href);
 
 const ACCOUNT = 'test-user';
+const accessTokenTtl = Number(process.env.OIDC_ACCESS_TOKEN_TTL || 600);
 const issuer = `http://127.0.0.1:${port}`;
 
 const provider = new Provider(issuer, {
@@ -48,7 +52,21 @@ const provider = new Provider(issuer, {
     claims: async () => ({ sub, name: 'Test User', email: 'test.user@example.com' }),
   }),
   cookies: { keys: ['broker-tests-cookie-key'] },
-  ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 86400, RefreshToken: 86400 },
+  ttl: { AccessToken: accessTokenTtl, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 86400, RefreshToken: 86400 },
+});
+
+const seen = { refreshes: 0, codes: 0, revoked: 0, errors: 0 };
+provider.on('grant.success', (ctx) => {
+  const type = ctx.oidc.params.grant_type;
+  if (type === 'refresh_token') seen.refreshes += 1;
+  if (type === 'authorization_code') seen.codes += 1;
+});
+provider.on('grant.revoked', () => { seen.revoked += 1; });
+provider.on('grant.error', () => { seen.errors += 1; });
+provider.use(async (ctx, next) => {
+  if (ctx.path !== '/test/grants') return next();
+  ctx.body = seen;
+  return undefined;
 });
 
 // The interaction: sign in ACCOUNT, grant what is missing, and send the browser back to the provider.

@@ -314,9 +314,7 @@ impl World {
 }
 
 fn on_demand() -> Trigger {
-    Trigger::OnDemand {
-        min_validity: Duration::seconds(60),
-    }
+    Trigger::on_demand(Duration::seconds(60))
 }
 
 async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Backend) {
@@ -1361,6 +1359,35 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         "the grant survived: {:?}",
         refreshed.err().map(|e| e.to_string())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_on_demand_refresh_that_cannot_finish_before_its_deadline_is_not_started() {
+    use broker_core::refresh::Demand;
+    let world = World::new(broker_tests::backends::embedded()).await;
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    world.advance(Duration::seconds(700)); // expired
+    let ctx = world.process(settings()); // 5-s calls, 4 s kept for the writes after them
+    let calls = world.sim.token_calls(Provider::Exact);
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+    let trigger = Trigger::OnDemand(Demand::valid_for(Duration::seconds(60)).by(Some(soon)));
+    let report = ctx.engine.refresh(&connection.id, trigger).await.unwrap();
+    assert_eq!(report.outcome, Outcome::OutOfTime);
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact),
+        calls,
+        "no call started"
+    );
+    assert!(
+        report.connection.refresh_in_flight.is_none(),
+        "no marker left"
+    );
+    // With time for a whole call, it refreshes.
+    let later = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let trigger = Trigger::OnDemand(Demand::valid_for(Duration::seconds(60)).by(Some(later)));
+    let report = ctx.engine.refresh(&connection.id, trigger).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Refreshed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

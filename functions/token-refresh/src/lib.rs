@@ -69,7 +69,8 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
                     {"Name": "Refreshed", "Unit": "Count"},
                     {"Name": "ConnectionsTaken", "Unit": "Count"},
                     {"Name": "ReconnectRequired", "Unit": "Count"},
-                    {"Name": "RunStoppedEarly", "Unit": "Count"}
+                    {"Name": "RunStoppedEarly", "Unit": "Count"},
+                    {"Name": "RefreshBudgetLimited", "Unit": "Count"}
                 ]
             }]
         },
@@ -79,6 +80,9 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         "ConnectionsTaken": summary.taken,
         "ReconnectRequired": count("reconnect_required"),
         "RunStoppedEarly": u8::from(summary.stopped_early),
+        // Connections whose refresh the vault write budget held back: tokens that live shorter than the
+        // budget's pace (also said once per connection in the logs and its view).
+        "RefreshBudgetLimited": count("budget_limited"),
         "outcomes": summary.outcomes,
     })
 }
@@ -97,8 +101,10 @@ mod tests {
             .outcomes
             .insert("failed:provider_unavailable".into(), 2);
         summary.outcomes.insert("reconnect_required".into(), 1);
+        summary.outcomes.insert("budget_limited".into(), 3);
         let record = metrics_record(&summary, "token-refresh", 1);
         assert_eq!(record["RefreshFailures"], 4);
+        assert_eq!(record["RefreshBudgetLimited"], 3);
         assert_eq!(record["Refreshed"], 2);
         assert_eq!(
             record["_aws"]["CloudWatchMetrics"][0]["Namespace"],

@@ -22,6 +22,23 @@ pub struct ApiSettings {
     pub key_cache_ttl: Duration,
     /// Entries kept per cache before the oldest half is dropped.
     pub max_cached: usize,
+    /// How long a request may take when no platform says (off Lambda): the Lambda function's timeout,
+    /// so a local run answers within the same bounds. On Lambda the invocation's deadline is used.
+    pub request_budget: Duration,
+}
+
+impl ApiSettings {
+    /// The defaults, with `BROKER_REQUEST_BUDGET_SECS` (1-900) as the request budget off Lambda.
+    pub fn from_env() -> Self {
+        let mut settings = Self::default();
+        if let Some(secs) = std::env::var("BROKER_REQUEST_BUDGET_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            settings.request_budget = Duration::from_secs(secs.clamp(1, 900));
+        }
+        settings
+    }
 }
 
 impl Default for ApiSettings {
@@ -29,6 +46,7 @@ impl Default for ApiSettings {
         Self {
             key_cache_ttl: Duration::from_secs(30),
             max_cached: 10_000,
+            request_budget: Duration::from_secs(25),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! | `Disabled`, `Deleted`, `OrganisationInactive` | `connection-disabled` | `disabled` |
 
 use super::problem::{ApiError, ProblemKind};
-use super::service::{record_handout, Caller, IntegrationApi};
+use super::service::{record_handout, Caller, IntegrationApi, SessionOptions};
 use super::types::TwinfieldSessionGrant;
 use crate::domain::{
     Connection, Credentials, ProviderKind, ReconnectKind, ReconnectReason, StatusEvent, TokenSet,
@@ -26,18 +26,20 @@ use crate::providers::{
     LegacyConsumer, Logon, LogonVerdict, NextAction, PoolKey, PooledSession, SelectCompanyResult,
     SessionError, TwinfieldSession, TwinfieldSessionClient,
 };
-use crate::refresh::{Outcome, Trigger};
 use chrono::Duration;
 
 /// Twinfield's session idle time when the catalogue does not say (ASP.NET's default; unpublished).
 const DEFAULT_SESSION_IDLE_SECS: u64 = 20 * 60;
 
 impl IntegrationApi {
+    /// `deadline`: when the answer is due (the invocation's deadline less the time to answer); a
+    /// refresh that could not finish before it is not started.
     pub async fn twinfield_session(
         &self,
         caller: &Caller,
         id: &str,
         company: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<TwinfieldSessionGrant, ApiError> {
         let connection = self.connection_for(caller, id).await?;
         if connection.provider != ProviderKind::Twinfield {
@@ -50,7 +52,8 @@ impl IntegrationApi {
             ));
         }
         let company = company.map(company_code).transpose()?;
-        let (connection, credentials) = self.fresh_credentials(connection).await?;
+        let options = SessionOptions::by(deadline);
+        let (connection, credentials) = self.fresh_credentials_for(connection, &options).await?;
         let sessions = self.session_client()?;
         let key = PoolKey {
             connection: connection.id.clone(),
@@ -71,7 +74,7 @@ impl IntegrationApi {
         }
         *pooled = None;
         let (connection, opened) = self
-            .open_session(caller, connection, credentials, &sessions)
+            .open_session(caller, connection, credentials, &sessions, &options)
             .await?;
         if let Some(code) = &company {
             self.select_company(&sessions, &opened, code).await?;
@@ -160,10 +163,11 @@ impl IntegrationApi {
         connection: Connection,
         credentials: Credentials,
         sessions: &TwinfieldSessionClient,
+        options: &SessionOptions,
     ) -> Result<(Connection, TwinfieldSession), ApiError> {
         let (connection, logon) = match credentials {
             Credentials::OAuth2(tokens) => {
-                self.access_token_logon(caller, connection, tokens, sessions)
+                self.access_token_logon(caller, connection, tokens, sessions, options)
                     .await?
             }
             Credentials::TwinfieldLegacy(legacy) => {
@@ -201,6 +205,7 @@ impl IntegrationApi {
         connection: Connection,
         tokens: TokenSet,
         sessions: &TwinfieldSessionClient,
+        options: &SessionOptions,
     ) -> Result<(Connection, Logon), ApiError> {
         let first = sessions.access_token_logon(&tokens.access_token).await;
         if !token_rejected(&first) {
@@ -208,7 +213,11 @@ impl IntegrationApi {
                 .map(|logon| (connection, logon))
                 .map_err(|e| session_error_problem(&e));
         }
-        let (connection, tokens) = self.refresh_rejected(caller, connection).await?;
+        let rejected = SessionOptions {
+            rejected_token: Some(tokens.access_token),
+            ..options.clone()
+        };
+        let (connection, tokens) = self.replace_rejected(caller, connection, &rejected).await?;
         let second = sessions.access_token_logon(&tokens.access_token).await;
         if token_rejected(&second) {
             return Err(ApiError::new(
@@ -222,41 +231,25 @@ impl IntegrationApi {
             .map_err(|e| session_error_problem(&e))
     }
 
-    /// Refreshes a token the provider rejected, once for all who saw it rejected (the engine's single
-    /// flight), and returns the connection and its new tokens.
-    async fn refresh_rejected(
+    /// The tokens that replace one Twinfield rejected: the engine refreshes once for all who saw that
+    /// token rejected (single flight, within the provider's minimum interval and the vault write
+    /// budget); a caller that saw an older token rejected gets the current one. A refresh that fails
+    /// for good is recorded by the engine (reconnect required); anything else changes nothing.
+    async fn replace_rejected(
         &self,
         caller: &Caller,
         connection: Connection,
+        options: &SessionOptions,
     ) -> Result<(Connection, TokenSet), ApiError> {
-        let id = connection.id.clone();
-        // Until the engine knows which credentials were rejected, ask for a token valid for longer
-        // than any Twinfield token is: the engine refreshes (single flight) whatever it holds.
-        let trigger = Trigger::OnDemand {
-            min_validity: Duration::days(1),
-        };
-        let report = self
-            .ctx
-            .engine
-            .refresh(&id, trigger)
-            .await
-            .map_err(|e| ApiError::internal("the token could not be refreshed", e))?;
-        match report.outcome {
-            Outcome::Refreshed | Outcome::Recovered | Outcome::AlreadyFresh => {}
-            Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
-                self.forget_sessions(&id);
-                return Err(ApiError::new(
-                    ProblemKind::ReconnectRequired,
-                    "Twinfield rejected the access token and refreshing it failed: the connection needs a person, open its reconnect link",
-                ));
-            }
-            other => return Err(refresh_not_done(other)),
+        // The current record: another request may already have replaced the token.
+        let current = self.connection_for(caller, connection.id.as_str()).await?;
+        let replaced = self.fresh_credentials_for(current, options).await;
+        if replaced.is_err() {
+            self.forget_sessions(&connection.id);
         }
-        let connection = self.connection_for(caller, id.as_str()).await?;
-        let (connection, credentials) = self.fresh_credentials(connection).await?;
-        match credentials {
-            Credentials::OAuth2(tokens) => Ok((connection, tokens)),
-            Credentials::TwinfieldLegacy(_) => Err(ApiError::new(
+        match replaced? {
+            (connection, Credentials::OAuth2(tokens)) => Ok((connection, tokens)),
+            (_, Credentials::TwinfieldLegacy(_)) => Err(ApiError::new(
                 ProblemKind::TemporarilyUnavailable,
                 "the connection's credentials changed while its session was opened: retry",
             )
@@ -440,17 +433,6 @@ fn company_code(raw: &str) -> Result<String, ApiError> {
             "company must be a Twinfield company code (1 to 40 letters, digits, '-', '_' or '.')",
         ))
     }
-}
-
-/// A refresh the engine did not do now, as the problem to answer with.
-fn refresh_not_done(outcome: Outcome) -> ApiError {
-    let (detail, wait) = match outcome {
-        Outcome::Busy => ("another worker is refreshing this connection's token: retry in a few seconds".to_string(), 5),
-        Outcome::CoolingDown | Outcome::NotDue => ("refreshing this connection failed repeatedly in the last hour and is cooling down: retry later".to_string(), 300),
-        Outcome::Failed(class) => (format!("Twinfield rejected the access token and refreshing it failed ({}); the broker retries on its own: try again later", class.as_str()), 60),
-        other => (format!("the token could not be refreshed ({}): retry later", other.label()), 30),
-    };
-    ApiError::new(ProblemKind::TemporarilyUnavailable, detail).retry_after(wait)
 }
 
 /// A session-service failure as a problem. The errors carry no token or session id.

@@ -89,6 +89,10 @@ pub struct ConnectionView {
     pub authorized_by: Option<Identity>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Set while the provider's tokens live shorter than the vault's write budget allows refreshes:
+    /// sessions get the current token until it expires, then wait (503, `Retry-After`) for the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_limited_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -129,6 +133,7 @@ impl From<&Connection> for ConnectionView {
             authorized_by: c.authorized_by.clone(),
             access_expires_at: c.access_expires_at,
             refresh_expires_at: c.refresh_expires_at,
+            refresh_limited_since: c.refresh_limited_since,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

@@ -3,6 +3,7 @@
 use super::people::{Identity, Recipients};
 use super::provider::{ProviderContext, ProviderKind};
 use super::status::{Actor, ConnectionStatus, InvalidTransition, StatusEvent, StatusTransition};
+use super::write_budget::VaultWriteBudget;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,6 +141,11 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy_credentials: bool,
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the current access token was issued (received): with `access_expires_at`, its lifetime,
+    /// which bounds the validity a caller may demand of it. Records written before it was kept have
+    /// none until their next refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_issued_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
     /// When the scheduled refresh should next look at it; `None` keeps it out of the due index.
@@ -165,6 +171,14 @@ pub struct Connection {
         skip_serializing_if = "Option::is_none"
     )]
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// Refresh writes per vault slot, held under the vault's version ceiling.
+    #[serde(default, skip_serializing_if = "VaultWriteBudget::is_empty")]
+    pub vault_writes: VaultWriteBudget,
+    /// Since when the vault write budget holds refreshes back: the provider's tokens live shorter than
+    /// the budget's pace, so callers get the current token until it expires and wait after that.
+    /// Cleared once the budget has room again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_limited_since: Option<DateTime<Utc>>,
 }
 
 impl Connection {
@@ -189,6 +203,7 @@ impl Connection {
             credentials: None,
             legacy_credentials: false,
             access_expires_at: None,
+            access_issued_at: None,
             refresh_expires_at: None,
             last_refresh_at: None,
             next_refresh_at: None,
@@ -200,6 +215,8 @@ impl Connection {
             updated_at: now,
             authorized_at: None,
             status_changed_at: Some(now),
+            vault_writes: VaultWriteBudget::default(),
+            refresh_limited_since: None,
         }
     }
 

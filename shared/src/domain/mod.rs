@@ -8,6 +8,7 @@ pub mod people;
 pub mod provider;
 pub mod status;
 pub mod tenant;
+pub mod write_budget;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
 pub use authorization::{
@@ -29,3 +30,4 @@ pub use status::{
     StatusKind, StatusTransition,
 };
 pub use tenant::{OAuthApp, RedirectUri, Tenant};
+pub use write_budget::{VaultWriteBudget, WriteBudgetPolicy};
