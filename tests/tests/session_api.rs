@@ -1567,6 +1567,11 @@ mod twinfield_embedded {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rejected_twinfield_session_is_replaced_at_once() {
+        super::a_rejected_twinfield_session_is_replaced_at_once().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rejections_of_one_twinfield_token_refresh_it_once() {
         super::concurrent_rejections_of_one_twinfield_token_refresh_it_once().await;
     }
@@ -1665,6 +1670,43 @@ async fn twinfield_sessions_are_reused_while_alive(sim_idle_secs: i64) {
         .await
         .problem(ProblemKind::ValidationFailed);
     assert_eq!(env.status_of(&id).await, "connected");
+}
+
+/// An integration that finds its session dropped (here: abandoned behind the broker's back) says so,
+/// and gets a new one at once instead of the pooled one until the next KeepAlive check.
+async fn a_rejected_twinfield_session_is_replaced_at_once() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let (id, _) = env.connected("tw").await;
+    let first = env.twinfield_session(&id, None).await;
+    let session = broker_core::providers::TwinfieldSession {
+        session_id: broker_core::secret::SessionId::new(first.json["session_id"].as_str().unwrap()),
+        cluster_url: ServiceUrl::parse(first.json["cluster_url"].as_str().unwrap()).unwrap(),
+    };
+    let client = env.ctx.providers.twinfield_sessions().unwrap();
+    client.abandon(&session).await.unwrap();
+    // Within the recheck interval the pool trusts what it touched a moment ago.
+    let stale = env.twinfield_session(&id, None).await;
+    assert_eq!(stale.json["session_id"], first.json["session_id"]);
+    let path = format!("/v1/connections/{id}/twinfield-session");
+    let body = json!({ "rejected_session_id": first.json["session_id"] });
+    let replaced = env.call("POST", &path, Some(body.clone())).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_ne!(replaced.json["session_id"], first.json["session_id"]);
+    client
+        .keep_alive(&broker_core::providers::TwinfieldSession {
+            session_id: broker_core::secret::SessionId::new(
+                replaced.json["session_id"].as_str().unwrap(),
+            ),
+            cluster_url: session.cluster_url.clone(),
+        })
+        .await
+        .expect("the new session is alive");
+    // Saying it again about the old one changes nothing: it was replaced already.
+    let again = env.call("POST", &path, Some(body)).await;
+    assert_eq!(again.json["session_id"], replaced.json["session_id"]);
+    env.call("POST", &path, Some(json!({"session_id": "x"})))
+        .await
+        .problem(ProblemKind::InvalidRequest);
 }
 
 /// Eight concurrent session requests; their session ids.

@@ -2,7 +2,8 @@
 //! `AccessTokenLogon` (OAuth 2.0 connections) or `OAuthLogon` (OAuth 1.0-era credentials, with the
 //! app's client id and secret as consumer key and secret), then kept in the process's session pool
 //! (see [`crate::providers::twinfield_session::SessionPool`]) and handed out again while Twinfield
-//! keeps it alive. The answer says until when it lives unused (`idle_expires_at`).
+//! keeps it alive. The answer says until when it lives unused (`idle_expires_at`). An integration that
+//! finds a session dropped names it (`rejected_session_id` in the body) and gets a new one at once.
 //!
 //! Every `LogonResult` maps to an answer through its [`LogonVerdict`]:
 //!
@@ -12,7 +13,7 @@
 //! | `Ok` with nextAction `SMSLogon` / `ChangePassword` (OAuthLogon) | `twinfield-logon-refused`, naming it | unchanged |
 //! | `Untrusted`, `NoAvailableCompanies` | `twinfield-logon-refused`, naming the cause | unchanged |
 //! | `Blocked` (maintenance), `Failed` | `temporarily-unavailable` (503, `Retry-After`) | unchanged |
-//! | `TokenInvalid`, fault 354 (OAuth 2.0) | the token is refreshed once (single flight) and the logon retried; only a failing refresh needs a person | unchanged unless the refresh fails for good |
+//! | `TokenInvalid`, fault 354 (OAuth 2.0) | the engine replaces the rejected token (once for all who saw it, within the provider's interval, the vault write budget and the request's deadline) and the logon is retried | unchanged unless the refresh fails for good |
 //! | `TokenInvalid` (legacy), `Invalid`, `ClientInvalid`, `OAuth2AuthenticationRequired` | `reconnect-required` | `reconnect_required` |
 //! | `Disabled`, `Deleted`, `OrganisationInactive` | `connection-disabled` | `disabled` |
 
@@ -26,20 +27,31 @@ use crate::providers::{
     LegacyConsumer, Logon, LogonVerdict, NextAction, PoolKey, PooledSession, SelectCompanyResult,
     SessionError, TwinfieldSession, TwinfieldSessionClient,
 };
+use crate::secret::SessionId;
 use chrono::Duration;
 
 /// Twinfield's session idle time when the catalogue does not say (ASP.NET's default; unpublished).
 const DEFAULT_SESSION_IDLE_SECS: u64 = 20 * 60;
 
+/// What a `/twinfield-session` request may say beyond the connection it is for.
+#[derive(Debug, Clone, Default)]
+pub struct TwinfieldSessionRequest {
+    /// A company to select on the session; one pooled session per company.
+    pub company: Option<String>,
+    /// A session the broker handed out that Twinfield no longer accepts: when it is still the pooled
+    /// one it is replaced at once, instead of after the next `KeepAlive` check.
+    pub rejected_session: Option<SessionId>,
+    /// When the answer is due (the invocation's deadline less the time to answer): a refresh that
+    /// could not finish before it is not started.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
 impl IntegrationApi {
-    /// `deadline`: when the answer is due (the invocation's deadline less the time to answer); a
-    /// refresh that could not finish before it is not started.
     pub async fn twinfield_session(
         &self,
         caller: &Caller,
         id: &str,
-        company: Option<&str>,
-        deadline: Option<tokio::time::Instant>,
+        request: TwinfieldSessionRequest,
     ) -> Result<TwinfieldSessionGrant, ApiError> {
         let connection = self.connection_for(caller, id).await?;
         if connection.provider != ProviderKind::Twinfield {
@@ -51,8 +63,8 @@ impl IntegrationApi {
                 ),
             ));
         }
-        let company = company.map(company_code).transpose()?;
-        let options = SessionOptions::by(deadline);
+        let company = request.company.as_deref().map(company_code).transpose()?;
+        let options = SessionOptions::by(request.deadline);
         let (connection, credentials) = self.fresh_credentials_for(connection, &options).await?;
         let sessions = self.session_client()?;
         let key = PoolKey {
@@ -64,8 +76,16 @@ impl IntegrationApi {
         let mut pooled = slot.lock().await;
         let kind = logon_kind(&credentials);
         let grant = connection.grant_started_at();
-        // An outage while checking leaves the entry in place (`?`); a dead or foreign one goes.
-        if let Some(existing) = pooled.clone().filter(|p| p.serves(grant, kind)) {
+        // An outage while checking leaves the entry in place (`?`); a dead, rejected or foreign one
+        // goes. A rejected session that is no longer the pooled one was replaced already.
+        let rejected = |p: &PooledSession| {
+            request
+                .rejected_session
+                .as_ref()
+                .is_some_and(|r| r.expose() == p.session.session_id.expose())
+        };
+        let usable = |p: &PooledSession| p.serves(grant, kind) && !rejected(p);
+        if let Some(existing) = pooled.clone().filter(usable) {
             if let Some(alive) = self.still_alive(&sessions, existing).await? {
                 let answer = self.hand_out(caller, &connection, &alive, company);
                 *pooled = Some(alive);
