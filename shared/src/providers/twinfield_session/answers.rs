@@ -530,6 +530,24 @@ mod tests {
         assert!(logon.session().is_none());
     }
 
+    /// Only `Ok` opens a session; a refusal's `SessionID` may be empty or missing, and is none either way.
+    #[test]
+    fn a_refused_logon_has_no_session_with_an_empty_or_absent_id() {
+        let blocked = OK_11.replace(">Ok<", ">Blocked<");
+        let empty = blocked.replace("sess-1", "");
+        let absent = blocked.replace("<SessionID>sess-1</SessionID>", "");
+        for xml in [blocked, empty, absent] {
+            let logon = read_logon(reply(200, &xml), "AccessTokenLogon", &same).unwrap();
+            assert!(logon.session().is_none(), "{xml}");
+            assert_eq!(logon.verdict(), LogonVerdict::RetryLater);
+        }
+        let ok_without_id = OK_11.replace("sess-1", "");
+        assert!(matches!(
+            read_logon(reply(200, &ok_without_id), "AccessTokenLogon", &same),
+            Err(SessionError::Malformed(_))
+        ));
+    }
+
     #[test]
     fn every_result_value_has_a_verdict_and_round_trips() {
         for result in LogonResult::ALL {
