@@ -1,7 +1,8 @@
 // A real OAuth 2.0 / OpenID Connect server for the generic provider tests: oidc-provider (pinned in
 // package.json, installed by tests/src/oidc.rs into .tools/oidc) with one confidential client,
-// PKCE required, refresh-token rotation, and an interaction that signs in a fixed account and
-// consents to what was asked, so a test needs no browser, only a client that keeps cookies.
+// PKCE required, refresh-token rotation, token revocation (RFC 7009), and an interaction that signs
+// in a fixed account and consents to what was asked, so a test needs no browser, only a client that
+// keeps cookies.
 //
 // Environment: OIDC_MODULES (the node_modules folder), OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI; optionally OIDC_ACCESS_TOKEN_TTL (seconds, default 600).
@@ -44,7 +45,8 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   // Every refresh spends the presented token; presenting a spent one revokes the grant.
   rotateRefreshToken: true,
-  features: { devInteractions: { enabled: false } },
+  // RFC 7009 revocation, so a disconnect can end the grant at the provider.
+  features: { devInteractions: { enabled: false }, revocation: { enabled: true } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
   findAccount: async (_ctx, sub) => ({

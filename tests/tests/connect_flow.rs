@@ -679,6 +679,119 @@ async fn an_oidc_provider_connects(backend: Backend) {
     world.check_logs();
 }
 
+/// An app whose scopes leave out `openid` asks for no id_token: it connects, though Twinfield still
+/// gets the nonce it wants on every request.
+async fn a_twinfield_app_without_openid_connects(backend: Backend) {
+    let world = world(backend, Which::Twinfield).await;
+    let store = &world.ctx.backend.store;
+    let mut app = store
+        .get_app(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    app.scopes = [
+        "twf.user",
+        "twf.organisation",
+        "twf.organisationUser",
+        "offline_access",
+    ]
+    .map(String::from)
+    .to_vec();
+    store.put_app(&app).await.unwrap();
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Twinfield)
+        .await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(&page, StatusCode::OK, &["is connected", "TWF-DEMO"]);
+    world.check_logs();
+}
+
+/// RFC 7009 on disconnect: the provider (oidc-provider, revocation enabled) is asked to revoke the
+/// refresh token first, and the connection's history says so.
+async fn a_disconnect_revokes_the_refresh_token_at_the_provider(backend: Backend) {
+    let world = oidc_world(backend).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Generic)
+        .await;
+    let page = world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    assert_page(&page, StatusCode::OK, &["is connected"]);
+    let stored = world.connection(&connection).await;
+    let tokens = world.tokens(&stored).await;
+    let reason = disconnect(&world, &stored).await;
+    assert!(reason.contains("revoked at the provider"), "{reason}");
+    // The grant is gone at the provider, not only in the broker.
+    let store = &world.ctx.backend.store;
+    let app = store
+        .get_app(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = world
+        .ctx
+        .backend
+        .vault
+        .get_client_secret(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = world.ctx.providers.oauth_client(&app, secret).unwrap();
+    let e = client.refresh(&tokens, None).await.unwrap_err();
+    assert_eq!(
+        e.class,
+        broker_core::providers::ErrorClass::GrantRevoked,
+        "{e}"
+    );
+    world.check_logs();
+}
+
+async fn a_disconnect_where_revocation_is_not_offered_says_so(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let page = world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let stored = world.connection(&connection).await;
+    let reason = disconnect(&world, &stored).await;
+    assert!(reason.contains("offers no token revocation"), "{reason}");
+}
+
+/// Disconnects through the integration API; the disconnect transition's reason.
+async fn disconnect(world: &World, connection: &Connection) -> String {
+    use broker_core::api::{Caller, IntegrationApi};
+    use broker_core::domain::{ApiKeyRecord, ApiKeyScope};
+    let api = IntegrationApi::new(world.ctx.clone());
+    let caller = Caller {
+        key: ApiKeyRecord::generate(
+            world.tenant.clone(),
+            "ops",
+            ApiKeyScope::default(),
+            world.clock.now(),
+        )
+        .record,
+    };
+    let view = api
+        .disconnect(&caller, connection.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(view.status, "disconnected");
+    let transitions = world
+        .ctx
+        .backend
+        .store
+        .list_transitions(&connection.id, PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    let last = transitions.last().unwrap();
+    assert_eq!(last.to, StatusKind::Disconnected);
+    world.assert_clean(&last.reason);
+    last.reason.clone()
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Refusals: each leaves the connection as it was.
 
@@ -1226,6 +1339,9 @@ on_both_backends!(
     exact_connects_in_belgium,
     acumatica_connects,
     an_oidc_provider_connects,
+    a_twinfield_app_without_openid_connects,
+    a_disconnect_revokes_the_refresh_token_at_the_provider,
+    a_disconnect_where_revocation_is_not_offered_says_so,
     a_forged_state_is_refused,
     a_replayed_state_is_refused,
     an_expired_state_is_refused,
@@ -1243,4 +1359,47 @@ on_both_backends!(
     a_connection_that_needs_reconnecting_is_reconnected,
     a_legacy_twinfield_connection_is_reconnected,
     an_expired_link_is_refused,
+    head_requests_have_no_side_effects,
 );
+
+/// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
+/// spends nothing: the same state and code still complete the connection once, afterwards.
+async fn head_requests_have_no_side_effects(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let before = world.snapshot(&connection).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let head = browser().head(link.clone()).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(
+        head.headers().get("set-cookie").is_none(),
+        "no authorization started"
+    );
+    let attempt = world.authorize(&link).await;
+    let calls = world
+        .sim()
+        .token_calls(provider_simulators::Provider::Exact);
+    let head = attempt
+        .browser
+        .head(attempt.callback.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls,
+        "HEAD exchanged no code"
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    let page = world.finish(&attempt).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls + 1
+    );
+    world.check_logs();
+}

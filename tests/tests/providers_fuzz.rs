@@ -8,7 +8,8 @@ use broker_core::domain::ServiceUrl;
 use broker_core::providers::discovery::{
     exact_discovery, identity_from_userinfo, twinfield_discovery,
 };
-use broker_core::providers::token_response::{read_id_token, read_token_reply, TokenReply};
+use broker_core::providers::id_token::{check_id_token, read_id_token, Expectations, Jwks};
+use broker_core::providers::token_response::{read_token_reply, TokenReply};
 use broker_core::providers::twinfield_session::{
     read_logon, read_select_company, read_soap_answer, SoapReply,
 };
@@ -317,7 +318,24 @@ fn token_case(bytes: &[u8], status: u16) {
     }
     let text = String::from_utf8_lossy(bytes);
     let _ = read_id_token(&text);
+    let expect = Expectations {
+        issuer: "https://idp.example.com",
+        client_id: "app",
+        nonce: Some("n"),
+        now: chrono::Utc::now(),
+        keys: None,
+    };
+    let _ = check_id_token(&text, &expect);
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        if let Ok(keys) = Jwks::parse(&map) {
+            let _ = check_id_token(
+                &text,
+                &Expectations {
+                    keys: Some(&keys),
+                    ..expect
+                },
+            );
+        }
         let _ = twinfield_discovery(&map, &|u| ServiceUrl::parse(u));
         let _ = exact_discovery(
             &map,

@@ -1168,6 +1168,50 @@ async fn acumatica_connects_with_pkce_discovers_and_rotates() {
     );
 }
 
+/// Acumatica documents neither its discovery document nor PKCE: the client sends a challenge only
+/// when the instance's document advertises S256, works without a document, and does not take an
+/// outage of the document for its absence.
+#[tokio::test]
+async fn acumatica_pkce_follows_what_the_instance_advertises() {
+    for (document, advertised) in [(true, true), (true, false), (false, false)] {
+        let env = env_with(
+            |k| {
+                k.acumatica_discovery_document = document;
+                k.acumatica_advertises_pkce = advertised;
+            },
+            HttpSettings::default(),
+        )
+        .await;
+        let client = env.acumatica();
+        let (state, _) = new_one_time_secret();
+        let request = client.authorization_request(&state, &[]).await.unwrap();
+        let q = query(&request.url);
+        let variant = format!("document {document}, S256 advertised {advertised}");
+        assert_eq!(q.contains_key("code_challenge"), advertised, "{variant}");
+        assert_eq!(request.pkce_verifier.is_some(), advertised, "{variant}");
+        assert!(q.contains_key("nonce"), "openid is asked for: {variant}");
+        let authorized = env.connect(&client).await;
+        assert!(authorized.id_token.is_some(), "{variant}");
+        assert_eq!(env.sim.calls("acumatica.discovery"), 1, "{variant}");
+    }
+    let env = env().await;
+    env.sim.inject_fault(FaultRule::always(
+        "acumatica.discovery",
+        FaultAction::Status {
+            status: 503,
+            body: "down".into(),
+            content_type: Some("text/plain".into()),
+        },
+    ));
+    let (state, _) = new_one_time_secret();
+    let e = env
+        .acumatica()
+        .authorization_request(&state, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::ProviderUnavailable, "{e}");
+}
+
 #[tokio::test]
 async fn acumatica_login_limit_wrong_pkce_and_wrong_secret() {
     let env = env().await;

@@ -60,6 +60,8 @@ on_both_backends!(
     registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_same_organisation,
     a_refused_token_is_replaced_once_and_a_newer_one_is_handed_out_as_it_is,
     a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline,
+    every_route_answers_every_key_scope_as_the_scope_says,
+    bodies_must_be_declared_json_and_labels_lose_control_characters,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2091,4 +2093,193 @@ async fn a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadli
         .is_access_token_valid(reply.json["access_token"].as_str().unwrap()));
     assert_eq!(env.sim.max_presentations_of_any_refresh_token(), 1);
     assert_eq!(env.status_of(&id).await, "connected");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Key scopes, media types and labels.
+
+/// Every route × every kind of key: a session-only key may only ask for sessions; a key limited to some
+/// connections may do everything on those (listing shows only them) but create none; nothing reaches a
+/// connection outside a key's list. "Allowed" is any answer but 401/403 (the connection's state decides
+/// the rest); disconnect comes last, so the earlier routes see a connected connection (repeating it is
+/// harmless).
+async fn every_route_answers_every_key_scope_as_the_scope_says(backend: Backend) {
+    let env = env(backend).await;
+    let (a, _) = env.connected("tw").await;
+    let (b, _) = env.connected("ex").await;
+    let a_id = ConnectionId::parse(&a).unwrap();
+    let b_id = ConnectionId::parse(&b).unwrap();
+    let store = &env.ctx.backend.store;
+    let key = |session_only: bool, connections: Option<Vec<ConnectionId>>| {
+        let new = ApiKeyRecord::generate(
+            tenant("acme"),
+            "scoped",
+            ApiKeyScope {
+                session_only,
+                connections,
+            },
+            Utc::now(),
+        );
+        (new.plaintext.expose().to_string(), new.record)
+    };
+    let keys = [
+        ("tenant-wide", key(false, None)),
+        ("session-only", key(true, None)),
+        ("limited to A", key(false, Some(vec![a_id.clone()]))),
+        (
+            "session-only, limited to A",
+            key(true, Some(vec![a_id.clone()])),
+        ),
+        ("limited to B", key(false, Some(vec![b_id.clone()]))),
+    ];
+    for (_, (_, record)) in &keys {
+        store.insert_api_key(record).await.unwrap();
+    }
+    let create = json!({"app_id": "tw", "recipients": ["finance@example.com"]});
+    let pair = json!({"access_token": "x", "refresh_token": "y"});
+    // (method, path, body, allowed for: tenant-wide, session-only, limited to A, session-only A, limited to B)
+    let routes: Vec<(&str, String, Option<Value>, [bool; 5])> = vec![
+        (
+            "POST",
+            "/v1/connections".into(),
+            Some(create),
+            [true, false, false, false, false],
+        ),
+        (
+            "GET",
+            "/v1/connections".into(),
+            None,
+            [true, false, true, false, true],
+        ),
+        (
+            "GET",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/reconnect-link"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/credentials"),
+            Some(pair),
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/twinfield-session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "DELETE",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+    ];
+    for (method, path, body, allowed) in &routes {
+        for (i, (name, (plaintext, _))) in keys.iter().enumerate() {
+            let reply = env
+                .call_raw(
+                    method,
+                    path,
+                    Some(plaintext),
+                    body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
+                )
+                .await;
+            if allowed[i] {
+                assert!(
+                    ![401, 403].contains(&reply.status),
+                    "{name} may {method} {path}: {} {}",
+                    reply.status,
+                    reply.text
+                );
+            } else {
+                reply.problem(ProblemKind::Forbidden);
+            }
+        }
+    }
+    // A key limited to A lists only A.
+    let listed = env
+        .call_raw("GET", "/v1/connections", Some(&keys[2].1 .0), None)
+        .await;
+    let ids: Vec<&str> = listed.json["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a.as_str()]);
+}
+
+/// A body not declared as JSON gets 415 with what to do; an empty session request needs no type. A
+/// display name loses control and bidirectional characters before it is stored.
+async fn bodies_must_be_declared_json_and_labels_lose_control_characters(backend: Backend) {
+    let env = env(backend).await;
+    let body = serde_json::to_vec(&json!({
+        "app_id": "ex",
+        "display_name": "Acme\u{202E}fdp.exe\u{7}",
+        "recipients": ["finance@example.com"],
+    }))
+    .unwrap();
+    let send = |content_type: Option<&'static str>, path: String, body: Vec<u8>| {
+        let mut request = env
+            .http
+            .post(format!("{}{path}", env.base))
+            .bearer_auth(&env.key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let response = send(content_type, "/v1/connections".into(), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_BASE}unsupported-media-type")
+        );
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"));
+    }
+    let response = send(
+        Some("application/json; charset=utf-8"),
+        "/v1/connections".into(),
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["connection"]["display_name"], "Acmefdp.exe");
+
+    let (id, _) = env.connected("ex").await;
+    let path = format!("/v1/connections/{id}/session");
+    let empty = send(None, path.clone(), Vec::new()).await.unwrap();
+    assert_eq!(empty.status().as_u16(), 200);
+    let undeclared = send(None, path, b"{\"min_validity_secs\": 60}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(undeclared.status().as_u16(), 415);
 }

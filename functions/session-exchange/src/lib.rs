@@ -73,7 +73,9 @@ type Body = Result<Bytes, BytesRejection>;
 async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let created = api.create_connection(&caller, json(body)?).await?;
+        let created = api
+            .create_connection(&caller, json(&headers, body)?)
+            .await?;
         Ok((StatusCode::CREATED, created))
     })
     .await
@@ -149,7 +151,7 @@ async fn credentials(
 ) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let request = json(body)?;
+        let request = json(&headers, body)?;
         Ok((
             StatusCode::OK,
             api.register_credentials(&caller, &id, request).await?,
@@ -180,7 +182,7 @@ async fn session(
         let caller = caller(&api, &headers).await?;
         let request: SessionBody = match &body {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => SessionBody::default(),
-            _ => json(body)?,
+            _ => json(&headers, body)?,
         };
         let options = SessionOptions {
             min_validity: request
@@ -250,7 +252,7 @@ async fn twinfield_session(
         })?;
         let said: TwinfieldSessionBody = match &body {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => TwinfieldSessionBody::default(),
-            _ => json(body)?,
+            _ => json(&headers, body)?,
         };
         let request = TwinfieldSessionRequest {
             company: q.company,
@@ -284,9 +286,22 @@ async fn caller(api: &IntegrationApi, headers: &HeaderMap) -> Result<Caller, Api
     api.authenticate(authorization).await
 }
 
-/// Parses a JSON body. serde's messages name fields, never values: a wrong-typed value would be
-/// quoted in them, so those are replaced by the position only.
-fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// Parses a JSON body declared as such (`Content-Type: application/json`, any parameters; 415
+/// otherwise: a body sent as a form or as text is not what the caller meant to send). serde's messages
+/// name fields, never values: a wrong-typed value would be quoted in them, so those are replaced by the
+/// position only.
+fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    let declared_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !declared_json && !matches!(&body, Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE) {
+        return Err(ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "send the body as JSON with the header Content-Type: application/json",
+        ));
+    }
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

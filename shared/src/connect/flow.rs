@@ -316,7 +316,7 @@ impl ConnectFlow {
             .await
             .map_err(|e| refuse(e.into()))?;
         // exchange_code compares the id_token's nonce with ours; an answer without an id_token would
-        // skip that check, so a flow that sent a nonce insists on one.
+        // skip that check, so a flow that asked for an id_token (and so kept a nonce) insists on one.
         if pending.nonce.is_some() && authorized.id_token.is_none() {
             return Err(refuse(ConnectError::NonceUnverified {
                 provider: target.connection.provider,

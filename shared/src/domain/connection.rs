@@ -5,7 +5,7 @@ use super::provider::{ProviderContext, ProviderKind};
 use super::status::{Actor, ConnectionStatus, InvalidTransition, StatusEvent, StatusTransition};
 use super::write_budget::VaultWriteBudget;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Which of a connection's two vault slots holds its current credentials.
@@ -111,6 +111,38 @@ impl FailureHistory {
     }
 }
 
+/// Token-endpoint calls a connection's refreshes made on one UTC day, for providers that cap them
+/// (Exact Online: 200 per app per user per day). Kept with the connection, so every process counts
+/// the same calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyTokenCalls {
+    pub day: Option<NaiveDate>,
+    pub count: u32,
+}
+
+impl DailyTokenCalls {
+    /// Calls made on the day of `now`.
+    pub fn on(&self, now: DateTime<Utc>) -> u32 {
+        if self.day == Some(now.date_naive()) {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    /// Counts one call at `now`.
+    pub fn record(&mut self, now: DateTime<Utc>) {
+        *self = Self {
+            day: Some(now.date_naive()),
+            count: self.on(now).saturating_add(1),
+        };
+    }
+
+    fn is_unused(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A connection's place in the stores' schedule indexes (see [`Connection::schedule_entry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleEntry {
@@ -151,6 +183,8 @@ pub struct Connection {
     /// When the scheduled refresh should next look at it; `None` keeps it out of the due index.
     pub next_refresh_at: Option<DateTime<Utc>>,
     pub failures: FailureHistory,
+    #[serde(default, skip_serializing_if = "DailyTokenCalls::is_unused")]
+    pub token_calls: DailyTokenCalls,
     pub refresh_in_flight: Option<RefreshInFlight>,
     /// Managed by the store's lease operations only; a save never changes it.
     pub lease: Option<Lease>,
@@ -208,6 +242,7 @@ impl Connection {
             last_refresh_at: None,
             next_refresh_at: None,
             failures: FailureHistory::default(),
+            token_calls: DailyTokenCalls::default(),
             refresh_in_flight: None,
             lease: None,
             version: 0,
@@ -271,5 +306,24 @@ impl Connection {
         self.lease
             .as_ref()
             .is_some_and(|l| &l.owner == owner && l.expires_at > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn daily_token_calls_count_per_utc_day() {
+        let day = Utc.with_ymd_and_hms(2026, 3, 2, 23, 0, 0).unwrap();
+        let mut calls = DailyTokenCalls::default();
+        calls.record(day);
+        calls.record(day + chrono::Duration::minutes(30));
+        assert_eq!(calls.on(day), 2);
+        let next = day + chrono::Duration::hours(2);
+        assert_eq!(calls.on(next), 0, "a new UTC day starts from zero");
+        calls.record(next);
+        assert_eq!((calls.on(next), calls.on(day)), (1, 0));
     }
 }

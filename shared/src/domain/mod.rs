@@ -16,11 +16,11 @@ pub use authorization::{
     PendingAuthorization,
 };
 pub use connection::{
-    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,
-    ScheduleEntry, VaultSlot,
+    Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
+    RefreshInFlight, ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
-pub use people::{EmailAddress, Identity, Recipients};
+pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ProviderContext, ProviderKind, ProviderSettings,
     ServiceUrl,

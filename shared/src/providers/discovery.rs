@@ -2,8 +2,8 @@
 
 use super::catalogue::DiscoveryStep;
 use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
+use super::id_token::IdTokenClaims;
 use super::oauth::{Authorized, OAuthClient};
-use super::token_response::IdTokenClaims;
 use crate::domain::{Identity, ProviderContext, ProviderSettings, ServiceUrl};
 use crate::secret::AccessToken;
 use serde_json::{Map, Value};

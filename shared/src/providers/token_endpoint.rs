@@ -114,7 +114,7 @@ impl OAuthClient {
 
 /// The `Authorization` header value for a Basic style, `None` for credentials in the body. The value
 /// holds the secret: it goes into the request and nowhere else.
-fn basic_credentials(
+pub(super) fn basic_credentials(
     style: ClientAuth,
     client_id: &str,
     secret: &str,

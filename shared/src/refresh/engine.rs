@@ -38,9 +38,12 @@
 //! ## Failures
 //! Revoked, expired or reused grants and a rejected client → reconnect required. Rate limits wait for
 //! the provider's `Retry-After`. An unavailable provider is retried within the call (bounded, with
-//! jitter) and then across runs with exponential backoff; a ceiling of failed attempts per hour stops a
-//! broken connection from storming the provider, and failing for longer than `give_up_after` ends in
-//! reconnect required. A refresh token found in an error reply is stored before anything else.
+//! jitter; never for a single-use refresh token, which the failed call may have spent) and then across
+//! runs with exponential backoff; a ceiling of failed attempts per hour stops a broken connection from
+//! storming the provider, a provider's daily cap on token calls is never reached, and failing for
+//! longer than `give_up_after` ends in reconnect required. An answer the provider gives that is not
+//! recognised keeps the connection: it is retried within those bounds and logged as a warning. A
+//! refresh token found in an error reply is stored before anything else.
 
 use super::grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{access_token_fresh, backoff, jitter_unit};
@@ -453,6 +456,15 @@ impl RefreshEngine {
             return Ok(Some(Outcome::BudgetLimited { until }));
         }
         let app = self.app_of(connection, app).await?;
+        // A provider's daily cap (Exact: 200 token calls per app and user) is never reached: the
+        // connection waits for the next day; its access token, if any, stays in use until then.
+        if self
+            .grant
+            .max_token_calls_per_day(app)
+            .is_some_and(|max| connection.token_calls.on(now) >= max)
+        {
+            return Ok(Some(Outcome::CoolingDown));
+        }
         let rules = self.grant.rules(app);
         let received = connection.last_refresh_at.unwrap_or(connection.created_at);
         if now < rules.earliest_refresh(received) {
@@ -625,6 +637,8 @@ impl RefreshEngine {
             spending,
             target: target.clone(),
         });
+        // Counted with the marker's own write: a call is counted before the provider sees it.
+        connection.token_calls.record(now);
         let connection = self
             .store
             .save_connection(&connection, Fence::Lease(owner), &[])
@@ -666,6 +680,14 @@ impl RefreshEngine {
         window: Option<std::time::Duration>,
     ) -> Result<GrantedTokens, GrantFailure> {
         let ends = window.map(|w| tokio::time::Instant::now() + w);
+        // A single-use token presented again right after a 5xx may already be spent (Exact's gateway
+        // has failed replies after issuing a new pair), and each refusal counts toward Exact's error
+        // budget: such retries are left to the schedule's backoff instead of repeated at once.
+        let retries = if self.grant.rules(app).rotating {
+            0
+        } else {
+            self.settings.retries_when_unavailable
+        };
         let mut attempt = 0;
         loop {
             let result = match tokio::time::timeout(
@@ -684,10 +706,8 @@ impl RefreshEngine {
                 Err(failure)
                     if failure.class == FailureClass::ProviderUnavailable
                         && failure.issued_refresh_token.is_none()
-                        && attempt < self.settings.retries_when_unavailable =>
+                        && attempt < retries =>
                 {
-                    // Retrying at once also catches the case where the provider issued a new pair but
-                    // its gateway failed the reply: some providers honour the old token briefly.
                     attempt += 1;
                     let pause = std::time::Duration::from_millis(
                         (500.0 * f64::from(attempt) * (1.0 + jitter_unit())) as u64,
@@ -827,7 +847,13 @@ impl RefreshEngine {
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         connection.refresh_in_flight = None;
-        tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        if failure.class == FailureClass::Unexpected {
+            // Not recognised: kept and retried (bounded by the hourly ceiling and `give_up_after`), but
+            // someone should look at the provider's words. Counted in RefreshFailures too.
+            tracing::warn!(connection = %connection.id, message = %failure.message, "unrecognised refresh refusal; the connection is kept and retried later");
+        } else {
+            tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        }
         // A refresh token in an error reply replaces the one just spent: keep it before anything else.
         if let Some(issued) = failure.issued_refresh_token.clone() {
             let mut kept = previous.clone();

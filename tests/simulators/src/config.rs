@@ -67,11 +67,10 @@ pub struct Knobs {
     pub exact_code_lifetime_secs: i64,
     pub exact_access_token_lifetime_secs: i64,
     pub exact_refresh_token_lifetime_secs: i64,
-    /// Window after its first use in which a spent refresh token still works (reports say ~10 min).
-    pub exact_refresh_grace_secs: i64,
     /// A refresh earlier than this after the previous issue is refused.
     pub exact_min_refresh_interval_secs: i64,
-    /// The refusal for an early refresh; the real text is undocumented.
+    /// The refusal for an early refresh; the real status and text are undocumented (assumed; tested as
+    /// 400 `invalid_request` and as a bare 401 without an `error` field).
     pub exact_early_refresh_status: u16,
     pub exact_early_refresh_body: Value,
     pub exact_daily_token_cap: u32,
@@ -87,6 +86,10 @@ pub struct Knobs {
     pub acumatica_access_token_lifetime_secs: i64,
     /// `expires_in` as a JSON string instead of a number.
     pub acumatica_expires_in_as_string: bool,
+    /// Serve the discovery document (assumed; undocumented by Acumatica). Off: 404.
+    pub acumatica_discovery_document: bool,
+    /// The document lists `code_challenge_methods_supported: ["S256"]` (assumed; undocumented).
+    pub acumatica_advertises_pkce: bool,
 
     /// Added before every provider route (the broker's benchmark uses 100 ms).
     pub global_latency_ms: u64,
@@ -114,7 +117,6 @@ impl Default for Knobs {
             exact_code_lifetime_secs: 180,
             exact_access_token_lifetime_secs: 600,
             exact_refresh_token_lifetime_secs: 30 * 86_400,
-            exact_refresh_grace_secs: 0,
             exact_min_refresh_interval_secs: 570,
             exact_early_refresh_status: 400,
             exact_early_refresh_body: json!({
@@ -130,6 +132,8 @@ impl Default for Knobs {
             acumatica_default_user: "admin".into(),
             acumatica_access_token_lifetime_secs: 3600,
             acumatica_expires_in_as_string: false,
+            acumatica_discovery_document: true,
+            acumatica_advertises_pkce: true,
             global_latency_ms: 0,
             hang_secs: 300,
             fault_seed: 42,

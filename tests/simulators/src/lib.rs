@@ -81,12 +81,14 @@
 //!   layout and its language are knobs; the reported cluster URL can be overridden.
 //! - Exact: blocked apps (more than `exact_error_block_threshold` 4xx answers per app and user in an
 //!   hour) get 429 + `Retry-After` with `{"error":"too_many_errors"}` for `exact_error_block_secs`;
-//!   the daily cap (per UTC day of the simulated clock) 429 `{"error":"rate_limit_exceeded"}`. A
-//!   spent refresh token within `exact_refresh_grace_secs` acts as a retry (new pair, earlier pair
-//!   superseded, no 570-second check).
+//!   the daily cap (per UTC day of the simulated clock) 429 `{"error":"rate_limit_exceeded"}`. The
+//!   refusal of a refresh within the minimum interval is whatever `exact_early_refresh_status` and
+//!   `exact_early_refresh_body` say. A spent refresh token is never honoured again.
 //! - Acumatica: Basic client authentication is refused; over the login limit the code exchange
 //!   answers 400 `invalid_grant` with "API Login Limit" in the description; refresh tokens are
-//!   one-time unless the client registration says otherwise.
+//!   one-time unless the client registration says otherwise. The discovery document and its PKCE
+//!   advertisement are switches (`acumatica_discovery_document`, `acumatica_advertises_pkce`); with
+//!   `openid` the code exchange adds an unsigned id_token (the document names no `jwks_uri`).
 //! - Revoking a grant kills its access tokens too, so "is this token still accepted" has one answer.
 
 mod accounts;

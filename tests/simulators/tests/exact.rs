@@ -161,30 +161,45 @@ async fn unknown_or_revoked_refresh_tokens_get_the_chain_id_error() {
 }
 
 #[tokio::test]
-async fn a_grace_window_lets_a_just_spent_token_work_again() {
+async fn a_spent_token_is_refused_however_soon_it_comes_back() {
     let setup = start().await;
-    setup.sim.update_knobs(|k| k.exact_refresh_grace_secs = 60);
     let first = setup.exact_tokens("nl").await;
     let old = s(&first["refresh_token"]);
     setup.sim.clock().advance(Duration::seconds(600));
-    let (_, second) = setup.exact_refresh(old).await;
-    setup.sim.clock().advance(Duration::seconds(30));
+    let (status, second) = setup.exact_refresh(old).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    setup.sim.clock().advance(Duration::seconds(1));
     let (status, retry) = setup.exact_refresh(old).await;
-    assert_eq!(status, StatusCode::OK, "{retry}");
-    // The retry superseded the pair issued before it.
+    assert_eq!(
+        (status, retry["error_description"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Old refresh token used."))
+    );
     setup.sim.clock().advance(Duration::seconds(600));
     assert_eq!(
         setup.exact_refresh(s(&second["refresh_token"])).await.0,
-        StatusCode::UNAUTHORIZED
+        StatusCode::OK,
+        "the pair issued first is still the chain's"
     );
+}
+
+#[tokio::test]
+async fn the_early_refusal_takes_the_configured_shape() {
+    let setup = start().await;
+    setup.sim.update_knobs(|k| {
+        k.exact_early_refresh_status = 401;
+        k.exact_early_refresh_body = json!({ "message": "Access denied." });
+    });
+    let first = setup.exact_tokens("nl").await;
+    setup.sim.clock().advance(Duration::seconds(300));
+    let (status, body) = setup.exact_refresh(s(&first["refresh_token"])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, json!({ "message": "Access denied." }));
+    setup.sim.clock().advance(Duration::seconds(300));
+    let (status, _) = setup.exact_refresh(s(&first["refresh_token"])).await;
     assert_eq!(
-        setup.exact_refresh(old).await.0,
-        StatusCode::UNAUTHORIZED,
-        "outside the window"
-    );
-    assert_eq!(
-        setup.exact_refresh(s(&retry["refresh_token"])).await.0,
-        StatusCode::OK
+        status,
+        StatusCode::OK,
+        "an early refusal does not spend the token"
     );
 }
 

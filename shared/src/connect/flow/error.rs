@@ -37,7 +37,7 @@ pub enum ConnectError {
     },
     #[error("{0}")]
     Provider(#[from] ProviderError),
-    /// A nonce was sent (Twinfield requires one) but no id_token came back to check it against.
+    /// An id_token was asked for (scope `openid`) but none came back to check the nonce against.
     #[error("{} sent no id_token, so the sign-in could not be verified", .provider.display_name())]
     NonceUnverified { provider: ProviderKind },
     #[error("{provider} was authorized by {actual}, but this connection must be authorized by {required}", provider = .provider.display_name())]

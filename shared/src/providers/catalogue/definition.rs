@@ -69,6 +69,10 @@ pub struct RefreshPolicy {
     /// (Twinfield's refresh token never expires on its own).
     #[serde(default)]
     pub health_check_secs: Option<u64>,
+    /// Token-endpoint calls the refresh engine makes per connection per UTC day, at most: below a
+    /// provider's daily cap, leaving room for connects (Exact Online: 200 per app per user per day).
+    #[serde(default)]
+    pub max_token_calls_per_day: Option<u32>,
 }
 
 impl RefreshPolicy {
@@ -157,6 +161,9 @@ pub struct EndpointTemplates {
     /// Exact Online's `current/Me`.
     #[serde(default)]
     pub current_user: Option<String>,
+    /// RFC 7009 token revocation, when the provider offers it and has no discovery document saying so.
+    #[serde(default)]
+    pub revocation: Option<String>,
 }
 
 /// One provider, as data.
@@ -185,6 +192,11 @@ pub struct ProviderDefinition {
     /// Send a PKCE S256 challenge.
     #[serde(default)]
     pub pkce: Option<bool>,
+    /// Hosts besides the issuer's that its discovery document may name for endpoints. Empty: every
+    /// discovered endpoint must be on the issuer's origin, so a tampered or careless document cannot
+    /// send the client secret or tokens elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovered_endpoint_hosts: Vec<String>,
     #[serde(default)]
     pub authorize_params: BTreeMap<String, String>,
     pub lifetimes: Lifetimes,
@@ -229,6 +241,7 @@ impl ProviderDefinition {
             &e.token_validation,
             &e.session_service,
             &e.current_user,
+            &e.revocation,
         ]
         .into_iter()
         .flatten()
@@ -315,6 +328,7 @@ mod tests {
             expiry,
             min_interval_secs: Some(570),
             health_check_secs: None,
+            max_token_calls_per_day: None,
         };
         assert_eq!(
             policy(RefreshExpiry::Idle { days: 30 }).refresh_expiry(now, None, None),

@@ -23,7 +23,11 @@
 //!
 //! Endpoints are absolute URLs or paths joined to `base_url`; `base_url` may be `{instance_url}`, taken
 //! from the app's settings (Acumatica). With an `issuer`, endpoints and settings not given explicitly
-//! come from its `/.well-known/openid-configuration`. In `authorize_params`, the value `{random}` is a
+//! come from its `/.well-known/openid-configuration` (the signing keys and the revocation endpoint
+//! too), and must be on the issuer's origin unless `discovered_endpoint_hosts` lists their host;
+//! id_tokens must name the issuer. `endpoints.revocation` names an RFC 7009 endpoint a provider
+//! without a discovery document offers; `refresh.max_token_calls_per_day` caps the refresh engine's
+//! token calls per connection per day (Exact Online). In `authorize_params`, the value `{random}` is a
 //! fresh random value per request (Twinfield's mandatory `nonce`). A definition may `extend` another
 //! and change only some fields.
 
@@ -256,6 +260,7 @@ impl Catalogue {
             token_validation: url(&e.token_validation)?,
             session_service: url(&e.session_service)?,
             current_user: url(&e.current_user)?,
+            revocation: url(&e.revocation)?,
         };
         let issuer = match &definition.issuer {
             Some(issuer) => Some(url(&Some(issuer.clone()))?.expect("given")),
@@ -317,6 +322,7 @@ pub struct PartialEndpoints {
     pub token_validation: Option<Url>,
     pub session_service: Option<Url>,
     pub current_user: Option<Url>,
+    pub revocation: Option<Url>,
 }
 
 /// One app's provider: its definition, its settings and concrete endpoints.
