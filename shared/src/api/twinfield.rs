@@ -53,16 +53,7 @@ impl IntegrationApi {
         id: &str,
         request: TwinfieldSessionRequest,
     ) -> Result<TwinfieldSessionGrant, ApiError> {
-        let connection = self.connection_for(caller, id).await?;
-        if connection.provider != ProviderKind::Twinfield {
-            return Err(ApiError::new(
-                ProblemKind::NotApplicable,
-                format!(
-                    "this is a {} connection; SOAP sessions exist only for Twinfield: ask POST /v1/connections/{{id}}/session for an access token",
-                    connection.provider.display_name()
-                ),
-            ));
-        }
+        let connection = self.twinfield_connection(caller, id).await?;
         let company = request.company.as_deref().map(company_code).transpose()?;
         let options = SessionOptions::by(request.deadline);
         let (connection, credentials) = self.fresh_credentials_for(connection, &options).await?;
@@ -74,18 +65,13 @@ impl IntegrationApi {
         // Held while the session is checked or opened: one logon per connection and company at a time.
         let slot = self.ctx.providers.twinfield_pool().slot(key);
         let mut pooled = slot.lock().await;
-        let kind = logon_kind(&credentials);
-        let grant = connection.grant_started_at();
-        // An outage while checking leaves the entry in place (`?`); a dead, rejected or foreign one
-        // goes. A rejected session that is no longer the pooled one was replaced already.
-        let rejected = |p: &PooledSession| {
-            request
-                .rejected_session
-                .as_ref()
-                .is_some_and(|r| r.expose() == p.session.session_id.expose())
+        let wanted = Wanted {
+            grant_started_at: connection.grant_started_at(),
+            logon: logon_kind(&credentials),
+            rejected: request.rejected_session.as_ref(),
         };
-        let usable = |p: &PooledSession| p.serves(grant, kind) && !rejected(p);
-        if let Some(existing) = pooled.clone().filter(usable) {
+        // An outage while checking leaves the entry in place (`?`); a dead, rejected or foreign one goes.
+        if let Some(existing) = pooled.clone().filter(|p| wanted.served_by(p)) {
             if let Some(alive) = self.still_alive(&sessions, existing).await? {
                 let answer = self.hand_out(caller, &connection, &alive, company);
                 *pooled = Some(alive);
@@ -102,12 +88,31 @@ impl IntegrationApi {
         let fresh = PooledSession {
             session: opened,
             grant_started_at: connection.grant_started_at(),
-            logon: kind,
+            logon: wanted.logon,
             touched_at: self.ctx.clock.now(),
         };
         let answer = self.hand_out(caller, &connection, &fresh, company);
         *pooled = Some(fresh);
         Ok(answer)
+    }
+
+    /// The caller's connection, if it is a Twinfield one.
+    async fn twinfield_connection(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Connection, ApiError> {
+        let connection = self.connection_for(caller, id).await?;
+        if connection.provider == ProviderKind::Twinfield {
+            return Ok(connection);
+        }
+        Err(ApiError::new(
+            ProblemKind::NotApplicable,
+            format!(
+                "this is a {} connection; SOAP sessions exist only for Twinfield: ask POST /v1/connections/{{id}}/session for an access token",
+                connection.provider.display_name()
+            ),
+        ))
     }
 
     fn session_client(&self) -> Result<TwinfieldSessionClient, ApiError> {
@@ -411,6 +416,23 @@ impl IntegrationApi {
 
     fn forget_sessions(&self, connection: &crate::ids::ConnectionId) {
         self.ctx.providers.twinfield_pool().forget(connection);
+    }
+}
+
+/// What a request can take from the pool: a session of the current grant and credential kind, not the
+/// one the caller says Twinfield dropped (one that is no longer pooled was replaced already).
+struct Wanted<'a> {
+    grant_started_at: chrono::DateTime<chrono::Utc>,
+    logon: &'static str,
+    rejected: Option<&'a SessionId>,
+}
+
+impl Wanted<'_> {
+    fn served_by(&self, pooled: &PooledSession) -> bool {
+        let rejected = self
+            .rejected
+            .is_some_and(|r| r.expose() == pooled.session.session_id.expose());
+        pooled.serves(self.grant_started_at, self.logon) && !rejected
     }
 }
 
