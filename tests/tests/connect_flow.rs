@@ -971,6 +971,33 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
     world.check_logs();
 }
 
+/// Twinfield naming a cluster outside the allow-list (https under twinfield.com): the connect is
+/// refused with a page that says so, and nothing is stored.
+async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend) {
+    let world = world(backend, Which::Twinfield).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Twinfield)
+        .await;
+    let before = world.snapshot(&connection).await;
+    world.sim().update_knobs(|k| {
+        k.twinfield_cluster_url_override = Some("https://twinfield.evil.example".into())
+    });
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::BAD_GATEWAY,
+        &[
+            "twinfield.evil.example",
+            "not an allowed address",
+            "Nothing was changed",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    world.check_logs();
+}
+
 async fn a_tampered_nonce_is_refused(backend: Backend) {
     let world = world(backend, Which::Twinfield).await;
     let connection = world
@@ -1343,6 +1370,7 @@ on_both_backends!(
     a_provider_error_on_the_code_exchange_is_refused,
     a_reused_code_is_refused,
     a_tampered_nonce_is_refused,
+    a_twinfield_cluster_outside_the_allow_list_is_refused,
     a_reconnect_by_the_wrong_person_is_refused,
     a_reconnect_to_another_organisation_is_refused,
     a_malformed_or_oversized_query_is_refused,

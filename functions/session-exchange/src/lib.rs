@@ -9,10 +9,10 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_core::api::SessionOptions;
 use broker_core::api::{ApiError, Caller, IntegrationApi, ProblemKind};
+use broker_core::api::{SessionOptions, TwinfieldSessionRequest};
 use broker_core::context::BrokerContext;
-use broker_core::secret::AccessToken;
+use broker_core::secret::{AccessToken, SessionId};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::Extensions;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -217,14 +217,49 @@ fn request_deadline(extensions: &Extensions, local_budget: Duration) -> Instant 
     now + left.saturating_sub(ANSWER_MARGIN)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionQuery {
+    /// A company to select on the session (one pooled session per company).
+    company: Option<String>,
+}
+
+/// The optional body of `POST /v1/connections/{id}/twinfield-session`. The session id goes in the
+/// body, not the query string: a URL ends up in access logs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionBody {
+    /// A session the broker handed out that Twinfield no longer accepts.
+    rejected_session_id: Option<String>,
+}
+
 async fn twinfield_session(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path(id): Path<String>,
+    query: Result<Query<TwinfieldSessionQuery>, QueryRejection>,
+    body: Body,
 ) -> Response {
+    let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
         let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.twinfield_session(&caller, &id).await?))
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                format!("the query string is not valid ({e}): the only parameter is ?company=<company code>"),
+            )
+        })?;
+        let said: TwinfieldSessionBody = match &body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => TwinfieldSessionBody::default(),
+            _ => json(&headers, body)?,
+        };
+        let request = TwinfieldSessionRequest {
+            company: q.company,
+            rejected_session: said.rejected_session_id.map(SessionId::new),
+            deadline: Some(deadline),
+        };
+        Ok((StatusCode::OK, api.twinfield_session(&caller, &id, request).await?))
     })
     .await
 }
