@@ -978,11 +978,12 @@ async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend)
     let connection = world
         .new_connection(broker_core::domain::ProviderKind::Twinfield)
         .await;
-    let before = world.snapshot(&connection).await;
     world.sim().update_knobs(|k| {
         k.twinfield_cluster_url_override = Some("https://twinfield.evil.example".into())
     });
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(

@@ -62,6 +62,7 @@ on_both_backends!(
     a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline,
     every_route_answers_every_key_scope_as_the_scope_says,
     bodies_must_be_declared_json_and_labels_lose_control_characters,
+    an_unknown_key_is_refused_without_a_store_read_for_a_while,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2282,4 +2283,38 @@ async fn bodies_must_be_declared_json_and_labels_lose_control_characters(backend
         .await
         .unwrap();
     assert_eq!(undeclared.status().as_u16(), 415);
+}
+
+/// An unknown key prefix is looked up once; for the key cache's lifetime after that miss it is refused
+/// without reading the store, shown by storing the key right after the miss: still refused, then
+/// accepted once the miss has aged out.
+async fn an_unknown_key_is_refused_without_a_store_read_for_a_while(backend: Backend) {
+    let ttl = std::time::Duration::from_millis(1500);
+    let env = env_with(
+        backend,
+        ApiSettings {
+            key_cache_ttl: ttl,
+            ..ApiSettings::default()
+        },
+    )
+    .await;
+    let new = ApiKeyRecord::generate(tenant("acme"), "late", ApiKeyScope::default(), Utc::now());
+    let key = new.plaintext.expose().to_string();
+    env.call_raw("GET", "/v1/connections", Some(&key), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    env.ctx
+        .backend
+        .store
+        .insert_api_key(&new.record)
+        .await
+        .unwrap();
+    env.call_raw("GET", "/v1/connections", Some(&key), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    let reply = env
+        .call_raw("GET", "/v1/connections", Some(&key), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
 }

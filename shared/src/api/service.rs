@@ -141,6 +141,7 @@ impl IntegrationApi {
         let prefix = ApiKeyRecord::prefix_of(&presented).map_err(|_| ApiError::unauthorized())?;
         let record = match self.keys.get(&prefix) {
             Some(record) => record,
+            None if self.keys.unknown.missed(&prefix) => return Err(ApiError::unauthorized()),
             None => {
                 let read = self
                     .ctx
@@ -148,8 +149,11 @@ impl IntegrationApi {
                     .store
                     .get_api_key(&prefix)
                     .await
-                    .map_err(|e| ApiError::internal("the API key could not be checked", e))?
-                    .ok_or_else(ApiError::unauthorized)?;
+                    .map_err(|e| ApiError::internal("the API key could not be checked", e))?;
+                let Some(read) = read else {
+                    self.keys.unknown.record_miss(prefix);
+                    return Err(ApiError::unauthorized());
+                };
                 self.keys.put(read.clone());
                 read
             }
