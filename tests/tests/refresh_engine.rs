@@ -1490,6 +1490,51 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
     );
 }
 
+/// Short-lived access tokens that nobody asks for are not chased by the schedule: runs every five
+/// minutes for two days of 60-s tokens refresh only to keep the refresh token alive (Acumatica with a
+/// 2-day sliding window: at half the window, once), never once per access-token expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schedule_keeps_the_refresh_token_alive_and_ignores_idle_short_access_tokens() {
+    let world = World::new(broker_tests::backends::embedded()).await;
+    world
+        .sim
+        .update_knobs(|k| k.acumatica_access_token_lifetime_secs = 60);
+    let app = world
+        .acumatica_app(AcumaticaRefreshPolicy::Sliding {
+            sliding_secs: 2 * 86_400,
+            absolute_cap_secs: None,
+        })
+        .await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    let calls = world.sim.token_calls(Provider::Acumatica);
+    let mut refreshed = 0;
+    for _ in 0..(2 * 24 * 12) {
+        world.advance(Duration::minutes(5));
+        let summary = run_scheduled(
+            ctx.engine.clone(),
+            world.stores.store.clone(),
+            world.clock.clone(),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+            &RunSettings {
+                stop_margin: std::time::Duration::ZERO,
+                ..RunSettings::default()
+            },
+        )
+        .await;
+        refreshed += summary.count("refreshed");
+    }
+    let token_calls = world.sim.token_calls(Provider::Acumatica) - calls;
+    assert_eq!(u64::try_from(refreshed).unwrap(), token_calls);
+    assert!(
+        (1..=2).contains(&token_calls),
+        "{token_calls} refreshes in two days of 60-s tokens nobody asked for"
+    );
+    let (stored, tokens) = world.current(&connection.id).await;
+    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert!(tokens.unwrap().refresh_expires_at.unwrap() > world.clock.now());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_on_demand_refresh_that_cannot_finish_before_its_deadline_is_not_started() {
     use broker_core::refresh::Demand;
