@@ -6,7 +6,8 @@
 //!   random cookie, and names the provider URL to send the browser to.
 //! - [`ConnectFlow::complete`] consumes the state atomically, checks the cookie, handles the
 //!   provider's `error`, exchanges the code, runs the provider's discovery step, refuses a reconnect
-//!   that lands on another organisation or is authorized by the wrong person, and otherwise stores
+//!   that lands on another organisation or is authorized by the wrong person (for Exact Online: by
+//!   another Exact user, or without the bound division; see `domain::binding`), and otherwise stores
 //!   the tokens (vault first, into the non-current slot, then the fenced metadata) with an
 //!   `Authorized` transition. A refused attempt changes nothing: no token is written anywhere.
 //!
@@ -25,9 +26,9 @@ pub use error::{ConnectError, ConnectFailure};
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
-    new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus, Consumed, Credentials,
-    Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext, ProviderKind,
-    StatusEvent, StatusKind,
+    bind_authorization, new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus,
+    Consumed, Credentials, Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext,
+    ProviderKind, StatusEvent, StatusKind,
 };
 use crate::ids::ConnectionId;
 use crate::ports::Fence;
@@ -324,7 +325,7 @@ impl ConnectFlow {
         }
         let discovered = target
             .client
-            .discover(&authorized)
+            .discover_for(&authorized, &target.connection.known_divisions())
             .await
             .map_err(|e| refuse(e.into()))?;
 
@@ -345,17 +346,9 @@ impl ConnectFlow {
                 }));
             }
         }
-        if let Some(expected) = connection.context.as_ref() {
-            if let Some(key) = expected.organisation_key() {
-                if discovered.context.organisation_key().as_deref() != Some(key.as_str()) {
-                    return Err(refuse(ConnectError::OrganisationMismatch {
-                        provider: connection.provider,
-                        expected: expected.describe(),
-                        actual: discovered.context.describe(),
-                    }));
-                }
-            }
-        }
+        let context =
+            bind_authorization(connection, discovered.context, discovered.identity.as_ref())
+                .map_err(|why| refuse(ConnectError::refused_binding(connection.provider, why)))?;
 
         let mut connection = target.connection.clone();
         let previous = connection.status.kind();
@@ -372,7 +365,7 @@ impl ConnectFlow {
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
             rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
-        connection.context = Some(discovered.context.clone());
+        connection.context = Some(context.clone());
         connection.authorized_by = discovered.identity.clone();
         connection.last_refresh_at = Some(tokens.received_at);
         connection.next_refresh_at = Some(next_refresh_at);
@@ -398,14 +391,14 @@ impl ConnectFlow {
             connection = %stored.id.as_str(),
             provider = stored.provider.display_name(),
             from = %previous,
-            organisation = %discovered.context.describe(),
+            organisation = %context.describe(),
             "connection authorized"
         );
         Ok(Completed {
             connection: stored.id,
             provider: stored.provider,
             display_name: stored.display_name,
-            context: discovered.context,
+            context,
             authorized_by: discovered.identity,
             previous,
             next_refresh_at,

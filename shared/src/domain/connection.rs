@@ -213,6 +213,11 @@ pub struct Connection {
     /// Cleared once the budget has room again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_limited_since: Option<DateTime<Utc>>,
+    /// Exact Online: the division the integration asked for when it created the connection. The
+    /// first authorization binds to it (and is refused when it does not grant it); after that the
+    /// context's `division` is the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_division: Option<i64>,
 }
 
 impl Connection {
@@ -252,7 +257,18 @@ impl Connection {
             status_changed_at: Some(now),
             vault_writes: VaultWriteBudget::default(),
             refresh_limited_since: None,
+            requested_division: None,
         }
+    }
+
+    /// Exact Online divisions this connection already knows (its binding, or the one the integration
+    /// named), through which the granted divisions can be listed when `CurrentDivision` cannot.
+    pub fn known_divisions(&self) -> Vec<i64> {
+        let bound = match &self.context {
+            Some(ProviderContext::ExactOnline { division, .. }) => Some(*division),
+            _ => None,
+        };
+        bound.into_iter().chain(self.requested_division).collect()
     }
 
     /// Which of the stores' schedule indexes holds it (at most one): the due index while the broker has

@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod authorization;
+pub mod binding;
 pub mod connection;
 pub mod credentials;
 pub mod people;
@@ -15,6 +16,7 @@ pub use authorization::{
     new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey,
     PendingAuthorization,
 };
+pub use binding::{bind_authorization, BindingRefusal};
 pub use connection::{
     Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
     RefreshInFlight, ScheduleEntry, VaultSlot,
@@ -22,8 +24,8 @@ pub use connection::{
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{EmailAddress, Identity, Recipients};
 pub use provider::{
-    AcumaticaRefreshTokens, ExactCountry, ProviderContext, ProviderKind, ProviderSettings,
-    ServiceUrl,
+    AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
+    ProviderSettings, ServiceUrl,
 };
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
