@@ -1052,17 +1052,21 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
     world.check_logs();
 }
 
-async fn a_reconnect_to_another_organisation_is_refused(backend: Backend) {
+async fn a_reconnect_without_the_bound_division_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
     world
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
     let base_url = ServiceUrl::parse(&world.sim().exact_base("nl")).unwrap();
+    // A record stored before user ids and granted divisions were kept, bound to a division the
+    // simulator's user cannot reach.
     world
         .needs_reconnect(&connection, |c| {
             c.context = Some(ProviderContext::ExactOnline {
                 base_url,
                 division: 999,
+                user_id: None,
+                divisions: vec![],
             })
         })
         .await;
@@ -1077,8 +1081,9 @@ async fn a_reconnect_to_another_organisation_is_refused(backend: Backend) {
         &page,
         StatusCode::FORBIDDEN,
         &[
-            "belongs to division 999",
-            "division 123456",
+            "does not give access to Exact Online division 999",
+            "divisions 123456, 654321",
+            "include division 999",
             "create a new connection",
         ],
     );
@@ -1088,6 +1093,137 @@ async fn a_reconnect_to_another_organisation_is_refused(backend: Backend) {
         tokens_after.access_token.expose(),
         tokens_before.access_token.expose()
     );
+    assert!(world.logs.text().contains("division_not_granted"));
+    world.check_logs();
+}
+
+fn exact_user(name: &str, current: i64, divisions: &[i64]) -> provider_simulators::ExactUser {
+    provider_simulators::ExactUser {
+        user_name: name.into(),
+        full_name: String::new(),
+        current_division: current,
+        divisions: divisions.to_vec(),
+    }
+}
+
+fn bound_division(connection: &Connection) -> (i64, Vec<i64>, Option<String>) {
+    match &connection.context {
+        Some(ProviderContext::ExactOnline {
+            division,
+            divisions,
+            user_id,
+            ..
+        }) => (
+            *division,
+            divisions.iter().map(|d| d.code).collect(),
+            user_id.clone(),
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn an_exact_reconnect_after_switching_division_is_accepted(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    let (division, granted, user) = bound_division(&world.connection(&connection).await);
+    assert_eq!((division, granted), (123456, vec![123456, 654321]));
+    assert!(user.is_some());
+    // The accountant opened the other administration in Exact Online's web UI.
+    world
+        .sim()
+        .add_exact_user(exact_user("demo.user", 654321, &[123456, 654321]));
+    world.needs_reconnect(&connection, |_| {}).await;
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let page = world.finish(&world.authorize(&link).await).await;
+    assert_page(&page, StatusCode::OK, &["division 123456"]);
+    let stored = world.connection(&connection).await;
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert_eq!(
+        bound_division(&stored),
+        (123456, vec![123456, 654321], user)
+    );
+    world.check_logs();
+}
+
+async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    world
+        .sim()
+        .add_exact_user(exact_user("other.user", 123456, &[123456, 654321]));
+    world.needs_reconnect(&connection, |_| {}).await;
+    let before = world.snapshot(&connection).await;
+    world
+        .sim()
+        .push_consent_override(provider_simulators::ConsentOverride {
+            decision: provider_simulators::ConsentDecision::Allow,
+            user: Some("other.user".into()),
+        });
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let page = world.finish(&world.authorize(&link).await).await;
+    assert_page(
+        &page,
+        StatusCode::FORBIDDEN,
+        &["was authorized by other.user", "sign in as Demo User"],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    assert!(world.logs.text().contains("other_user"));
+    world.check_logs();
+}
+
+/// A consent restricted to 654321 while 123456 is open in Exact Online, for both readings of
+/// whether `system/Divisions` checks the division in its URL.
+async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Backend) {
+    let (world, _) = exact_world(backend).await;
+    for checks_url in [true, false] {
+        for named in [None, Some(654321)] {
+            let mut connection = world
+                .new_connection(broker_core::domain::ProviderKind::ExactOnline)
+                .await;
+            world
+                .sim()
+                .update_knobs(|k| k.exact_divisions_checks_url_division = checks_url);
+            world
+                .sim()
+                .set_exact_division_scope("demo.user", Some(vec![654321]));
+            if named.is_some() {
+                let mut c = world.connection(&connection).await;
+                c.requested_division = named;
+                world
+                    .ctx
+                    .backend
+                    .store
+                    .save_connection(&c, Fence::Version, &[])
+                    .await
+                    .unwrap();
+                connection = world.connection(&connection).await;
+            }
+            let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+            let page = world.finish(&world.authorize(&link).await).await;
+            let stored = world.connection(&connection).await;
+            if checks_url && named.is_none() {
+                // Nothing the broker knows reaches the list: refused, saying what to do.
+                assert_page(
+                    &page,
+                    StatusCode::FORBIDDEN,
+                    &["did not say which divisions", "open one of the divisions"],
+                );
+                assert_eq!(stored.status.kind(), StatusKind::NotConnected);
+            } else {
+                assert_page(&page, StatusCode::OK, &["is connected", "division 654321"]);
+                assert_eq!(bound_division(&stored).0, 654321, "{checks_url} {named:?}");
+                assert_eq!(bound_division(&stored).1, vec![654321]);
+            }
+        }
+    }
     world.check_logs();
 }
 
@@ -1325,7 +1461,10 @@ on_both_backends!(
     a_reused_code_is_refused,
     a_tampered_nonce_is_refused,
     a_reconnect_by_the_wrong_person_is_refused,
-    a_reconnect_to_another_organisation_is_refused,
+    a_reconnect_without_the_bound_division_is_refused,
+    an_exact_reconnect_after_switching_division_is_accepted,
+    an_exact_reconnect_by_another_user_is_refused,
+    exact_binds_a_granted_division_when_the_current_one_is_not,
     a_malformed_or_oversized_query_is_refused,
     hostile_text_in_the_callback_is_escaped,
     a_connection_that_needs_reconnecting_is_reconnected,

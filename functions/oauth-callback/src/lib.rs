@@ -44,7 +44,10 @@ pub fn status_of(error: &ConnectError) -> StatusCode {
         // The person said no, or is the wrong person or organisation: understood, and refused.
         ConnectError::Denied { .. }
         | ConnectError::IdentityMismatch { .. }
-        | ConnectError::OrganisationMismatch { .. } => StatusCode::FORBIDDEN,
+        | ConnectError::OrganisationMismatch { .. }
+        | ConnectError::OtherUser { .. }
+        | ConnectError::DivisionNotGranted { .. }
+        | ConnectError::DivisionsUnknown { .. } => StatusCode::FORBIDDEN,
         ConnectError::ProviderRefused { .. }
         | ConnectError::Provider(_)
         | ConnectError::NonceUnverified { .. } => StatusCode::BAD_GATEWAY,
