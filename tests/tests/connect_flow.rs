@@ -579,7 +579,7 @@ fn check_security_headers(headers: &reqwest::header::HeaderMap) {
     for directive in [
         "default-src 'none'",
         "frame-ancestors 'none'",
-        "form-action 'none'",
+        "form-action 'self'",
         "base-uri 'none'",
     ] {
         assert!(csp.contains(directive), "{csp}");
@@ -1179,6 +1179,107 @@ async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
     world.check_logs();
 }
 
+/// The value of a hidden form field on a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+impl World {
+    /// Posts the division form of a success page from `browser`.
+    async fn choose(&self, browser: &reqwest::Client, page: &Page, division: &str) -> Page {
+        let response = browser
+            .post(format!("{}/connect/division", self.base))
+            .form(&[
+                ("connection", hidden(&page.html, "connection").as_str()),
+                ("ticket", hidden(&page.html, "ticket").as_str()),
+                ("division", division),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let page = Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            html: response.text().await.unwrap(),
+        };
+        check_security_headers(&page.headers);
+        self.assert_clean(&page.html);
+        page
+    }
+}
+
+/// Several granted divisions and none named: the tokens are stored at once, bound provisionally to
+/// the current division, and the page lets the customer choose, once, from the same browser.
+async fn a_customer_chooses_among_several_granted_divisions(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::OK,
+        &[
+            "is connected",
+            "gives access to 2 divisions",
+            "value=\"654321\"",
+            "Use this division",
+        ],
+    );
+    let offered = page.headers.get_all("set-cookie").iter().any(|c| {
+        let c = c.to_str().unwrap().to_ascii_lowercase();
+        c.starts_with("broker_division_choice=")
+            && c.contains("httponly")
+            && c.contains("samesite=strict")
+    });
+    assert!(offered, "{:?}", page.headers);
+    // Durable before any choice: connected, tokens stored, provisionally bound.
+    let stored = world.connection(&connection).await;
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert!(stored.credentials.is_some() && stored.division_choice.is_some());
+    assert_eq!(bound_division(&stored).0, 123456);
+
+    // Another browser (no cookie) with the page's values: refused.
+    let stranger = world.choose(&browser(), &page, "654321").await;
+    assert_page(&stranger, StatusCode::BAD_REQUEST, &["another browser"]);
+    // A division the authorization does not grant: refused.
+    let bogus = world.choose(&attempt.browser, &page, "999").await;
+    assert_page(
+        &bogus,
+        StatusCode::BAD_REQUEST,
+        &["not one this authorization"],
+    );
+    assert_eq!(
+        bound_division(&world.connection(&connection).await).0,
+        123456
+    );
+
+    let chosen = world.choose(&attempt.browser, &page, "654321").await;
+    assert_page(
+        &chosen,
+        StatusCode::OK,
+        &["division chosen", "division 654321"],
+    );
+    let stored = world.connection(&connection).await;
+    assert_eq!(bound_division(&stored).0, 654321);
+    assert!(stored.division_choice.is_none());
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+
+    // Single use.
+    let again = world.choose(&attempt.browser, &page, "123456").await;
+    assert_page(&again, StatusCode::BAD_REQUEST, &["already used"]);
+    assert_eq!(
+        bound_division(&world.connection(&connection).await).0,
+        654321
+    );
+    world.remember(&hidden(&page.html, "ticket"));
+    world.check_logs();
+}
+
 /// A consent restricted to 654321 while 123456 is open in Exact Online, for both readings of
 /// whether `system/Divisions` checks the division in its URL.
 async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Backend) {
@@ -1465,6 +1566,7 @@ on_both_backends!(
     an_exact_reconnect_after_switching_division_is_accepted,
     an_exact_reconnect_by_another_user_is_refused,
     exact_binds_a_granted_division_when_the_current_one_is_not,
+    a_customer_chooses_among_several_granted_divisions,
     a_malformed_or_oversized_query_is_refused,
     hostile_text_in_the_callback_is_escaped,
     a_connection_that_needs_reconnecting_is_reconnected,

@@ -15,6 +15,7 @@
 //! and the typed outcomes onto pages.
 
 mod browser;
+pub mod division;
 mod error;
 
 pub use browser::{
@@ -64,6 +65,8 @@ pub struct Completed {
     /// The status before: `NotConnected` for a first connect, anything else for a reconnect.
     pub previous: StatusKind,
     pub next_refresh_at: DateTime<Utc>,
+    /// Exact Online: the granted divisions to choose from, when the binding was a guess among several.
+    pub division_choice: Option<division::DivisionOffer>,
 }
 
 impl Completed {
@@ -365,6 +368,8 @@ impl ConnectFlow {
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
             rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
+        let offer = self.division_offer(&target.connection, &context, now);
+        connection.division_choice = offer.as_ref().map(|(choice, _)| choice.clone());
         connection.context = Some(context.clone());
         connection.authorized_by = discovered.identity.clone();
         connection.last_refresh_at = Some(tokens.received_at);
@@ -402,6 +407,7 @@ impl ConnectFlow {
             authorized_by: discovered.identity,
             previous,
             next_refresh_at,
+            division_choice: offer.map(|(_, offer)| offer),
         })
     }
 

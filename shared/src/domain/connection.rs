@@ -218,6 +218,10 @@ pub struct Connection {
     /// context's `division` is the binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_division: Option<i64>,
+    /// Exact Online: the customer may still choose another of the granted divisions (see
+    /// `connect::flow::division`); cleared by the choice or the next authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division_choice: Option<super::authorization::DivisionChoice>,
 }
 
 impl Connection {
@@ -258,6 +262,7 @@ impl Connection {
             vault_writes: VaultWriteBudget::default(),
             refresh_limited_since: None,
             requested_division: None,
+            division_choice: None,
         }
     }
 

@@ -13,7 +13,7 @@ pub mod write_budget;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
 pub use authorization::{
-    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey,
+    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, DivisionChoice, OneTimeKey,
     PendingAuthorization,
 };
 pub use binding::{bind_authorization, BindingRefusal};
