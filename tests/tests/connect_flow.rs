@@ -1271,7 +1271,7 @@ async fn a_customer_chooses_among_several_granted_divisions(backend: Backend) {
 
     // Single use.
     let again = world.choose(&attempt.browser, &page, "123456").await;
-    assert_page(&again, StatusCode::BAD_REQUEST, &["already used"]);
+    assert_page(&again, StatusCode::BAD_REQUEST, &["already made"]);
     assert_eq!(
         bound_division(&world.connection(&connection).await).0,
         654321

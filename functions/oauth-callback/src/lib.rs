@@ -42,7 +42,8 @@ pub fn status_of(error: &ConnectError) -> StatusCode {
         ConnectError::MalformedRequest(_)
         | ConnectError::LinkUnknown
         | ConnectError::StateUnknown
-        | ConnectError::WrongBrowser => StatusCode::BAD_REQUEST,
+        | ConnectError::WrongBrowser
+        | ConnectError::DivisionChoiceUnknown => StatusCode::BAD_REQUEST,
         ConnectError::LinkExpired
         | ConnectError::StateExpired
         | ConnectError::ConnectionGone

@@ -151,12 +151,12 @@ impl ConnectFlow {
         let connection = store
             .get_connection(&id)
             .await?
-            .ok_or_else(|| fail(ConnectError::StateUnknown))?;
+            .ok_or_else(|| fail(ConnectError::DivisionChoiceUnknown))?;
         let Some(choice) = connection.division_choice.clone() else {
-            return Err(fail(ConnectError::StateUnknown));
+            return Err(fail(ConnectError::DivisionChoiceUnknown));
         };
         if !matches_key(&form.ticket, &choice.ticket) {
-            return Err(fail(ConnectError::StateUnknown));
+            return Err(fail(ConnectError::DivisionChoiceUnknown));
         }
         let now = self.ctx.clock.now();
         let Some(ProviderContext::ExactOnline {
@@ -165,7 +165,7 @@ impl ConnectFlow {
             ..
         }) = connection.context.clone()
         else {
-            return Err(fail(ConnectError::StateUnknown));
+            return Err(fail(ConnectError::DivisionChoiceUnknown));
         };
         if now >= choice.expires_at {
             return Err(fail(ConnectError::DivisionChoiceClosed { bound }));
@@ -199,11 +199,11 @@ impl ConnectFlow {
         {
             LeaseAttempt::Acquired(c) => c,
             LeaseAttempt::Busy { .. } => return Err(fail(ConnectError::Conflict)),
-            LeaseAttempt::Missing => return Err(fail(ConnectError::StateUnknown)),
+            LeaseAttempt::Missing => return Err(fail(ConnectError::DivisionChoiceUnknown)),
         };
         let result = async {
             if leased.division_choice.as_ref() != Some(&choice) {
-                return Err(fail(ConnectError::StateUnknown));
+                return Err(fail(ConnectError::DivisionChoiceUnknown));
             }
             if let Some(ProviderContext::ExactOnline { division, .. }) = &mut leased.context {
                 *division = chosen;

@@ -62,6 +62,8 @@ pub enum ConnectError {
     DivisionNotGranted { division: i64, granted: Vec<i64> },
     #[error("Exact Online did not say which divisions this authorization gives access to (division {current_division}, open in Exact Online, is not one of them)")]
     DivisionsUnknown { current_division: i64 },
+    #[error("this choice of division is unknown or was already made")]
+    DivisionChoiceUnknown,
     #[error("the time to choose a division has passed; the connection works in Exact Online division {bound}")]
     DivisionChoiceClosed { bound: i64 },
     #[error("this connection was disconnected and can no longer be connected")]
@@ -146,6 +148,7 @@ impl ConnectError {
                 "Nothing was changed. Start again and, on Exact Online's consent page, include division {division} among the divisions you give access to (or add it in Exact Online under App privileges, Manage divisions). To work in other divisions instead, create a new connection."
             ),
             Self::DivisionsUnknown { .. } => "Nothing was changed. In Exact Online, open one of the divisions you give this app access to, then start again from the connect link.".into(),
+            Self::DivisionChoiceUnknown => "Nothing was changed by this request. The connection works in the division chosen first (the integration can see it); to work in another, ask the integration for a new connection that names it.".into(),
             Self::DivisionChoiceClosed { .. } => "Nothing was changed. To work in another division, ask the integration for a new connection that names it.".into(),
             Self::ConnectionGone => "Create a new connection in the integration.".into(),
             Self::Conflict | Self::Unavailable(_) => "Nothing was changed. Try again in a minute.".into(),
@@ -171,6 +174,7 @@ impl ConnectError {
             Self::OtherUser { .. } => "other_user",
             Self::DivisionNotGranted { .. } => "division_not_granted",
             Self::DivisionsUnknown { .. } => "divisions_unknown",
+            Self::DivisionChoiceUnknown => "division_choice_unknown",
             Self::DivisionChoiceClosed { .. } => "division_choice_closed",
             Self::ConnectionGone => "connection_gone",
             Self::Conflict => "conflict",
