@@ -624,7 +624,8 @@ async fn connect_and_check(backend: Backend, which: Which, organisation: &str) {
         ],
     );
     let stored = world.connection(&connection).await;
-    assert_eq!(stored.version, connection.version + 1);
+    // Two writes: the link (retiring older ones), then the completed authorization.
+    assert_eq!(stored.version, connection.version + 2);
     if let Which::Exact(country) = which {
         let Some(ProviderContext::ExactOnline { base_url, .. }) = &stored.context else {
             panic!("{:?}", stored.context)
@@ -805,8 +806,9 @@ async fn exact_world(backend: Backend) -> (World, Connection) {
 
 async fn a_forged_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let mut forged = attempt.callback.clone();
     let code = param(&forged, "code").unwrap();
@@ -834,10 +836,14 @@ async fn a_replayed_state_is_refused(backend: Backend) {
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     let attempt = world.authorize(&link).await;
     assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    // The link is spent now; a newer one gives the replaying browser cookies of its own.
+    let newer = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
     let after = world.snapshot(&connection).await;
     // The same callback again, with the cookies put back as they were.
     let replay = browser();
-    let first = world.get(&replay, link.as_str()).await;
+    let first = world.get(&replay, newer.as_str()).await;
     assert_eq!(first.status, StatusCode::FOUND);
     let page = world.get(&replay, attempt.callback.as_str()).await;
     assert_page(
@@ -877,15 +883,16 @@ async fn concurrent_callbacks_with_one_state_complete_once(backend: Backend) {
     let after = world.snapshot(&connection).await;
     assert_eq!(
         (after.version, after.transitions),
-        (connection.version + 1, 1)
+        (connection.version + 2, 1) // the link's write, then one completion
     );
     world.check_logs();
 }
 
 async fn an_expired_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     world.clock.advance(Duration::minutes(11));
     let page = world.finish(&attempt).await;
@@ -896,8 +903,9 @@ async fn an_expired_state_is_refused(backend: Backend) {
 
 async fn a_state_from_another_browser_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.get(&browser(), attempt.callback.as_str()).await;
     assert_page(&page, StatusCode::BAD_REQUEST, &["another browser"]);
@@ -912,12 +920,13 @@ async fn a_state_from_another_browser_is_refused(backend: Backend) {
 
 async fn denied_consent_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     world.sim().push_consent_override(ConsentOverride {
         decision: ConsentDecision::Deny,
         user: None,
     });
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     assert_eq!(
         param(&attempt.callback, "error").as_deref(),
@@ -939,7 +948,6 @@ async fn denied_consent_is_refused(backend: Backend) {
 
 async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     world.sim().inject_fault(FaultRule::next(
         "exact.token",
         1,
@@ -950,6 +958,8 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
         },
     ));
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
@@ -961,13 +971,42 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
     world.check_logs();
 }
 
+/// Twinfield naming a cluster outside the allow-list (https under twinfield.com): the connect is
+/// refused with a page that says so, and nothing is stored.
+async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend) {
+    let world = world(backend, Which::Twinfield).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Twinfield)
+        .await;
+    world.sim().update_knobs(|k| {
+        k.twinfield_cluster_url_override = Some("https://twinfield.evil.example".into())
+    });
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::BAD_GATEWAY,
+        &[
+            "twinfield.evil.example",
+            "not an allowed address",
+            "Nothing was changed",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    world.check_logs();
+}
+
 async fn a_tampered_nonce_is_refused(backend: Backend) {
     let world = world(backend, Which::Twinfield).await;
     let connection = world
         .new_connection(broker_core::domain::ProviderKind::Twinfield)
         .await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     // The provider signs whatever nonce reaches it: one swapped on the way must not be accepted.
     let attempt = world
         .authorize_with(&link, |url| {
@@ -1000,9 +1039,13 @@ async fn a_reused_code_is_refused(backend: Backend) {
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     let first = world.authorize(&link).await;
     assert_eq!(world.finish(&first).await.status, StatusCode::OK);
+    // A new attempt (from a newer link: the first is spent) whose callback carries the spent code
+    // with its own, valid state.
+    let newer = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
     let after = world.snapshot(&connection).await;
-    // A new attempt whose callback carries the spent code with its own, valid state.
-    let second = world.authorize(&link).await;
+    let second = world.authorize(&newer).await;
     let mut reused = second.callback.clone();
     let state = param(&reused, "state").unwrap();
     reused
@@ -1031,10 +1074,11 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
             c.required_identity = Some(required);
         })
         .await;
-    let before = world.snapshot(&connection).await;
     let link = world
         .link(&connection, AuthorizationPurpose::Reconnect)
         .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
@@ -1070,11 +1114,12 @@ async fn a_reconnect_without_the_bound_division_is_refused(backend: Backend) {
             })
         })
         .await;
-    let before = world.snapshot(&connection).await;
     let tokens_before = world.tokens(&world.connection(&connection).await).await;
     let link = world
         .link(&connection, AuthorizationPurpose::Reconnect)
         .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
@@ -1158,7 +1203,6 @@ async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
         .sim()
         .add_exact_user(exact_user("other.user", 123456, &[123456, 654321]));
     world.needs_reconnect(&connection, |_| {}).await;
-    let before = world.snapshot(&connection).await;
     world
         .sim()
         .push_consent_override(provider_simulators::ConsentOverride {
@@ -1168,6 +1212,8 @@ async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
     let link = world
         .link(&connection, AuthorizationPurpose::Reconnect)
         .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let page = world.finish(&world.authorize(&link).await).await;
     assert_page(
         &page,
@@ -1330,8 +1376,9 @@ async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Bac
 
 async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let callback = format!("{}/oauth/callback", world.base);
     let state = param(&attempt.callback, "state").unwrap();
@@ -1359,8 +1406,9 @@ async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
 
 async fn hostile_text_in_the_callback_is_escaped(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let mut hostile = attempt.callback.clone();
     let state = param(&hostile, "state").unwrap();
@@ -1561,6 +1609,7 @@ on_both_backends!(
     a_provider_error_on_the_code_exchange_is_refused,
     a_reused_code_is_refused,
     a_tampered_nonce_is_refused,
+    a_twinfield_cluster_outside_the_allow_list_is_refused,
     a_reconnect_by_the_wrong_person_is_refused,
     a_reconnect_without_the_bound_division_is_refused,
     an_exact_reconnect_after_switching_division_is_accepted,
@@ -1572,4 +1621,94 @@ on_both_backends!(
     a_connection_that_needs_reconnecting_is_reconnected,
     a_legacy_twinfield_connection_is_reconnected,
     an_expired_link_is_refused,
+    head_requests_have_no_side_effects,
+    a_link_is_spent_by_its_connection_and_retired_by_a_newer_one,
 );
+
+/// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
+/// spends nothing: the same state and code still complete the connection once, afterwards.
+async fn head_requests_have_no_side_effects(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
+    let head = browser().head(link.clone()).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(
+        head.headers().get("set-cookie").is_none(),
+        "no authorization started"
+    );
+    let attempt = world.authorize(&link).await;
+    let calls = world
+        .sim()
+        .token_calls(provider_simulators::Provider::Exact);
+    let head = attempt
+        .browser
+        .head(attempt.callback.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls,
+        "HEAD exchanged no code"
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    let page = world.finish(&attempt).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls + 1
+    );
+    world.check_logs();
+}
+
+/// A link works until the connection it belongs to completes (then it is spent) or a newer link is
+/// issued for it (then it is retired). Either way, opening it shows a page that says so with the
+/// connection's status, and starts no authorization.
+async fn a_link_is_spent_by_its_connection_and_retired_by_a_newer_one(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let first = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let second = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // The older link is retired by the newer one.
+    let page = world.get(&browser(), first.as_str()).await;
+    assert_page(
+        &page,
+        StatusCode::GONE,
+        &[
+            "This link was replaced",
+            "A newer link replaced this one",
+            "not connected",
+            "most recent link",
+        ],
+    );
+    assert!(page.headers.get("set-cookie").is_none(), "nothing started");
+    // The newer one connects, and is spent by it.
+    let attempt = world.authorize(&second).await;
+    assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    let after = world.snapshot(&connection).await;
+    let page = world.get(&browser(), second.as_str()).await;
+    assert_page(
+        &page,
+        StatusCode::GONE,
+        &[
+            "This link was already used",
+            "is connected",
+            "Nothing to do",
+        ],
+    );
+    assert!(page.headers.get("set-cookie").is_none(), "nothing started");
+    assert_eq!(world.snapshot(&connection).await, after);
+    // A reconnect link issued afterwards works again.
+    let reconnect = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let attempt = world.authorize(&reconnect).await;
+    assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    world.check_logs();
+}

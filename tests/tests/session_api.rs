@@ -61,6 +61,8 @@ on_both_backends!(
     exact_connections_bind_a_granted_division_and_list_them_all,
     a_refused_token_is_replaced_once_and_a_newer_one_is_handed_out_as_it_is,
     a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline,
+    every_route_answers_every_key_scope_as_the_scope_says,
+    bodies_must_be_declared_json_and_labels_lose_control_characters,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -688,9 +690,55 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["logon"], "legacy");
+    // nextAction comes only with OAuthLogon (AccessTokenLogon's answer has none): a pending SMS
+    // log-on or password change is named, and the connection stays as it is.
+    for action in [sim::NextAction::SmsLogon, sim::NextAction::ChangePassword] {
+        let pending = sim::LogonBehaviour {
+            result: sim::LogonResult::Ok,
+            next_action: action,
+        };
+        env.sim
+            .set_twinfield_logon_behaviour("TWF-DEMO", None, Some(pending))
+            .unwrap();
+        let reply = env
+            .call(
+                "POST",
+                &format!("/v1/connections/{legacy}/twinfield-session?company=NL002"),
+                None,
+            )
+            .await;
+        reply.problem(ProblemKind::TwinfieldLogonRefused);
+        assert!(reply.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains(action.as_str()));
+        assert_eq!(env.status_of(&legacy).await, "connected");
+    }
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+        .unwrap();
     env.session(&legacy)
         .await
         .problem(ProblemKind::NotApplicable);
+    // Legacy credentials cannot be refreshed: Twinfield refusing their token needs a person.
+    let refused = sim::LogonBehaviour {
+        result: sim::LogonResult::TokenInvalid,
+        next_action: sim::NextAction::None,
+    };
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, Some(refused))
+        .unwrap();
+    env.call(
+        "POST",
+        &format!("/v1/connections/{legacy}/twinfield-session?company=NL001"),
+        None,
+    )
+    .await
+    .problem(ProblemKind::ReconnectRequired);
+    assert_eq!(env.status_of(&legacy).await, "reconnect_required");
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+        .unwrap();
     // An Exact connection has no SOAP session.
     let (exact, _) = env.connected("ex").await;
     env.call(
@@ -705,11 +753,13 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
     use sim::LogonResult as R;
     let cases: Vec<(R, sim::NextAction, Option<ProblemKind>, &str)> = vec![
         (R::Ok, sim::NextAction::None, None, "connected"),
+        // The token is refreshed once and the logon retried; Twinfield (here, for the whole
+        // organisation) still refusing a fresh token does not make the connection need a person.
         (
             R::TokenInvalid,
             sim::NextAction::None,
-            Some(ProblemKind::ReconnectRequired),
-            "reconnect_required",
+            Some(ProblemKind::ProviderError),
+            "connected",
         ),
         (
             R::Invalid,
@@ -723,11 +773,12 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
             Some(ProblemKind::ReconnectRequired),
             "reconnect_required",
         ),
+        // "Log-on is blocked because of system maintenance": try again later, change nothing.
         (
             R::Blocked,
             sim::NextAction::None,
-            Some(ProblemKind::ConnectionDisabled),
-            "disabled",
+            Some(ProblemKind::TemporarilyUnavailable),
+            "connected",
         ),
         (
             R::Disabled,
@@ -756,8 +807,8 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
         (
             R::ClientInvalid,
             sim::NextAction::None,
-            Some(ProblemKind::TwinfieldLogonRefused),
-            "connected",
+            Some(ProblemKind::ReconnectRequired),
+            "reconnect_required",
         ),
         (
             R::Untrusted,
@@ -769,18 +820,6 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
             R::Failed,
             sim::NextAction::None,
             Some(ProblemKind::TemporarilyUnavailable),
-            "connected",
-        ),
-        (
-            R::Ok,
-            sim::NextAction::SmsLogon,
-            Some(ProblemKind::TwinfieldLogonRefused),
-            "connected",
-        ),
-        (
-            R::Ok,
-            sim::NextAction::ChangePassword,
-            Some(ProblemKind::TwinfieldLogonRefused),
             "connected",
         ),
     ];
@@ -827,14 +866,10 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
                 reply.text
             );
         }
-        if next_action != sim::NextAction::None {
+        if matches!(result, R::Blocked | R::Failed) {
             assert!(
-                reply.json["detail"]
-                    .as_str()
-                    .unwrap()
-                    .contains(next_action.as_str()),
-                "{}",
-                reply.text
+                reply.retry_after.is_some(),
+                "{result:?}: try again later, with Retry-After"
             );
         }
         assert_eq!(
@@ -1314,10 +1349,11 @@ async fn no_token_leaves_except_in_the_session_answer(backend: Backend) {
                     }),
                 )
                 .unwrap();
+            // Another company needs its own logon (the first session is pooled), which is refused.
             bodies.push(
                 env.call(
                     "POST",
-                    &format!("/v1/connections/{id}/twinfield-session"),
+                    &format!("/v1/connections/{id}/twinfield-session?company=NL001"),
                     None,
                 )
                 .await
@@ -1577,6 +1613,366 @@ async fn exact_connections_bind_a_granted_division_and_list_them_all(backend: Ba
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Twinfield sessions: reuse, refresh on a rejected token, every fault shape. Backend-independent, so
+// on the embedded store only.
+
+mod twinfield_embedded {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twinfield_sessions_are_reused_while_alive() {
+        super::twinfield_sessions_are_reused_while_alive(20 * 60).await;
+    }
+
+    /// The idle time is unpublished (20 minutes assumed): a shorter one must not make the broker
+    /// hand out a dead session either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twinfield_sessions_are_reused_while_alive_with_a_short_idle_time() {
+        super::twinfield_sessions_are_reused_while_alive(5 * 60).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape() {
+        super::a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rejected_twinfield_session_is_replaced_at_once() {
+        super::a_rejected_twinfield_session_is_replaced_at_once().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rejections_of_one_twinfield_token_refresh_it_once() {
+        super::concurrent_rejections_of_one_twinfield_token_refresh_it_once().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person() {
+        super::only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person().await;
+    }
+}
+
+impl Env {
+    async fn twinfield_session(&self, id: &str, company: Option<&str>) -> Reply {
+        let query = company.map(|c| format!("?company={c}")).unwrap_or_default();
+        self.call(
+            "POST",
+            &format!("/v1/connections/{id}/twinfield-session{query}"),
+            None,
+        )
+        .await
+    }
+}
+
+async fn twinfield_sessions_are_reused_while_alive(sim_idle_secs: i64) {
+    let env = env(broker_tests::backends::embedded()).await;
+    // The short variant also answers in Dutch: a gone session is known without reading its words.
+    env.sim.update_knobs(|k| {
+        k.twinfield_session_idle_timeout_secs = sim_idle_secs;
+        if sim_idle_secs < 10 * 60 {
+            k.twinfield_fault_language = sim::FaultLanguage::Nl;
+        }
+    });
+    let (id, _) = env.connected("tw").await;
+    let logons = || env.sim.calls("twinfield.session");
+    let cluster_calls = || env.sim.calls("twinfield.cluster_session");
+    let before = logons();
+
+    // A burst, concurrent and sequential: one logon.
+    let burst = futures_join(&env, &id).await;
+    let first = burst[0].clone();
+    assert!(burst.iter().all(|s| *s == first), "{burst:?}");
+    for _ in 0..5 {
+        let reply = env.twinfield_session(&id, None).await;
+        assert_eq!(reply.json["session_id"], first.as_str(), "{}", reply.text);
+    }
+    assert_eq!(logons() - before, 1, "one logon for the whole burst");
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(
+        reply.json["idle_timeout_secs"], 1200,
+        "the catalogue's stated idle time"
+    );
+    let idle_expires_at: chrono::DateTime<Utc> =
+        serde_json::from_value(reply.json["idle_expires_at"].clone()).unwrap();
+    assert!(idle_expires_at > env.sim.clock().now() + Duration::minutes(19));
+
+    // A minute later: checked with KeepAlive (the session is alive either way), not a new logon.
+    env.advance(60);
+    let kept = cluster_calls();
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.json["session_id"], first.as_str(), "{}", reply.text);
+    assert_eq!(cluster_calls() - kept, 1, "one KeepAlive");
+    assert_eq!(logons() - before, 1);
+
+    // Six minutes idle: gone at Twinfield with a five-minute idle time, alive with twenty.
+    env.advance(6 * 60);
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let after_six = reply.json["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        after_six == first,
+        sim_idle_secs > 6 * 60,
+        "{sim_idle_secs}"
+    );
+    // Whatever the broker hands out is alive at Twinfield.
+    assert!(env.sim.twinfield_session_count() >= 1);
+
+    // Long idle: a new session, never an error.
+    env.advance(sim_idle_secs + 60);
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_ne!(reply.json["session_id"], after_six.as_str());
+
+    // A company is its own session, selected once; an unknown one is a clear refusal.
+    let with_company = env.twinfield_session(&id, Some("NL001")).await;
+    assert_eq!(
+        with_company.json["company"], "NL001",
+        "{}",
+        with_company.text
+    );
+    assert_ne!(with_company.json["session_id"], reply.json["session_id"]);
+    let again = env.twinfield_session(&id, Some("NL001")).await;
+    assert_eq!(again.json["session_id"], with_company.json["session_id"]);
+    env.twinfield_session(&id, Some("NOPE"))
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    env.twinfield_session(&id, Some("a%20b"))
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    assert_eq!(env.status_of(&id).await, "connected");
+}
+
+/// An integration that finds its session dropped (here: abandoned behind the broker's back) says so,
+/// and gets a new one at once instead of the pooled one until the next KeepAlive check.
+async fn a_rejected_twinfield_session_is_replaced_at_once() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let (id, _) = env.connected("tw").await;
+    let first = env.twinfield_session(&id, None).await;
+    let session = broker_core::providers::TwinfieldSession {
+        session_id: broker_core::secret::SessionId::new(first.json["session_id"].as_str().unwrap()),
+        cluster_url: ServiceUrl::parse(first.json["cluster_url"].as_str().unwrap()).unwrap(),
+    };
+    let client = env.ctx.providers.twinfield_sessions().unwrap();
+    client.abandon(&session).await.unwrap();
+    // Within the recheck interval the pool trusts what it touched a moment ago.
+    let stale = env.twinfield_session(&id, None).await;
+    assert_eq!(stale.json["session_id"], first.json["session_id"]);
+    let path = format!("/v1/connections/{id}/twinfield-session");
+    let body = json!({ "rejected_session_id": first.json["session_id"] });
+    let replaced = env.call("POST", &path, Some(body.clone())).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_ne!(replaced.json["session_id"], first.json["session_id"]);
+    client
+        .keep_alive(&broker_core::providers::TwinfieldSession {
+            session_id: broker_core::secret::SessionId::new(
+                replaced.json["session_id"].as_str().unwrap(),
+            ),
+            cluster_url: session.cluster_url.clone(),
+        })
+        .await
+        .expect("the new session is alive");
+    // Saying it again about the old one changes nothing: it was replaced already.
+    let again = env.call("POST", &path, Some(body)).await;
+    assert_eq!(again.json["session_id"], replaced.json["session_id"]);
+    env.call("POST", &path, Some(json!({"session_id": "x"})))
+        .await
+        .problem(ProblemKind::InvalidRequest);
+}
+
+/// Eight concurrent session requests; their session ids.
+async fn futures_join(env: &Env, id: &str) -> Vec<String> {
+    let one = || env.twinfield_session(id, None);
+    let (a, b, c, d) = tokio::join!(one(), one(), one(), one());
+    let (e, f, g, h) = tokio::join!(one(), one(), one(), one());
+    [a, b, c, d, e, f, g, h]
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["session_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn soap11_fault(text: &str, detail: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{text}</faultstring><detail>{detail}</detail></soap:Fault></soap:Body></soap:Envelope>"
+    )
+}
+
+fn soap12_fault(text: &str, detail: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap12:Envelope xmlns:soap12=\"http://www.w3.org/2003/05/soap-envelope\"><soap12:Body><soap12:Fault><soap12:Code><soap12:Value>soap12:Sender</soap12:Value></soap12:Code><soap12:Reason><soap12:Text xml:lang=\"nl\">{text}</soap12:Text></soap12:Reason><soap12:Detail>{detail}</soap12:Detail></soap12:Fault></soap12:Body></soap12:Envelope>"
+    )
+}
+
+/// Fault 354 at AccessTokenLogon in every shape Twinfield may send it: the token is refreshed once,
+/// the logon retried, a session handed out, and the connection stays connected. Other faults and
+/// outages change nothing and refresh nothing.
+async fn a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let dutch = "Toegang geweigerd. Token ongeldig.";
+    let body = |xml: String, content_type: &str| sim::FaultAction::Status {
+        status: 500,
+        body: xml,
+        content_type: Some(content_type.into()),
+    };
+    let xml = "text/xml; charset=utf-8";
+    let shapes: Vec<(&str, sim::FaultAction)> = vec![
+        (
+            "soap 1.1, code element",
+            body(
+                soap11_fault("Access denied. Token invalid.", "<code>354</code>"),
+                xml,
+            ),
+        ),
+        (
+            "soap 1.1, Dutch, code attribute",
+            body(soap11_fault(dutch, r#"<Error code="354"/>"#), xml),
+        ),
+        (
+            "soap 1.1, Dutch, namespaced",
+            body(
+                soap11_fault(
+                    dutch,
+                    r#"<t:Errors xmlns:t="http://www.twinfield.com/"><t:code>354</t:code></t:Errors>"#,
+                ),
+                xml,
+            ),
+        ),
+        (
+            "soap 1.2, Dutch",
+            body(
+                soap12_fault(dutch, "<code>354</code>"),
+                "application/soap+xml; charset=utf-8",
+            ),
+        ),
+        (
+            "soap 1.2, Dutch, UTF-16",
+            sim::FaultAction::StatusUtf16 {
+                status: 500,
+                body: soap12_fault(dutch, r#"<Error code="354"/>"#).replace("utf-8", "utf-16"),
+                content_type: Some("application/soap+xml; charset=utf-16".into()),
+            },
+        ),
+    ];
+    for (shape, action) in shapes {
+        let (id, _) = env.connected("tw").await;
+        let refreshes = env.sim.calls("twinfield.token");
+        env.sim
+            .inject_fault(sim::FaultRule::next("twinfield.session", 1, action));
+        let reply = env.twinfield_session(&id, None).await;
+        assert_eq!(reply.status, 200, "{shape}: {}", reply.text);
+        assert_eq!(
+            env.sim.calls("twinfield.token") - refreshes,
+            1,
+            "{shape}: one refresh"
+        );
+        assert_eq!(env.status_of(&id).await, "connected", "{shape}");
+    }
+    let others: Vec<(&str, sim::FaultAction, ProblemKind)> = vec![
+        (
+            "another fault",
+            body(
+                soap11_fault(
+                    "Toegang geweigerd. Company ontbreekt in request header.",
+                    "<code>103</code>",
+                ),
+                xml,
+            ),
+            ProblemKind::ProviderError,
+        ),
+        (
+            "an outage",
+            body("<html>down</html>".into(), "text/html"),
+            ProblemKind::TemporarilyUnavailable,
+        ),
+        (
+            "a rate limit",
+            sim::FaultAction::TooManyRequests {
+                retry_after_secs: 9,
+                body: None,
+            },
+            ProblemKind::RateLimited,
+        ),
+    ];
+    for (what, action, problem) in others {
+        let (id, _) = env.connected("tw").await;
+        let refreshes = env.sim.calls("twinfield.token");
+        env.sim
+            .inject_fault(sim::FaultRule::next("twinfield.session", 1, action));
+        let reply = env.twinfield_session(&id, None).await;
+        reply.problem(problem);
+        assert!(
+            reply.retry_after.is_some() || problem == ProblemKind::ProviderError,
+            "{what}"
+        );
+        assert_eq!(
+            env.sim.calls("twinfield.token"),
+            refreshes,
+            "{what}: no refresh"
+        );
+        assert_eq!(env.status_of(&id).await, "connected", "{what}");
+    }
+}
+
+/// Two requests whose logons both see the token rejected (two companies, so two logons): one
+/// refresh between them, the other uses its result.
+async fn concurrent_rejections_of_one_twinfield_token_refresh_it_once() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let (id, _) = env.connected("tw").await;
+    let fault = sim::FaultAction::Status {
+        status: 500,
+        body: soap11_fault("Access denied. Token invalid.", "<code>354</code>"),
+        content_type: Some("text/xml; charset=utf-8".into()),
+    };
+    env.sim
+        .inject_fault(sim::FaultRule::next("twinfield.session", 2, fault));
+    // The refresh takes longer than a logon, so both first logons meet the fault.
+    env.sim
+        .set_route_latency("twinfield.token", std::time::Duration::from_millis(400));
+    let refreshes = env.sim.calls("twinfield.token");
+    let (a, b) = tokio::join!(
+        env.twinfield_session(&id, Some("NL001")),
+        env.twinfield_session(&id, Some("NL002"))
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(b.status, 200, "{}", b.text);
+    assert_eq!(
+        env.sim.calls("twinfield.token") - refreshes,
+        1,
+        "one refresh for both"
+    );
+    assert_eq!(env.status_of(&id).await, "connected");
+}
+
+/// A revoked grant: the logon refuses the token, the one refresh fails with invalid_grant, and only
+/// then does the connection need a person.
+async fn only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person() {
+    let env = env(broker_tests::backends::embedded()).await;
+    for variant in [
+        sim::InvalidTokenLogon::Result,
+        sim::InvalidTokenLogon::Fault,
+    ] {
+        env.sim
+            .update_knobs(|k| k.twinfield_invalid_token_logon = variant);
+        let (id, _) = env.connected("tw").await;
+        env.sim
+            .revoke_grant(sim::Provider::Twinfield, "DEMO", Some(TW_ID));
+        let refreshes = env.sim.calls("twinfield.token");
+        let reply = env.twinfield_session(&id, None).await;
+        reply.problem(ProblemKind::ReconnectRequired);
+        assert_eq!(
+            env.sim.calls("twinfield.token") - refreshes,
+            1,
+            "{variant:?}"
+        );
+        assert_eq!(
+            env.status_of(&id).await,
+            "reconnect_required",
+            "{variant:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Token lifetimes, the vault write budget and the request deadline.
 
 /// Acumatica with 60-s access tokens and single-use refresh tokens, a session every 10 s for a simulated
@@ -1763,4 +2159,193 @@ async fn a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadli
         .is_access_token_valid(reply.json["access_token"].as_str().unwrap()));
     assert_eq!(env.sim.max_presentations_of_any_refresh_token(), 1);
     assert_eq!(env.status_of(&id).await, "connected");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Key scopes, media types and labels.
+
+/// Every route × every kind of key: a session-only key may only ask for sessions; a key limited to some
+/// connections may do everything on those (listing shows only them) but create none; nothing reaches a
+/// connection outside a key's list. "Allowed" is any answer but 401/403 (the connection's state decides
+/// the rest); disconnect comes last, so the earlier routes see a connected connection (repeating it is
+/// harmless).
+async fn every_route_answers_every_key_scope_as_the_scope_says(backend: Backend) {
+    let env = env(backend).await;
+    let (a, _) = env.connected("tw").await;
+    let (b, _) = env.connected("ex").await;
+    let a_id = ConnectionId::parse(&a).unwrap();
+    let b_id = ConnectionId::parse(&b).unwrap();
+    let store = &env.ctx.backend.store;
+    let key = |session_only: bool, connections: Option<Vec<ConnectionId>>| {
+        let new = ApiKeyRecord::generate(
+            tenant("acme"),
+            "scoped",
+            ApiKeyScope {
+                session_only,
+                connections,
+            },
+            Utc::now(),
+        );
+        (new.plaintext.expose().to_string(), new.record)
+    };
+    let keys = [
+        ("tenant-wide", key(false, None)),
+        ("session-only", key(true, None)),
+        ("limited to A", key(false, Some(vec![a_id.clone()]))),
+        (
+            "session-only, limited to A",
+            key(true, Some(vec![a_id.clone()])),
+        ),
+        ("limited to B", key(false, Some(vec![b_id.clone()]))),
+    ];
+    for (_, (_, record)) in &keys {
+        store.insert_api_key(record).await.unwrap();
+    }
+    let create = json!({"app_id": "tw", "recipients": ["finance@example.com"]});
+    let pair = json!({"access_token": "x", "refresh_token": "y"});
+    // (method, path, body, allowed for: tenant-wide, session-only, limited to A, session-only A, limited to B)
+    let routes: Vec<(&str, String, Option<Value>, [bool; 5])> = vec![
+        (
+            "POST",
+            "/v1/connections".into(),
+            Some(create),
+            [true, false, false, false, false],
+        ),
+        (
+            "GET",
+            "/v1/connections".into(),
+            None,
+            [true, false, true, false, true],
+        ),
+        (
+            "GET",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/reconnect-link"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/credentials"),
+            Some(pair),
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/twinfield-session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "DELETE",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+    ];
+    for (method, path, body, allowed) in &routes {
+        for (i, (name, (plaintext, _))) in keys.iter().enumerate() {
+            let reply = env
+                .call_raw(
+                    method,
+                    path,
+                    Some(plaintext),
+                    body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
+                )
+                .await;
+            if allowed[i] {
+                assert!(
+                    ![401, 403].contains(&reply.status),
+                    "{name} may {method} {path}: {} {}",
+                    reply.status,
+                    reply.text
+                );
+            } else {
+                reply.problem(ProblemKind::Forbidden);
+            }
+        }
+    }
+    // A key limited to A lists only A.
+    let listed = env
+        .call_raw("GET", "/v1/connections", Some(&keys[2].1 .0), None)
+        .await;
+    let ids: Vec<&str> = listed.json["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a.as_str()]);
+}
+
+/// A body not declared as JSON gets 415 with what to do; an empty session request needs no type. A
+/// display name loses control and bidirectional characters before it is stored.
+async fn bodies_must_be_declared_json_and_labels_lose_control_characters(backend: Backend) {
+    let env = env(backend).await;
+    let body = serde_json::to_vec(&json!({
+        "app_id": "ex",
+        "display_name": "Acme\u{202E}fdp.exe\u{7}",
+        "recipients": ["finance@example.com"],
+    }))
+    .unwrap();
+    let send = |content_type: Option<&'static str>, path: String, body: Vec<u8>| {
+        let mut request = env
+            .http
+            .post(format!("{}{path}", env.base))
+            .bearer_auth(&env.key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let response = send(content_type, "/v1/connections".into(), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_BASE}unsupported-media-type")
+        );
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"));
+    }
+    let response = send(
+        Some("application/json; charset=utf-8"),
+        "/v1/connections".into(),
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["connection"]["display_name"], "Acmefdp.exe");
+
+    let (id, _) = env.connected("ex").await;
+    let path = format!("/v1/connections/{id}/session");
+    let empty = send(None, path.clone(), Vec::new()).await.unwrap();
+    assert_eq!(empty.status().as_u16(), 200);
+    let undeclared = send(None, path, b"{\"min_validity_secs\": 60}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(undeclared.status().as_u16(), 415);
 }

@@ -29,11 +29,24 @@ use std::sync::{Arc, LazyLock};
 pub fn router(ctx: BrokerContext) -> Router {
     let flow = Arc::new(ConnectFlow::new(ctx));
     Router::new()
-        .route("/connect/{token}", get(start))
+        // HEAD is answered on its own: axum would run the GET handler for it, and a link checker or a
+        // mail scanner's HEAD must neither start an authorization nor spend a state and its code.
+        .route("/connect/{token}", get(start).head(head_only))
+        .route("/oauth/callback", get(callback).head(head_only))
         .route("/connect/division", post(choose_division))
-        .route("/oauth/callback", get(callback))
         .fallback(not_found)
         .with_state(flow)
+}
+
+/// `HEAD` on either route: the headers a page would have, and no side effect.
+async fn head_only() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(&mut headers);
+    (StatusCode::OK, headers).into_response()
 }
 
 /// The status a failure is answered with.
@@ -45,6 +58,8 @@ pub fn status_of(error: &ConnectError) -> StatusCode {
         | ConnectError::WrongBrowser
         | ConnectError::DivisionChoiceUnknown => StatusCode::BAD_REQUEST,
         ConnectError::LinkExpired
+        | ConnectError::LinkSpent { .. }
+        | ConnectError::LinkReplaced { .. }
         | ConnectError::StateExpired
         | ConnectError::ConnectionGone
         | ConnectError::DivisionChoiceClosed { .. } => StatusCode::GONE,

@@ -2,7 +2,7 @@
 //! assets, readable on a phone.
 
 use broker_core::connect::flow::division::{DivisionChosen, DivisionOffer};
-use broker_core::connect::flow::{Completed, ConnectFailure};
+use broker_core::connect::flow::{Completed, ConnectError, ConnectFailure};
 
 /// Escapes text for HTML element content and double-quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -123,12 +123,31 @@ pub fn division_chosen(chosen: &DivisionChosen) -> String {
 }
 
 pub fn failure(failed: &ConnectFailure) -> String {
-    let title = match failed.provider {
-        Some(p) => format!("Could not connect {}", p.display_name()),
-        None => "Could not connect".to_string(),
+    // A spent or replaced link is not a failure to connect: the page says how the connection stands.
+    let (title, heading, lead) = match (&failed.error, failed.provider) {
+        (ConnectError::LinkSpent { .. }, _) => (
+            "This link was already used".to_string(),
+            "<h1>",
+            "What happened",
+        ),
+        (ConnectError::LinkReplaced { .. }, _) => (
+            "This link was replaced".to_string(),
+            "<h1>",
+            "What happened",
+        ),
+        (_, Some(p)) => (
+            format!("Could not connect {}", p.display_name()),
+            "<h1 class=\"bad\">",
+            "What went wrong",
+        ),
+        (_, None) => (
+            "Could not connect".to_string(),
+            "<h1 class=\"bad\">",
+            "What went wrong",
+        ),
     };
     let mut body = format!(
-        "<h1 class=\"bad\">{}</h1><p>What went wrong: {}.</p><p>{}</p>",
+        "{heading}{}</h1><p>{lead}: {}.</p><p>{}</p>",
         escape(&title),
         escape(&capitalize(&failed.error.to_string())),
         escape(&failed.error.what_to_do()),

@@ -9,10 +9,10 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_core::api::SessionOptions;
 use broker_core::api::{ApiError, Caller, IntegrationApi, ProblemKind};
+use broker_core::api::{SessionOptions, TwinfieldSessionRequest};
 use broker_core::context::BrokerContext;
-use broker_core::secret::AccessToken;
+use broker_core::secret::{AccessToken, SessionId};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::Extensions;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -73,7 +73,9 @@ type Body = Result<Bytes, BytesRejection>;
 async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let created = api.create_connection(&caller, json(body)?).await?;
+        let created = api
+            .create_connection(&caller, json(&headers, body)?)
+            .await?;
         Ok((StatusCode::CREATED, created))
     })
     .await
@@ -149,7 +151,7 @@ async fn credentials(
 ) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let request = json(body)?;
+        let request = json(&headers, body)?;
         Ok((
             StatusCode::OK,
             api.register_credentials(&caller, &id, request).await?,
@@ -180,7 +182,7 @@ async fn session(
         let caller = caller(&api, &headers).await?;
         let request: SessionBody = match &body {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => SessionBody::default(),
-            _ => json(body)?,
+            _ => json(&headers, body)?,
         };
         let options = SessionOptions {
             min_validity: request
@@ -215,14 +217,49 @@ fn request_deadline(extensions: &Extensions, local_budget: Duration) -> Instant 
     now + left.saturating_sub(ANSWER_MARGIN)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionQuery {
+    /// A company to select on the session (one pooled session per company).
+    company: Option<String>,
+}
+
+/// The optional body of `POST /v1/connections/{id}/twinfield-session`. The session id goes in the
+/// body, not the query string: a URL ends up in access logs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionBody {
+    /// A session the broker handed out that Twinfield no longer accepts.
+    rejected_session_id: Option<String>,
+}
+
 async fn twinfield_session(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path(id): Path<String>,
+    query: Result<Query<TwinfieldSessionQuery>, QueryRejection>,
+    body: Body,
 ) -> Response {
+    let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
         let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.twinfield_session(&caller, &id).await?))
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                format!("the query string is not valid ({e}): the only parameter is ?company=<company code>"),
+            )
+        })?;
+        let said: TwinfieldSessionBody = match &body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => TwinfieldSessionBody::default(),
+            _ => json(&headers, body)?,
+        };
+        let request = TwinfieldSessionRequest {
+            company: q.company,
+            rejected_session: said.rejected_session_id.map(SessionId::new),
+            deadline: Some(deadline),
+        };
+        Ok((StatusCode::OK, api.twinfield_session(&caller, &id, request).await?))
     })
     .await
 }
@@ -249,9 +286,22 @@ async fn caller(api: &IntegrationApi, headers: &HeaderMap) -> Result<Caller, Api
     api.authenticate(authorization).await
 }
 
-/// Parses a JSON body. serde's messages name fields, never values: a wrong-typed value would be
-/// quoted in them, so those are replaced by the position only.
-fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// Parses a JSON body declared as such (`Content-Type: application/json`, any parameters; 415
+/// otherwise: a body sent as a form or as text is not what the caller meant to send). serde's messages
+/// name fields, never values: a wrong-typed value would be quoted in them, so those are replaced by the
+/// position only.
+fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    let declared_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !declared_json && !matches!(&body, Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE) {
+        return Err(ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "send the body as JSON with the header Content-Type: application/json",
+        ));
+    }
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

@@ -371,6 +371,8 @@ impl IntegrationApi {
             }
             connection.failures.clear();
             connection.refresh_in_flight = None;
+            // Credentials registered here complete the connection: the links issued for it are spent.
+            connection.spend_links();
             let transition = connection
                 .apply(StatusEvent::Authorized, caller.actor(), now)
                 .map_err(|_| disconnected())?;

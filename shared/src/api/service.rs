@@ -7,6 +7,7 @@ use super::types::{
 };
 use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
+use crate::domain::plain_label;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
     ProviderKind, Recipients, StatusEvent, StatusTransition,
@@ -76,6 +77,19 @@ impl Caller {
             return Err(ApiError::new(
                 ProblemKind::Forbidden,
                 "this API key is limited to session requests; use a key without the session-only limit to manage connections",
+            ));
+        }
+        Ok(())
+    }
+
+    /// For what reaches beyond named connections (creating one): a key limited to some connections
+    /// must not make new ones outside its list.
+    pub(super) fn require_tenant_wide_access(&self) -> Result<(), ApiError> {
+        self.require_full_access()?;
+        if self.key.scope.connections.is_some() {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this API key is limited to some connections and cannot create new ones; use a key without a connection limit",
             ));
         }
         Ok(())
@@ -174,14 +188,15 @@ impl IntegrationApi {
         caller: &Caller,
         request: CreateConnection,
     ) -> Result<CreatedConnection, ApiError> {
-        caller.require_full_access()?;
+        caller.require_tenant_wide_access()?;
         let invalid = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
         let app_id = AppId::parse(request.app_id.trim()).map_err(|e| invalid(e.to_string()))?;
         let recipients = Recipients::parse(&request.recipients)
             .map_err(|e| invalid(format!("recipients: {e}")))?;
+        // Labels reach pages and emails: no control or bidirectional characters past this point.
         let display_name = request
             .display_name
-            .map(|n| n.trim().to_string())
+            .map(|n| plain_label(&n))
             .filter(|n| !n.is_empty());
         if display_name
             .as_ref()
@@ -195,7 +210,10 @@ impl IntegrationApi {
             Some(input) => {
                 let mut identity = Identity::new(input.subject)
                     .map_err(|e| invalid(format!("required_identity: {e}")))?;
-                identity.display_name = input.display_name;
+                identity.display_name = input
+                    .display_name
+                    .map(|n| plain_label(&n))
+                    .filter(|n| !n.is_empty());
                 Some(identity)
             }
             None => None,
@@ -267,6 +285,7 @@ impl IntegrationApi {
         caller: &Caller,
         id: &str,
     ) -> Result<ConnectionView, ApiError> {
+        caller.require_full_access()?;
         Ok(ConnectionView::from(
             &self.connection_for(caller, id).await?,
         ))

@@ -205,6 +205,12 @@ pub struct TwinfieldSessionGrant {
     pub cluster_url: String,
     /// `oauth2` (AccessTokenLogon) or `legacy` (OAuthLogon).
     pub logon: String,
+    /// The company selected on the session, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    /// When the session dies if nobody uses it; every call on it moves this on by `idle_timeout_secs`.
+    pub idle_expires_at: DateTime<Utc>,
+    pub idle_timeout_secs: i64,
 }
 
 impl fmt::Debug for TwinfieldSessionGrant {

@@ -31,7 +31,7 @@ use crate::domain::{
     Consumed, Credentials, Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext,
     ProviderKind, StatusEvent, StatusKind,
 };
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, TenantId};
 use crate::ports::Fence;
 use crate::providers::OAuthClient;
 use crate::refresh::TokenGrant;
@@ -113,7 +113,35 @@ impl ConnectFlow {
             Consumed::Expired => return Err(ConnectError::LinkExpired.into()),
             Consumed::Unknown => return Err(ConnectError::LinkUnknown.into()),
         };
-        let target = self.target(&link).await?;
+        let target = self.target(&link.tenant, &link.connection).await?;
+        let connection = &target.connection;
+        if !connection.link_is_current(link.generation) {
+            // Spent when a person authorized after it was issued; otherwise a newer link replaced it.
+            let spent = connection
+                .authorized_at
+                .is_some_and(|at| at >= link.created_at);
+            let (provider, name) = (connection.provider, connection.display_name.clone());
+            let status = connection.status.kind().to_string().replace('_', " ");
+            let error = if spent {
+                ConnectError::LinkSpent {
+                    provider,
+                    name,
+                    status,
+                }
+            } else {
+                ConnectError::LinkReplaced {
+                    provider,
+                    name,
+                    status,
+                }
+            };
+            return Err(ConnectFailure {
+                error,
+                provider: Some(provider),
+                try_again: None,
+                state_consumed: false,
+            });
+        }
         let provider = target.connection.provider;
         let fail = |error: ConnectError| ConnectFailure {
             error,
@@ -264,18 +292,14 @@ impl ConnectFlow {
                 state_consumed: true,
             });
         }
-        let link = ConnectLink {
-            tenant: pending.tenant.clone(),
-            connection: pending.connection.clone(),
-            purpose: pending.purpose,
-            created_at: pending.created_at,
-            expires_at: pending.expires_at,
-        };
-        let target = self.target(&link).await.map_err(|mut f| {
-            f.try_again = None;
-            f.state_consumed = true;
-            f
-        })?;
+        let target = self
+            .target(&pending.tenant, &pending.connection)
+            .await
+            .map_err(|mut f| {
+                f.try_again = None;
+                f.state_consumed = true;
+                f
+            })?;
         let provider = Some(target.connection.provider);
         let connection_id = target.connection.id.clone();
         let refuse = |error: ConnectError| {
@@ -375,6 +399,8 @@ impl ConnectFlow {
         connection.last_refresh_at = Some(tokens.received_at);
         connection.next_refresh_at = Some(next_refresh_at);
         connection.failures.clear();
+        // Every link issued so far is spent: a forwarded one cannot authorize it again.
+        connection.spend_links();
         // A refresh interrupted on the old grant has nothing left to recover: this grant replaces it.
         connection.refresh_in_flight = None;
         let keeper = CredentialKeeper::new(
@@ -420,10 +446,14 @@ impl ConnectFlow {
         }
     }
 
-    async fn target(&self, link: &ConnectLink) -> Result<Target, ConnectFailure> {
+    async fn target(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> Result<Target, ConnectFailure> {
         let store = &self.ctx.backend.store;
         let connection = store
-            .get_tenant_connection(&link.tenant, &link.connection)
+            .get_tenant_connection(tenant, connection)
             .await?
             .ok_or(ConnectError::LinkUnknown)?;
         if matches!(connection.status, ConnectionStatus::Disconnected) {

@@ -60,6 +60,10 @@ pub struct ConnectLink {
     pub tenant: TenantId,
     pub connection: ConnectionId,
     pub purpose: AuthorizationPurpose,
+    /// The connection's link generation it was issued for (`Connection::link_generation`); links
+    /// stored before generations were kept have 0, as had their connections.
+    #[serde(default)]
+    pub generation: u64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

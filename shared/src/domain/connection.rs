@@ -222,6 +222,12 @@ pub struct Connection {
     /// `connect::flow::division`); cleared by the choice or the next authorization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub division_choice: Option<super::authorization::DivisionChoice>,
+    /// Only connect links of this generation work. It moves on when a newer link is issued (which
+    /// retires the older ones) and when a person completes an authorization (which spends them all), so
+    /// a forwarded or old link cannot re-authorize the connection. A counter, not a time: a link issued
+    /// and spent within one clock tick must still be told apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub link_generation: u64,
 }
 
 impl Connection {
@@ -263,6 +269,7 @@ impl Connection {
             refresh_limited_since: None,
             requested_division: None,
             division_choice: None,
+            link_generation: 0,
         }
     }
 
@@ -323,6 +330,16 @@ impl Connection {
         Ok(transition)
     }
 
+    /// Whether a link of `generation` still works: the newest issued, and none completed since.
+    pub fn link_is_current(&self, generation: u64) -> bool {
+        generation == self.link_generation
+    }
+
+    /// Spends every link issued so far (a person completed an authorization).
+    pub fn spend_links(&mut self) {
+        self.link_generation += 1;
+    }
+
     pub fn lease_held_by(&self, owner: &LeaseOwner, now: DateTime<Utc>) -> bool {
         self.lease
             .as_ref()
@@ -347,4 +364,8 @@ mod tests {
         calls.record(next);
         assert_eq!((calls.on(next), calls.on(day)), (1, 0));
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -22,7 +22,7 @@ pub use connection::{
     RefreshInFlight, ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
-pub use people::{EmailAddress, Identity, Recipients};
+pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
     ProviderSettings, ServiceUrl,

@@ -40,8 +40,8 @@ impl OAuthClient {
         match self.provider.definition.discovery {
             DiscoveryStep::TwinfieldAccessTokenValidation => {
                 let claims = self.twinfield_claims(access).await?;
-                let rewrite = |url: &str| self.provider.rewrite(url);
-                let mut found = twinfield_discovery(&claims, &rewrite)
+                let cluster = |url: &str| self.provider.reported_service_url(url);
+                let mut found = twinfield_discovery(&claims, &cluster)
                     .map_err(|why| self.discovery_error(ErrorClass::Unexpected, why))?;
                 if let (Some(identity), Some(name)) =
                     (&mut found.identity, id_claims.and_then(|c| c.name.clone()))
@@ -260,16 +260,15 @@ fn text(claims: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// Twinfield's `accesstokenvalidation` claims: cluster, organisation and user. `rewrite` applies the
-/// base-URL overrides to the reported cluster URL.
+/// Twinfield's `accesstokenvalidation` claims: cluster, organisation and user. `cluster` checks the
+/// reported cluster URL against the allow-list and applies the base-URL overrides.
 pub fn twinfield_discovery(
     claims: &Map<String, Value>,
-    rewrite: &dyn Fn(&str) -> String,
+    cluster: &dyn Fn(&str) -> Result<ServiceUrl, String>,
 ) -> Result<Discovered, String> {
-    let cluster =
+    let reported =
         text(claims, "twf.clusterUrl").ok_or("the token validation has no twf.clusterUrl")?;
-    let cluster_url =
-        ServiceUrl::parse(&rewrite(&cluster)).map_err(|e| format!("twf.clusterUrl: {e}"))?;
+    let cluster_url = cluster(&reported).map_err(|e| format!("twf.clusterUrl: {e}"))?;
     let organisation_code = text(claims, "twf.organisationCode")
         .ok_or("the token validation has no twf.organisationCode")?;
     let organisation_id = text(claims, "twf.organisationId");
@@ -395,8 +394,11 @@ mod tests {
             "twf.clusterUrl": "https://accounting.twinfield.com",
             "twf.organisationCode": "ORG1", "twf.organisationId": "5b5d7c4e", "twf.organisationUserCode": "USER1"
         }));
-        let rewrite =
-            |u: &str| u.replace("https://accounting.twinfield.com", "http://127.0.0.1:1/c");
+        let rewrite = |u: &str| {
+            ServiceUrl::parse(
+                &u.replace("https://accounting.twinfield.com", "http://127.0.0.1:1/c"),
+            )
+        };
         let found = twinfield_discovery(&claims, &rewrite).unwrap();
         assert_eq!(
             found.context,
@@ -407,17 +409,34 @@ mod tests {
             }
         );
         assert_eq!(found.identity.unwrap().subject, "USER1");
+        let as_is = |u: &str| ServiceUrl::parse(u);
         assert!(
-            twinfield_discovery(&object(json!({"twf.organisationCode": "X"})), &|u| u
-                .to_string())
-            .is_err()
+            twinfield_discovery(&object(json!({"twf.organisationCode": "X"})), &as_is).is_err()
         );
         let hostile = object(
             json!({"twf.clusterUrl": "http://evil.example.com", "twf.organisationCode": "X"}),
         );
-        assert!(twinfield_discovery(&hostile, &|u| u.to_string())
+        assert!(twinfield_discovery(&hostile, &as_is)
             .unwrap_err()
             .contains("https"));
+        // The built-in definition's allow-list: only https hosts under twinfield.com.
+        let twinfield = crate::providers::Catalogue::built_in()
+            .resolve(&crate::domain::ProviderSettings::Twinfield)
+            .unwrap();
+        let checked = |u: &str| twinfield.reported_service_url(u);
+        for refused in [
+            "https://evil.example.com",
+            "https://accounting.twinfield.com.evil.example",
+            "http://accounting.twinfield.com",
+        ] {
+            let claims = object(json!({"twf.clusterUrl": refused, "twf.organisationCode": "X"}));
+            let why = twinfield_discovery(&claims, &checked).unwrap_err();
+            assert!(why.contains("not an allowed address"), "{refused}: {why}");
+        }
+        let fine = object(
+            json!({"twf.clusterUrl": "https://api.accounting.twinfield.com", "twf.organisationCode": "X"}),
+        );
+        assert!(twinfield_discovery(&fine, &checked).is_ok());
     }
 
     #[test]

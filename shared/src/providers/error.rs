@@ -315,6 +315,7 @@ impl Redactor {
 pub(crate) fn tidy(text: &str, max_chars: usize) -> String {
     let folded: String = text
         .chars()
+        .filter(|c| !crate::domain::is_bidi_control(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let collapsed = folded.split_whitespace().collect::<Vec<_>>().join(" ");

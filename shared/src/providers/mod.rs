@@ -38,6 +38,7 @@ pub use oauth::{
     AppRegistration, AuthorizationRequest, Authorized, EffectiveEndpoints, OAuthClient, Refreshed,
 };
 pub use twinfield_session::{
-    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, SelectCompanyResult,
-    SessionError, SoapFault, TwinfieldSession, TwinfieldSessionClient,
+    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, PoolKey, PoolSettings,
+    PooledSession, SelectCompanyResult, SessionError, SessionPool, SoapFault, TwinfieldSession,
+    TwinfieldSessionClient,
 };

@@ -8,12 +8,11 @@
 
 use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
 use super::oauth::OAuthClient;
+use super::token_endpoint::basic_credentials;
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::Connection;
-use crate::providers::catalogue::ClientAuth;
 use crate::secret::RefreshToken;
-use base64::Engine;
 use std::time::Duration;
 
 /// The longest a disconnect waits for the provider's revocation endpoint.
@@ -61,20 +60,18 @@ impl OAuthClient {
         ];
         let mut request = self.http.client().post(url);
         // RFC 7009 §2.1: the client authenticates as it does at the token endpoint.
-        match endpoints.client_auth {
-            ClientAuth::Basic => {
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = format!(
-                    "{}:{}",
-                    enc(&self.app.client_id),
-                    enc(self.app.client_secret.expose())
-                );
-                let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
+        match basic_credentials(
+            endpoints.client_auth,
+            &self.app.client_id,
+            self.app.client_secret.expose(),
+        ) {
+            Some(Ok(basic)) => {
+                request = request.header(reqwest::header::AUTHORIZATION, basic);
             }
-            ClientAuth::Body => {
+            Some(Err(why)) => {
+                return Err(self.error(ErrorClass::ClientMisconfigured, Operation::Revocation, why))
+            }
+            None => {
                 form.push(("client_id", self.app.client_id.clone()));
                 form.push(("client_secret", self.app.client_secret.expose().to_string()));
             }

@@ -48,8 +48,20 @@ pub struct Knobs {
     pub twinfield_refresh_token_lifetime_secs: i64,
     /// Rotation is undocumented; real clients keep reusing the token, so the default is off.
     pub twinfield_rotate_refresh_tokens: bool,
-    /// Idle time after which a legacy session.asmx session is gone (KeepAlive resets it).
+    /// Idle time after which a session.asmx session is gone (any call on it, KeepAlive included, resets
+    /// it). Not published by Twinfield: 20 minutes is ASP.NET's default session timeout, an assumption.
     pub twinfield_session_idle_timeout_secs: i64,
+    /// How `AccessTokenLogon` refuses an unknown or expired access token; unpublished, so both.
+    pub twinfield_invalid_token_logon: InvalidTokenLogon,
+    /// Inner XML of the `detail` of the "token invalid" fault. Its layout is unpublished; only the
+    /// code, 354, is known (Invantive's forum quotes "Access denied. Token invalid (code 354)").
+    pub twinfield_token_fault_detail: String,
+    /// The language of fault texts: Twinfield answers in the user's language (php-twinfield quotes
+    /// "Toegang geweigerd. ..."). The Dutch sentences here are assumed translations.
+    pub twinfield_fault_language: FaultLanguage,
+    /// Reported instead of the organisation's real cluster URL (`twf.clusterUrl`, `<cluster>`): lets a
+    /// test play a hostile or broken answer.
+    pub twinfield_cluster_url_override: Option<String>,
 
     pub exact_default_user: String,
     pub exact_code_lifetime_secs: i64,
@@ -102,6 +114,10 @@ impl Default for Knobs {
             twinfield_refresh_token_lifetime_secs: 25 * 365 * 86_400,
             twinfield_rotate_refresh_tokens: false,
             twinfield_session_idle_timeout_secs: 20 * 60,
+            twinfield_invalid_token_logon: InvalidTokenLogon::Result,
+            twinfield_token_fault_detail: "<code>354</code>".into(),
+            twinfield_fault_language: FaultLanguage::En,
+            twinfield_cluster_url_override: None,
             exact_default_user: "demo.user".into(),
             exact_code_lifetime_secs: 180,
             exact_access_token_lifetime_secs: 600,
@@ -130,4 +146,24 @@ impl Default for Knobs {
             fault_seed: 42,
         }
     }
+}
+
+/// How `AccessTokenLogon` answers an access token it does not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidTokenLogon {
+    /// `AccessTokenLogonResult` `TokenInvalid` (the value the WSDL lists).
+    #[default]
+    Result,
+    /// The SOAP fault other calls give: `soap:Client`, "Access denied. Token invalid.", code 354.
+    Fault,
+}
+
+/// The language Twinfield's fault texts come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultLanguage {
+    #[default]
+    En,
+    Nl,
 }

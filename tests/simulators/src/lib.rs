@@ -1,6 +1,8 @@
 //! Protocol-faithful simulators of Twinfield, Exact Online and Acumatica, served by one axum server
 //! on loopback, for the broker's tests and its local sandbox. Facts come from `shared/PROVIDERS.md`;
-//! where it says a behaviour is uncertain, the simulator makes it a knob ([`Knobs`]).
+//! where it says a behaviour is uncertain, the simulator makes it a knob ([`Knobs`]). The ledger in
+//! `README.md` beside this crate lists every behaviour with its public source, or "assumed" and the
+//! variants it is tested under.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), provider_simulators::SimulatorError> {
@@ -67,7 +69,7 @@
 //! | `POST /_sim/mint` | [`MintRequest`] → [`MintedTokens`] |
 //!
 //! A fault rule in JSON: `{"route":"exact.token","trigger":{"next":2},"action":{"kind":"status","status":503,"body":"down"}}`;
-//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`,
+//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`, `status_utf16`,
 //! `too_many_requests` (`retry_after_secs`), `hang`, `drop`, `issue_then500`, `issue_then_drop`, `latency` (`ms`).
 //!
 //! # Choices where the providers' behaviour is undocumented
@@ -75,7 +77,9 @@
 //! - Twinfield: a failed client authentication answers 400 `invalid_client`; an invalid token at
 //!   `accesstokenvalidation` 400 `{"Message":...}`; an unknown or expired legacy session a
 //!   `soap:Client` fault; logons other than `Ok` return an empty `SessionID`. Sessions idle out
-//!   after `twinfield_session_idle_timeout_secs`.
+//!   after `twinfield_session_idle_timeout_secs` (unpublished; 20 minutes assumed). How
+//!   `AccessTokenLogon` refuses a token (`twinfield_invalid_token_logon`), the 354 fault's detail
+//!   layout and its language are knobs; the reported cluster URL can be overridden.
 //! - Exact: blocked apps (more than `exact_error_block_threshold` 4xx answers per app and user in an
 //!   hour) get 429 + `Retry-After` with `{"error":"too_many_errors"}` for `exact_error_block_secs`;
 //!   the daily cap (per UTC day of the simulated clock) 429 `{"error":"rate_limit_exceeded"}`. The
@@ -113,7 +117,7 @@ pub use accounts::{
     TwinfieldOrganisation, TwinfieldUser, EXACT_COUNTRIES,
 };
 pub use clock::SimClock;
-pub use config::{Knobs, SimulatorConfig};
+pub use config::{FaultLanguage, InvalidTokenLogon, Knobs, SimulatorConfig};
 pub use control::{Control, MintRequest, MintedTokens};
 pub use error::SimulatorError;
 pub use faults::{FaultAction, FaultRule, FaultTrigger, EXTRACT_VARIABLES_FAULT, ROUTE_KEYS};

@@ -18,6 +18,21 @@ pub enum ConnectError {
     LinkUnknown,
     #[error("this link has expired")]
     LinkExpired,
+    /// The link worked once: the connection was authorized after it was issued. It starts nothing
+    /// again; the page says how the connection stands.
+    #[error("this link was already used: the {} connection{} is {status}", .provider.display_name(), describe_name(.name))]
+    LinkSpent {
+        provider: ProviderKind,
+        name: Option<String>,
+        status: String,
+    },
+    /// A newer link was issued for the same connection (a reconnect link, a reminder email).
+    #[error("a newer link replaced this one: the {} connection{} is {status}", .provider.display_name(), describe_name(.name))]
+    LinkReplaced {
+        provider: ProviderKind,
+        name: Option<String>,
+        status: String,
+    },
     #[error("this sign-in attempt is unknown or was already used")]
     StateUnknown,
     #[error("this sign-in attempt took longer than {} minutes and expired", STATE_LIFETIME.num_minutes())]
@@ -85,6 +100,13 @@ fn list(codes: &[i64]) -> String {
     }
 }
 
+fn describe_name(name: &Option<String>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!(" \u{201c}{n}\u{201d}"),
+        _ => String::new(),
+    }
+}
+
 fn describe_words(description: &Option<String>) -> String {
     match description {
         Some(d) if !d.is_empty() => format!(": {d}"),
@@ -120,6 +142,17 @@ impl ConnectError {
         match self {
             Self::MalformedRequest(_) | Self::StateUnknown | Self::WrongBrowser => {
                 "Open the connect link you were given again, in the browser you will finish in.".into()
+            }
+            Self::LinkSpent { status, .. } | Self::LinkReplaced { status, .. }
+                if status == "connected" =>
+            {
+                "Nothing to do: it is connected. If something still does not work, ask the integration for a new link.".into()
+            }
+            Self::LinkSpent { .. } => {
+                "Use the most recent link you received (the newest email), or ask the integration for a new one.".into()
+            }
+            Self::LinkReplaced { .. } => {
+                "Use the most recent link you received: the newest email, or the link the integration shows now.".into()
             }
             Self::LinkUnknown | Self::LinkExpired => {
                 "Ask for a new connect link: the integration can issue one, and reminders carry one.".into()
@@ -162,6 +195,8 @@ impl ConnectError {
             Self::MalformedRequest(_) => "malformed_request",
             Self::LinkUnknown => "link_unknown",
             Self::LinkExpired => "link_expired",
+            Self::LinkSpent { .. } => "link_spent",
+            Self::LinkReplaced { .. } => "link_replaced",
             Self::StateUnknown => "state_unknown",
             Self::StateExpired => "state_expired",
             Self::WrongBrowser => "wrong_browser",

@@ -11,12 +11,19 @@ use std::collections::BTreeMap;
 /// The `authorize_params` value that stands for a fresh random value per request.
 pub const RANDOM_PARAM: &str = "{random}";
 
-/// How the client authenticates at the token endpoint.
+/// How the client authenticates at the token endpoint. Servers disagree on the Basic header, so which
+/// Basic is a per-provider choice: a secret with a character outside `A-Za-z0-9-._*` reaches the server
+/// intact only in the encoding it decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
-    /// HTTP Basic `client_id:client_secret` (`client_secret_basic`).
+    /// HTTP Basic as RFC 6749 §2.3.1 defines `client_secret_basic`: id and secret are each
+    /// form-urlencoded, then joined with `:` and base64-encoded. What OpenID Connect discovery means.
     Basic,
+    /// HTTP Basic over the plain `client_id:client_secret`, not form-encoded first. Twinfield's help
+    /// article "How to create an authorization string" builds it this way, and its IdentityServer-based
+    /// login service does not URL-decode the parts, so the RFC encoding breaks such secrets there.
+    BasicUnencoded,
     /// `client_id` and `client_secret` in the form body (`client_secret_post`).
     Body,
 }
@@ -112,6 +119,11 @@ pub struct Lifetimes {
     pub access_token_secs: u64,
     #[serde(default)]
     pub authorization_code_secs: Option<u64>,
+    /// How long a Twinfield session.asmx session lives unused (every call on it, `KeepAlive`
+    /// included, restarts it). Unpublished; the broker states it in the session answer and checks a
+    /// pooled session with `KeepAlive` before trusting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_secs: Option<u64>,
 }
 
 /// What the broker does after authorization to learn where the data lives and who authorized.
@@ -193,6 +205,10 @@ pub struct ProviderDefinition {
     /// Checked before the RFC 6749 defaults when classifying an error answer.
     #[serde(default)]
     pub error_rules: Vec<ErrorRule>,
+    /// Where the provider may say an organisation's services are (Twinfield's `twf.clusterUrl` and a
+    /// logon's `<cluster>`), as [`super::OriginPattern`]s; a URL outside them is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_origins: Vec<String>,
 }
 
 impl ProviderDefinition {
@@ -274,6 +290,10 @@ impl ProviderDefinition {
                     "{id}: authorize parameter {name} is set by the client itself"
                 ));
             }
+        }
+        for pattern in &self.cluster_origins {
+            super::OriginPattern::parse(pattern)
+                .map_err(|e| CatalogueError(format!("{id}: {e}")))?;
         }
         if self.lifetimes.access_token_secs == 0 {
             return err(format!(

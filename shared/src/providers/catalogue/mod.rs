@@ -32,12 +32,14 @@
 //! and change only some fields.
 
 mod definition;
+mod origins;
 mod overrides;
 
 pub use definition::{
     ClientAuth, DiscoveryStep, EndpointTemplates, Lifetimes, ProviderDefinition, RefreshExpiry,
     RefreshPolicy, RefreshRotation, RANDOM_PARAM,
 };
+pub use origins::OriginPattern;
 pub use overrides::EndpointOverrides;
 
 use crate::domain::{ProviderKind, ProviderSettings, ServiceUrl};
@@ -344,6 +346,36 @@ impl ResolvedProvider {
     pub fn rewrite(&self, url: &str) -> String {
         self.overrides.apply(url)
     }
+
+    /// A service URL the provider reported (Twinfield's cluster), if its origin is in the definition's
+    /// `cluster_origins` or is the origin the provider's own base URL points at (a sandbox the overrides
+    /// aimed the login host at is trusted for its clusters too); then rewritten by the overrides.
+    pub fn reported_service_url(&self, reported: &str) -> Result<ServiceUrl, String> {
+        let url = Url::parse(reported.trim())
+            .map_err(|e| format!("{:?} is not a URL ({e})", tidy(reported)))?;
+        let listed = self
+            .definition
+            .cluster_origins
+            .iter()
+            .any(|pattern| OriginPattern::parse(pattern).is_ok_and(|p| p.matches(&url)));
+        let own = self
+            .base_url
+            .as_ref()
+            .is_some_and(|base| base.as_url().origin() == url.origin());
+        if !(listed || own) {
+            return Err(format!(
+                "{} named {:?}, which is not an allowed address for it ({}); the broker sends no token or session there. A sandbox's origin can be added to the definition's cluster_origins",
+                self.definition.display_name,
+                tidy(reported),
+                self.definition.cluster_origins.join(", ")
+            ));
+        }
+        ServiceUrl::parse(&self.rewrite(url.as_str()))
+    }
+}
+
+fn tidy(text: &str) -> String {
+    crate::providers::error::tidy(text, 200)
 }
 
 #[cfg(test)]
@@ -369,7 +401,7 @@ mod tests {
             assert_eq!(r.definition.client_auth, Some(ClientAuth::Body));
         }
         let t = c.resolve(&ProviderSettings::Twinfield).unwrap();
-        assert_eq!(t.definition.client_auth, Some(ClientAuth::Basic));
+        assert_eq!(t.definition.client_auth, Some(ClientAuth::BasicUnencoded));
         assert_eq!(
             t.definition
                 .authorize_params
