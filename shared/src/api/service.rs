@@ -473,17 +473,9 @@ impl IntegrationApi {
         })
     }
 
-    /// The connection's current credentials, with an OAuth 2.0 access token valid for at least
-    /// [`MIN_VALIDITY`] or half its lifetime (legacy Twinfield credentials are returned as they are).
-    pub(super) async fn fresh_credentials(
-        &self,
-        connection: Connection,
-    ) -> Result<(Connection, Credentials), ApiError> {
-        self.fresh_credentials_for(connection, &SessionOptions::default())
-            .await
-    }
-
-    /// [`Self::fresh_credentials`] for what a request said.
+    /// The connection's current credentials, with an OAuth 2.0 access token valid for at least what the
+    /// request asks ([`MIN_VALIDITY`] by default) or half its lifetime (legacy Twinfield credentials are
+    /// returned as they are).
     pub(super) async fn fresh_credentials_for(
         &self,
         connection: Connection,
