@@ -772,6 +772,67 @@ async fn twinfield_legacy_oauth_logon_and_its_retirement() {
 // ---------------------------------------------------------------------------------------------------
 // Exact Online
 
+fn granted_codes(found: &broker_core::providers::Discovered) -> Vec<i64> {
+    match &found.context {
+        ProviderContext::ExactOnline { divisions, .. } => {
+            divisions.iter().map(|d| d.code).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A consent restricted to two of the user's three divisions, without the one open in Exact Online;
+/// `system/Divisions` answering one row a page.
+#[tokio::test]
+async fn exact_discovery_lists_the_granted_divisions_across_pages() {
+    let env = env().await;
+    env.sim.update_knobs(|k| k.exact_page_size = 1);
+    env.sim.add_exact_user(provider_simulators::ExactUser {
+        user_name: "demo.user".into(),
+        full_name: "Demo User".into(),
+        current_division: 123456,
+        divisions: vec![123456, 654321, 111],
+    });
+    env.sim
+        .set_exact_division_scope("demo.user", Some(vec![654321, 111]));
+    let client = env.exact();
+    for checks_url in [true, false] {
+        env.sim
+            .update_knobs(|k| k.exact_divisions_checks_url_division = checks_url);
+        let authorized = env.connect(&client).await;
+        let found = client.discover(&authorized).await.unwrap();
+        if checks_url {
+            // Refused through CurrentDivision and nothing else known: no list (binding refuses).
+            assert!(granted_codes(&found).is_empty());
+        } else {
+            assert_eq!(granted_codes(&found), vec![111, 654321]);
+        }
+        // Through a division the connection knows, whatever the reading.
+        let found = client.discover_for(&authorized, &[654321]).await.unwrap();
+        assert_eq!(granted_codes(&found), vec![111, 654321]);
+        let ProviderContext::ExactOnline { division, .. } = &found.context else {
+            unreachable!()
+        };
+        assert_eq!(
+            *division, 123456,
+            "CurrentDivision as Exact reports it, before binding"
+        );
+    }
+    // A failure other than a refusal is an error, not an empty list.
+    let authorized = env.connect(&client).await;
+    env.sim.inject_fault(FaultRule::next(
+        "exact.api",
+        1,
+        FaultAction::Status {
+            status: 503,
+            body: "down".into(),
+            content_type: None,
+        },
+    ));
+    let e = client.discover(&authorized).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ProviderUnavailable);
+}
+
 #[tokio::test]
 async fn exact_connects_discovers_and_rotates_on_every_country_host() {
     let env = env().await;
@@ -802,12 +863,24 @@ async fn exact_connects_discovers_and_rotates_on_every_country_host() {
             Some(tokens.received_at + Duration::days(30))
         );
         let found = client.discover(&authorized).await.unwrap();
-        let ProviderContext::ExactOnline { base_url, division } = &found.context else {
+        let ProviderContext::ExactOnline {
+            base_url,
+            division,
+            user_id,
+            divisions,
+        } = &found.context
+        else {
             panic!("{:?}", found.context)
         };
         assert_eq!(
             (base_url.base(), *division),
             (env.sim.exact_base(country.tld()).as_str(), 123456)
+        );
+        let codes: Vec<i64> = divisions.iter().map(|d| d.code).collect();
+        assert_eq!(codes, vec![123456, 654321]);
+        assert_eq!(
+            user_id.as_deref(),
+            found.identity.as_ref().map(|i| i.subject.as_str())
         );
         let identity = found.identity.unwrap();
         assert_eq!(identity.display_name.as_deref(), Some("Demo User"));

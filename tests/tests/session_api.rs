@@ -58,6 +58,7 @@ on_both_backends!(
     a_warm_instance_answers_repeated_sessions_without_reading_the_vault,
     no_token_leaves_except_in_the_session_answer,
     registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_same_organisation,
+    exact_connections_bind_a_granted_division_and_list_them_all,
     a_refused_token_is_replaced_once_and_a_newer_one_is_handed_out_as_it_is,
     a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline,
     every_route_answers_every_key_scope_as_the_scope_says,
@@ -1512,7 +1513,7 @@ async fn registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_sam
         .sim
         .is_access_token_valid(session.json["access_token"].as_str().unwrap()));
 
-    // Credentials for another Exact division are refused on a connection that has one.
+    // Credentials of another Exact user are refused on a connection that has one.
     env.sim.add_exact_user(sim::ExactUser {
         user_name: "other.user".into(),
         full_name: "Other User".into(),
@@ -1542,9 +1543,74 @@ async fn registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_sam
         )
         .await;
     reply.problem(ProblemKind::ValidationFailed);
-    assert!(reply.text.contains("777777"), "{}", reply.text);
+    assert!(reply.text.contains("Other User"), "{}", reply.text);
     let session = env.session(&id).await;
     assert_eq!(session.json["context"]["division"], 123456);
+}
+
+/// An Exact connection is bound to the division the integration names (or the customer's current
+/// one), its session context lists every division the authorization grants, and credentials that
+/// do not grant the bound division are refused.
+async fn exact_connections_bind_a_granted_division_and_list_them_all(backend: Backend) {
+    let env = env(backend).await;
+    let create = |body: Value| env.call("POST", "/v1/connections", Some(body));
+    let reply = create(json!({"app_id": "tw", "recipients": [], "exact_division": 654321})).await;
+    reply.problem(ProblemKind::ValidationFailed);
+    assert!(
+        reply.text.contains("Exact Online connections only"),
+        "{}",
+        reply.text
+    );
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": -3})).await;
+    reply.problem(ProblemKind::ValidationFailed);
+
+    let env = &env;
+    let register = |id: String, minted: MintedTokens| async move {
+        env.call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({
+                "access_token": minted.access_token,
+                "refresh_token": minted.refresh_token,
+                "access_token_expires_at": minted.access_expires_at,
+            })),
+        )
+        .await
+    };
+    // Named: 654321, though 123456 is the division open in Exact Online.
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": 654321})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.json["connection"]["exact_division"], 654321);
+    let id = reply.json["connection"]["id"].as_str().unwrap().to_string();
+    let reply = register(id.clone(), env.mint("ex")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let session = env.session(&id).await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    let context = &session.json["context"];
+    assert_eq!(context["division"], 654321);
+    let codes: Vec<i64> = context["divisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![123456, 654321]);
+    assert!(context["divisions"][0]["name"].is_string());
+    assert!(!context["user_id"].as_str().unwrap().is_empty());
+
+    // Not named: the current division, when granted.
+    let (id, _) = env.connected("ex").await;
+    assert_eq!(env.session(&id).await.json["context"]["division"], 123456);
+
+    // The customer's consent left out the named division: refused, nothing stored.
+    env.sim
+        .set_exact_division_scope("demo.user", Some(vec![123456]));
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": 654321})).await;
+    let id = reply.json["connection"]["id"].as_str().unwrap().to_string();
+    let reply = register(id.clone(), env.mint("ex")).await;
+    reply.problem(ProblemKind::ValidationFailed);
+    assert!(reply.text.contains("division 654321"), "{}", reply.text);
+    assert_eq!(env.status_of(&id).await, "not_connected");
 }
 
 // ---------------------------------------------------------------------------------------------------

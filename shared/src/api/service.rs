@@ -10,7 +10,7 @@ use crate::context::BrokerContext;
 use crate::domain::plain_label;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
-    Recipients, StatusEvent, StatusTransition,
+    ProviderKind, Recipients, StatusEvent, StatusTransition,
 };
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
@@ -234,6 +234,21 @@ impl IntegrationApi {
                     "your tenant has no app registration {app_id:?}: use the id of one of its registered apps"
                 ))
             })?;
+        let requested_division = match request.exact_division {
+            None => None,
+            Some(_) if app.provider() != ProviderKind::ExactOnline => {
+                return Err(invalid(format!(
+                    "exact_division applies to Exact Online connections only; app {app_id:?} is for {}: leave it out",
+                    app.provider().display_name()
+                )))
+            }
+            Some(code) if code > 0 => Some(code),
+            Some(code) => {
+                return Err(invalid(format!(
+                    "exact_division {code} is not a division code: give the positive number Exact Online shows for the division"
+                )))
+            }
+        };
         let now = self.ctx.clock.now();
         let mut connection = Connection::new(
             caller.tenant().clone(),
@@ -244,6 +259,7 @@ impl IntegrationApi {
         );
         connection.display_name = display_name;
         connection.required_identity = required_identity;
+        connection.requested_division = requested_division;
         self.ctx
             .backend
             .store

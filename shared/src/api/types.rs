@@ -19,6 +19,11 @@ pub struct CreateConnection {
     /// When set, only this person may authorize it (e.g. Acumatica's integration user).
     #[serde(default)]
     pub required_identity: Option<IdentityInput>,
+    /// Exact Online only: the division (administration) to bind the connection to. The
+    /// authorization must grant it. Without it the broker binds the customer's only granted
+    /// division, or the one open in Exact Online when several are granted.
+    #[serde(default)]
+    pub exact_division: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +91,10 @@ pub struct ConnectionView {
     pub context: Option<ProviderContext>,
     pub recipients: Vec<String>,
     pub required_identity: Option<Identity>,
+    /// Exact Online: the division the integration named on creation (the binding is the context's
+    /// `division` once connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_division: Option<i64>,
     pub authorized_by: Option<Identity>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
@@ -130,6 +139,7 @@ impl From<&Connection> for ConnectionView {
                 .map(|a| a.as_str().to_string())
                 .collect(),
             required_identity: c.required_identity.clone(),
+            exact_division: c.requested_division,
             authorized_by: c.authorized_by.clone(),
             access_expires_at: c.access_expires_at,
             refresh_expires_at: c.refresh_expires_at,
@@ -171,8 +181,9 @@ pub struct SessionGrant {
     pub expires_at: DateTime<Utc>,
     /// Seconds from now until `expires_at`.
     pub expires_in: i64,
-    /// Where the data lives: Twinfield cluster and organisation, Exact base URL and division,
-    /// Acumatica instance and tenant.
+    /// Where the data lives: Twinfield cluster and organisation; Exact base URL, the bound division,
+    /// the authorizing user and every division the authorization grants; Acumatica instance and
+    /// tenant.
     pub context: Option<ProviderContext>,
 }
 

@@ -6,7 +6,8 @@
 //!   random cookie, and names the provider URL to send the browser to.
 //! - [`ConnectFlow::complete`] consumes the state atomically, checks the cookie, handles the
 //!   provider's `error`, exchanges the code, runs the provider's discovery step, refuses a reconnect
-//!   that lands on another organisation or is authorized by the wrong person, and otherwise stores
+//!   that lands on another organisation or is authorized by the wrong person (for Exact Online: by
+//!   another Exact user, or without the bound division; see `domain::binding`), and otherwise stores
 //!   the tokens (vault first, into the non-current slot, then the fenced metadata) with an
 //!   `Authorized` transition. A refused attempt changes nothing: no token is written anywhere.
 //!
@@ -14,6 +15,7 @@
 //! and the typed outcomes onto pages.
 
 mod browser;
+pub mod division;
 mod error;
 
 pub use browser::{
@@ -25,9 +27,9 @@ pub use error::{ConnectError, ConnectFailure};
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
-    new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus, Consumed, Credentials,
-    Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext, ProviderKind,
-    StatusEvent, StatusKind,
+    bind_authorization, new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus,
+    Consumed, Credentials, Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext,
+    ProviderKind, StatusEvent, StatusKind,
 };
 use crate::ids::{ConnectionId, TenantId};
 use crate::ports::Fence;
@@ -63,6 +65,8 @@ pub struct Completed {
     /// The status before: `NotConnected` for a first connect, anything else for a reconnect.
     pub previous: StatusKind,
     pub next_refresh_at: DateTime<Utc>,
+    /// Exact Online: the granted divisions to choose from, when the binding was a guess among several.
+    pub division_choice: Option<division::DivisionOffer>,
 }
 
 impl Completed {
@@ -348,7 +352,7 @@ impl ConnectFlow {
         }
         let discovered = target
             .client
-            .discover(&authorized)
+            .discover_for(&authorized, &target.connection.known_divisions())
             .await
             .map_err(|e| refuse(e.into()))?;
 
@@ -369,17 +373,9 @@ impl ConnectFlow {
                 }));
             }
         }
-        if let Some(expected) = connection.context.as_ref() {
-            if let Some(key) = expected.organisation_key() {
-                if discovered.context.organisation_key().as_deref() != Some(key.as_str()) {
-                    return Err(refuse(ConnectError::OrganisationMismatch {
-                        provider: connection.provider,
-                        expected: expected.describe(),
-                        actual: discovered.context.describe(),
-                    }));
-                }
-            }
-        }
+        let context =
+            bind_authorization(connection, discovered.context, discovered.identity.as_ref())
+                .map_err(|why| refuse(ConnectError::refused_binding(connection.provider, why)))?;
 
         let mut connection = target.connection.clone();
         let previous = connection.status.kind();
@@ -396,7 +392,9 @@ impl ConnectFlow {
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
             rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
-        connection.context = Some(discovered.context.clone());
+        let offer = self.division_offer(&target.connection, &context, now);
+        connection.division_choice = offer.as_ref().map(|(choice, _)| choice.clone());
+        connection.context = Some(context.clone());
         connection.authorized_by = discovered.identity.clone();
         connection.last_refresh_at = Some(tokens.received_at);
         connection.next_refresh_at = Some(next_refresh_at);
@@ -424,17 +422,18 @@ impl ConnectFlow {
             connection = %stored.id.as_str(),
             provider = stored.provider.display_name(),
             from = %previous,
-            organisation = %discovered.context.describe(),
+            organisation = %context.describe(),
             "connection authorized"
         );
         Ok(Completed {
             connection: stored.id,
             provider: stored.provider,
             display_name: stored.display_name,
-            context: discovered.context,
+            context,
             authorized_by: discovered.identity,
             previous,
             next_refresh_at,
+            division_choice: offer.map(|(_, offer)| offer),
         })
     }
 

@@ -213,6 +213,15 @@ pub struct Connection {
     /// Cleared once the budget has room again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_limited_since: Option<DateTime<Utc>>,
+    /// Exact Online: the division the integration asked for when it created the connection. The
+    /// first authorization binds to it (and is refused when it does not grant it); after that the
+    /// context's `division` is the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_division: Option<i64>,
+    /// Exact Online: the customer may still choose another of the granted divisions (see
+    /// `connect::flow::division`); cleared by the choice or the next authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division_choice: Option<super::authorization::DivisionChoice>,
     /// Only connect links of this generation work. It moves on when a newer link is issued (which
     /// retires the older ones) and when a person completes an authorization (which spends them all), so
     /// a forwarded or old link cannot re-authorize the connection. A counter, not a time: a link issued
@@ -258,8 +267,20 @@ impl Connection {
             status_changed_at: Some(now),
             vault_writes: VaultWriteBudget::default(),
             refresh_limited_since: None,
+            requested_division: None,
+            division_choice: None,
             link_generation: 0,
         }
+    }
+
+    /// Exact Online divisions this connection already knows (its binding, or the one the integration
+    /// named), through which the granted divisions can be listed when `CurrentDivision` cannot.
+    pub fn known_divisions(&self) -> Vec<i64> {
+        let bound = match &self.context {
+            Some(ProviderContext::ExactOnline { division, .. }) => Some(*division),
+            _ => None,
+        };
+        bound.into_iter().chain(self.requested_division).collect()
     }
 
     /// Which of the stores' schedule indexes holds it (at most one): the due index while the broker has

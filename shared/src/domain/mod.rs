@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod authorization;
+pub mod binding;
 pub mod connection;
 pub mod credentials;
 pub mod people;
@@ -12,9 +13,10 @@ pub mod write_budget;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
 pub use authorization::{
-    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey,
+    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, DivisionChoice, OneTimeKey,
     PendingAuthorization,
 };
+pub use binding::{bind_authorization, BindingRefusal};
 pub use connection::{
     Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
     RefreshInFlight, ScheduleEntry, VaultSlot,
@@ -22,8 +24,8 @@ pub use connection::{
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
-    AcumaticaRefreshTokens, ExactCountry, ProviderContext, ProviderKind, ProviderSettings,
-    ServiceUrl,
+    AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
+    ProviderSettings, ServiceUrl,
 };
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,

@@ -81,6 +81,11 @@ pub struct Knobs {
     pub exact_rate_limited_refresh_issues_tokens: bool,
     pub exact_api_minutely_limit: u32,
     pub exact_api_daily_limit: u32,
+    /// `system/Divisions` refuses (403) a URL naming a division outside the grant's scope (assumed
+    /// either way, see `exact_api`; tested both ways). Off: the URL's division is not checked.
+    pub exact_divisions_checks_url_division: bool,
+    /// Rows per page of `system/Divisions` (Exact's REST pages hold 60).
+    pub exact_page_size: usize,
 
     pub acumatica_default_user: String,
     pub acumatica_access_token_lifetime_secs: i64,
@@ -129,6 +134,8 @@ impl Default for Knobs {
             exact_rate_limited_refresh_issues_tokens: false,
             exact_api_minutely_limit: 60,
             exact_api_daily_limit: 5000,
+            exact_divisions_checks_url_division: true,
+            exact_page_size: 60,
             acumatica_default_user: "admin".into(),
             acumatica_access_token_lifetime_secs: 3600,
             acumatica_expires_in_as_string: false,

@@ -105,6 +105,20 @@ async fn consent(
     oc::consent_decision(&sim, Provider::Exact, &auth_path(&country), &form)
 }
 
+/// Fixes a new grant's division scope as the user's consent set it (see `exact_api`).
+pub(crate) fn scope_grant(state: &mut State, grant_id: u64) {
+    let scope = state
+        .oauth
+        .grants
+        .get(&grant_id)
+        .filter(|g| g.provider == Provider::Exact)
+        .and_then(|g| state.accounts.exact_division_scopes.get(&g.user))
+        .cloned();
+    if let Some(grant) = state.oauth.grants.get_mut(&grant_id) {
+        grant.division_scope = scope;
+    }
+}
+
 fn chain_error() -> Response {
     let d = "Token is not allowed, because of invalid or empty chainId";
     oc::oauth_error(400, "invalid_grant", Some(d))
@@ -265,7 +279,11 @@ fn process(
             let ask = CodeExchange::from_form(Provider::Exact, country, client_id, form);
             let redeemed = state.oauth.redeem_code(&ask, now);
             match redeemed {
-                Ok(code) => state.oauth.new_grant(&code, now),
+                Ok(code) => {
+                    let grant_id = state.oauth.new_grant(&code, now);
+                    scope_grant(state, grant_id);
+                    grant_id
+                }
                 Err(e @ (CodeError::VerifierMissing | CodeError::VerifierMismatch)) => {
                     return Err(oc::oauth_error(400, "invalid_grant", Some(e.describe())))
                 }

@@ -54,6 +54,7 @@
 //! | `POST /_sim/twinfield/logon-behaviour` | `{"organisation","user":null,"behaviour":{"result":"Blocked","next_action":"SMSLogon"}}` (`behaviour:null` clears) |
 //! | `POST /_sim/twinfield/legacy-credentials` | [`LegacyCredentials`] |
 //! | `POST /_sim/exact/users` | [`ExactUser`] |
+//! | `POST /_sim/exact/division-scope` | `{"user","divisions":[i64]\|null}`: what the user's next consents grant |
 //! | `POST /_sim/acumatica/instances` | [`AcumaticaInstance`] |
 //! | `POST /_sim/acumatica/{instance}/clients` | [`AcumaticaClientRegistration`] |
 //! | `POST /_sim/acumatica/{instance}/users` | `{"tenant","user"}` |
