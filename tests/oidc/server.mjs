@@ -28,6 +28,8 @@ const port = Number(env('OIDC_PORT'));
 const { default: Provider } = await import(pathToFileURL(join(modules, 'oidc-provider', 'lib', 'index.js')).href);
 
 const ACCOUNT = 'test-user';
+// Who the interaction signs in; GET /test/sign-in-as/{account} changes it for the logins after it.
+let signInAs = ACCOUNT;
 const accessTokenTtl = Number(process.env.OIDC_ACCESS_TOKEN_TTL || 600);
 const issuer = `http://127.0.0.1:${port}`;
 
@@ -66,6 +68,11 @@ provider.on('grant.success', (ctx) => {
 provider.on('grant.revoked', () => { seen.revoked += 1; });
 provider.on('grant.error', () => { seen.errors += 1; });
 provider.use(async (ctx, next) => {
+  if (ctx.path.startsWith('/test/sign-in-as/')) {
+    signInAs = decodeURIComponent(ctx.path.slice('/test/sign-in-as/'.length));
+    ctx.body = { signInAs };
+    return undefined;
+  }
   if (ctx.path !== '/test/grants') return next();
   ctx.body = seen;
   return undefined;
@@ -80,11 +87,11 @@ provider.use(async (ctx, next) => {
   const { prompt, params } = details;
   let result;
   if (prompt.name === 'login') {
-    result = { login: { accountId: ACCOUNT } };
+    result = { login: { accountId: signInAs } };
   } else if (prompt.name === 'consent') {
     const grant = details.grantId
       ? await provider.Grant.find(details.grantId)
-      : new provider.Grant({ accountId: ACCOUNT, clientId: params.client_id });
+      : new provider.Grant({ accountId: signInAs, clientId: params.client_id });
     const missing = prompt.details;
     if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
     if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);

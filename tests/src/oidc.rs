@@ -165,6 +165,14 @@ pub struct GrantCounts {
 }
 
 impl OidcProvider {
+    /// The interaction signs in `account` from now on (the server's test hook).
+    pub async fn sign_in_as(&self, account: &str) -> Result<()> {
+        reqwest::get(format!("{}/test/sign-in-as/{account}", self.issuer))
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     pub async fn grant_counts(&self) -> Result<GrantCounts> {
         let counts = reqwest::get(format!("{}/test/grants", self.issuer))
             .await?

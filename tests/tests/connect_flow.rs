@@ -1623,6 +1623,7 @@ on_both_backends!(
     an_expired_link_is_refused,
     head_requests_have_no_side_effects,
     a_link_is_spent_by_its_connection_and_retired_by_a_newer_one,
+    a_generic_reconnect_by_another_account_is_refused_unless_allowed,
 );
 
 /// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
@@ -1710,5 +1711,58 @@ async fn a_link_is_spent_by_its_connection_and_retired_by_a_newer_one(backend: B
         .await;
     let attempt = world.authorize(&reconnect).await;
     assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    world.check_logs();
+}
+
+/// A generic provider names no organisation: the account that connected (`sub`) is the one a reconnect
+/// must come from, unless the connection allows a change of user. Against oidc-provider, signing in
+/// another account on the second authorization.
+async fn a_generic_reconnect_by_another_account_is_refused_unless_allowed(backend: Backend) {
+    let world = oidc_world(backend).await;
+    let Provider::Oidc(server) = &world.provider else {
+        unreachable!("an oidc world")
+    };
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Generic)
+        .await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    server.sign_in_as("someone-else").await.unwrap();
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let before = world.snapshot(&connection).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::FORBIDDEN,
+        &[
+            "someone-else",
+            broker_tests::oidc::ACCOUNT,
+            "Nothing was changed",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+
+    // The integration allows a change of user: the same reconnect is accepted.
+    let mut allowing = world.connection(&connection).await;
+    allowing.allow_user_change = true;
+    world
+        .ctx
+        .backend
+        .store
+        .save_connection(&allowing, Fence::Version, &[])
+        .await
+        .unwrap();
+    world
+        .connect(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let stored = world.connection(&connection).await;
+    assert_eq!(
+        stored.authorized_by.map(|who| who.subject).as_deref(),
+        Some("someone-else")
+    );
     world.check_logs();
 }

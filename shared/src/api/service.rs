@@ -260,6 +260,7 @@ impl IntegrationApi {
         connection.display_name = display_name;
         connection.required_identity = required_identity;
         connection.requested_division = requested_division;
+        connection.allow_user_change = request.allow_user_change;
         self.ctx
             .backend
             .store

@@ -24,6 +24,10 @@ pub struct CreateConnection {
     /// division, or the one open in Exact Online when several are granted.
     #[serde(default)]
     pub exact_division: Option<i64>,
+    /// Generic OAuth 2.0 / OpenID Connect providers: a reconnect may be authorized by another
+    /// account than the one that connected (by default it is refused).
+    #[serde(default)]
+    pub allow_user_change: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +99,8 @@ pub struct ConnectionView {
     /// `division` once connected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_division: Option<i64>,
+    /// Whether a reconnect may be authorized by another account (generic providers).
+    pub allow_user_change: bool,
     pub authorized_by: Option<Identity>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
@@ -140,6 +146,7 @@ impl From<&Connection> for ConnectionView {
                 .collect(),
             required_identity: c.required_identity.clone(),
             exact_division: c.requested_division,
+            allow_user_change: c.allow_user_change,
             authorized_by: c.authorized_by.clone(),
             access_expires_at: c.access_expires_at,
             refresh_expires_at: c.refresh_expires_at,

@@ -1,7 +1,9 @@
 //! Whether a new authorization may become a connection's, and what the connection is then bound to.
 //!
 //! For Twinfield, Acumatica and generic providers a reconnect must land on the same organisation,
-//! tenant or account ([`ProviderContext::organisation_key`]).
+//! tenant or account ([`ProviderContext::organisation_key`]). A generic provider names no organisation,
+//! so there the account that authorized (the ID token's or userinfo's `sub`, under the app's one
+//! issuer) is what a reconnect must match, unless the connection allows a change of user.
 //!
 //! Exact Online is different. `current/Me`'s `CurrentDivision` is only the administration the user
 //! last opened in Exact's web UI, and since Exact's division scoping a user may restrict an
@@ -53,6 +55,9 @@ pub fn bind_authorization(
                     });
                 }
             }
+        }
+        if let ProviderContext::Generic { .. } = discovered {
+            check_same_account(connection, identity)?;
         }
         return Ok(discovered);
     };
@@ -113,6 +118,25 @@ pub fn bind_authorization(
         division,
         user_id,
         divisions,
+    })
+}
+
+/// A generic provider's reconnect: the account that connected, unless the connection allows another.
+fn check_same_account(
+    connection: &Connection,
+    identity: Option<&Identity>,
+) -> Result<(), BindingRefusal> {
+    let Some(previous) = connection.authorized_by.as_ref() else {
+        return Ok(()); // first authorization, or nothing was recorded to compare with
+    };
+    if connection.allow_user_change || identity.is_some_and(|who| who.same_person(previous)) {
+        return Ok(());
+    }
+    Err(BindingRefusal::OtherUser {
+        expected: person(previous),
+        actual: identity
+            .map(person)
+            .unwrap_or_else(|| "an unidentified account".into()),
     })
 }
 

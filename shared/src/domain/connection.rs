@@ -228,6 +228,10 @@ pub struct Connection {
     /// and spent within one clock tick must still be told apart.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub link_generation: u64,
+    /// A reconnect may be authorized by another account of the same provider (generic providers; by
+    /// default the account that connected is the only one that may reconnect).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_user_change: bool,
 }
 
 impl Connection {
@@ -270,6 +274,7 @@ impl Connection {
             requested_division: None,
             division_choice: None,
             link_generation: 0,
+            allow_user_change: false,
         }
     }
 
