@@ -1624,6 +1624,7 @@ on_both_backends!(
     head_requests_have_no_side_effects,
     a_link_is_spent_by_its_connection_and_retired_by_a_newer_one,
     a_generic_reconnect_by_another_account_is_refused_unless_allowed,
+    an_unknown_link_is_refused_without_a_store_read_after_the_first_miss,
 );
 
 /// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
@@ -1765,4 +1766,34 @@ async fn a_generic_reconnect_by_another_account_is_refused_unless_allowed(backen
         Some("someone-else")
     );
     world.check_logs();
+}
+
+/// A link token no link has is looked up once; for a minute after that it is refused without a store
+/// read. Shown by storing a link under that very token after the first miss: still refused.
+async fn an_unknown_link_is_refused_without_a_store_read_after_the_first_miss(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let (token, key) = broker_core::domain::new_one_time_secret();
+    let url = format!("{}/connect/{}", world.base, token.expose());
+    let page = world.get(&browser(), &url).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let now = world.clock.now();
+    let link = broker_core::domain::ConnectLink {
+        tenant: world.tenant.clone(),
+        connection: connection.id.clone(),
+        purpose: AuthorizationPurpose::Connect,
+        generation: world.connection(&connection).await.link_generation,
+        created_at: now,
+        expires_at: now + Duration::days(7),
+    };
+    world.ctx.backend.store.put_link(&key, &link).await.unwrap();
+    let page = world.get(&browser(), &url).await;
+    assert_eq!(
+        page.status,
+        StatusCode::BAD_REQUEST,
+        "refused from the cache"
+    );
+    // A link that never missed works as ever.
+    let fresh = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let response = browser().get(fresh).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
 }

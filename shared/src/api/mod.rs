@@ -6,7 +6,7 @@
 //! or an [`ApiError`] that knows its RFC 9457 problem (`type`, `title`, `status`, `detail`). The
 //! `session-exchange` function only maps HTTP onto it.
 
-mod caches;
+pub(crate) mod caches;
 mod credentials;
 mod problem;
 mod service;

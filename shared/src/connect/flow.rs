@@ -24,6 +24,7 @@ pub use browser::{
 };
 pub use error::{ConnectError, ConnectFailure};
 
+use crate::api::caches::NegativeCache;
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
@@ -78,6 +79,9 @@ impl Completed {
 #[derive(Clone)]
 pub struct ConnectFlow {
     ctx: BrokerContext,
+    /// Link tokens no link has, refused without a store read for a minute after the first miss
+    /// (bounded): a browser or a bot retrying a dead link costs one read a minute.
+    unknown_links: std::sync::Arc<NegativeCache<OneTimeKey>>,
 }
 
 /// A connection with the app registration and the OAuth client to authorize it with.
@@ -89,7 +93,13 @@ struct Target {
 
 impl ConnectFlow {
     pub fn new(ctx: BrokerContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            unknown_links: std::sync::Arc::new(NegativeCache::new(
+                std::time::Duration::from_secs(60),
+                10_000,
+            )),
+        }
     }
 
     pub fn context(&self) -> &BrokerContext {
@@ -108,10 +118,25 @@ impl ConnectFlow {
 
     /// A browser opened a connect link: prepare the authorization and say where to send it.
     pub async fn start(&self, link_token: &str) -> Result<Started, ConnectFailure> {
-        let link = match super::resolve_link(&self.ctx, link_token).await? {
+        let Some(key) = super::links::link_key(link_token) else {
+            return Err(ConnectError::LinkUnknown.into());
+        };
+        if self.unknown_links.missed(&key) {
+            return Err(ConnectError::LinkUnknown.into());
+        }
+        let link = match self
+            .ctx
+            .backend
+            .store
+            .get_link(&key, self.ctx.clock.now())
+            .await?
+        {
             Consumed::Fresh(link) => link,
             Consumed::Expired => return Err(ConnectError::LinkExpired.into()),
-            Consumed::Unknown => return Err(ConnectError::LinkUnknown.into()),
+            Consumed::Unknown => {
+                self.unknown_links.record_miss(key);
+                return Err(ConnectError::LinkUnknown.into());
+            }
         };
         let target = self.target(&link.tenant, &link.connection).await?;
         let connection = &target.connection;

@@ -66,14 +66,18 @@ pub async fn resolve_link(
     ctx: &BrokerContext,
     token: &str,
 ) -> Result<Consumed<ConnectLink>, StoreError> {
-    // Tokens are 43 URL-safe base64 characters; anything else cannot be one and is not looked up.
-    if token.len() != 43
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Ok(Consumed::Unknown);
+    match link_key(token) {
+        Some(key) => ctx.backend.store.get_link(&key, ctx.clock.now()).await,
+        None => Ok(Consumed::Unknown),
     }
-    let key = OneTimeKey::of(&OneTimeSecret::new(token));
-    ctx.backend.store.get_link(&key, ctx.clock.now()).await
+}
+
+/// The key a link token is stored under, or `None` when the text cannot be a token (43 URL-safe base64
+/// characters): such a value is never looked up.
+pub fn link_key(token: &str) -> Option<OneTimeKey> {
+    let well_formed = token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| OneTimeKey::of(&OneTimeSecret::new(token)))
 }
