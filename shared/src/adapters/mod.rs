@@ -3,4 +3,5 @@
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod kms_escrow;
 pub mod secrets_manager;
