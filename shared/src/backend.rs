@@ -6,6 +6,7 @@
 //! broker runs on a machine with no AWS account at all. The embedded store is the `embedded` feature:
 //! the Lambda functions are built without it and need `BROKER_TABLE`.
 
+use crate::adapters::aws_throttles::ThrottleCounter;
 use crate::adapters::dynamodb::DynamoStore;
 #[cfg(feature = "embedded")]
 use crate::adapters::embedded::EmbeddedStore;
@@ -166,9 +167,20 @@ impl Backend {
                 escrow_key_id,
             } => {
                 let sdk = aws_sdk_config().await;
-                let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+                // Every client counts the throttling it meets (see `aws_throttles`).
+                let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::config::Builder::from(&sdk)
+                        .interceptor(ThrottleCounter)
+                        .build(),
+                );
+                let secrets = aws_sdk_secretsmanager::Client::from_conf(
+                    aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                        .interceptor(ThrottleCounter)
+                        .build(),
+                );
+                let store = DynamoStore::new(dynamodb, table.clone());
                 let mut vault = SecretsManagerVault::new(
-                    aws_sdk_secretsmanager::Client::new(&sdk),
+                    secrets,
                     VaultNaming {
                         prefix: secret_prefix.clone(),
                         kms_key_id: kms_key_id.clone(),
@@ -176,7 +188,11 @@ impl Backend {
                 );
                 if let Some(key) = escrow_key_id {
                     vault = vault.with_escrow_key(KmsEscrowKey::new(
-                        aws_sdk_kms::Client::new(&sdk),
+                        aws_sdk_kms::Client::from_conf(
+                            aws_sdk_kms::config::Builder::from(&sdk)
+                                .interceptor(ThrottleCounter)
+                                .build(),
+                        ),
                         key.clone(),
                     ));
                 }

@@ -38,7 +38,7 @@ pub enum Fault {
 
 impl Fault {
     /// A hold past [`FaultProxy::test_call_limits`]'s attempt timeout.
-    pub const TIMEOUT: Fault = Fault::Timeout(Duration::from_millis(2_500));
+    pub const TIMEOUT: Fault = Fault::Timeout(Duration::from_secs(4));
 
     /// The four kinds, for tests that try each.
     pub const ALL: [Fault; 4] = [
@@ -282,12 +282,14 @@ impl FaultProxy {
     }
 
     /// The SDK clients' timeouts and retries in tests: the production shape, scaled down so a held
-    /// call ([`Fault::TIMEOUT`]) times out in a couple of seconds.
+    /// call ([`Fault::TIMEOUT`]) times out in seconds, yet long enough for moto, which serves one call
+    /// at a time, under parallel tests: an attempt that times out there is retried, and moto does not
+    /// honour the idempotency token of a retried transaction that had landed, as DynamoDB does.
     pub fn test_call_limits() -> AwsCallLimits {
         AwsCallLimits {
             connect: Duration::from_secs(1),
-            attempt: Duration::from_millis(1_500),
-            operation: Duration::from_secs(6),
+            attempt: Duration::from_secs(3),
+            operation: Duration::from_secs(10),
             max_attempts: 3,
         }
     }

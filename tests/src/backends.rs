@@ -3,6 +3,7 @@
 use crate::aws_faults::FaultProxy;
 use crate::moto::{unique_name, Moto};
 use aws_config::SdkConfig;
+use broker_core::adapters::aws_throttles::ThrottleCounter;
 use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::embedded::EmbeddedStore;
 use broker_core::adapters::kms_escrow::KmsEscrowKey;
@@ -59,9 +60,22 @@ pub async fn aws_with_faults() -> Backend {
 }
 
 async fn aws_on(config: &SdkConfig, faults: Option<Arc<FaultProxy>>) -> Backend {
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let secrets = aws_sdk_secretsmanager::Client::new(config);
-    let kms = aws_sdk_kms::Client::new(config);
+    // Counting throttled calls as the functions' clients do (`RunSummary::aws_throttles`).
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
     let table = unique_name("broker");
     DynamoStore::create_table(&dynamodb, &table)
         .await

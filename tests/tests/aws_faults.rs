@@ -646,7 +646,7 @@ async fn a_throttled_or_failing_send_is_retried_by_the_outbox_and_never_sent_twi
         assert_eq!(first.sent, 0, "{what}: {first:?}");
         world.faults().clear();
         // A held send is delivered after the client gave up on it: let it land before counting.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
         world.advance(Duration::hours(1));
         let second = notifier.drain_outbox().await.unwrap();
         let third = notifier.drain_outbox().await.unwrap();
@@ -745,4 +745,61 @@ async fn a_dynamodb_outage_answers_503_with_retry_after_and_writes_nothing_half(
         assert!(world.sim.is_access_token_valid(token), "{what}");
         world.assert_kept(&connection.id, &what).await;
     }
+}
+
+// ----- A scheduled run under throttling -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_scheduled_run_slows_down_retries_and_loses_nothing() {
+    use broker_core::refresh::{run_scheduled, RunSettings};
+    let world = World::new(broker_tests::backends::aws_with_faults().await).await;
+    let mut ids = Vec::new();
+    for _ in 0..24 {
+        ids.push(world.connected().await.id);
+    }
+    world.advance(Duration::seconds(700));
+    let ctx = world.process();
+    // Every vault write is throttled for longer than one refresh retries it.
+    world.faults().inject(
+        FaultRule::on(VAULT_WRITES, Fault::Throttle).for_window(std::time::Duration::from_secs(6)),
+    );
+    let settings = RunSettings {
+        concurrency: 8,
+        stop_margin: std::time::Duration::ZERO,
+        ..RunSettings::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let summary = run_scheduled(
+        ctx.engine.clone(),
+        world.stores.store.clone(),
+        world.clock.clone(),
+        deadline,
+        &settings,
+    )
+    .await;
+    assert_eq!(summary.taken, ids.len(), "{summary:?}");
+    assert_eq!(summary.errors, 0, "nothing failed for good: {summary:?}");
+    assert_eq!(
+        summary.count("refreshed") + summary.count("recovered"),
+        ids.len(),
+        "{summary:?}"
+    );
+    assert!(
+        summary.count("recovered") > 0,
+        "escrows were adopted: {summary:?}"
+    );
+    assert!(summary.retried > 0, "{summary:?}");
+    assert!(
+        summary.lowest_concurrency < 8,
+        "the run slowed down: {summary:?}"
+    );
+    assert!(summary.aws_throttles > 0, "{summary:?}");
+    for id in &ids {
+        world.assert_kept(id, "throttled run").await;
+    }
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact),
+        ids.len() as u64,
+        "one refresh each"
+    );
 }

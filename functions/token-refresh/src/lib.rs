@@ -24,6 +24,9 @@ pub async fn refresh_due(
     tracing::info!(
         taken = summary.taken,
         errors = summary.errors,
+        retried = summary.retried,
+        aws_throttles = summary.aws_throttles,
+        lowest_concurrency = summary.lowest_concurrency,
         stopped_early = summary.stopped_early,
         outcomes = %serde_json::to_string(&summary.outcomes).unwrap_or_default(),
         "scheduled refresh finished"
@@ -69,7 +72,10 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
                     {"Name": "Refreshed", "Unit": "Count"},
                     {"Name": "ConnectionsTaken", "Unit": "Count"},
                     {"Name": "ReconnectRequired", "Unit": "Count"},
-                    {"Name": "RunStoppedEarly", "Unit": "Count"}
+                    {"Name": "RunStoppedEarly", "Unit": "Count"},
+                    {"Name": "AwsThrottles", "Unit": "Count"},
+                    {"Name": "RetriedInRun", "Unit": "Count"},
+                    {"Name": "LowestConcurrency", "Unit": "Count"}
                 ]
             }]
         },
@@ -79,6 +85,10 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         "ConnectionsTaken": summary.taken,
         "ReconnectRequired": count("reconnect_required"),
         "RunStoppedEarly": u8::from(summary.stopped_early),
+        // Throttled AWS calls (the SDK's own retries included); the AwsThrottling alarm watches it.
+        "AwsThrottles": summary.aws_throttles,
+        "RetriedInRun": summary.retried,
+        "LowestConcurrency": summary.lowest_concurrency,
         "outcomes": summary.outcomes,
     })
 }
@@ -97,7 +107,9 @@ mod tests {
             .outcomes
             .insert("failed:provider_unavailable".into(), 2);
         summary.outcomes.insert("reconnect_required".into(), 1);
+        summary.aws_throttles = 7;
         let record = metrics_record(&summary, "token-refresh", 1);
+        assert_eq!(record["AwsThrottles"], 7);
         assert_eq!(record["RefreshFailures"], 4);
         assert_eq!(record["Refreshed"], 2);
         assert_eq!(

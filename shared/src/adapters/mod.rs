@@ -1,5 +1,6 @@
 //! Adapters: the ports implemented on AWS (DynamoDB + Secrets Manager) and on an embedded local file.
 
+pub mod aws_throttles;
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
