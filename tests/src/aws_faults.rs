@@ -297,7 +297,12 @@ impl FaultProxy {
     /// SDK configuration pointing every client at this proxy, with throwaway credentials and the
     /// broker's timeouts and retries ([`Self::test_call_limits`]).
     pub async fn sdk_config(&self) -> SdkConfig {
-        Self::test_call_limits()
+        self.sdk_config_with(Self::test_call_limits()).await
+    }
+
+    /// As [`Self::sdk_config`], with these timeouts and retries.
+    pub async fn sdk_config_with(&self, limits: AwsCallLimits) -> SdkConfig {
+        limits
             .apply(broker_core::backend::aws_config_loader())
             .endpoint_url(&self.endpoint)
             .region(Region::new("eu-west-1"))

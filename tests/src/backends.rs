@@ -8,6 +8,7 @@ use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::embedded::EmbeddedStore;
 use broker_core::adapters::kms_escrow::KmsEscrowKey;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
+use broker_core::backend::AwsCallLimits;
 use broker_core::ports::{MetadataStore, TokenVault};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -52,10 +53,15 @@ pub async fn aws() -> Backend {
 /// and retries: every DynamoDB, Secrets Manager and KMS call can be throttled, failed, reset or held
 /// (`backend.aws.as_ref().unwrap().faults`).
 pub async fn aws_with_faults() -> Backend {
+    aws_with_faults_limited(FaultProxy::test_call_limits()).await
+}
+
+/// As [`aws_with_faults`], with these SDK timeouts and retries (e.g. production's, for benchmarks).
+pub async fn aws_with_faults_limited(limits: AwsCallLimits) -> Backend {
     let proxy = FaultProxy::start(&shared_moto().endpoint)
         .await
         .expect("starting the fault proxy");
-    let config = proxy.sdk_config().await;
+    let config = proxy.sdk_config_with(limits).await;
     aws_on(&config, Some(Arc::new(proxy))).await
 }
 
