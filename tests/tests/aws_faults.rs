@@ -464,10 +464,9 @@ async fn a_lease_that_cannot_be_released_expires_and_the_escrow_is_adopted() {
             FaultRule::on("dynamodb.UpdateItem", fault).when_body_contains(LEASE_RELEASE),
         ];
         let what = format!("release × {}", fault.label());
-        let (id, first) = scenario(&world, &what, rules).await;
+        let (_, first) = scenario(&world, &what, rules).await;
         assert!(failed(&first), "{what}: the fault had no effect: {first:?}");
         assert_eq!(world.sim.token_calls(Provider::Exact) - before, 1, "{what}");
-        let _ = id;
     }
     assert!(world.faults().injected("dynamodb") > 0);
 }
