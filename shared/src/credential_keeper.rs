@@ -77,6 +77,7 @@ impl CredentialKeeper {
             .await?;
         if let Some(tokens) = credentials.token_set() {
             connection.access_expires_at = Some(tokens.access_expires_at);
+            connection.access_issued_at = Some(tokens.received_at);
             connection.refresh_expires_at = tokens.refresh_expires_at;
         }
         connection.credentials = Some(target);

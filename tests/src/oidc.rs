@@ -66,6 +66,11 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Starts a server whose one client may redirect to `redirect_uri`.
     pub fn start(redirect_uri: &str) -> Result<Self> {
+        Self::start_with(redirect_uri, 600)
+    }
+
+    /// As [`Self::start`], issuing access tokens that live `access_token_ttl_secs`.
+    pub fn start_with(redirect_uri: &str, access_token_ttl_secs: u32) -> Result<Self> {
         install()?;
         let port = free_port();
         let client_id = "broker-tests".to_string();
@@ -80,6 +85,7 @@ impl OidcProvider {
             ("OIDC_CLIENT_ID", client_id.clone()),
             ("OIDC_CLIENT_SECRET", client_secret.clone()),
             ("OIDC_REDIRECT_URI", redirect_uri.to_string()),
+            ("OIDC_ACCESS_TOKEN_TTL", access_token_ttl_secs.to_string()),
         ];
         let mut service = Service::spawn(
             "oidc-provider",
@@ -146,6 +152,45 @@ impl OidcProvider {
             "oidc-provider did not redirect back to {} within 12 hops",
             self.redirect_uri
         )
+    }
+}
+
+/// What the server counted (`GET /test/grants`, from its own grant events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct GrantCounts {
+    pub refreshes: u64,
+    pub codes: u64,
+    pub revoked: u64,
+    pub errors: u64,
+}
+
+impl OidcProvider {
+    /// The interaction signs in `account` from now on (the server's test hook).
+    pub async fn sign_in_as(&self, account: &str) -> Result<()> {
+        reqwest::get(format!("{}/test/sign-in-as/{account}", self.issuer))
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn grant_counts(&self) -> Result<GrantCounts> {
+        let counts = reqwest::get(format!("{}/test/grants", self.issuer))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(counts)
+    }
+
+    /// Whether the server accepts `access_token` (its userinfo endpoint answers 200).
+    pub async fn accepts(&self, access_token: &str) -> Result<bool> {
+        let status = reqwest::Client::new()
+            .get(format!("{}/me", self.issuer))
+            .bearer_auth(access_token)
+            .send()
+            .await?
+            .status();
+        Ok(status.is_success())
     }
 }
 

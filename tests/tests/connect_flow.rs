@@ -579,7 +579,7 @@ fn check_security_headers(headers: &reqwest::header::HeaderMap) {
     for directive in [
         "default-src 'none'",
         "frame-ancestors 'none'",
-        "form-action 'none'",
+        "form-action 'self'",
         "base-uri 'none'",
     ] {
         assert!(csp.contains(directive), "{csp}");
@@ -624,7 +624,8 @@ async fn connect_and_check(backend: Backend, which: Which, organisation: &str) {
         ],
     );
     let stored = world.connection(&connection).await;
-    assert_eq!(stored.version, connection.version + 1);
+    // Two writes: the link (retiring older ones), then the completed authorization.
+    assert_eq!(stored.version, connection.version + 2);
     if let Which::Exact(country) = which {
         let Some(ProviderContext::ExactOnline { base_url, .. }) = &stored.context else {
             panic!("{:?}", stored.context)
@@ -679,6 +680,119 @@ async fn an_oidc_provider_connects(backend: Backend) {
     world.check_logs();
 }
 
+/// An app whose scopes leave out `openid` asks for no id_token: it connects, though Twinfield still
+/// gets the nonce it wants on every request.
+async fn a_twinfield_app_without_openid_connects(backend: Backend) {
+    let world = world(backend, Which::Twinfield).await;
+    let store = &world.ctx.backend.store;
+    let mut app = store
+        .get_app(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    app.scopes = [
+        "twf.user",
+        "twf.organisation",
+        "twf.organisationUser",
+        "offline_access",
+    ]
+    .map(String::from)
+    .to_vec();
+    store.put_app(&app).await.unwrap();
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Twinfield)
+        .await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(&page, StatusCode::OK, &["is connected", "TWF-DEMO"]);
+    world.check_logs();
+}
+
+/// RFC 7009 on disconnect: the provider (oidc-provider, revocation enabled) is asked to revoke the
+/// refresh token first, and the connection's history says so.
+async fn a_disconnect_revokes_the_refresh_token_at_the_provider(backend: Backend) {
+    let world = oidc_world(backend).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Generic)
+        .await;
+    let page = world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    assert_page(&page, StatusCode::OK, &["is connected"]);
+    let stored = world.connection(&connection).await;
+    let tokens = world.tokens(&stored).await;
+    let reason = disconnect(&world, &stored).await;
+    assert!(reason.contains("revoked at the provider"), "{reason}");
+    // The grant is gone at the provider, not only in the broker.
+    let store = &world.ctx.backend.store;
+    let app = store
+        .get_app(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = world
+        .ctx
+        .backend
+        .vault
+        .get_client_secret(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = world.ctx.providers.oauth_client(&app, secret).unwrap();
+    let e = client.refresh(&tokens, None).await.unwrap_err();
+    assert_eq!(
+        e.class,
+        broker_core::providers::ErrorClass::GrantRevoked,
+        "{e}"
+    );
+    world.check_logs();
+}
+
+async fn a_disconnect_where_revocation_is_not_offered_says_so(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let page = world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let stored = world.connection(&connection).await;
+    let reason = disconnect(&world, &stored).await;
+    assert!(reason.contains("offers no token revocation"), "{reason}");
+}
+
+/// Disconnects through the integration API; the disconnect transition's reason.
+async fn disconnect(world: &World, connection: &Connection) -> String {
+    use broker_core::api::{Caller, IntegrationApi};
+    use broker_core::domain::{ApiKeyRecord, ApiKeyScope};
+    let api = IntegrationApi::new(world.ctx.clone());
+    let caller = Caller {
+        key: ApiKeyRecord::generate(
+            world.tenant.clone(),
+            "ops",
+            ApiKeyScope::default(),
+            world.clock.now(),
+        )
+        .record,
+    };
+    let view = api
+        .disconnect(&caller, connection.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(view.status, "disconnected");
+    let transitions = world
+        .ctx
+        .backend
+        .store
+        .list_transitions(&connection.id, PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    let last = transitions.last().unwrap();
+    assert_eq!(last.to, StatusKind::Disconnected);
+    world.assert_clean(&last.reason);
+    last.reason.clone()
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Refusals: each leaves the connection as it was.
 
@@ -692,8 +806,9 @@ async fn exact_world(backend: Backend) -> (World, Connection) {
 
 async fn a_forged_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let mut forged = attempt.callback.clone();
     let code = param(&forged, "code").unwrap();
@@ -721,10 +836,14 @@ async fn a_replayed_state_is_refused(backend: Backend) {
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     let attempt = world.authorize(&link).await;
     assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    // The link is spent now; a newer one gives the replaying browser cookies of its own.
+    let newer = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
     let after = world.snapshot(&connection).await;
     // The same callback again, with the cookies put back as they were.
     let replay = browser();
-    let first = world.get(&replay, link.as_str()).await;
+    let first = world.get(&replay, newer.as_str()).await;
     assert_eq!(first.status, StatusCode::FOUND);
     let page = world.get(&replay, attempt.callback.as_str()).await;
     assert_page(
@@ -764,15 +883,16 @@ async fn concurrent_callbacks_with_one_state_complete_once(backend: Backend) {
     let after = world.snapshot(&connection).await;
     assert_eq!(
         (after.version, after.transitions),
-        (connection.version + 1, 1)
+        (connection.version + 2, 1) // the link's write, then one completion
     );
     world.check_logs();
 }
 
 async fn an_expired_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     world.clock.advance(Duration::minutes(11));
     let page = world.finish(&attempt).await;
@@ -783,8 +903,9 @@ async fn an_expired_state_is_refused(backend: Backend) {
 
 async fn a_state_from_another_browser_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.get(&browser(), attempt.callback.as_str()).await;
     assert_page(&page, StatusCode::BAD_REQUEST, &["another browser"]);
@@ -799,12 +920,13 @@ async fn a_state_from_another_browser_is_refused(backend: Backend) {
 
 async fn denied_consent_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     world.sim().push_consent_override(ConsentOverride {
         decision: ConsentDecision::Deny,
         user: None,
     });
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     assert_eq!(
         param(&attempt.callback, "error").as_deref(),
@@ -826,7 +948,6 @@ async fn denied_consent_is_refused(backend: Backend) {
 
 async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     world.sim().inject_fault(FaultRule::next(
         "exact.token",
         1,
@@ -837,6 +958,8 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
         },
     ));
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
@@ -848,13 +971,42 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
     world.check_logs();
 }
 
+/// Twinfield naming a cluster outside the allow-list (https under twinfield.com): the connect is
+/// refused with a page that says so, and nothing is stored.
+async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend) {
+    let world = world(backend, Which::Twinfield).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Twinfield)
+        .await;
+    world.sim().update_knobs(|k| {
+        k.twinfield_cluster_url_override = Some("https://twinfield.evil.example".into())
+    });
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::BAD_GATEWAY,
+        &[
+            "twinfield.evil.example",
+            "not an allowed address",
+            "Nothing was changed",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    world.check_logs();
+}
+
 async fn a_tampered_nonce_is_refused(backend: Backend) {
     let world = world(backend, Which::Twinfield).await;
     let connection = world
         .new_connection(broker_core::domain::ProviderKind::Twinfield)
         .await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     // The provider signs whatever nonce reaches it: one swapped on the way must not be accepted.
     let attempt = world
         .authorize_with(&link, |url| {
@@ -887,9 +1039,13 @@ async fn a_reused_code_is_refused(backend: Backend) {
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     let first = world.authorize(&link).await;
     assert_eq!(world.finish(&first).await.status, StatusCode::OK);
+    // A new attempt (from a newer link: the first is spent) whose callback carries the spent code
+    // with its own, valid state.
+    let newer = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
     let after = world.snapshot(&connection).await;
-    // A new attempt whose callback carries the spent code with its own, valid state.
-    let second = world.authorize(&link).await;
+    let second = world.authorize(&newer).await;
     let mut reused = second.callback.clone();
     let state = param(&reused, "state").unwrap();
     reused
@@ -918,10 +1074,11 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
             c.required_identity = Some(required);
         })
         .await;
-    let before = world.snapshot(&connection).await;
     let link = world
         .link(&connection, AuthorizationPurpose::Reconnect)
         .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
@@ -939,33 +1096,39 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
     world.check_logs();
 }
 
-async fn a_reconnect_to_another_organisation_is_refused(backend: Backend) {
+async fn a_reconnect_without_the_bound_division_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
     world
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
     let base_url = ServiceUrl::parse(&world.sim().exact_base("nl")).unwrap();
+    // A record stored before user ids and granted divisions were kept, bound to a division the
+    // simulator's user cannot reach.
     world
         .needs_reconnect(&connection, |c| {
             c.context = Some(ProviderContext::ExactOnline {
                 base_url,
                 division: 999,
+                user_id: None,
+                divisions: vec![],
             })
         })
         .await;
-    let before = world.snapshot(&connection).await;
     let tokens_before = world.tokens(&world.connection(&connection).await).await;
     let link = world
         .link(&connection, AuthorizationPurpose::Reconnect)
         .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let page = world.finish(&attempt).await;
     assert_page(
         &page,
         StatusCode::FORBIDDEN,
         &[
-            "belongs to division 999",
-            "division 123456",
+            "does not give access to Exact Online division 999",
+            "divisions 123456, 654321",
+            "include division 999",
             "create a new connection",
         ],
     );
@@ -975,13 +1138,247 @@ async fn a_reconnect_to_another_organisation_is_refused(backend: Backend) {
         tokens_after.access_token.expose(),
         tokens_before.access_token.expose()
     );
+    assert!(world.logs.text().contains("division_not_granted"));
+    world.check_logs();
+}
+
+fn exact_user(name: &str, current: i64, divisions: &[i64]) -> provider_simulators::ExactUser {
+    provider_simulators::ExactUser {
+        user_name: name.into(),
+        full_name: String::new(),
+        current_division: current,
+        divisions: divisions.to_vec(),
+    }
+}
+
+fn bound_division(connection: &Connection) -> (i64, Vec<i64>, Option<String>) {
+    match &connection.context {
+        Some(ProviderContext::ExactOnline {
+            division,
+            divisions,
+            user_id,
+            ..
+        }) => (
+            *division,
+            divisions.iter().map(|d| d.code).collect(),
+            user_id.clone(),
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn an_exact_reconnect_after_switching_division_is_accepted(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    let (division, granted, user) = bound_division(&world.connection(&connection).await);
+    assert_eq!((division, granted), (123456, vec![123456, 654321]));
+    assert!(user.is_some());
+    // The accountant opened the other administration in Exact Online's web UI.
+    world
+        .sim()
+        .add_exact_user(exact_user("demo.user", 654321, &[123456, 654321]));
+    world.needs_reconnect(&connection, |_| {}).await;
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let page = world.finish(&world.authorize(&link).await).await;
+    assert_page(&page, StatusCode::OK, &["division 123456"]);
+    let stored = world.connection(&connection).await;
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert_eq!(
+        bound_division(&stored),
+        (123456, vec![123456, 654321], user)
+    );
+    world.check_logs();
+}
+
+async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    world
+        .sim()
+        .add_exact_user(exact_user("other.user", 123456, &[123456, 654321]));
+    world.needs_reconnect(&connection, |_| {}).await;
+    world
+        .sim()
+        .push_consent_override(provider_simulators::ConsentOverride {
+            decision: provider_simulators::ConsentDecision::Allow,
+            user: Some("other.user".into()),
+        });
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
+    let page = world.finish(&world.authorize(&link).await).await;
+    assert_page(
+        &page,
+        StatusCode::FORBIDDEN,
+        &["was authorized by other.user", "sign in as Demo User"],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    assert!(world.logs.text().contains("other_user"));
+    world.check_logs();
+}
+
+/// The value of a hidden form field on a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+impl World {
+    /// Posts the division form of a success page from `browser`.
+    async fn choose(&self, browser: &reqwest::Client, page: &Page, division: &str) -> Page {
+        let response = browser
+            .post(format!("{}/connect/division", self.base))
+            .form(&[
+                ("connection", hidden(&page.html, "connection").as_str()),
+                ("ticket", hidden(&page.html, "ticket").as_str()),
+                ("division", division),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let page = Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            html: response.text().await.unwrap(),
+        };
+        check_security_headers(&page.headers);
+        self.assert_clean(&page.html);
+        page
+    }
+}
+
+/// Several granted divisions and none named: the tokens are stored at once, bound provisionally to
+/// the current division, and the page lets the customer choose, once, from the same browser.
+async fn a_customer_chooses_among_several_granted_divisions(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::OK,
+        &[
+            "is connected",
+            "gives access to 2 divisions",
+            "value=\"654321\"",
+            "Use this division",
+        ],
+    );
+    let offered = page.headers.get_all("set-cookie").iter().any(|c| {
+        let c = c.to_str().unwrap().to_ascii_lowercase();
+        c.starts_with("broker_division_choice=")
+            && c.contains("httponly")
+            && c.contains("samesite=strict")
+    });
+    assert!(offered, "{:?}", page.headers);
+    // Durable before any choice: connected, tokens stored, provisionally bound.
+    let stored = world.connection(&connection).await;
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert!(stored.credentials.is_some() && stored.division_choice.is_some());
+    assert_eq!(bound_division(&stored).0, 123456);
+
+    // Another browser (no cookie) with the page's values: refused.
+    let stranger = world.choose(&browser(), &page, "654321").await;
+    assert_page(&stranger, StatusCode::BAD_REQUEST, &["another browser"]);
+    // A division the authorization does not grant: refused.
+    let bogus = world.choose(&attempt.browser, &page, "999").await;
+    assert_page(
+        &bogus,
+        StatusCode::BAD_REQUEST,
+        &["not one this authorization"],
+    );
+    assert_eq!(
+        bound_division(&world.connection(&connection).await).0,
+        123456
+    );
+
+    let chosen = world.choose(&attempt.browser, &page, "654321").await;
+    assert_page(
+        &chosen,
+        StatusCode::OK,
+        &["division chosen", "division 654321"],
+    );
+    let stored = world.connection(&connection).await;
+    assert_eq!(bound_division(&stored).0, 654321);
+    assert!(stored.division_choice.is_none());
+    assert_eq!(stored.status.kind(), StatusKind::Connected);
+
+    // Single use.
+    let again = world.choose(&attempt.browser, &page, "123456").await;
+    assert_page(&again, StatusCode::BAD_REQUEST, &["already made"]);
+    assert_eq!(
+        bound_division(&world.connection(&connection).await).0,
+        654321
+    );
+    world.remember(&hidden(&page.html, "ticket"));
+    world.check_logs();
+}
+
+/// A consent restricted to 654321 while 123456 is open in Exact Online, for both readings of
+/// whether `system/Divisions` checks the division in its URL.
+async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Backend) {
+    let (world, _) = exact_world(backend).await;
+    for checks_url in [true, false] {
+        for named in [None, Some(654321)] {
+            let mut connection = world
+                .new_connection(broker_core::domain::ProviderKind::ExactOnline)
+                .await;
+            world
+                .sim()
+                .update_knobs(|k| k.exact_divisions_checks_url_division = checks_url);
+            world
+                .sim()
+                .set_exact_division_scope("demo.user", Some(vec![654321]));
+            if named.is_some() {
+                let mut c = world.connection(&connection).await;
+                c.requested_division = named;
+                world
+                    .ctx
+                    .backend
+                    .store
+                    .save_connection(&c, Fence::Version, &[])
+                    .await
+                    .unwrap();
+                connection = world.connection(&connection).await;
+            }
+            let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+            let page = world.finish(&world.authorize(&link).await).await;
+            let stored = world.connection(&connection).await;
+            if checks_url && named.is_none() {
+                // Nothing the broker knows reaches the list: refused, saying what to do.
+                assert_page(
+                    &page,
+                    StatusCode::FORBIDDEN,
+                    &["did not say which divisions", "open one of the divisions"],
+                );
+                assert_eq!(stored.status.kind(), StatusKind::NotConnected);
+            } else {
+                assert_page(&page, StatusCode::OK, &["is connected", "division 654321"]);
+                assert_eq!(bound_division(&stored).0, 654321, "{checks_url} {named:?}");
+                assert_eq!(bound_division(&stored).1, vec![654321]);
+            }
+        }
+    }
     world.check_logs();
 }
 
 async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let callback = format!("{}/oauth/callback", world.base);
     let state = param(&attempt.callback, "state").unwrap();
@@ -1009,8 +1406,9 @@ async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
 
 async fn hostile_text_in_the_callback_is_escaped(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let before = world.snapshot(&connection).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
     let attempt = world.authorize(&link).await;
     let mut hostile = attempt.callback.clone();
     let state = param(&hostile, "state").unwrap();
@@ -1199,6 +1597,9 @@ on_both_backends!(
     exact_connects_in_belgium,
     acumatica_connects,
     an_oidc_provider_connects,
+    a_twinfield_app_without_openid_connects,
+    a_disconnect_revokes_the_refresh_token_at_the_provider,
+    a_disconnect_where_revocation_is_not_offered_says_so,
     a_forged_state_is_refused,
     a_replayed_state_is_refused,
     an_expired_state_is_refused,
@@ -1208,11 +1609,160 @@ on_both_backends!(
     a_provider_error_on_the_code_exchange_is_refused,
     a_reused_code_is_refused,
     a_tampered_nonce_is_refused,
+    a_twinfield_cluster_outside_the_allow_list_is_refused,
     a_reconnect_by_the_wrong_person_is_refused,
-    a_reconnect_to_another_organisation_is_refused,
+    a_reconnect_without_the_bound_division_is_refused,
+    an_exact_reconnect_after_switching_division_is_accepted,
+    an_exact_reconnect_by_another_user_is_refused,
+    exact_binds_a_granted_division_when_the_current_one_is_not,
+    a_customer_chooses_among_several_granted_divisions,
     a_malformed_or_oversized_query_is_refused,
     hostile_text_in_the_callback_is_escaped,
     a_connection_that_needs_reconnecting_is_reconnected,
     a_legacy_twinfield_connection_is_reconnected,
     an_expired_link_is_refused,
+    head_requests_have_no_side_effects,
+    a_link_is_spent_by_its_connection_and_retired_by_a_newer_one,
+    a_generic_reconnect_by_another_account_is_refused_unless_allowed,
 );
+
+/// A HEAD (a link checker, a mail scanner) on the connect link or on the callback starts nothing and
+/// spends nothing: the same state and code still complete the connection once, afterwards.
+async fn head_requests_have_no_side_effects(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // Taken after the link: issuing one retires the older links, a write of its own.
+    let before = world.snapshot(&connection).await;
+    let head = browser().head(link.clone()).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(
+        head.headers().get("set-cookie").is_none(),
+        "no authorization started"
+    );
+    let attempt = world.authorize(&link).await;
+    let calls = world
+        .sim()
+        .token_calls(provider_simulators::Provider::Exact);
+    let head = attempt
+        .browser
+        .head(attempt.callback.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls,
+        "HEAD exchanged no code"
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    let page = world.finish(&attempt).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(
+        world
+            .sim()
+            .token_calls(provider_simulators::Provider::Exact),
+        calls + 1
+    );
+    world.check_logs();
+}
+
+/// A link works until the connection it belongs to completes (then it is spent) or a newer link is
+/// issued for it (then it is retired). Either way, opening it shows a page that says so with the
+/// connection's status, and starts no authorization.
+async fn a_link_is_spent_by_its_connection_and_retired_by_a_newer_one(backend: Backend) {
+    let (world, connection) = exact_world(backend).await;
+    let first = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let second = world.link(&connection, AuthorizationPurpose::Connect).await;
+    // The older link is retired by the newer one.
+    let page = world.get(&browser(), first.as_str()).await;
+    assert_page(
+        &page,
+        StatusCode::GONE,
+        &[
+            "This link was replaced",
+            "A newer link replaced this one",
+            "not connected",
+            "most recent link",
+        ],
+    );
+    assert!(page.headers.get("set-cookie").is_none(), "nothing started");
+    // The newer one connects, and is spent by it.
+    let attempt = world.authorize(&second).await;
+    assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    let after = world.snapshot(&connection).await;
+    let page = world.get(&browser(), second.as_str()).await;
+    assert_page(
+        &page,
+        StatusCode::GONE,
+        &[
+            "This link was already used",
+            "is connected",
+            "Nothing to do",
+        ],
+    );
+    assert!(page.headers.get("set-cookie").is_none(), "nothing started");
+    assert_eq!(world.snapshot(&connection).await, after);
+    // A reconnect link issued afterwards works again.
+    let reconnect = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let attempt = world.authorize(&reconnect).await;
+    assert_eq!(world.finish(&attempt).await.status, StatusCode::OK);
+    world.check_logs();
+}
+
+/// A generic provider names no organisation: the account that connected (`sub`) is the one a reconnect
+/// must come from, unless the connection allows a change of user. Against oidc-provider, signing in
+/// another account on the second authorization.
+async fn a_generic_reconnect_by_another_account_is_refused_unless_allowed(backend: Backend) {
+    let world = oidc_world(backend).await;
+    let Provider::Oidc(server) = &world.provider else {
+        unreachable!("an oidc world")
+    };
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Generic)
+        .await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
+        .await;
+    server.sign_in_as("someone-else").await.unwrap();
+    let link = world
+        .link(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let before = world.snapshot(&connection).await;
+    let attempt = world.authorize(&link).await;
+    let page = world.finish(&attempt).await;
+    assert_page(
+        &page,
+        StatusCode::FORBIDDEN,
+        &[
+            "someone-else",
+            broker_tests::oidc::ACCOUNT,
+            "Nothing was changed",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+
+    // The integration allows a change of user: the same reconnect is accepted.
+    let mut allowing = world.connection(&connection).await;
+    allowing.allow_user_change = true;
+    world
+        .ctx
+        .backend
+        .store
+        .save_connection(&allowing, Fence::Version, &[])
+        .await
+        .unwrap();
+    world
+        .connect(&connection, AuthorizationPurpose::Reconnect)
+        .await;
+    let stored = world.connection(&connection).await;
+    assert_eq!(
+        stored.authorized_by.map(|who| who.subject).as_deref(),
+        Some("someone-else")
+    );
+    world.check_logs();
+}

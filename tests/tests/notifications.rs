@@ -1063,6 +1063,8 @@ async fn a_connection_that_cannot_refresh_is_warned_before_its_idle_expiry() {
         c.context = Some(ProviderContext::ExactOnline {
             base_url: ServiceUrl::parse("https://start.exactonline.nl").unwrap(),
             division: 123,
+            user_id: None,
+            divisions: vec![],
         });
         let mut transitions = vec![c
             .apply(StatusEvent::Authorized, Actor::EndUser("u".into()), t0())

@@ -8,7 +8,8 @@ use broker_core::domain::ServiceUrl;
 use broker_core::providers::discovery::{
     exact_discovery, identity_from_userinfo, twinfield_discovery,
 };
-use broker_core::providers::token_response::{read_id_token, read_token_reply, TokenReply};
+use broker_core::providers::id_token::{check_id_token, read_id_token, Expectations, Jwks};
+use broker_core::providers::token_response::{read_token_reply, TokenReply};
 use broker_core::providers::twinfield_session::{
     read_logon, read_select_company, read_soap_answer, SoapReply,
 };
@@ -97,15 +98,20 @@ impl Rng {
     }
 }
 
-const SOAP_SEEDS: [&str; 5] = [
+const SOAP_SEEDS: [&str; 9] = [
     r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header><Header xmlns="http://www.twinfield.com/"><SessionID>3f2a</SessionID><AccessToken>tok</AccessToken></Header></soap:Header><soap:Body><AccessTokenLogonResponse xmlns="http://www.twinfield.com/"><AccessTokenLogonResult>Ok</AccessTokenLogonResult><nextAction>None</nextAction><cluster>https://c3.twinfield.com</cluster></AccessTokenLogonResponse></soap:Body></soap:Envelope>"#,
     r#"<soap12:Envelope xmlns:soap12="http://www.w3.org/2003/05/soap-envelope"><soap12:Header><Header xmlns="http://www.twinfield.com/"><SessionID>s</SessionID></Header></soap12:Header><soap12:Body><OAuthLogonResponse xmlns="http://www.twinfield.com/"><OAuthLogonResult>Blocked</OAuthLogonResult><nextAction>SMSLogon</nextAction><cluster>https://c1.twinfield.com</cluster></OAuthLogonResponse></soap12:Body></soap12:Envelope>"#,
     r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>Access denied. Token invalid.</faultstring><detail><code>354</code></detail></soap:Fault></soap:Body></soap:Envelope>"#,
     r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><t:SelectCompanyResponse xmlns:t="http://www.twinfield.com/"><t:SelectCompanyResult>Ok</t:SelectCompanyResult></t:SelectCompanyResponse></s:Body></s:Envelope>"#,
     r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault><e:Code><e:Value>e:Sender</e:Value></e:Code><e:Reason><e:Text xml:lang="en">Your logon credentials are not valid anymore. Try to log on again.</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>"#,
+    // Localised faults: the 354 in Dutch, as an attribute in SOAP 1.2 and a namespaced element in 1.1.
+    r#"<soap12:Envelope xmlns:soap12="http://www.w3.org/2003/05/soap-envelope"><soap12:Body><soap12:Fault><soap12:Code><soap12:Value>soap12:Sender</soap12:Value></soap12:Code><soap12:Reason><soap12:Text xml:lang="nl">Toegang geweigerd. Token ongeldig.</soap12:Text></soap12:Reason><soap12:Detail><Error code="354" /></soap12:Detail></soap12:Fault></soap12:Body></soap12:Envelope>"#,
+    r#"<?xml version="1.0" encoding="utf-16"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring xml:lang="nl">Toegang geweigerd. Token ongeldig.</faultstring><detail><t:Errors xmlns:t="http://www.twinfield.com/"><t:code>354</t:code></t:Errors></detail></soap:Fault></soap:Body></soap:Envelope>"#,
+    r#"<soap12:Envelope xmlns:soap12="http://www.w3.org/2003/05/soap-envelope"><soap12:Header><Header xmlns="http://www.twinfield.com/"><SessionID>s</SessionID><AccessToken>t</AccessToken></Header></soap12:Header><soap12:Body><AccessTokenLogonResponse xmlns="http://www.twinfield.com/"><AccessTokenLogonResult>TokenInvalid</AccessTokenLogonResult><cluster /></AccessTokenLogonResponse></soap12:Body></soap12:Envelope>"#,
+    r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>Toegang geweigerd. Company ontbreekt in request header.</faultstring><detail /></soap:Fault></soap:Body></soap:Envelope>"#,
 ];
 
-const XML_SNIPPETS: [&str; 24] = [
+const XML_SNIPPETS: [&str; 29] = [
     "<a>",
     "</a>",
     "<a/>",
@@ -130,6 +136,11 @@ const XML_SNIPPETS: [&str; 24] = [
     "\0",
     "<Fault>",
     "<soap:Fault><faultstring>",
+    "<code>354</code>",
+    " code=\"354\"",
+    " xml:lang=\"nl\"",
+    "Toegang geweigerd. Token ongeldig.",
+    "<Detail><e code=\"354\"/></Detail>",
 ];
 
 const CONTENT_TYPES: [Option<&str>; 6] = [
@@ -240,7 +251,7 @@ fn soap_case(bytes: &[u8], content_type: Option<&str>, status: u16) {
         retry_after: None,
         body: bytes,
     };
-    let same = |u: &str| u.to_string();
+    let same = |u: &str| ServiceUrl::parse(u);
     let _ = read_logon(reply, "AccessTokenLogon", &same);
     let _ = read_logon(reply, "OAuthLogon", &same);
     let _ = read_select_company(reply);
@@ -307,8 +318,25 @@ fn token_case(bytes: &[u8], status: u16) {
     }
     let text = String::from_utf8_lossy(bytes);
     let _ = read_id_token(&text);
+    let expect = Expectations {
+        issuer: "https://idp.example.com",
+        client_id: "app",
+        nonce: Some("n"),
+        now: chrono::Utc::now(),
+        keys: None,
+    };
+    let _ = check_id_token(&text, &expect);
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        let _ = twinfield_discovery(&map, &|u| u.to_string());
+        if let Ok(keys) = Jwks::parse(&map) {
+            let _ = check_id_token(
+                &text,
+                &Expectations {
+                    keys: Some(&keys),
+                    ..expect
+                },
+            );
+        }
+        let _ = twinfield_discovery(&map, &|u| ServiceUrl::parse(u));
         let _ = exact_discovery(
             &map,
             ServiceUrl::parse("https://start.exactonline.nl").unwrap(),
@@ -362,6 +390,13 @@ fn malformed_answers_never_panic_and_stay_bounded() {
         });
     }
 
+    localised_354_faults_are_recognised();
+    let compared = encodings_do_not_change_the_verdict(&mut rng, CASES / 4);
+    assert!(
+        compared > CASES / 8,
+        "only {compared} mutants were valid UTF-8"
+    );
+
     for (i, input) in hostile_json().iter().enumerate() {
         check("hostile token answer", i, input, LIMIT, || {
             token_case(input, 400)
@@ -380,6 +415,83 @@ fn malformed_answers_never_panic_and_stay_bounded() {
         2 * CASES + 26,
         WORST.load(Ordering::Relaxed) / 1024
     );
+}
+
+/// What the session-service readers make of an answer, by variant only (texts may differ in length).
+fn verdicts(bytes: &[u8], content_type: Option<&str>) -> [String; 2] {
+    let reply = SoapReply {
+        status: 500,
+        content_type,
+        retry_after: None,
+        body: bytes,
+    };
+    let same = |u: &str| ServiceUrl::parse(u);
+    // "Ok(Invalid)", "Err(AccessTokenInvalid", "Err(Malformed": the variants, not their texts.
+    let variant = |debug: String| {
+        let end = debug
+            .match_indices(['(', ' ', '{', ')'])
+            .nth(1)
+            .map_or(debug.len(), |(i, _)| i);
+        debug[..end].to_string()
+    };
+    [
+        variant(format!("{:?}", read_select_company(reply))),
+        variant(format!(
+            "{:?}",
+            read_logon(reply, "AccessTokenLogon", &same).map(|l| l.result)
+        )),
+    ]
+}
+
+/// The same answer in UTF-8, UTF-16LE with a byte-order mark and UTF-16BE named only by the charset
+/// is read the same, mutants included: the encoding never changes a fault's meaning.
+fn encodings_do_not_change_the_verdict(rng: &mut Rng, cases: usize) -> usize {
+    let mut compared = 0;
+    for case in 0..cases {
+        let seed = rng.pick(&SOAP_SEEDS).as_bytes().to_vec();
+        let input = mutate(rng, seed, &XML_SNIPPETS);
+        let Ok(text) = std::str::from_utf8(&input) else {
+            continue;
+        };
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let utf8 = verdicts(&input, Some("text/xml; charset=utf-8"));
+        assert_eq!(utf8, verdicts(&le, None), "case {case}: {text}");
+        assert_eq!(
+            utf8,
+            verdicts(&be, Some("application/soap+xml; charset=utf-16")),
+            "case {case}: {text}"
+        );
+        compared += 1;
+    }
+    compared
+}
+
+/// Every intact fault seed that carries code 354 is a token-invalid answer, whatever its language.
+fn localised_354_faults_are_recognised() {
+    for seed in SOAP_SEEDS.iter().filter(|s| s.contains("354")) {
+        let [select, logon] = verdicts(seed.as_bytes(), None);
+        let expected = "Err(AccessTokenInvalid";
+        assert_eq!(
+            (select.as_str(), logon.as_str()),
+            (expected, expected),
+            "{seed}"
+        );
+        let reply = SoapReply {
+            status: 500,
+            content_type: None,
+            retry_after: None,
+            body: seed.as_bytes(),
+        };
+        assert!(
+            matches!(
+                read_select_company(reply),
+                Err(broker_core::providers::SessionError::AccessTokenInvalid { .. })
+            ),
+            "{seed}"
+        );
+    }
 }
 
 /// A check of the harness itself: most mutants must fail to parse, and some must still parse.

@@ -344,6 +344,75 @@ async fn twinfield_rotating_refresh_tokens_are_followed() {
     client.refresh(&refreshed, None).await.unwrap();
 }
 
+/// Twinfield reads HTTP Basic as its article builds it: plain `client_id:client_secret`, split at the
+/// first colon, nothing URL-decoded. A secret with characters the RFC 6749 encoding would escape (and a
+/// colon, which only the id may not hold) must still authenticate the code exchange and the refresh.
+#[tokio::test]
+async fn twinfield_client_secret_with_reserved_characters_authenticates() {
+    let env = env().await;
+    let secret = "p+q/r=s&t%25u v:w*x~y";
+    env.sim.register_twinfield_client(ClientRegistration {
+        client_id: "tw-odd".into(),
+        client_secret: secret.into(),
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    let client = env.client(ProviderSettings::Twinfield, "tw-odd", secret);
+    let authorized = env.connect(&client).await;
+    let refreshed = client.refresh(&authorized.tokens, None).await.unwrap();
+    assert_ne!(
+        refreshed.access_token.expose(),
+        authorized.tokens.access_token.expose()
+    );
+    // The same secret, form-encoded first as RFC 6749 2.3.1 would have it, is refused: the simulator
+    // decodes nothing, as the real login service.
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let wrong = env.client(ProviderSettings::Twinfield, "tw-odd", &encoded);
+    let e = wrong.refresh(&authorized.tokens, None).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ClientMisconfigured, "{e}");
+    assert_clean(&e, &[secret, &encoded]);
+}
+
+/// A cluster URL outside the catalogue's allow-list (https under twinfield.com, or the sandbox the
+/// login host was pointed at) is refused at discovery and at logon: tokens and session ids never go
+/// there.
+#[tokio::test]
+async fn twinfield_cluster_outside_the_allow_list_is_refused() {
+    let env = env().await;
+    let client = env.twinfield();
+    let authorized = env.connect(&client).await;
+    let sessions = env.providers.twinfield_sessions().unwrap();
+    for hostile in [
+        "https://evil.example.com",
+        "https://accounting.twinfield.com.evil.example",
+        "http://127.0.0.1:9/twinfield/clusters/accounting",
+    ] {
+        env.sim
+            .update_knobs(|k| k.twinfield_cluster_url_override = Some(hostile.into()));
+        let e = client.discover(&authorized).await.unwrap_err();
+        assert!(
+            e.to_string().contains("not an allowed address"),
+            "{hostile}: {e}"
+        );
+        let e = sessions
+            .access_token_logon(&authorized.tokens.access_token)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not an allowed address"),
+            "{hostile}: {e}"
+        );
+    }
+    // A real cluster host passes the check and is then rewritten by the overrides, as every URL is.
+    env.sim.update_knobs(|k| {
+        k.twinfield_cluster_url_override = Some("https://accounting.twinfield.com".into())
+    });
+    let found = client.discover(&authorized).await.unwrap();
+    let ProviderContext::Twinfield { cluster_url, .. } = found.context else {
+        panic!()
+    };
+    assert_eq!(cluster_url.base(), "https://accounting.twinfield.com");
+}
+
 #[tokio::test]
 async fn twinfield_token_errors_are_classified() {
     let env = env().await;
@@ -480,6 +549,7 @@ async fn twinfield_every_logon_result_maps_to_a_verdict() {
         LogonResult::OAuth2AuthenticationRequired => {
             LogonVerdict::Reconnect(ReconnectKind::LegacyCredentialsRetired)
         }
+        LogonResult::Untrusted | LogonResult::NoAvailableCompanies => LogonVerdict::Refused,
         _ => LogonVerdict::Disabled,
     };
     for wire in sim::LogonResult::ALL {
@@ -498,6 +568,7 @@ async fn twinfield_every_logon_result_maps_to_a_verdict() {
         assert_eq!(logon.verdict(), expected(logon.result), "{wire:?}");
         assert_eq!(logon.session().is_some(), logon.result == LogonResult::Ok);
     }
+    // AccessTokenLogon's answer has no nextAction: a user's pending SMS log-on does not show there.
     let sms = sim::LogonBehaviour {
         result: sim::LogonResult::Ok,
         next_action: sim::NextAction::SmsLogon,
@@ -509,12 +580,22 @@ async fn twinfield_every_logon_result_maps_to_a_verdict() {
         .access_token_logon(&tokens.access_token)
         .await
         .unwrap();
-    assert_eq!(logon.verdict(), LogonVerdict::PersonMustAct);
+    assert_eq!(logon.verdict(), LogonVerdict::Ok);
 
-    // An unknown token is a TokenInvalid result, not a fault.
+    // An unknown token is refused either way the real service may do it: a TokenInvalid result or
+    // the 354 fault (unpublished, so both), in English or Dutch.
     let bogus = broker_core::secret::AccessToken::new("not-a-real-token");
     let logon = sessions.access_token_logon(&bogus).await.unwrap();
     assert_eq!(logon.verdict(), LogonVerdict::RefreshAccessToken);
+    env.sim.update_knobs(|k| {
+        k.twinfield_invalid_token_logon = sim::InvalidTokenLogon::Fault;
+        k.twinfield_fault_language = sim::FaultLanguage::Nl;
+    });
+    let e = sessions.access_token_logon(&bogus).await.unwrap_err();
+    assert!(
+        matches!(e, SessionError::AccessTokenInvalid { .. }),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -647,6 +728,18 @@ async fn twinfield_legacy_oauth_logon_and_its_retirement() {
     };
     let logon = sessions.oauth_logon(&consumer, &credentials).await.unwrap();
     assert_eq!(logon.verdict(), LogonVerdict::Ok);
+    let sms = sim::LogonBehaviour {
+        result: sim::LogonResult::Ok,
+        next_action: sim::NextAction::SmsLogon,
+    };
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", Some("DEMO"), Some(sms))
+        .unwrap();
+    let pending = sessions.oauth_logon(&consumer, &credentials).await.unwrap();
+    assert_eq!(pending.verdict(), LogonVerdict::PersonMustAct);
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", Some("DEMO"), None)
+        .unwrap();
     sessions
         .select_company(&logon.session().unwrap(), "NL002")
         .await
@@ -679,6 +772,67 @@ async fn twinfield_legacy_oauth_logon_and_its_retirement() {
 // ---------------------------------------------------------------------------------------------------
 // Exact Online
 
+fn granted_codes(found: &broker_core::providers::Discovered) -> Vec<i64> {
+    match &found.context {
+        ProviderContext::ExactOnline { divisions, .. } => {
+            divisions.iter().map(|d| d.code).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A consent restricted to two of the user's three divisions, without the one open in Exact Online;
+/// `system/Divisions` answering one row a page.
+#[tokio::test]
+async fn exact_discovery_lists_the_granted_divisions_across_pages() {
+    let env = env().await;
+    env.sim.update_knobs(|k| k.exact_page_size = 1);
+    env.sim.add_exact_user(provider_simulators::ExactUser {
+        user_name: "demo.user".into(),
+        full_name: "Demo User".into(),
+        current_division: 123456,
+        divisions: vec![123456, 654321, 111],
+    });
+    env.sim
+        .set_exact_division_scope("demo.user", Some(vec![654321, 111]));
+    let client = env.exact();
+    for checks_url in [true, false] {
+        env.sim
+            .update_knobs(|k| k.exact_divisions_checks_url_division = checks_url);
+        let authorized = env.connect(&client).await;
+        let found = client.discover(&authorized).await.unwrap();
+        if checks_url {
+            // Refused through CurrentDivision and nothing else known: no list (binding refuses).
+            assert!(granted_codes(&found).is_empty());
+        } else {
+            assert_eq!(granted_codes(&found), vec![111, 654321]);
+        }
+        // Through a division the connection knows, whatever the reading.
+        let found = client.discover_for(&authorized, &[654321]).await.unwrap();
+        assert_eq!(granted_codes(&found), vec![111, 654321]);
+        let ProviderContext::ExactOnline { division, .. } = &found.context else {
+            unreachable!()
+        };
+        assert_eq!(
+            *division, 123456,
+            "CurrentDivision as Exact reports it, before binding"
+        );
+    }
+    // A failure other than a refusal is an error, not an empty list.
+    let authorized = env.connect(&client).await;
+    env.sim.inject_fault(FaultRule::next(
+        "exact.api",
+        1,
+        FaultAction::Status {
+            status: 503,
+            body: "down".into(),
+            content_type: None,
+        },
+    ));
+    let e = client.discover(&authorized).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ProviderUnavailable);
+}
+
 #[tokio::test]
 async fn exact_connects_discovers_and_rotates_on_every_country_host() {
     let env = env().await;
@@ -709,12 +863,24 @@ async fn exact_connects_discovers_and_rotates_on_every_country_host() {
             Some(tokens.received_at + Duration::days(30))
         );
         let found = client.discover(&authorized).await.unwrap();
-        let ProviderContext::ExactOnline { base_url, division } = &found.context else {
+        let ProviderContext::ExactOnline {
+            base_url,
+            division,
+            user_id,
+            divisions,
+        } = &found.context
+        else {
             panic!("{:?}", found.context)
         };
         assert_eq!(
             (base_url.base(), *division),
             (env.sim.exact_base(country.tld()).as_str(), 123456)
+        );
+        let codes: Vec<i64> = divisions.iter().map(|d| d.code).collect();
+        assert_eq!(codes, vec![123456, 654321]);
+        assert_eq!(
+            user_id.as_deref(),
+            found.identity.as_ref().map(|i| i.subject.as_str())
         );
         let identity = found.identity.unwrap();
         assert_eq!(identity.display_name.as_deref(), Some("Demo User"));
@@ -1073,6 +1239,50 @@ async fn acumatica_connects_with_pkce_discovers_and_rotates() {
         e.reconnect_reason().unwrap().kind,
         ReconnectKind::RefreshTokenExpired
     );
+}
+
+/// Acumatica documents neither its discovery document nor PKCE: the client sends a challenge only
+/// when the instance's document advertises S256, works without a document, and does not take an
+/// outage of the document for its absence.
+#[tokio::test]
+async fn acumatica_pkce_follows_what_the_instance_advertises() {
+    for (document, advertised) in [(true, true), (true, false), (false, false)] {
+        let env = env_with(
+            |k| {
+                k.acumatica_discovery_document = document;
+                k.acumatica_advertises_pkce = advertised;
+            },
+            HttpSettings::default(),
+        )
+        .await;
+        let client = env.acumatica();
+        let (state, _) = new_one_time_secret();
+        let request = client.authorization_request(&state, &[]).await.unwrap();
+        let q = query(&request.url);
+        let variant = format!("document {document}, S256 advertised {advertised}");
+        assert_eq!(q.contains_key("code_challenge"), advertised, "{variant}");
+        assert_eq!(request.pkce_verifier.is_some(), advertised, "{variant}");
+        assert!(q.contains_key("nonce"), "openid is asked for: {variant}");
+        let authorized = env.connect(&client).await;
+        assert!(authorized.id_token.is_some(), "{variant}");
+        assert_eq!(env.sim.calls("acumatica.discovery"), 1, "{variant}");
+    }
+    let env = env().await;
+    env.sim.inject_fault(FaultRule::always(
+        "acumatica.discovery",
+        FaultAction::Status {
+            status: 503,
+            body: "down".into(),
+            content_type: Some("text/plain".into()),
+        },
+    ));
+    let (state, _) = new_one_time_secret();
+    let e = env
+        .acumatica()
+        .authorization_request(&state, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::ProviderUnavailable, "{e}");
 }
 
 #[tokio::test]

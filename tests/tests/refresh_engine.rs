@@ -13,7 +13,7 @@ use broker_core::notify::{Notifier, NotifySettings, OutboxMailer};
 use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::{
-    run_scheduled, EngineSettings, Outcome, RunSettings, TokenGrant, Trigger,
+    run_scheduled, EngineSettings, FailureClass, Outcome, RunSettings, TokenGrant, Trigger,
 };
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
@@ -58,8 +58,8 @@ on_both_backends!(
     a_crash_before_the_provider_call_ends_in_a_working_connection,
     a_crash_after_the_answer_before_the_vault_write_ends_in_reconnect_required_once,
     a_crash_after_the_vault_write_before_the_metadata_is_recovered,
-    issue_then_500_is_retried_at_once_and_kept_when_the_provider_honours_the_old_token,
-    a_dropped_connection_is_retried_within_the_refresh,
+    issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in_one_clear_reconnect,
+    a_dropped_connection_of_a_single_use_token_is_retried_later_not_at_once,
     an_idle_exact_connection_survives_ninety_days,
     acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_required,
     acumatica_absolute_expiry_counts_from_the_latest_authorization,
@@ -314,9 +314,7 @@ impl World {
 }
 
 fn on_demand() -> Trigger {
-    Trigger::OnDemand {
-        min_validity: Duration::seconds(60),
-    }
+    Trigger::on_demand(Duration::seconds(60))
 }
 
 async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Backend) {
@@ -812,40 +810,48 @@ async fn a_crash_after_the_vault_write_before_the_metadata_is_recovered(backend:
     assert_eq!(world.max_presentations(), 1);
 }
 
-async fn issue_then_500_is_retried_at_once_and_kept_when_the_provider_honours_the_old_token(
+async fn issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in_one_clear_reconnect(
     backend: Backend,
 ) {
     let world = World::new(backend).await;
     let app = world.exact_app().await;
-    // Without a grace window the lost pair cannot be recovered: reconnect required, said clearly.
     let lost = world.connected(&app).await;
     world.advance(Duration::seconds(700));
     world
         .sim
         .inject_fault(FaultRule::next("exact.token", 1, FaultAction::IssueThen500));
     let ctx = world.process(settings());
+    let calls = world.sim.token_calls(Provider::Exact);
     let report = ctx.engine.refresh(&lost.id, on_demand()).await.unwrap();
-    assert!(
-        matches!(report.outcome, Outcome::ReconnectRequired(_)),
-        "{:?}",
-        report.outcome
+    assert_eq!(
+        report.outcome,
+        Outcome::Failed(FailureClass::ProviderUnavailable)
     );
-    // With the grace window some reports describe, the immediate retry with the old token succeeds.
-    world.sim.update_knobs(|k| k.exact_refresh_grace_secs = 600);
-    let kept = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
-    world
-        .sim
-        .inject_fault(FaultRule::next("exact.token", 1, FaultAction::IssueThen500));
-    let report = ctx.engine.refresh(&kept.id, on_demand()).await.unwrap();
-    assert_eq!(report.outcome, Outcome::Refreshed);
-    let (_, tokens) = world.current(&kept.id).await;
-    assert!(world
-        .sim
-        .is_access_token_valid(tokens.unwrap().access_token.expose()));
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact) - calls,
+        1,
+        "the spent token is not presented again at once"
+    );
+    let (stored, _) = world.current(&lost.id).await;
+    assert!(
+        matches!(stored.status, ConnectionStatus::RefreshFailing { .. }),
+        "{:?}",
+        stored.status
+    );
+    // The pair Exact issued never arrived and no public source says it honours the old token again:
+    // the spaced retry learns it was spent, and the connection asks for a person, once.
+    world.advance(Duration::minutes(3));
+    let report = ctx.engine.refresh(&lost.id, on_demand()).await.unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::ReconnectRequired(ReconnectKind::RefreshTokenReused)
+    );
+    let report = ctx.engine.refresh(&lost.id, on_demand()).await.unwrap();
+    assert!(matches!(report.outcome, Outcome::NotUsable(_)));
+    assert_eq!(world.sim.token_calls(Provider::Exact) - calls, 2);
 }
 
-async fn a_dropped_connection_is_retried_within_the_refresh(backend: Backend) {
+async fn a_dropped_connection_of_a_single_use_token_is_retried_later_not_at_once(backend: Backend) {
     let world = World::new(backend).await;
     let app = world.exact_app().await;
     let connection = world.connected(&app).await;
@@ -854,6 +860,23 @@ async fn a_dropped_connection_is_retried_within_the_refresh(backend: Backend) {
         .sim
         .inject_fault(FaultRule::next("exact.token", 1, FaultAction::Drop));
     let ctx = world.process(settings());
+    let calls = world.sim.token_calls(Provider::Exact);
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Failed(FailureClass::ProviderUnavailable)
+    );
+    assert_eq!(world.sim.token_calls(Provider::Exact) - calls, 1);
+    let next = report.connection.next_refresh_at.unwrap();
+    assert!(
+        next >= world.clock.now() + Duration::seconds(30),
+        "the retry is spaced: {next}"
+    );
+    world.advance(Duration::minutes(2));
     let report = ctx
         .engine
         .refresh(&connection.id, on_demand())
@@ -869,6 +892,110 @@ async fn a_dropped_connection_is_retried_within_the_refresh(backend: Backend) {
         1,
         "the dropped request never reached the token logic"
     );
+}
+
+/// Exact's refusal of a refresh within 570 s is undocumented: whatever shape it takes, the broker keeps
+/// the connection and tries again later. The simulator's interval is set longer than the broker's, as
+/// when the two clocks disagree, so the provider refuses a refresh the broker thought allowed.
+async fn an_unrecognised_early_refusal_keeps_the_connection(status: u16, body: serde_json::Value) {
+    let world = World::new(broker_tests::backends::embedded()).await;
+    world.sim.update_knobs(|k| {
+        k.exact_min_refresh_interval_secs = 900;
+        k.exact_early_refresh_status = status;
+        k.exact_early_refresh_body = body.clone();
+    });
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    world.advance(Duration::seconds(700));
+    let ctx = world.process(settings());
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Failed(_)),
+        "{body}: {:?}",
+        report.outcome
+    );
+    let (stored, tokens) = world.current(&connection.id).await;
+    assert!(stored.status.is_usable(), "{body}: {:?}", stored.status);
+    assert!(tokens.is_some(), "the tokens are kept");
+    world.advance(Duration::seconds(300));
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Refreshed, "{body}");
+    assert_eq!(report.connection.status, ConnectionStatus::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_refusal_with_an_error_field_keeps_the_connection() {
+    an_unrecognised_early_refusal_keeps_the_connection(
+        400,
+        serde_json::json!({"error": "invalid_request", "error_description": "Access token is not yet expired."}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_refusal_without_an_error_field_keeps_the_connection() {
+    an_unrecognised_early_refusal_keeps_the_connection(
+        401,
+        serde_json::json!({"message": "Access denied."}),
+    )
+    .await;
+}
+
+/// Exact caps token calls per app and user per day: the engine stops at the catalogue's budget, below
+/// the provider's cap, instead of being refused at it; the next UTC day it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_token_call_budget_is_never_exceeded() {
+    let mut catalogue = Catalogue::built_in();
+    catalogue
+        .merge_json(
+            r#"{"definitions":[{"id":"exact_online.nl","extends":"exact_online.nl",
+                "refresh":{"rotation":"single_use","expiry":{"kind":"idle","days":30},
+                           "min_interval_secs":570,"max_token_calls_per_day":3}}]}"#,
+        )
+        .unwrap();
+    let world = World::with_catalogue(broker_tests::backends::embedded(), catalogue).await;
+    world.sim.update_knobs(|k| k.exact_daily_token_cap = 3);
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    for _ in 0..3 {
+        world.advance(Duration::seconds(600));
+        let report = ctx
+            .engine
+            .refresh(&connection.id, on_demand())
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Refreshed);
+    }
+    let calls = world.sim.token_calls(Provider::Exact);
+    world.advance(Duration::seconds(600));
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::CoolingDown);
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact),
+        calls,
+        "no call made"
+    );
+    world.advance(Duration::hours(12));
+    let report = ctx
+        .engine
+        .refresh(&connection.id, on_demand())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Refreshed, "a new day");
+    assert_eq!(report.connection.status, ConnectionStatus::Connected);
 }
 
 /// Runs the schedule once a day (as a stand-in for every few minutes) for `days` days.
@@ -1361,6 +1488,80 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         "the grant survived: {:?}",
         refreshed.err().map(|e| e.to_string())
     );
+}
+
+/// Short-lived access tokens that nobody asks for are not chased by the schedule: runs every five
+/// minutes for two days of 60-s tokens refresh only to keep the refresh token alive (Acumatica with a
+/// 2-day sliding window: at half the window, once), never once per access-token expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schedule_keeps_the_refresh_token_alive_and_ignores_idle_short_access_tokens() {
+    let world = World::new(broker_tests::backends::embedded()).await;
+    world
+        .sim
+        .update_knobs(|k| k.acumatica_access_token_lifetime_secs = 60);
+    let app = world
+        .acumatica_app(AcumaticaRefreshPolicy::Sliding {
+            sliding_secs: 2 * 86_400,
+            absolute_cap_secs: None,
+        })
+        .await;
+    let connection = world.connected(&app).await;
+    let ctx = world.process(settings());
+    let calls = world.sim.token_calls(Provider::Acumatica);
+    let mut refreshed = 0;
+    for _ in 0..(2 * 24 * 12) {
+        world.advance(Duration::minutes(5));
+        let summary = run_scheduled(
+            ctx.engine.clone(),
+            world.stores.store.clone(),
+            world.clock.clone(),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+            &RunSettings {
+                stop_margin: std::time::Duration::ZERO,
+                ..RunSettings::default()
+            },
+        )
+        .await;
+        refreshed += summary.count("refreshed");
+    }
+    let token_calls = world.sim.token_calls(Provider::Acumatica) - calls;
+    assert_eq!(u64::try_from(refreshed).unwrap(), token_calls);
+    assert!(
+        (1..=2).contains(&token_calls),
+        "{token_calls} refreshes in two days of 60-s tokens nobody asked for"
+    );
+    let (stored, tokens) = world.current(&connection.id).await;
+    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert!(tokens.unwrap().refresh_expires_at.unwrap() > world.clock.now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_on_demand_refresh_that_cannot_finish_before_its_deadline_is_not_started() {
+    use broker_core::refresh::Demand;
+    let world = World::new(broker_tests::backends::embedded()).await;
+    let app = world.exact_app().await;
+    let connection = world.connected(&app).await;
+    world.advance(Duration::seconds(700)); // expired
+    let ctx = world.process(settings()); // 5-s calls, 4 s kept for the writes after them
+    let calls = world.sim.token_calls(Provider::Exact);
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+    let trigger = Trigger::OnDemand(Demand::valid_for(Duration::seconds(60)).by(Some(soon)));
+    let report = ctx.engine.refresh(&connection.id, trigger).await.unwrap();
+    assert_eq!(report.outcome, Outcome::OutOfTime);
+    assert_eq!(
+        world.sim.token_calls(Provider::Exact),
+        calls,
+        "no call started"
+    );
+    assert!(
+        report.connection.refresh_in_flight.is_none(),
+        "no marker left"
+    );
+    // With time for a whole call, it refreshes.
+    let later = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let trigger = Trigger::OnDemand(Demand::valid_for(Duration::seconds(60)).by(Some(later)));
+    let report = ctx.engine.refresh(&connection.id, trigger).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Refreshed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

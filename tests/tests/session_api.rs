@@ -58,7 +58,18 @@ on_both_backends!(
     a_warm_instance_answers_repeated_sessions_without_reading_the_vault,
     no_token_leaves_except_in_the_session_answer,
     registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_same_organisation,
+    exact_connections_bind_a_granted_division_and_list_them_all,
+    a_refused_token_is_replaced_once_and_a_newer_one_is_handed_out_as_it_is,
+    a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline,
+    every_route_answers_every_key_scope_as_the_scope_says,
+    bodies_must_be_declared_json_and_labels_lose_control_characters,
+    an_unknown_key_is_refused_without_a_store_read_for_a_while,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_day_of_continuous_use_with_60_second_tokens_stays_within_the_vault_write_budget() {
+    a_day_of_continuous_use_with_short_tokens(broker_tests::backends::aws().await).await;
+}
 
 const REDIRECT: &str = "http://localhost:9/callback";
 const TW_ID: &str = "tw-client";
@@ -73,6 +84,8 @@ const TW_SCOPE: &str = "openid twf.user twf.organisation twf.organisationUser of
 struct CountingVault {
     inner: Arc<dyn TokenVault>,
     reads: AtomicU64,
+    /// Credentials written per slot (A, B): each write is a new Secrets Manager version.
+    writes: [AtomicU64; 2],
 }
 
 #[async_trait]
@@ -85,6 +98,7 @@ impl TokenVault for CountingVault {
         write: &WriteId,
         credentials: &Credentials,
     ) -> Result<(), VaultError> {
+        self.writes[usize::from(slot == VaultSlot::B)].fetch_add(1, Ordering::SeqCst);
         self.inner
             .put_credentials(tenant, connection, slot, write, credentials)
             .await
@@ -140,6 +154,7 @@ struct Env {
 
 struct Reply {
     status: u16,
+    retry_after: Option<String>,
     content_type: String,
     text: String,
     json: Value,
@@ -174,6 +189,10 @@ async fn env(backend: Backend) -> Env {
 }
 
 async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
+    env_with_engine(backend, settings, EngineSettings::default()).await
+}
+
+async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: EngineSettings) -> Env {
     let mut config = SimulatorConfig {
         start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
         ..SimulatorConfig::default()
@@ -219,6 +238,7 @@ async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
     let vault = Arc::new(CountingVault {
         inner: backend.vault.clone(),
         reads: AtomicU64::new(0),
+        writes: Default::default(),
     });
     let core = CoreBackend {
         store: backend.store.clone(),
@@ -229,7 +249,7 @@ async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
         providers,
         clock.clone(),
         url::Url::parse("https://broker.test").unwrap(),
-        EngineSettings::default(),
+        engine,
     );
     let now = clock.now();
     let store = &ctx.backend.store;
@@ -333,6 +353,10 @@ impl Env {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
         let content_type = response
             .headers()
             .get("content-type")
@@ -342,6 +366,7 @@ impl Env {
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
+            retry_after,
             content_type,
             text,
             json,
@@ -666,9 +691,55 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["logon"], "legacy");
+    // nextAction comes only with OAuthLogon (AccessTokenLogon's answer has none): a pending SMS
+    // log-on or password change is named, and the connection stays as it is.
+    for action in [sim::NextAction::SmsLogon, sim::NextAction::ChangePassword] {
+        let pending = sim::LogonBehaviour {
+            result: sim::LogonResult::Ok,
+            next_action: action,
+        };
+        env.sim
+            .set_twinfield_logon_behaviour("TWF-DEMO", None, Some(pending))
+            .unwrap();
+        let reply = env
+            .call(
+                "POST",
+                &format!("/v1/connections/{legacy}/twinfield-session?company=NL002"),
+                None,
+            )
+            .await;
+        reply.problem(ProblemKind::TwinfieldLogonRefused);
+        assert!(reply.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains(action.as_str()));
+        assert_eq!(env.status_of(&legacy).await, "connected");
+    }
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+        .unwrap();
     env.session(&legacy)
         .await
         .problem(ProblemKind::NotApplicable);
+    // Legacy credentials cannot be refreshed: Twinfield refusing their token needs a person.
+    let refused = sim::LogonBehaviour {
+        result: sim::LogonResult::TokenInvalid,
+        next_action: sim::NextAction::None,
+    };
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, Some(refused))
+        .unwrap();
+    env.call(
+        "POST",
+        &format!("/v1/connections/{legacy}/twinfield-session?company=NL001"),
+        None,
+    )
+    .await
+    .problem(ProblemKind::ReconnectRequired);
+    assert_eq!(env.status_of(&legacy).await, "reconnect_required");
+    env.sim
+        .set_twinfield_logon_behaviour("TWF-DEMO", None, None)
+        .unwrap();
     // An Exact connection has no SOAP session.
     let (exact, _) = env.connected("ex").await;
     env.call(
@@ -683,11 +754,13 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
     use sim::LogonResult as R;
     let cases: Vec<(R, sim::NextAction, Option<ProblemKind>, &str)> = vec![
         (R::Ok, sim::NextAction::None, None, "connected"),
+        // The token is refreshed once and the logon retried; Twinfield (here, for the whole
+        // organisation) still refusing a fresh token does not make the connection need a person.
         (
             R::TokenInvalid,
             sim::NextAction::None,
-            Some(ProblemKind::ReconnectRequired),
-            "reconnect_required",
+            Some(ProblemKind::ProviderError),
+            "connected",
         ),
         (
             R::Invalid,
@@ -701,11 +774,12 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
             Some(ProblemKind::ReconnectRequired),
             "reconnect_required",
         ),
+        // "Log-on is blocked because of system maintenance": try again later, change nothing.
         (
             R::Blocked,
             sim::NextAction::None,
-            Some(ProblemKind::ConnectionDisabled),
-            "disabled",
+            Some(ProblemKind::TemporarilyUnavailable),
+            "connected",
         ),
         (
             R::Disabled,
@@ -734,8 +808,8 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
         (
             R::ClientInvalid,
             sim::NextAction::None,
-            Some(ProblemKind::TwinfieldLogonRefused),
-            "connected",
+            Some(ProblemKind::ReconnectRequired),
+            "reconnect_required",
         ),
         (
             R::Untrusted,
@@ -747,18 +821,6 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
             R::Failed,
             sim::NextAction::None,
             Some(ProblemKind::TemporarilyUnavailable),
-            "connected",
-        ),
-        (
-            R::Ok,
-            sim::NextAction::SmsLogon,
-            Some(ProblemKind::TwinfieldLogonRefused),
-            "connected",
-        ),
-        (
-            R::Ok,
-            sim::NextAction::ChangePassword,
-            Some(ProblemKind::TwinfieldLogonRefused),
             "connected",
         ),
     ];
@@ -805,14 +867,10 @@ async fn twinfield_sessions_for_both_credential_kinds_and_every_logon_result(bac
                 reply.text
             );
         }
-        if next_action != sim::NextAction::None {
+        if matches!(result, R::Blocked | R::Failed) {
             assert!(
-                reply.json["detail"]
-                    .as_str()
-                    .unwrap()
-                    .contains(next_action.as_str()),
-                "{}",
-                reply.text
+                reply.retry_after.is_some(),
+                "{result:?}: try again later, with Retry-After"
             );
         }
         assert_eq!(
@@ -1292,10 +1350,11 @@ async fn no_token_leaves_except_in_the_session_answer(backend: Backend) {
                     }),
                 )
                 .unwrap();
+            // Another company needs its own logon (the first session is pooled), which is refused.
             bodies.push(
                 env.call(
                     "POST",
-                    &format!("/v1/connections/{id}/twinfield-session"),
+                    &format!("/v1/connections/{id}/twinfield-session?company=NL001"),
                     None,
                 )
                 .await
@@ -1454,7 +1513,7 @@ async fn registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_sam
         .sim
         .is_access_token_valid(session.json["access_token"].as_str().unwrap()));
 
-    // Credentials for another Exact division are refused on a connection that has one.
+    // Credentials of another Exact user are refused on a connection that has one.
     env.sim.add_exact_user(sim::ExactUser {
         user_name: "other.user".into(),
         full_name: "Other User".into(),
@@ -1484,7 +1543,845 @@ async fn registered_pairs_are_refreshed_once_when_refused_and_must_reach_the_sam
         )
         .await;
     reply.problem(ProblemKind::ValidationFailed);
-    assert!(reply.text.contains("777777"), "{}", reply.text);
+    assert!(reply.text.contains("Other User"), "{}", reply.text);
     let session = env.session(&id).await;
     assert_eq!(session.json["context"]["division"], 123456);
+}
+
+/// An Exact connection is bound to the division the integration names (or the customer's current
+/// one), its session context lists every division the authorization grants, and credentials that
+/// do not grant the bound division are refused.
+async fn exact_connections_bind_a_granted_division_and_list_them_all(backend: Backend) {
+    let env = env(backend).await;
+    let create = |body: Value| env.call("POST", "/v1/connections", Some(body));
+    let reply = create(json!({"app_id": "tw", "recipients": [], "exact_division": 654321})).await;
+    reply.problem(ProblemKind::ValidationFailed);
+    assert!(
+        reply.text.contains("Exact Online connections only"),
+        "{}",
+        reply.text
+    );
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": -3})).await;
+    reply.problem(ProblemKind::ValidationFailed);
+
+    let env = &env;
+    let register = |id: String, minted: MintedTokens| async move {
+        env.call(
+            "POST",
+            &format!("/v1/connections/{id}/credentials"),
+            Some(json!({
+                "access_token": minted.access_token,
+                "refresh_token": minted.refresh_token,
+                "access_token_expires_at": minted.access_expires_at,
+            })),
+        )
+        .await
+    };
+    // Named: 654321, though 123456 is the division open in Exact Online.
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": 654321})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.json["connection"]["exact_division"], 654321);
+    let id = reply.json["connection"]["id"].as_str().unwrap().to_string();
+    let reply = register(id.clone(), env.mint("ex")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let session = env.session(&id).await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    let context = &session.json["context"];
+    assert_eq!(context["division"], 654321);
+    let codes: Vec<i64> = context["divisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![123456, 654321]);
+    assert!(context["divisions"][0]["name"].is_string());
+    assert!(!context["user_id"].as_str().unwrap().is_empty());
+
+    // Not named: the current division, when granted.
+    let (id, _) = env.connected("ex").await;
+    assert_eq!(env.session(&id).await.json["context"]["division"], 123456);
+
+    // The customer's consent left out the named division: refused, nothing stored.
+    env.sim
+        .set_exact_division_scope("demo.user", Some(vec![123456]));
+    let reply = create(json!({"app_id": "ex", "recipients": [], "exact_division": 654321})).await;
+    let id = reply.json["connection"]["id"].as_str().unwrap().to_string();
+    let reply = register(id.clone(), env.mint("ex")).await;
+    reply.problem(ProblemKind::ValidationFailed);
+    assert!(reply.text.contains("division 654321"), "{}", reply.text);
+    assert_eq!(env.status_of(&id).await, "not_connected");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Twinfield sessions: reuse, refresh on a rejected token, every fault shape. Backend-independent, so
+// on the embedded store only.
+
+mod twinfield_embedded {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twinfield_sessions_are_reused_while_alive() {
+        super::twinfield_sessions_are_reused_while_alive(20 * 60).await;
+    }
+
+    /// The idle time is unpublished (20 minutes assumed): a shorter one must not make the broker
+    /// hand out a dead session either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twinfield_sessions_are_reused_while_alive_with_a_short_idle_time() {
+        super::twinfield_sessions_are_reused_while_alive(5 * 60).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape() {
+        super::a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rejected_twinfield_session_is_replaced_at_once() {
+        super::a_rejected_twinfield_session_is_replaced_at_once().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rejections_of_one_twinfield_token_refresh_it_once() {
+        super::concurrent_rejections_of_one_twinfield_token_refresh_it_once().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person() {
+        super::only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person().await;
+    }
+}
+
+impl Env {
+    async fn twinfield_session(&self, id: &str, company: Option<&str>) -> Reply {
+        let query = company.map(|c| format!("?company={c}")).unwrap_or_default();
+        self.call(
+            "POST",
+            &format!("/v1/connections/{id}/twinfield-session{query}"),
+            None,
+        )
+        .await
+    }
+}
+
+async fn twinfield_sessions_are_reused_while_alive(sim_idle_secs: i64) {
+    let env = env(broker_tests::backends::embedded()).await;
+    // The short variant also answers in Dutch: a gone session is known without reading its words.
+    env.sim.update_knobs(|k| {
+        k.twinfield_session_idle_timeout_secs = sim_idle_secs;
+        if sim_idle_secs < 10 * 60 {
+            k.twinfield_fault_language = sim::FaultLanguage::Nl;
+        }
+    });
+    let (id, _) = env.connected("tw").await;
+    let logons = || env.sim.calls("twinfield.session");
+    let cluster_calls = || env.sim.calls("twinfield.cluster_session");
+    let before = logons();
+
+    // A burst, concurrent and sequential: one logon.
+    let burst = futures_join(&env, &id).await;
+    let first = burst[0].clone();
+    assert!(burst.iter().all(|s| *s == first), "{burst:?}");
+    for _ in 0..5 {
+        let reply = env.twinfield_session(&id, None).await;
+        assert_eq!(reply.json["session_id"], first.as_str(), "{}", reply.text);
+    }
+    assert_eq!(logons() - before, 1, "one logon for the whole burst");
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(
+        reply.json["idle_timeout_secs"], 1200,
+        "the catalogue's stated idle time"
+    );
+    let idle_expires_at: chrono::DateTime<Utc> =
+        serde_json::from_value(reply.json["idle_expires_at"].clone()).unwrap();
+    assert!(idle_expires_at > env.sim.clock().now() + Duration::minutes(19));
+
+    // A minute later: checked with KeepAlive (the session is alive either way), not a new logon.
+    env.advance(60);
+    let kept = cluster_calls();
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.json["session_id"], first.as_str(), "{}", reply.text);
+    assert_eq!(cluster_calls() - kept, 1, "one KeepAlive");
+    assert_eq!(logons() - before, 1);
+
+    // Six minutes idle: gone at Twinfield with a five-minute idle time, alive with twenty.
+    env.advance(6 * 60);
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let after_six = reply.json["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        after_six == first,
+        sim_idle_secs > 6 * 60,
+        "{sim_idle_secs}"
+    );
+    // Whatever the broker hands out is alive at Twinfield.
+    assert!(env.sim.twinfield_session_count() >= 1);
+
+    // Long idle: a new session, never an error.
+    env.advance(sim_idle_secs + 60);
+    let reply = env.twinfield_session(&id, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_ne!(reply.json["session_id"], after_six.as_str());
+
+    // A company is its own session, selected once; an unknown one is a clear refusal.
+    let with_company = env.twinfield_session(&id, Some("NL001")).await;
+    assert_eq!(
+        with_company.json["company"], "NL001",
+        "{}",
+        with_company.text
+    );
+    assert_ne!(with_company.json["session_id"], reply.json["session_id"]);
+    let again = env.twinfield_session(&id, Some("NL001")).await;
+    assert_eq!(again.json["session_id"], with_company.json["session_id"]);
+    env.twinfield_session(&id, Some("NOPE"))
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    env.twinfield_session(&id, Some("a%20b"))
+        .await
+        .problem(ProblemKind::ValidationFailed);
+    assert_eq!(env.status_of(&id).await, "connected");
+}
+
+/// An integration that finds its session dropped (here: abandoned behind the broker's back) says so,
+/// and gets a new one at once instead of the pooled one until the next KeepAlive check.
+async fn a_rejected_twinfield_session_is_replaced_at_once() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let (id, _) = env.connected("tw").await;
+    let first = env.twinfield_session(&id, None).await;
+    let session = broker_core::providers::TwinfieldSession {
+        session_id: broker_core::secret::SessionId::new(first.json["session_id"].as_str().unwrap()),
+        cluster_url: ServiceUrl::parse(first.json["cluster_url"].as_str().unwrap()).unwrap(),
+    };
+    let client = env.ctx.providers.twinfield_sessions().unwrap();
+    client.abandon(&session).await.unwrap();
+    // Within the recheck interval the pool trusts what it touched a moment ago.
+    let stale = env.twinfield_session(&id, None).await;
+    assert_eq!(stale.json["session_id"], first.json["session_id"]);
+    let path = format!("/v1/connections/{id}/twinfield-session");
+    let body = json!({ "rejected_session_id": first.json["session_id"] });
+    let replaced = env.call("POST", &path, Some(body.clone())).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_ne!(replaced.json["session_id"], first.json["session_id"]);
+    client
+        .keep_alive(&broker_core::providers::TwinfieldSession {
+            session_id: broker_core::secret::SessionId::new(
+                replaced.json["session_id"].as_str().unwrap(),
+            ),
+            cluster_url: session.cluster_url.clone(),
+        })
+        .await
+        .expect("the new session is alive");
+    // Saying it again about the old one changes nothing: it was replaced already.
+    let again = env.call("POST", &path, Some(body)).await;
+    assert_eq!(again.json["session_id"], replaced.json["session_id"]);
+    env.call("POST", &path, Some(json!({"session_id": "x"})))
+        .await
+        .problem(ProblemKind::InvalidRequest);
+}
+
+/// Eight concurrent session requests; their session ids.
+async fn futures_join(env: &Env, id: &str) -> Vec<String> {
+    let one = || env.twinfield_session(id, None);
+    let (a, b, c, d) = tokio::join!(one(), one(), one(), one());
+    let (e, f, g, h) = tokio::join!(one(), one(), one(), one());
+    [a, b, c, d, e, f, g, h]
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["session_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn soap11_fault(text: &str, detail: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{text}</faultstring><detail>{detail}</detail></soap:Fault></soap:Body></soap:Envelope>"
+    )
+}
+
+fn soap12_fault(text: &str, detail: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap12:Envelope xmlns:soap12=\"http://www.w3.org/2003/05/soap-envelope\"><soap12:Body><soap12:Fault><soap12:Code><soap12:Value>soap12:Sender</soap12:Value></soap12:Code><soap12:Reason><soap12:Text xml:lang=\"nl\">{text}</soap12:Text></soap12:Reason><soap12:Detail>{detail}</soap12:Detail></soap12:Fault></soap12:Body></soap12:Envelope>"
+    )
+}
+
+/// Fault 354 at AccessTokenLogon in every shape Twinfield may send it: the token is refreshed once,
+/// the logon retried, a session handed out, and the connection stays connected. Other faults and
+/// outages change nothing and refresh nothing.
+async fn a_rejected_twinfield_token_is_refreshed_once_in_every_fault_shape() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let dutch = "Toegang geweigerd. Token ongeldig.";
+    let body = |xml: String, content_type: &str| sim::FaultAction::Status {
+        status: 500,
+        body: xml,
+        content_type: Some(content_type.into()),
+    };
+    let xml = "text/xml; charset=utf-8";
+    let shapes: Vec<(&str, sim::FaultAction)> = vec![
+        (
+            "soap 1.1, code element",
+            body(
+                soap11_fault("Access denied. Token invalid.", "<code>354</code>"),
+                xml,
+            ),
+        ),
+        (
+            "soap 1.1, Dutch, code attribute",
+            body(soap11_fault(dutch, r#"<Error code="354"/>"#), xml),
+        ),
+        (
+            "soap 1.1, Dutch, namespaced",
+            body(
+                soap11_fault(
+                    dutch,
+                    r#"<t:Errors xmlns:t="http://www.twinfield.com/"><t:code>354</t:code></t:Errors>"#,
+                ),
+                xml,
+            ),
+        ),
+        (
+            "soap 1.2, Dutch",
+            body(
+                soap12_fault(dutch, "<code>354</code>"),
+                "application/soap+xml; charset=utf-8",
+            ),
+        ),
+        (
+            "soap 1.2, Dutch, UTF-16",
+            sim::FaultAction::StatusUtf16 {
+                status: 500,
+                body: soap12_fault(dutch, r#"<Error code="354"/>"#).replace("utf-8", "utf-16"),
+                content_type: Some("application/soap+xml; charset=utf-16".into()),
+            },
+        ),
+    ];
+    for (shape, action) in shapes {
+        let (id, _) = env.connected("tw").await;
+        let refreshes = env.sim.calls("twinfield.token");
+        env.sim
+            .inject_fault(sim::FaultRule::next("twinfield.session", 1, action));
+        let reply = env.twinfield_session(&id, None).await;
+        assert_eq!(reply.status, 200, "{shape}: {}", reply.text);
+        assert_eq!(
+            env.sim.calls("twinfield.token") - refreshes,
+            1,
+            "{shape}: one refresh"
+        );
+        assert_eq!(env.status_of(&id).await, "connected", "{shape}");
+    }
+    let others: Vec<(&str, sim::FaultAction, ProblemKind)> = vec![
+        (
+            "another fault",
+            body(
+                soap11_fault(
+                    "Toegang geweigerd. Company ontbreekt in request header.",
+                    "<code>103</code>",
+                ),
+                xml,
+            ),
+            ProblemKind::ProviderError,
+        ),
+        (
+            "an outage",
+            body("<html>down</html>".into(), "text/html"),
+            ProblemKind::TemporarilyUnavailable,
+        ),
+        (
+            "a rate limit",
+            sim::FaultAction::TooManyRequests {
+                retry_after_secs: 9,
+                body: None,
+            },
+            ProblemKind::RateLimited,
+        ),
+    ];
+    for (what, action, problem) in others {
+        let (id, _) = env.connected("tw").await;
+        let refreshes = env.sim.calls("twinfield.token");
+        env.sim
+            .inject_fault(sim::FaultRule::next("twinfield.session", 1, action));
+        let reply = env.twinfield_session(&id, None).await;
+        reply.problem(problem);
+        assert!(
+            reply.retry_after.is_some() || problem == ProblemKind::ProviderError,
+            "{what}"
+        );
+        assert_eq!(
+            env.sim.calls("twinfield.token"),
+            refreshes,
+            "{what}: no refresh"
+        );
+        assert_eq!(env.status_of(&id).await, "connected", "{what}");
+    }
+}
+
+/// Two requests whose logons both see the token rejected (two companies, so two logons): one
+/// refresh between them, the other uses its result.
+async fn concurrent_rejections_of_one_twinfield_token_refresh_it_once() {
+    let env = env(broker_tests::backends::embedded()).await;
+    let (id, _) = env.connected("tw").await;
+    let fault = sim::FaultAction::Status {
+        status: 500,
+        body: soap11_fault("Access denied. Token invalid.", "<code>354</code>"),
+        content_type: Some("text/xml; charset=utf-8".into()),
+    };
+    env.sim
+        .inject_fault(sim::FaultRule::next("twinfield.session", 2, fault));
+    // The refresh takes longer than a logon, so both first logons meet the fault.
+    env.sim
+        .set_route_latency("twinfield.token", std::time::Duration::from_millis(400));
+    let refreshes = env.sim.calls("twinfield.token");
+    let (a, b) = tokio::join!(
+        env.twinfield_session(&id, Some("NL001")),
+        env.twinfield_session(&id, Some("NL002"))
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(b.status, 200, "{}", b.text);
+    assert_eq!(
+        env.sim.calls("twinfield.token") - refreshes,
+        1,
+        "one refresh for both"
+    );
+    assert_eq!(env.status_of(&id).await, "connected");
+}
+
+/// A revoked grant: the logon refuses the token, the one refresh fails with invalid_grant, and only
+/// then does the connection need a person.
+async fn only_a_failing_refresh_makes_a_rejected_twinfield_token_need_a_person() {
+    let env = env(broker_tests::backends::embedded()).await;
+    for variant in [
+        sim::InvalidTokenLogon::Result,
+        sim::InvalidTokenLogon::Fault,
+    ] {
+        env.sim
+            .update_knobs(|k| k.twinfield_invalid_token_logon = variant);
+        let (id, _) = env.connected("tw").await;
+        env.sim
+            .revoke_grant(sim::Provider::Twinfield, "DEMO", Some(TW_ID));
+        let refreshes = env.sim.calls("twinfield.token");
+        let reply = env.twinfield_session(&id, None).await;
+        reply.problem(ProblemKind::ReconnectRequired);
+        assert_eq!(
+            env.sim.calls("twinfield.token") - refreshes,
+            1,
+            "{variant:?}"
+        );
+        assert_eq!(
+            env.status_of(&id).await,
+            "reconnect_required",
+            "{variant:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Token lifetimes, the vault write budget and the request deadline.
+
+/// Acumatica with 60-s access tokens and single-use refresh tokens, a session every 10 s for a simulated
+/// day: refreshes stay within the vault write budget (at most 90 new versions per secret in the day),
+/// every 200 carries a token the provider accepts, and every other answer is a 503 saying when to retry.
+async fn a_day_of_continuous_use_with_short_tokens(backend: Backend) {
+    let env = env(backend).await;
+    env.sim
+        .update_knobs(|k| k.acumatica_access_token_lifetime_secs = 60);
+    let (id, _) = env.connected("acu").await;
+    let writes_before = env
+        .vault
+        .writes
+        .each_ref()
+        .map(|w| w.load(Ordering::SeqCst));
+    let calls_before = env.sim.token_calls(sim::Provider::Acumatica);
+    let (mut served, mut waited) = (0u32, 0u32);
+    for _ in 0..(24 * 360) {
+        let reply = env.session(&id).await;
+        match reply.status {
+            200 => {
+                let token = reply.json["access_token"].as_str().unwrap();
+                assert!(
+                    env.sim.is_access_token_valid(token),
+                    "an invalid token was handed out"
+                );
+                served += 1;
+            }
+            503 => {
+                reply.problem(ProblemKind::TemporarilyUnavailable);
+                waited += 1;
+            }
+            other => panic!("{other}: {}", reply.text),
+        }
+        env.advance(10);
+    }
+    let writes: Vec<u64> = env
+        .vault
+        .writes
+        .iter()
+        .zip(writes_before)
+        .map(|(w, before)| w.load(Ordering::SeqCst) - before)
+        .collect();
+    let refreshes = env.sim.token_calls(sim::Provider::Acumatica) - calls_before;
+    eprintln!(
+        "60-s tokens, a session every 10 s for 24 h: {refreshes} refreshes, vault writes per slot {writes:?}, {served} served, {waited} told to wait"
+    );
+    for per_slot in &writes {
+        assert!(
+            *per_slot <= 90,
+            "a secret took {per_slot} versions in a day"
+        );
+    }
+    assert!(
+        refreshes >= 160,
+        "the budget is used, not starved: {refreshes}"
+    );
+    assert_eq!(env.sim.max_presentations_of_any_refresh_token(), 1);
+    assert_eq!(env.status_of(&id).await, "connected");
+    let view = env
+        .call("GET", &format!("/v1/connections/{id}"), None)
+        .await;
+    assert!(
+        view.json["refresh_limited_since"].is_string(),
+        "the connection says its refreshes are held back: {}",
+        view.text
+    );
+}
+
+/// An integration whose provider refused a token the broker handed out asks for a new one: the broker
+/// refreshes once (single flight), and a caller presenting an older token gets the newer one as it is.
+async fn a_refused_token_is_replaced_once_and_a_newer_one_is_handed_out_as_it_is(backend: Backend) {
+    let env = env(backend).await;
+    let (id, minted) = env.connected("acu").await;
+    let calls = env.sim.token_calls(sim::Provider::Acumatica);
+    let path = format!("/v1/connections/{id}/session");
+    let refused = json!({ "rejected_access_token": minted.access_token });
+    let (first, second) = tokio::join!(
+        env.call("POST", &path, Some(refused.clone())),
+        env.call("POST", &path, Some(refused.clone())),
+    );
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(second.status, 200, "{}", second.text);
+    let new_token = first.json["access_token"].as_str().unwrap();
+    assert_ne!(new_token, minted.access_token);
+    assert_eq!(
+        second.json["access_token"], new_token,
+        "one refresh for both"
+    );
+    assert_eq!(env.sim.token_calls(sim::Provider::Acumatica), calls + 1);
+    // The old token again: the current one is newer and is handed out without a refresh.
+    let again = env.call("POST", &path, Some(refused)).await;
+    assert_eq!(again.json["access_token"], new_token);
+    assert_eq!(env.sim.token_calls(sim::Provider::Acumatica), calls + 1);
+    // A named validity is honoured within bounds; nonsense is refused clearly.
+    let long = env
+        .call("POST", &path, Some(json!({ "min_validity_secs": 3000 })))
+        .await;
+    assert_eq!(long.status, 200, "{}", long.text);
+    assert!(long.json["expires_in"].as_i64().unwrap() > 3000);
+    let refused = env
+        .call("POST", &path, Some(json!({ "min_validity_secs": 0 })))
+        .await;
+    refused.problem(ProblemKind::ValidationFailed);
+    let unknown = env
+        .call("POST", &path, Some(json!({ "validity": 10 })))
+        .await;
+    unknown.problem(ProblemKind::InvalidRequest);
+    assert_eq!(env.sim.max_presentations_of_any_refresh_token(), 1);
+}
+
+/// The session call answers within its deadline: a provider slower than the time left makes a 503 with
+/// `Retry-After` (no token spent unseen: the connection refreshes normally afterwards), and so does a
+/// marker left by an interrupted refresh, while its call could still be running.
+async fn a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadline(
+    backend: Backend,
+) {
+    let within = std::time::Duration::from_secs(8);
+    let settings = ApiSettings {
+        request_budget: within,
+        ..ApiSettings::default()
+    };
+    // 8 s per request: 1.5 s to answer, 4 s for the writes after a provider call, 2 s for the call.
+    let engine = EngineSettings {
+        call_timeout: std::time::Duration::from_secs(2),
+        ..EngineSettings::default()
+    };
+    let env = env_with_engine(backend, settings, engine).await;
+    let (id, minted) = env.connected("acu").await;
+    let connection_id = ConnectionId::parse(&id).unwrap();
+    let store = &env.ctx.backend.store;
+    let stored = store.get_connection(&connection_id).await.unwrap().unwrap();
+    env.advance(3605); // expired
+
+    // A provider answering in 30 s: the call gives up in time, and no retry starts that could not end.
+    env.sim
+        .set_route_latency("acumatica.token", std::time::Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let reply = env.session(&id).await;
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    reply.problem(ProblemKind::TemporarilyUnavailable);
+    assert!(reply.retry_after.is_some(), "{}", reply.text);
+    let after = store.get_connection(&connection_id).await.unwrap().unwrap();
+    assert_eq!(
+        after.credentials, stored.credentials,
+        "the tokens are intact"
+    );
+    assert!(after.refresh_in_flight.is_none());
+    env.sim
+        .set_route_latency("acumatica.token", std::time::Duration::ZERO);
+
+    // A marker left by a refresh whose call may still be running: wait, within the deadline.
+    let mut connection = store.get_connection(&connection_id).await.unwrap().unwrap();
+    let current = connection.credentials.clone().unwrap();
+    connection.refresh_in_flight = Some(broker_core::domain::RefreshInFlight {
+        started_at: env.ctx.clock.now(),
+        spending: current.clone(),
+        target: CredentialsPointer {
+            slot: current.slot.other(),
+            write: WriteId::generate(),
+        },
+        escrow: None,
+    });
+    store
+        .save_connection(&connection, broker_core::ports::Fence::Version, &[])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = env.session(&id).await;
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    reply.problem(ProblemKind::TemporarilyUnavailable);
+    let retry_after: u64 = reply.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!(
+        (1..=120).contains(&retry_after),
+        "Retry-After names when the interrupted call's budget ends: {retry_after}"
+    );
+
+    // Past the interrupted call's budget, the next caller recovers and refreshes once.
+    env.advance(env.ctx.engine.settings().call_budget().num_seconds() + 1);
+    let reply = env.session(&id).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_ne!(reply.json["access_token"], minted.access_token.as_str());
+    assert!(env
+        .sim
+        .is_access_token_valid(reply.json["access_token"].as_str().unwrap()));
+    assert_eq!(env.sim.max_presentations_of_any_refresh_token(), 1);
+    assert_eq!(env.status_of(&id).await, "connected");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Key scopes, media types and labels.
+
+/// Every route × every kind of key: a session-only key may only ask for sessions; a key limited to some
+/// connections may do everything on those (listing shows only them) but create none; nothing reaches a
+/// connection outside a key's list. "Allowed" is any answer but 401/403 (the connection's state decides
+/// the rest); disconnect comes last, so the earlier routes see a connected connection (repeating it is
+/// harmless).
+async fn every_route_answers_every_key_scope_as_the_scope_says(backend: Backend) {
+    let env = env(backend).await;
+    let (a, _) = env.connected("tw").await;
+    let (b, _) = env.connected("ex").await;
+    let a_id = ConnectionId::parse(&a).unwrap();
+    let b_id = ConnectionId::parse(&b).unwrap();
+    let store = &env.ctx.backend.store;
+    let key = |session_only: bool, connections: Option<Vec<ConnectionId>>| {
+        let new = ApiKeyRecord::generate(
+            tenant("acme"),
+            "scoped",
+            ApiKeyScope {
+                session_only,
+                connections,
+            },
+            Utc::now(),
+        );
+        (new.plaintext.expose().to_string(), new.record)
+    };
+    let keys = [
+        ("tenant-wide", key(false, None)),
+        ("session-only", key(true, None)),
+        ("limited to A", key(false, Some(vec![a_id.clone()]))),
+        (
+            "session-only, limited to A",
+            key(true, Some(vec![a_id.clone()])),
+        ),
+        ("limited to B", key(false, Some(vec![b_id.clone()]))),
+    ];
+    for (_, (_, record)) in &keys {
+        store.insert_api_key(record).await.unwrap();
+    }
+    let create = json!({"app_id": "tw", "recipients": ["finance@example.com"]});
+    let pair = json!({"access_token": "x", "refresh_token": "y"});
+    // (method, path, body, allowed for: tenant-wide, session-only, limited to A, session-only A, limited to B)
+    let routes: Vec<(&str, String, Option<Value>, [bool; 5])> = vec![
+        (
+            "POST",
+            "/v1/connections".into(),
+            Some(create),
+            [true, false, false, false, false],
+        ),
+        (
+            "GET",
+            "/v1/connections".into(),
+            None,
+            [true, false, true, false, true],
+        ),
+        (
+            "GET",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/reconnect-link"),
+            None,
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/credentials"),
+            Some(pair),
+            [true, false, true, false, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{a}/twinfield-session"),
+            None,
+            [true, true, true, true, false],
+        ),
+        (
+            "DELETE",
+            format!("/v1/connections/{a}"),
+            None,
+            [true, false, true, false, false],
+        ),
+    ];
+    for (method, path, body, allowed) in &routes {
+        for (i, (name, (plaintext, _))) in keys.iter().enumerate() {
+            let reply = env
+                .call_raw(
+                    method,
+                    path,
+                    Some(plaintext),
+                    body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
+                )
+                .await;
+            if allowed[i] {
+                assert!(
+                    ![401, 403].contains(&reply.status),
+                    "{name} may {method} {path}: {} {}",
+                    reply.status,
+                    reply.text
+                );
+            } else {
+                reply.problem(ProblemKind::Forbidden);
+            }
+        }
+    }
+    // A key limited to A lists only A.
+    let listed = env
+        .call_raw("GET", "/v1/connections", Some(&keys[2].1 .0), None)
+        .await;
+    let ids: Vec<&str> = listed.json["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a.as_str()]);
+}
+
+/// A body not declared as JSON gets 415 with what to do; an empty session request needs no type. A
+/// display name loses control and bidirectional characters before it is stored.
+async fn bodies_must_be_declared_json_and_labels_lose_control_characters(backend: Backend) {
+    let env = env(backend).await;
+    let body = serde_json::to_vec(&json!({
+        "app_id": "ex",
+        "display_name": "Acme\u{202E}fdp.exe\u{7}",
+        "recipients": ["finance@example.com"],
+    }))
+    .unwrap();
+    let send = |content_type: Option<&'static str>, path: String, body: Vec<u8>| {
+        let mut request = env
+            .http
+            .post(format!("{}{path}", env.base))
+            .bearer_auth(&env.key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let response = send(content_type, "/v1/connections".into(), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_BASE}unsupported-media-type")
+        );
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"));
+    }
+    let response = send(
+        Some("application/json; charset=utf-8"),
+        "/v1/connections".into(),
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["connection"]["display_name"], "Acmefdp.exe");
+
+    let (id, _) = env.connected("ex").await;
+    let path = format!("/v1/connections/{id}/session");
+    let empty = send(None, path.clone(), Vec::new()).await.unwrap();
+    assert_eq!(empty.status().as_u16(), 200);
+    let undeclared = send(None, path, b"{\"min_validity_secs\": 60}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(undeclared.status().as_u16(), 415);
+}
+
+/// An unknown key prefix is looked up once; for the key cache's lifetime after that miss it is refused
+/// without reading the store, shown by storing the key right after the miss: still refused, then
+/// accepted once the miss has aged out.
+async fn an_unknown_key_is_refused_without_a_store_read_for_a_while(backend: Backend) {
+    let ttl = std::time::Duration::from_millis(1500);
+    let env = env_with(
+        backend,
+        ApiSettings {
+            key_cache_ttl: ttl,
+            ..ApiSettings::default()
+        },
+    )
+    .await;
+    let new = ApiKeyRecord::generate(tenant("acme"), "late", ApiKeyScope::default(), Utc::now());
+    let key = new.plaintext.expose().to_string();
+    env.call_raw("GET", "/v1/connections", Some(&key), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    env.ctx
+        .backend
+        .store
+        .insert_api_key(&new.record)
+        .await
+        .unwrap();
+    env.call_raw("GET", "/v1/connections", Some(&key), None)
+        .await
+        .problem(ProblemKind::Unauthorized);
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    let reply = env
+        .call_raw("GET", "/v1/connections", Some(&key), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
 }

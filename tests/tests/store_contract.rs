@@ -917,6 +917,7 @@ async fn connect_links_are_found_by_token_hash_until_they_expire(backend: Backen
         tenant: connection.tenant.clone(),
         connection: connection.id.clone(),
         purpose: AuthorizationPurpose::Reconnect,
+        generation: 3,
         created_at: t0(),
         expires_at: t0() + Duration::days(7),
     };

@@ -244,3 +244,50 @@ fn plain_text_part(email: &str) -> String {
     )
     .unwrap()
 }
+
+/// A process manager stops the runner with SIGTERM: it stops as it does on Ctrl-C, saying so, with
+/// exit status 0 (the default action of SIGTERM would kill it mid-write instead).
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_it_cleanly() {
+    let data_dir = std::env::temp_dir().join(format!("local-runner-term-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local-runner"))
+        .env("BROKER_PORT", free_port().to_string())
+        .env("BROKER_SANDBOX_PORT", free_port().to_string())
+        .env("BROKER_DATA_DIR", &data_dir)
+        .env_remove("BROKER_TABLE")
+        .env_remove("BROKER_OUTBOX_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("local-runner starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("Press Ctrl-C")),
+        "local-runner stopped before it was ready"
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect(); // to EOF: the process has ended
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "after SIGTERM: {status:?} {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("terminated: stopping")),
+        "{rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -3,7 +3,9 @@
 //! - `GET /connect/{token}`: a connect link was opened; the browser is sent to the provider with a
 //!   fresh single-use state bound to it by a cookie.
 //! - `GET /oauth/callback`: the provider sent the browser back; the authorization is completed and a
-//!   page says what happened.
+//!   page says what happened (for Exact Online with several granted divisions and none named, with a
+//!   form to choose the division).
+//! - `POST /connect/division`: that form, once, from the browser that authorized.
 //!
 //! The handlers only map HTTP onto [`ConnectFlow`] (the logic lives in the core crate) and its typed
 //! outcomes onto pages and status codes. The same router runs on Lambda (`lambda_http`) and locally
@@ -11,12 +13,14 @@
 
 pub mod pages;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use broker_core::connect::flow::division::DivisionForm;
 use broker_core::connect::flow::{BrowserCookies, ConnectError, ConnectFailure, ConnectFlow};
 use broker_core::context::BrokerContext;
 use std::sync::{Arc, LazyLock};
@@ -25,10 +29,24 @@ use std::sync::{Arc, LazyLock};
 pub fn router(ctx: BrokerContext) -> Router {
     let flow = Arc::new(ConnectFlow::new(ctx));
     Router::new()
-        .route("/connect/{token}", get(start))
-        .route("/oauth/callback", get(callback))
+        // HEAD is answered on its own: axum would run the GET handler for it, and a link checker or a
+        // mail scanner's HEAD must neither start an authorization nor spend a state and its code.
+        .route("/connect/{token}", get(start).head(head_only))
+        .route("/oauth/callback", get(callback).head(head_only))
+        .route("/connect/division", post(choose_division))
         .fallback(not_found)
         .with_state(flow)
+}
+
+/// `HEAD` on either route: the headers a page would have, and no side effect.
+async fn head_only() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(&mut headers);
+    (StatusCode::OK, headers).into_response()
 }
 
 /// The status a failure is answered with.
@@ -37,14 +55,21 @@ pub fn status_of(error: &ConnectError) -> StatusCode {
         ConnectError::MalformedRequest(_)
         | ConnectError::LinkUnknown
         | ConnectError::StateUnknown
-        | ConnectError::WrongBrowser => StatusCode::BAD_REQUEST,
-        ConnectError::LinkExpired | ConnectError::StateExpired | ConnectError::ConnectionGone => {
-            StatusCode::GONE
-        }
+        | ConnectError::WrongBrowser
+        | ConnectError::DivisionChoiceUnknown => StatusCode::BAD_REQUEST,
+        ConnectError::LinkExpired
+        | ConnectError::LinkSpent { .. }
+        | ConnectError::LinkReplaced { .. }
+        | ConnectError::StateExpired
+        | ConnectError::ConnectionGone
+        | ConnectError::DivisionChoiceClosed { .. } => StatusCode::GONE,
         // The person said no, or is the wrong person or organisation: understood, and refused.
         ConnectError::Denied { .. }
         | ConnectError::IdentityMismatch { .. }
-        | ConnectError::OrganisationMismatch { .. } => StatusCode::FORBIDDEN,
+        | ConnectError::OrganisationMismatch { .. }
+        | ConnectError::OtherUser { .. }
+        | ConnectError::DivisionNotGranted { .. }
+        | ConnectError::DivisionsUnknown { .. } => StatusCode::FORBIDDEN,
         ConnectError::ProviderRefused { .. }
         | ConnectError::Provider(_)
         | ConnectError::NonceUnverified { .. } => StatusCode::BAD_GATEWAY,
@@ -99,7 +124,13 @@ async fn callback(State(flow): State<Arc<ConnectFlow>>, uri: Uri, headers: Heade
         }
     }
     match flow.complete(uri.query(), &cookies).await {
-        Ok(done) => page(StatusCode::OK, pages::success(&done), spent),
+        Ok(done) => {
+            let mut headers = spent;
+            if let Some(offer) = &done.division_choice {
+                append_cookies(&mut headers, offer.cookies.header_values());
+            }
+            page(StatusCode::OK, pages::success(&done), headers)
+        }
         Err(failure) => {
             log_failure("callback", &failure);
             let headers = if failure.state_consumed {
@@ -108,6 +139,48 @@ async fn callback(State(flow): State<Arc<ConnectFlow>>, uri: Uri, headers: Heade
                 HeaderMap::new()
             };
             failed(&failure, headers)
+        }
+    }
+}
+
+async fn choose_division(
+    State(flow): State<Arc<ConnectFlow>>,
+    headers: HeaderMap,
+    form: Result<Form<DivisionForm>, FormRejection>,
+) -> Response {
+    let cookies = BrowserCookies::from_headers(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let Ok(Form(form)) = form else {
+        let failure = ConnectFailure::from(ConnectError::MalformedRequest(
+            "it is not the division form".into(),
+        ));
+        log_failure("division", &failure);
+        return failed(&failure, HeaderMap::new());
+    };
+    match flow.choose_division(&form, &cookies).await {
+        Ok(chosen) => {
+            let mut headers = HeaderMap::new();
+            append_cookies(
+                &mut headers,
+                flow.clearing_division_cookie().header_values(),
+            );
+            page(StatusCode::OK, pages::division_chosen(&chosen), headers)
+        }
+        Err(failure) => {
+            log_failure("division", &failure);
+            failed(&failure, HeaderMap::new())
+        }
+    }
+}
+
+fn append_cookies(headers: &mut HeaderMap, cookies: &[String]) {
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            headers.append(header::SET_COOKIE, value);
         }
     }
 }
@@ -145,7 +218,7 @@ static CONTENT_SECURITY_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
     use sha2::Digest;
     let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(pages::STYLE));
     HeaderValue::from_str(&format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'sha256-{hash}'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ))
     .expect("a policy of ASCII text")
 });

@@ -10,12 +10,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_core::api::{ApiError, Caller, IntegrationApi, ProblemKind};
+use broker_core::api::{SessionOptions, TwinfieldSessionRequest};
 use broker_core::context::BrokerContext;
+use broker_core::secret::{AccessToken, SessionId};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::Extensions;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -39,7 +44,10 @@ type Api = Arc<IntegrationApi>;
 
 /// The router, with a fresh [`IntegrationApi`] (and its caches) over `ctx`.
 pub fn router(ctx: BrokerContext) -> Router {
-    router_with(Arc::new(IntegrationApi::new(ctx)))
+    router_with(Arc::new(IntegrationApi::with_settings(
+        ctx,
+        broker_core::api::ApiSettings::from_env(),
+    )))
 }
 
 /// The router over an existing API (tests choose its cache settings).
@@ -65,7 +73,9 @@ type Body = Result<Bytes, BytesRejection>;
 async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let created = api.create_connection(&caller, json(body)?).await?;
+        let created = api
+            .create_connection(&caller, json(&headers, body)?)
+            .await?;
         Ok((StatusCode::CREATED, created))
     })
     .await
@@ -141,7 +151,7 @@ async fn credentials(
 ) -> Response {
     answer(async {
         let caller = caller(&api, &headers).await?;
-        let request = json(body)?;
+        let request = json(&headers, body)?;
         Ok((
             StatusCode::OK,
             api.register_credentials(&caller, &id, request).await?,
@@ -150,22 +160,106 @@ async fn credentials(
     .await
 }
 
-async fn session(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+/// The optional body of `POST /v1/connections/{id}/session`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    /// How long the token should stay valid, in seconds.
+    min_validity_secs: Option<u32>,
+    /// An access token the broker handed out that the provider refused.
+    rejected_access_token: Option<String>,
+}
+
+async fn session(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
         let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.session(&caller, &id).await?))
+        let request: SessionBody = match &body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => SessionBody::default(),
+            _ => json(&headers, body)?,
+        };
+        let options = SessionOptions {
+            min_validity: request
+                .min_validity_secs
+                .map(|secs| chrono::Duration::seconds(i64::from(secs))),
+            rejected_token: request.rejected_access_token.map(AccessToken::new),
+            deadline: Some(deadline),
+        };
+        Ok((
+            StatusCode::OK,
+            api.session_with(&caller, &id, options).await?,
+        ))
     })
     .await
+}
+
+/// Time kept back from the invocation's deadline to write the answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(1_500);
+
+/// When this request's answer is due: on Lambda, the invocation's deadline (the function's timeout,
+/// 25 s, under the HTTP API's 30-s integration timeout) less [`ANSWER_MARGIN`]; elsewhere the API's
+/// configured request budget from now, the same rule locally.
+fn request_deadline(extensions: &Extensions, local_budget: Duration) -> Instant {
+    let now = Instant::now();
+    let left = match extensions.get::<lambda_http::Context>() {
+        Some(invocation) => invocation
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+        None => local_budget,
+    };
+    now + left.saturating_sub(ANSWER_MARGIN)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionQuery {
+    /// A company to select on the session (one pooled session per company).
+    company: Option<String>,
+}
+
+/// The optional body of `POST /v1/connections/{id}/twinfield-session`. The session id goes in the
+/// body, not the query string: a URL ends up in access logs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TwinfieldSessionBody {
+    /// A session the broker handed out that Twinfield no longer accepts.
+    rejected_session_id: Option<String>,
 }
 
 async fn twinfield_session(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path(id): Path<String>,
+    query: Result<Query<TwinfieldSessionQuery>, QueryRejection>,
+    body: Body,
 ) -> Response {
+    let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
         let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.twinfield_session(&caller, &id).await?))
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ProblemKind::InvalidRequest,
+                format!("the query string is not valid ({e}): the only parameter is ?company=<company code>"),
+            )
+        })?;
+        let said: TwinfieldSessionBody = match &body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => TwinfieldSessionBody::default(),
+            _ => json(&headers, body)?,
+        };
+        let request = TwinfieldSessionRequest {
+            company: q.company,
+            rejected_session: said.rejected_session_id.map(SessionId::new),
+            deadline: Some(deadline),
+        };
+        Ok((StatusCode::OK, api.twinfield_session(&caller, &id, request).await?))
     })
     .await
 }
@@ -192,9 +286,22 @@ async fn caller(api: &IntegrationApi, headers: &HeaderMap) -> Result<Caller, Api
     api.authenticate(authorization).await
 }
 
-/// Parses a JSON body. serde's messages name fields, never values: a wrong-typed value would be
-/// quoted in them, so those are replaced by the position only.
-fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// Parses a JSON body declared as such (`Content-Type: application/json`, any parameters; 415
+/// otherwise: a body sent as a form or as text is not what the caller meant to send). serde's messages
+/// name fields, never values: a wrong-typed value would be quoted in them, so those are replaced by the
+/// position only.
+fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    let declared_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !declared_json && !matches!(&body, Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE) {
+        return Err(ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "send the body as JSON with the header Content-Type: application/json",
+        ));
+    }
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -267,4 +374,35 @@ pub fn problem(error: ApiError) -> Response {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_is_the_invocations_on_lambda_and_the_configured_budget_elsewhere() {
+        let local = request_deadline(&Extensions::new(), Duration::from_secs(25)) - Instant::now();
+        assert!(
+            local <= Duration::from_secs(25) - ANSWER_MARGIN,
+            "{local:?}"
+        );
+        assert!(local > Duration::from_secs(23), "{local:?}");
+
+        // An invocation with 10 s left.
+        let mut invocation = lambda_http::Context::default();
+        let in_ten = SystemTime::now() + Duration::from_secs(10);
+        invocation.deadline = in_ten
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut extensions = Extensions::new();
+        extensions.insert(invocation);
+        let on_lambda = request_deadline(&extensions, Duration::from_secs(25)) - Instant::now();
+        assert!(
+            on_lambda <= Duration::from_secs(10) - ANSWER_MARGIN,
+            "{on_lambda:?}"
+        );
+        assert!(on_lambda > Duration::from_secs(8), "{on_lambda:?}");
+    }
 }

@@ -75,7 +75,8 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
                     {"Name": "RunStoppedEarly", "Unit": "Count"},
                     {"Name": "AwsThrottles", "Unit": "Count"},
                     {"Name": "RetriedInRun", "Unit": "Count"},
-                    {"Name": "LowestConcurrency", "Unit": "Count"}
+                    {"Name": "LowestConcurrency", "Unit": "Count"},
+                    {"Name": "RefreshBudgetLimited", "Unit": "Count"}
                 ]
             }]
         },
@@ -89,6 +90,9 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         "AwsThrottles": summary.aws_throttles,
         "RetriedInRun": summary.retried,
         "LowestConcurrency": summary.lowest_concurrency,
+        // Connections whose refresh the vault write budget held back: tokens that live shorter than the
+        // budget's pace (also said once per connection in the logs and its view).
+        "RefreshBudgetLimited": count("budget_limited"),
         "outcomes": summary.outcomes,
     })
 }
@@ -108,9 +112,11 @@ mod tests {
             .insert("failed:provider_unavailable".into(), 2);
         summary.outcomes.insert("reconnect_required".into(), 1);
         summary.aws_throttles = 7;
+        summary.outcomes.insert("budget_limited".into(), 3);
         let record = metrics_record(&summary, "token-refresh", 1);
         assert_eq!(record["AwsThrottles"], 7);
         assert_eq!(record["RefreshFailures"], 4);
+        assert_eq!(record["RefreshBudgetLimited"], 3);
         assert_eq!(record["Refreshed"], 2);
         assert_eq!(
             record["_aws"]["CloudWatchMetrics"][0]["Namespace"],

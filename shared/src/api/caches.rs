@@ -3,6 +3,8 @@
 //! - **API keys** are cached for [`ApiSettings::key_cache_ttl`] (30 s by default) after they are read:
 //!   a revocation takes effect on a warm instance within that time. A presented key is still checked
 //!   against the cached hash in constant time on every request; unknown prefixes are not cached.
+//! - **Unknown key prefixes** are remembered for the same 30 s (at most `max_cached` of them), so a
+//!   client repeating a wrong key is refused without a store read each time.
 //! - **Decrypted credentials** are cached under (connection id, credentials write id). A write id names
 //!   one immutable vault version, so an entry can never hold other content than what that version holds;
 //!   whether it is still *current* is decided by the connection read on every request (strongly
@@ -22,6 +24,23 @@ pub struct ApiSettings {
     pub key_cache_ttl: Duration,
     /// Entries kept per cache before the oldest half is dropped.
     pub max_cached: usize,
+    /// How long a request may take when no platform says (off Lambda): the Lambda function's timeout,
+    /// so a local run answers within the same bounds. On Lambda the invocation's deadline is used.
+    pub request_budget: Duration,
+}
+
+impl ApiSettings {
+    /// The defaults, with `BROKER_REQUEST_BUDGET_SECS` (1-900) as the request budget off Lambda.
+    pub fn from_env() -> Self {
+        let mut settings = Self::default();
+        if let Some(secs) = std::env::var("BROKER_REQUEST_BUDGET_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            settings.request_budget = Duration::from_secs(secs.clamp(1, 900));
+        }
+        settings
+    }
 }
 
 impl Default for ApiSettings {
@@ -29,6 +48,7 @@ impl Default for ApiSettings {
         Self {
             key_cache_ttl: Duration::from_secs(30),
             max_cached: 10_000,
+            request_budget: Duration::from_secs(25),
         }
     }
 }
@@ -37,6 +57,8 @@ pub(super) struct KeyCache {
     ttl: Duration,
     max: usize,
     entries: Mutex<HashMap<ApiKeyPrefix, (ApiKeyRecord, Instant)>>,
+    /// Prefixes no key has: refused without a store read for `ttl` after the first miss.
+    pub(super) unknown: NegativeCache<ApiKeyPrefix>,
 }
 
 impl KeyCache {
@@ -45,6 +67,7 @@ impl KeyCache {
             ttl: settings.key_cache_ttl,
             max: settings.max_cached,
             entries: Mutex::default(),
+            unknown: NegativeCache::new(settings.key_cache_ttl, settings.max_cached),
         }
     }
 
@@ -69,6 +92,46 @@ impl KeyCache {
             }
         }
         entries.insert(record.prefix.clone(), (record, Instant::now()));
+    }
+}
+
+/// Keys recently looked up and not found, so repeated unknown keys (a misconfigured client, or traffic
+/// meant to wear the store down) are refused without another store read. Bounded in size (cleared
+/// when full: a flood of distinct keys costs what it cost before, never memory) and in time (a miss
+/// is trusted for `ttl`, so something created meanwhile is found after at most that long).
+pub(crate) struct NegativeCache<K> {
+    ttl: Duration,
+    max: usize,
+    misses: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: std::hash::Hash + Eq> NegativeCache<K> {
+    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
+        Self {
+            ttl,
+            max,
+            misses: Mutex::default(),
+        }
+    }
+
+    /// Whether `key` missed within the last `ttl`.
+    pub(crate) fn missed(&self, key: &K) -> bool {
+        self.misses
+            .lock()
+            .expect("negative cache poisoned")
+            .get(key)
+            .is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    pub(crate) fn record_miss(&self, key: K) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut misses = self.misses.lock().expect("negative cache poisoned");
+        if misses.len() >= self.max {
+            misses.clear();
+        }
+        misses.insert(key, Instant::now());
     }
 }
 
@@ -107,5 +170,28 @@ impl CredentialsCache {
             .lock()
             .expect("credentials cache poisoned")
             .remove(connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negative_cache_forgets_after_its_ttl_and_stays_bounded() {
+        let cache = NegativeCache::new(Duration::from_millis(50), 3);
+        cache.record_miss("a");
+        assert!(cache.missed(&"a"));
+        assert!(!cache.missed(&"b"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!cache.missed(&"a"));
+        for key in ["b", "c", "d", "e"] {
+            cache.record_miss(key);
+        }
+        assert!(cache.misses.lock().unwrap().len() <= 3);
+        assert!(cache.missed(&"e"));
+        let off = NegativeCache::new(Duration::ZERO, 3);
+        off.record_miss("a");
+        assert!(!off.missed(&"a"));
     }
 }

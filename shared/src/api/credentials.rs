@@ -11,8 +11,9 @@ use super::service::{disconnected, Caller, IntegrationApi, MIN_VALIDITY};
 use super::types::{ConnectionView, RegisterCredentials};
 use crate::credential_keeper::{CredentialKeeper, KeeperError};
 use crate::domain::{
-    Connection, ConnectionStatus, Credentials, LegacyTwinfieldCredentials, OAuthApp, ProviderKind,
-    RedirectUri, StatusEvent, TokenSet,
+    bind_authorization, BindingRefusal, Connection, ConnectionStatus, Credentials,
+    LegacyTwinfieldCredentials, OAuthApp, ProviderContext, ProviderKind, RedirectUri, StatusEvent,
+    TokenSet,
 };
 use crate::ports::{Fence, StoreError};
 use crate::providers::{
@@ -126,7 +127,7 @@ impl IntegrationApi {
             .map_err(|e| ApiError::internal("the app's client secret could not be read", e))?
             .ok_or_else(|| app_missing(&connection))?;
 
-        let (credentials, discovered) = match kind {
+        let (credentials, mut discovered) = match kind {
             Kind::Code {
                 code,
                 redirect_uri,
@@ -137,12 +138,15 @@ impl IntegrationApi {
                     .exchange_code(&code, verifier.as_ref(), None)
                     .await
                     .map_err(|e| rejected(&e, "the provider refused the authorization code: codes expire within minutes (Exact Online: 3) and work once, so obtain a new one and register it at once"))?;
-                let discovered = client.discover(&authorized).await.map_err(|e| {
-                    rejected(
-                        &e,
-                        "the provider refused the lookup after the code exchange",
-                    )
-                })?;
+                let discovered = client
+                    .discover_for(&authorized, &connection.known_divisions())
+                    .await
+                    .map_err(|e| {
+                        rejected(
+                            &e,
+                            "the provider refused the lookup after the code exchange",
+                        )
+                    })?;
                 (Credentials::OAuth2(authorized.tokens), Some(discovered))
             }
             Kind::Pair {
@@ -152,7 +156,14 @@ impl IntegrationApi {
             } => {
                 let client = self.client(&app, secret, None)?;
                 let (tokens, discovered) = self
-                    .check_pair(&app, &client, access, refresh, expires_at)
+                    .check_pair(
+                        &app,
+                        &client,
+                        access,
+                        refresh,
+                        expires_at,
+                        &connection.known_divisions(),
+                    )
                     .await?;
                 (Credentials::OAuth2(tokens), discovered)
             }
@@ -161,8 +172,8 @@ impl IntegrationApi {
                 (Credentials::TwinfieldLegacy(legacy), None)
             }
         };
-        if let Some(found) = &discovered {
-            same_place_and_person(&connection, found)?;
+        if let Some(found) = &mut discovered {
+            found.context = same_place_and_person(&connection, found)?;
         }
         let saved = self
             .store_credentials(caller, &app, connection, &credentials, discovered)
@@ -206,6 +217,7 @@ impl IntegrationApi {
         access: AccessToken,
         refresh: RefreshToken,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        division_hints: &[i64],
     ) -> Result<(TokenSet, Option<Discovered>), ApiError> {
         let rules = self.ctx.providers.rules(app);
         let lifetime =
@@ -232,7 +244,7 @@ impl IntegrationApi {
                 client.provider().definition.discovery,
                 DiscoveryStep::TwinfieldAccessTokenValidation | DiscoveryStep::ExactCurrentMe
             );
-            match client.discover(&authorized).await {
+            match client.discover_for(&authorized, division_hints).await {
                 Ok(discovered) if proves_token || discovered.identity.is_some() => {
                     return Ok((authorized.tokens, Some(discovered)))
                 }
@@ -272,7 +284,7 @@ impl IntegrationApi {
             tokens,
             id_token: None,
         };
-        let discovered = match client.discover(&authorized).await {
+        let discovered = match client.discover_for(&authorized, division_hints).await {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::warn!(error = %e, "discovery failed after registering a token pair; the new pair is kept");
@@ -359,6 +371,8 @@ impl IntegrationApi {
             }
             connection.failures.clear();
             connection.refresh_in_flight = None;
+            // Credentials registered here complete the connection: the links issued for it are spent.
+            connection.spend_links();
             let transition = connection
                 .apply(StatusEvent::Authorized, caller.actor(), now)
                 .map_err(|_| disconnected())?;
@@ -408,32 +422,30 @@ fn app_missing(connection: &Connection) -> ApiError {
     )
 }
 
-/// Credentials for another organisation (division, tenant) than the connection already names, or
-/// authorized by someone other than the required person, are refused: the connection would silently
-/// start reading someone else's books.
-fn same_place_and_person(connection: &Connection, found: &Discovered) -> Result<(), ApiError> {
-    if let (Some(current), Some(new)) = (
-        connection
-            .context
-            .as_ref()
-            .and_then(|c| c.organisation_key()),
-        found.context.organisation_key(),
-    ) {
-        if current != new {
-            return Err(ApiError::new(
-                ProblemKind::ValidationFailed,
-                format!(
-                    "these credentials reach {}, but this connection is for {}: register them on a new connection",
-                    found.context.describe(),
-                    connection
-                        .context
-                        .as_ref()
-                        .map(|c| c.describe())
-                        .unwrap_or_default()
-                ),
-            ));
-        }
-    }
+/// Credentials for another organisation (tenant) than the connection already names, for another
+/// Exact user or without the Exact division it is bound to, or authorized by someone other than the
+/// required person, are refused: the connection would silently start reading someone else's books.
+/// Returns the context to store (for Exact Online, with its division bound).
+fn same_place_and_person(
+    connection: &Connection,
+    found: &Discovered,
+) -> Result<ProviderContext, ApiError> {
+    let refuse = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
+    let context = bind_authorization(connection, found.context.clone(), found.identity.as_ref())
+        .map_err(|why| match why {
+            BindingRefusal::OtherOrganisation { expected, actual } => refuse(format!(
+                "these credentials reach {actual}, but this connection is for {expected}: register them on a new connection"
+            )),
+            BindingRefusal::OtherUser { expected, actual } => refuse(format!(
+                "these credentials were issued to Exact Online user {actual}, but this connection is {expected}'s: obtain them as that user, or register them on a new connection"
+            )),
+            BindingRefusal::DivisionNotGranted { division, granted } => refuse(format!(
+                "these credentials do not give access to Exact Online division {division}, which this connection works in (they give access to {granted:?}): authorize that division, or register them on a new connection"
+            )),
+            BindingRefusal::GrantsUnknown { current_division } => refuse(format!(
+                "Exact Online did not say which divisions these credentials give access to (its current division {current_division} is not one of them): create the connection with the division to use (exact_division), or obtain the credentials with a granted division open in Exact Online"
+            )),
+        })?;
     if let (Some(required), Some(who)) = (&connection.required_identity, &found.identity) {
         if !required.same_person(who) {
             return Err(ApiError::new(
@@ -445,5 +457,5 @@ fn same_place_and_person(connection: &Connection, found: &Discovered) -> Result<
             ));
         }
     }
-    Ok(())
+    Ok(context)
 }

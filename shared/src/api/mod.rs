@@ -15,7 +15,8 @@ mod types;
 
 pub use caches::ApiSettings;
 pub use problem::{ApiError, Problem, ProblemKind, PROBLEM_BASE};
-pub use service::{Caller, IntegrationApi};
+pub use service::{Caller, IntegrationApi, SessionOptions, MAX_REQUESTED_VALIDITY};
+pub use twinfield::TwinfieldSessionRequest;
 pub use types::{
     ConnectionPage, ConnectionView, CreateConnection, CreatedConnection, IdentityInput, LinkView,
     RegisterCredentials, SessionGrant, TwinfieldSessionGrant,

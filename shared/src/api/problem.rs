@@ -21,6 +21,8 @@ pub enum ProblemKind {
     InvalidRequest,
     /// 413: the body is larger than 64 KiB.
     PayloadTooLarge,
+    /// 415: a body that is not declared `application/json`.
+    UnsupportedMediaType,
     /// 422: the request is well-formed but a value is not acceptable (recipients, app id, ...).
     ValidationFailed,
     /// 422: the provider refused the registered credentials (expired code, rejected token pair).
@@ -48,13 +50,14 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 18] = [
+    pub const ALL: [ProblemKind; 19] = [
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::InvalidRequest,
         Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::CredentialsRejected,
         Self::NotConnected,
@@ -77,6 +80,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::InvalidRequest => "invalid-request",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
             Self::ValidationFailed => "validation-failed",
             Self::CredentialsRejected => "credentials-rejected",
             Self::NotConnected => "not-connected",
@@ -100,6 +104,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => "Method not allowed",
             Self::InvalidRequest => "Invalid request",
             Self::PayloadTooLarge => "Request body too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
             Self::ValidationFailed => "Validation failed",
             Self::CredentialsRejected => "The provider rejected the credentials",
             Self::NotConnected => "The connection is not connected yet",
@@ -123,6 +128,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => 405,
             Self::InvalidRequest => 400,
             Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::ValidationFailed | Self::CredentialsRejected => 422,
             Self::NotConnected
             | Self::ReconnectRequired

@@ -7,18 +7,51 @@ use super::types::{
 };
 use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
+use crate::domain::plain_label;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
-    Recipients, StatusEvent, StatusTransition,
+    ProviderKind, Recipients, StatusEvent, StatusTransition,
 };
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
-use crate::refresh::{FailureClass, Outcome, Trigger};
-use crate::secret::ApiKeySecret;
+use crate::refresh::rules::access_token_fresh;
+use crate::refresh::{Demand, FailureClass, Outcome, Trigger};
+use crate::secret::{AccessToken, ApiKeySecret};
 use chrono::Duration;
+use subtle::ConstantTimeEq;
 
-/// A session is handed out only when its token is valid for at least this long.
+/// A session is handed out with a token valid for at least this long, unless the caller names another
+/// validity, or the provider's tokens live less than twice as long (then: half their lifetime; see
+/// `refresh::rules::required_validity`).
 pub(super) const MIN_VALIDITY: Duration = Duration::seconds(60);
+
+/// The longest validity a caller may ask for: longer than most providers' tokens live, so asking for
+/// more would only refresh sooner.
+pub const MAX_REQUESTED_VALIDITY: Duration = Duration::hours(1);
+
+/// What a session request may say beyond the connection it is for.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// How long the token should stay valid (1 s .. [`MAX_REQUESTED_VALIDITY`]); 60 s when not said.
+    pub min_validity: Option<Duration>,
+    /// The provider refused this access token, which the broker handed out: a new one is wanted. When
+    /// it is still the connection's current token, the broker refreshes once (single flight, within
+    /// the provider's minimum interval and the vault write budget); when it is not, the current one is
+    /// newer and is handed out.
+    pub rejected_token: Option<AccessToken>,
+    /// The answer is due by then (the invocation's deadline less the time to answer): a refresh that
+    /// could not finish before it is not started, and the caller gets 503 with `Retry-After` instead.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl SessionOptions {
+    pub fn by(deadline: Option<tokio::time::Instant>) -> Self {
+        Self {
+            deadline,
+            ..Self::default()
+        }
+    }
+}
 
 /// The authenticated caller: one API key of one tenant.
 #[derive(Debug, Clone)]
@@ -48,11 +81,25 @@ impl Caller {
         }
         Ok(())
     }
+
+    /// For what reaches beyond named connections (creating one): a key limited to some connections
+    /// must not make new ones outside its list.
+    pub(super) fn require_tenant_wide_access(&self) -> Result<(), ApiError> {
+        self.require_full_access()?;
+        if self.key.scope.connections.is_some() {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this API key is limited to some connections and cannot create new ones; use a key without a connection limit",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The integration API. Build one per process (it holds the caches) and share it.
 pub struct IntegrationApi {
     pub(super) ctx: BrokerContext,
+    settings: ApiSettings,
     keys: KeyCache,
     pub(super) credentials: CredentialsCache,
 }
@@ -66,8 +113,13 @@ impl IntegrationApi {
         Self {
             keys: KeyCache::new(&settings),
             credentials: CredentialsCache::new(&settings),
+            settings,
             ctx,
         }
+    }
+
+    pub fn settings(&self) -> &ApiSettings {
+        &self.settings
     }
 
     pub fn context(&self) -> &BrokerContext {
@@ -89,6 +141,7 @@ impl IntegrationApi {
         let prefix = ApiKeyRecord::prefix_of(&presented).map_err(|_| ApiError::unauthorized())?;
         let record = match self.keys.get(&prefix) {
             Some(record) => record,
+            None if self.keys.unknown.missed(&prefix) => return Err(ApiError::unauthorized()),
             None => {
                 let read = self
                     .ctx
@@ -96,8 +149,11 @@ impl IntegrationApi {
                     .store
                     .get_api_key(&prefix)
                     .await
-                    .map_err(|e| ApiError::internal("the API key could not be checked", e))?
-                    .ok_or_else(ApiError::unauthorized)?;
+                    .map_err(|e| ApiError::internal("the API key could not be checked", e))?;
+                let Some(read) = read else {
+                    self.keys.unknown.record_miss(prefix);
+                    return Err(ApiError::unauthorized());
+                };
                 self.keys.put(read.clone());
                 read
             }
@@ -136,14 +192,15 @@ impl IntegrationApi {
         caller: &Caller,
         request: CreateConnection,
     ) -> Result<CreatedConnection, ApiError> {
-        caller.require_full_access()?;
+        caller.require_tenant_wide_access()?;
         let invalid = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
         let app_id = AppId::parse(request.app_id.trim()).map_err(|e| invalid(e.to_string()))?;
         let recipients = Recipients::parse(&request.recipients)
             .map_err(|e| invalid(format!("recipients: {e}")))?;
+        // Labels reach pages and emails: no control or bidirectional characters past this point.
         let display_name = request
             .display_name
-            .map(|n| n.trim().to_string())
+            .map(|n| plain_label(&n))
             .filter(|n| !n.is_empty());
         if display_name
             .as_ref()
@@ -157,7 +214,10 @@ impl IntegrationApi {
             Some(input) => {
                 let mut identity = Identity::new(input.subject)
                     .map_err(|e| invalid(format!("required_identity: {e}")))?;
-                identity.display_name = input.display_name;
+                identity.display_name = input
+                    .display_name
+                    .map(|n| plain_label(&n))
+                    .filter(|n| !n.is_empty());
                 Some(identity)
             }
             None => None,
@@ -174,6 +234,21 @@ impl IntegrationApi {
                     "your tenant has no app registration {app_id:?}: use the id of one of its registered apps"
                 ))
             })?;
+        let requested_division = match request.exact_division {
+            None => None,
+            Some(_) if app.provider() != ProviderKind::ExactOnline => {
+                return Err(invalid(format!(
+                    "exact_division applies to Exact Online connections only; app {app_id:?} is for {}: leave it out",
+                    app.provider().display_name()
+                )))
+            }
+            Some(code) if code > 0 => Some(code),
+            Some(code) => {
+                return Err(invalid(format!(
+                    "exact_division {code} is not a division code: give the positive number Exact Online shows for the division"
+                )))
+            }
+        };
         let now = self.ctx.clock.now();
         let mut connection = Connection::new(
             caller.tenant().clone(),
@@ -184,6 +259,8 @@ impl IntegrationApi {
         );
         connection.display_name = display_name;
         connection.required_identity = required_identity;
+        connection.requested_division = requested_division;
+        connection.allow_user_change = request.allow_user_change;
         self.ctx
             .backend
             .store
@@ -213,6 +290,7 @@ impl IntegrationApi {
         caller: &Caller,
         id: &str,
     ) -> Result<ConnectionView, ApiError> {
+        caller.require_full_access()?;
         Ok(ConnectionView::from(
             &self.connection_for(caller, id).await?,
         ))
@@ -306,10 +384,14 @@ impl IntegrationApi {
         mut connection: Connection,
         owner: &LeaseOwner,
     ) -> Result<Connection, ApiError> {
+        // RFC 7009: end the grant at the provider too, while the broker still holds the token.
+        let revocation =
+            crate::providers::revocation::revoke_connection(&self.ctx, &connection).await;
         let now = self.ctx.clock.now();
-        let transition = connection
+        let mut transition = connection
             .apply(StatusEvent::Disconnect, caller.actor(), now)
             .map_err(|e| ApiError::new(ProblemKind::ConnectionDisconnected, e.to_string()))?;
+        transition.reason = format!("{}; {}", transition.reason, revocation.describe());
         connection.credentials = None;
         connection.access_expires_at = None;
         connection.refresh_expires_at = None;
@@ -347,8 +429,30 @@ impl IntegrationApi {
     /// is expired or expires within a minute. On a warm instance with a fresh token this costs one
     /// connection read and nothing else.
     pub async fn session(&self, caller: &Caller, id: &str) -> Result<SessionGrant, ApiError> {
+        self.session_with(caller, id, SessionOptions::default())
+            .await
+    }
+
+    /// [`Self::session`], with what the request said (validity, a refused token, a deadline).
+    pub async fn session_with(
+        &self,
+        caller: &Caller,
+        id: &str,
+        options: SessionOptions,
+    ) -> Result<SessionGrant, ApiError> {
+        if let Some(validity) = options.min_validity {
+            if validity < Duration::seconds(1) || validity > MAX_REQUESTED_VALIDITY {
+                return Err(ApiError::new(
+                    ProblemKind::ValidationFailed,
+                    format!(
+                        "min_validity_secs must be between 1 and {}: ask for how long you need the token",
+                        MAX_REQUESTED_VALIDITY.num_seconds()
+                    ),
+                ));
+            }
+        }
         let connection = self.connection_for(caller, id).await?;
-        let (connection, credentials) = self.fresh_credentials(connection).await?;
+        let (connection, credentials) = self.fresh_credentials_for(connection, &options).await?;
         let Credentials::OAuth2(tokens) = credentials else {
             return Err(ApiError::new(
                 ProblemKind::NotApplicable,
@@ -374,37 +478,56 @@ impl IntegrationApi {
         })
     }
 
-    /// The connection's current credentials, with an OAuth 2.0 access token valid for at least
-    /// [`MIN_VALIDITY`] (legacy Twinfield credentials are returned as they are).
-    pub(super) async fn fresh_credentials(
+    /// The connection's current credentials, with an OAuth 2.0 access token valid for at least what the
+    /// request asks ([`MIN_VALIDITY`] by default) or half its lifetime (legacy Twinfield credentials are
+    /// returned as they are).
+    pub(super) async fn fresh_credentials_for(
         &self,
         connection: Connection,
+        options: &SessionOptions,
     ) -> Result<(Connection, Credentials), ApiError> {
         usable(&connection)?;
         let now = self.ctx.clock.now();
-        let fresh = connection
-            .access_expires_at
-            .is_some_and(|exp| exp - MIN_VALIDITY > now);
-        if fresh || connection.access_expires_at.is_none() {
+        let wanted = options.min_validity.unwrap_or(MIN_VALIDITY);
+        let fresh = access_token_fresh(&connection, now, wanted);
+        let mut rejected = false;
+        if fresh || connection.access_expires_at.is_none() || options.rejected_token.is_some() {
             let credentials = self.current_credentials(&connection).await?;
-            if fresh || credentials.token_set().is_none() {
+            rejected = is_current_token(&credentials, options.rejected_token.as_ref());
+            if (fresh && !rejected) || credentials.token_set().is_none() {
                 return Ok((connection, credentials));
             }
         }
+        // A limit the connection records still holds: the engine would only say so.
+        if let Some(until) = self.ctx.engine.recorded_budget_limit(&connection, now) {
+            return self.while_budget_limited(connection, until, rejected).await;
+        }
+        let mut demand = Demand::valid_for(wanted).by(options.deadline);
+        demand = match (&connection.credentials, rejected) {
+            (Some(seen), true) => demand.rejected(seen.clone()),
+            (seen, _) => demand.after(seen.clone()),
+        };
         let report = self
             .ctx
             .engine
-            .refresh(
-                &connection.id,
-                Trigger::OnDemand {
-                    min_validity: MIN_VALIDITY,
-                },
-            )
+            .refresh(&connection.id, Trigger::OnDemand(demand))
             .await
             .map_err(|e| ApiError::internal("the token could not be refreshed", e))?;
         let connection = report.connection;
         match report.outcome {
             Outcome::AlreadyFresh | Outcome::Refreshed | Outcome::Recovered => {}
+            // The budget's pace is slower than the provider's tokens live: the current token serves
+            // while it is valid (checked below), and after that the caller waits for the budget.
+            Outcome::BudgetLimited { until } => {
+                return self.while_budget_limited(connection, until, rejected).await
+            }
+            Outcome::OutOfTime => {
+                return Err(ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "too little time was left in this request to refresh the token safely: retry in a few seconds",
+                )
+                .retry_after(2))
+            }
             Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
                 self.credentials.forget(&connection.id);
                 usable(&connection)?;
@@ -414,11 +537,16 @@ impl IntegrationApi {
                 ));
             }
             Outcome::Busy => {
+                // An interrupted refresh holds everyone off until its call could no longer be running.
+                let wait = connection.refresh_in_flight.as_ref().map_or(5, |marker| {
+                    let ends = marker.started_at + self.ctx.engine.settings().call_budget();
+                    (ends - self.ctx.clock.now()).num_seconds().clamp(1, 120) as u64
+                });
                 return Err(ApiError::new(
                     ProblemKind::TemporarilyUnavailable,
-                    "another worker is refreshing this connection's token: retry in a few seconds",
+                    "another worker is refreshing this connection's token: retry after Retry-After",
                 )
-                .retry_after(5))
+                .retry_after(wait))
             }
             Outcome::CoolingDown | Outcome::NotDue => {
                 return Err(ApiError::new(
@@ -441,6 +569,31 @@ impl IntegrationApi {
             }
         }
         Ok((connection, credentials))
+    }
+
+    /// While the vault write budget holds the next refresh back (until `until`): the current token as
+    /// long as it is valid (and not the one the caller said the provider refused), then a 503 saying
+    /// when to ask again.
+    async fn while_budget_limited(
+        &self,
+        connection: Connection,
+        until: chrono::DateTime<chrono::Utc>,
+        rejected: bool,
+    ) -> Result<(Connection, Credentials), ApiError> {
+        let credentials = self.current_credentials(&connection).await?;
+        let now = self.ctx.clock.now();
+        if !rejected
+            && credentials
+                .token_set()
+                .is_some_and(|t| t.access_expires_at > now)
+        {
+            return Ok((connection, credentials));
+        }
+        Err(ApiError::new(
+            ProblemKind::TemporarilyUnavailable,
+            "this connection's tokens expire faster than the broker may store new ones (the vault's write budget): the current token has expired and the next refresh is allowed after Retry-After",
+        )
+        .retry_after((until - now).num_seconds().max(1) as u64))
     }
 
     /// The credentials the connection points at, from the cache when its entry is for that pointer.
@@ -587,5 +740,19 @@ fn refresh_failed(class: FailureClass) -> ApiError {
             ),
         )
         .retry_after(30),
+    }
+}
+
+/// Whether `refused` is the access token of `credentials` (compared in constant time: it is a secret).
+fn is_current_token(credentials: &Credentials, refused: Option<&AccessToken>) -> bool {
+    match (credentials.token_set(), refused) {
+        (Some(tokens), Some(refused)) => bool::from(
+            tokens
+                .access_token
+                .expose()
+                .as_bytes()
+                .ct_eq(refused.expose().as_bytes()),
+        ),
+        _ => false,
     }
 }

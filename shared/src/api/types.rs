@@ -19,6 +19,15 @@ pub struct CreateConnection {
     /// When set, only this person may authorize it (e.g. Acumatica's integration user).
     #[serde(default)]
     pub required_identity: Option<IdentityInput>,
+    /// Exact Online only: the division (administration) to bind the connection to. The
+    /// authorization must grant it. Without it the broker binds the customer's only granted
+    /// division, or the one open in Exact Online when several are granted.
+    #[serde(default)]
+    pub exact_division: Option<i64>,
+    /// Generic OAuth 2.0 / OpenID Connect providers: a reconnect may be authorized by another
+    /// account than the one that connected (by default it is refused).
+    #[serde(default)]
+    pub allow_user_change: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,9 +95,19 @@ pub struct ConnectionView {
     pub context: Option<ProviderContext>,
     pub recipients: Vec<String>,
     pub required_identity: Option<Identity>,
+    /// Exact Online: the division the integration named on creation (the binding is the context's
+    /// `division` once connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_division: Option<i64>,
+    /// Whether a reconnect may be authorized by another account (generic providers).
+    pub allow_user_change: bool,
     pub authorized_by: Option<Identity>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Set while the provider's tokens live shorter than the vault's write budget allows refreshes:
+    /// sessions get the current token until it expires, then wait (503, `Retry-After`) for the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_limited_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -126,9 +145,12 @@ impl From<&Connection> for ConnectionView {
                 .map(|a| a.as_str().to_string())
                 .collect(),
             required_identity: c.required_identity.clone(),
+            exact_division: c.requested_division,
+            allow_user_change: c.allow_user_change,
             authorized_by: c.authorized_by.clone(),
             access_expires_at: c.access_expires_at,
             refresh_expires_at: c.refresh_expires_at,
+            refresh_limited_since: c.refresh_limited_since,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -166,8 +188,9 @@ pub struct SessionGrant {
     pub expires_at: DateTime<Utc>,
     /// Seconds from now until `expires_at`.
     pub expires_in: i64,
-    /// Where the data lives: Twinfield cluster and organisation, Exact base URL and division,
-    /// Acumatica instance and tenant.
+    /// Where the data lives: Twinfield cluster and organisation; Exact base URL, the bound division,
+    /// the authorizing user and every division the authorization grants; Acumatica instance and
+    /// tenant.
     pub context: Option<ProviderContext>,
 }
 
@@ -189,6 +212,12 @@ pub struct TwinfieldSessionGrant {
     pub cluster_url: String,
     /// `oauth2` (AccessTokenLogon) or `legacy` (OAuthLogon).
     pub logon: String,
+    /// The company selected on the session, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    /// When the session dies if nobody uses it; every call on it moves this on by `idle_timeout_secs`.
+    pub idle_expires_at: DateTime<Utc>,
+    pub idle_timeout_secs: i64,
 }
 
 impl fmt::Debug for TwinfieldSessionGrant {

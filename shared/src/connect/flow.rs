@@ -6,7 +6,8 @@
 //!   random cookie, and names the provider URL to send the browser to.
 //! - [`ConnectFlow::complete`] consumes the state atomically, checks the cookie, handles the
 //!   provider's `error`, exchanges the code, runs the provider's discovery step, refuses a reconnect
-//!   that lands on another organisation or is authorized by the wrong person, and otherwise stores
+//!   that lands on another organisation or is authorized by the wrong person (for Exact Online: by
+//!   another Exact user, or without the bound division; see `domain::binding`), and otherwise stores
 //!   the tokens (vault first, into the non-current slot, then the fenced metadata) with an
 //!   `Authorized` transition. A refused attempt changes nothing: no token is written anywhere.
 //!
@@ -14,6 +15,7 @@
 //! and the typed outcomes onto pages.
 
 mod browser;
+pub mod division;
 mod error;
 
 pub use browser::{
@@ -25,11 +27,11 @@ pub use error::{ConnectError, ConnectFailure};
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
-    new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus, Consumed, Credentials,
-    Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext, ProviderKind,
-    StatusEvent, StatusKind,
+    bind_authorization, new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus,
+    Consumed, Credentials, Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext,
+    ProviderKind, StatusEvent, StatusKind,
 };
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, TenantId};
 use crate::ports::Fence;
 use crate::providers::OAuthClient;
 use crate::refresh::TokenGrant;
@@ -63,6 +65,8 @@ pub struct Completed {
     /// The status before: `NotConnected` for a first connect, anything else for a reconnect.
     pub previous: StatusKind,
     pub next_refresh_at: DateTime<Utc>,
+    /// Exact Online: the granted divisions to choose from, when the binding was a guess among several.
+    pub division_choice: Option<division::DivisionOffer>,
 }
 
 impl Completed {
@@ -109,7 +113,35 @@ impl ConnectFlow {
             Consumed::Expired => return Err(ConnectError::LinkExpired.into()),
             Consumed::Unknown => return Err(ConnectError::LinkUnknown.into()),
         };
-        let target = self.target(&link).await?;
+        let target = self.target(&link.tenant, &link.connection).await?;
+        let connection = &target.connection;
+        if !connection.link_is_current(link.generation) {
+            // Spent when a person authorized after it was issued; otherwise a newer link replaced it.
+            let spent = connection
+                .authorized_at
+                .is_some_and(|at| at >= link.created_at);
+            let (provider, name) = (connection.provider, connection.display_name.clone());
+            let status = connection.status.kind().to_string().replace('_', " ");
+            let error = if spent {
+                ConnectError::LinkSpent {
+                    provider,
+                    name,
+                    status,
+                }
+            } else {
+                ConnectError::LinkReplaced {
+                    provider,
+                    name,
+                    status,
+                }
+            };
+            return Err(ConnectFailure {
+                error,
+                provider: Some(provider),
+                try_again: None,
+                state_consumed: false,
+            });
+        }
         let provider = target.connection.provider;
         let fail = |error: ConnectError| ConnectFailure {
             error,
@@ -260,18 +292,14 @@ impl ConnectFlow {
                 state_consumed: true,
             });
         }
-        let link = ConnectLink {
-            tenant: pending.tenant.clone(),
-            connection: pending.connection.clone(),
-            purpose: pending.purpose,
-            created_at: pending.created_at,
-            expires_at: pending.expires_at,
-        };
-        let target = self.target(&link).await.map_err(|mut f| {
-            f.try_again = None;
-            f.state_consumed = true;
-            f
-        })?;
+        let target = self
+            .target(&pending.tenant, &pending.connection)
+            .await
+            .map_err(|mut f| {
+                f.try_again = None;
+                f.state_consumed = true;
+                f
+            })?;
         let provider = Some(target.connection.provider);
         let connection_id = target.connection.id.clone();
         let refuse = |error: ConnectError| {
@@ -316,7 +344,7 @@ impl ConnectFlow {
             .await
             .map_err(|e| refuse(e.into()))?;
         // exchange_code compares the id_token's nonce with ours; an answer without an id_token would
-        // skip that check, so a flow that sent a nonce insists on one.
+        // skip that check, so a flow that asked for an id_token (and so kept a nonce) insists on one.
         if pending.nonce.is_some() && authorized.id_token.is_none() {
             return Err(refuse(ConnectError::NonceUnverified {
                 provider: target.connection.provider,
@@ -324,7 +352,7 @@ impl ConnectFlow {
         }
         let discovered = target
             .client
-            .discover(&authorized)
+            .discover_for(&authorized, &target.connection.known_divisions())
             .await
             .map_err(|e| refuse(e.into()))?;
 
@@ -345,17 +373,9 @@ impl ConnectFlow {
                 }));
             }
         }
-        if let Some(expected) = connection.context.as_ref() {
-            if let Some(key) = expected.organisation_key() {
-                if discovered.context.organisation_key().as_deref() != Some(key.as_str()) {
-                    return Err(refuse(ConnectError::OrganisationMismatch {
-                        provider: connection.provider,
-                        expected: expected.describe(),
-                        actual: discovered.context.describe(),
-                    }));
-                }
-            }
-        }
+        let context =
+            bind_authorization(connection, discovered.context, discovered.identity.as_ref())
+                .map_err(|why| refuse(ConnectError::refused_binding(connection.provider, why)))?;
 
         let mut connection = target.connection.clone();
         let previous = connection.status.kind();
@@ -372,11 +392,15 @@ impl ConnectFlow {
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
             rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
-        connection.context = Some(discovered.context.clone());
+        let offer = self.division_offer(&target.connection, &context, now);
+        connection.division_choice = offer.as_ref().map(|(choice, _)| choice.clone());
+        connection.context = Some(context.clone());
         connection.authorized_by = discovered.identity.clone();
         connection.last_refresh_at = Some(tokens.received_at);
         connection.next_refresh_at = Some(next_refresh_at);
         connection.failures.clear();
+        // Every link issued so far is spent: a forwarded one cannot authorize it again.
+        connection.spend_links();
         // A refresh interrupted on the old grant has nothing left to recover: this grant replaces it.
         connection.refresh_in_flight = None;
         let keeper = CredentialKeeper::new(
@@ -398,17 +422,18 @@ impl ConnectFlow {
             connection = %stored.id.as_str(),
             provider = stored.provider.display_name(),
             from = %previous,
-            organisation = %discovered.context.describe(),
+            organisation = %context.describe(),
             "connection authorized"
         );
         Ok(Completed {
             connection: stored.id,
             provider: stored.provider,
             display_name: stored.display_name,
-            context: discovered.context,
+            context,
             authorized_by: discovered.identity,
             previous,
             next_refresh_at,
+            division_choice: offer.map(|(_, offer)| offer),
         })
     }
 
@@ -421,10 +446,14 @@ impl ConnectFlow {
         }
     }
 
-    async fn target(&self, link: &ConnectLink) -> Result<Target, ConnectFailure> {
+    async fn target(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> Result<Target, ConnectFailure> {
         let store = &self.ctx.backend.store;
         let connection = store
-            .get_tenant_connection(&link.tenant, &link.connection)
+            .get_tenant_connection(tenant, connection)
             .await?
             .ok_or(ConnectError::LinkUnknown)?;
         if matches!(connection.status, ConnectionStatus::Disconnected) {

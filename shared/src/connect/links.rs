@@ -14,7 +14,8 @@ use url::Url;
 /// old email in a forwarded thread stops working.
 pub const LINK_LIFETIME: Duration = Duration::days(7);
 
-/// Issues a new link for `connection`. The returned URL is the only place the token exists.
+/// Issues a new link for `connection`, retiring the links issued before it. The returned URL is the
+/// only place the token exists.
 pub async fn issue_link(
     ctx: &BrokerContext,
     tenant: &TenantId,
@@ -22,16 +23,42 @@ pub async fn issue_link(
     purpose: AuthorizationPurpose,
 ) -> Result<Url, StoreError> {
     let (token, key) = crate::domain::new_one_time_secret();
+    let generation = next_link_generation(ctx, tenant, connection).await?;
     let now = ctx.clock.now();
     let link = ConnectLink {
         tenant: tenant.clone(),
         connection: connection.clone(),
         purpose,
+        generation,
         created_at: now,
         expires_at: now + LINK_LIFETIME,
     };
     ctx.backend.store.put_link(&key, &link).await?;
     Ok(ctx.public_url(&format!("connect/{}", token.expose())))
+}
+
+/// Moves the connection to its next link generation (retiring every link issued before) and returns
+/// it; fenced on the connection's version and retried when a refresh or another writer got there first.
+async fn next_link_generation(
+    ctx: &BrokerContext,
+    tenant: &TenantId,
+    id: &ConnectionId,
+) -> Result<u64, StoreError> {
+    let store = &ctx.backend.store;
+    for _ in 0..5 {
+        let Some(mut connection) = store.get_tenant_connection(tenant, id).await? else {
+            return Err(StoreError::NotFound(format!("connection {id}")));
+        };
+        connection.link_generation += 1;
+        match store
+            .save_connection(&connection, crate::ports::Fence::Version, &[])
+            .await
+        {
+            Err(StoreError::Conflict) => continue,
+            other => return other.map(|saved| saved.link_generation),
+        }
+    }
+    Err(StoreError::Conflict)
 }
 
 /// Looks up the link a browser presented (the last path segment of the link URL).

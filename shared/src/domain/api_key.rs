@@ -104,7 +104,7 @@ impl ApiKeyRecord {
         let record = ApiKeyRecord {
             prefix: ApiKeyPrefix(prefix),
             tenant,
-            label: label.trim().to_string(),
+            label: super::people::plain_label(label),
             hash: sha256_hex(&plaintext),
             scope,
             created_at: now,

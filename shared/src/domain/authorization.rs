@@ -33,6 +33,18 @@ pub fn new_one_time_secret() -> (OneTimeSecret, OneTimeKey) {
     (secret, key)
 }
 
+/// A customer's pending choice of division (Exact Online). An authorization that grants several
+/// divisions, for a connection that named none, is stored at once, bound provisionally, and the page
+/// after it offers the granted divisions: one choice, from the browser that authorized, for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DivisionChoice {
+    /// The hash of the single-use value the page's form carries.
+    pub ticket: OneTimeKey,
+    /// The hash of the cookie binding the choice to the browser that authorized.
+    pub browser_binding: OneTimeKey,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthorizationPurpose {
@@ -48,6 +60,10 @@ pub struct ConnectLink {
     pub tenant: TenantId,
     pub connection: ConnectionId,
     pub purpose: AuthorizationPurpose,
+    /// The connection's link generation it was issued for (`Connection::link_generation`); links
+    /// stored before generations were kept have 0, as had their connections.
+    #[serde(default)]
+    pub generation: u64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

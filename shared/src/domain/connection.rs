@@ -3,8 +3,9 @@
 use super::people::{Identity, Recipients};
 use super::provider::{ProviderContext, ProviderKind};
 use super::status::{Actor, ConnectionStatus, InvalidTransition, StatusEvent, StatusTransition};
+use super::write_budget::VaultWriteBudget;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Which of a connection's two vault slots holds its current credentials.
@@ -114,6 +115,38 @@ impl FailureHistory {
     }
 }
 
+/// Token-endpoint calls a connection's refreshes made on one UTC day, for providers that cap them
+/// (Exact Online: 200 per app per user per day). Kept with the connection, so every process counts
+/// the same calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyTokenCalls {
+    pub day: Option<NaiveDate>,
+    pub count: u32,
+}
+
+impl DailyTokenCalls {
+    /// Calls made on the day of `now`.
+    pub fn on(&self, now: DateTime<Utc>) -> u32 {
+        if self.day == Some(now.date_naive()) {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    /// Counts one call at `now`.
+    pub fn record(&mut self, now: DateTime<Utc>) {
+        *self = Self {
+            day: Some(now.date_naive()),
+            count: self.on(now).saturating_add(1),
+        };
+    }
+
+    fn is_unused(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A connection's place in the stores' schedule indexes (see [`Connection::schedule_entry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleEntry {
@@ -144,11 +177,18 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy_credentials: bool,
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the current access token was issued (received): with `access_expires_at`, its lifetime,
+    /// which bounds the validity a caller may demand of it. Records written before it was kept have
+    /// none until their next refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_issued_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
     /// When the scheduled refresh should next look at it; `None` keeps it out of the due index.
     pub next_refresh_at: Option<DateTime<Utc>>,
     pub failures: FailureHistory,
+    #[serde(default, skip_serializing_if = "DailyTokenCalls::is_unused")]
+    pub token_calls: DailyTokenCalls,
     pub refresh_in_flight: Option<RefreshInFlight>,
     /// Managed by the store's lease operations only; a save never changes it.
     pub lease: Option<Lease>,
@@ -169,6 +209,33 @@ pub struct Connection {
         skip_serializing_if = "Option::is_none"
     )]
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// Refresh writes per vault slot, held under the vault's version ceiling.
+    #[serde(default, skip_serializing_if = "VaultWriteBudget::is_empty")]
+    pub vault_writes: VaultWriteBudget,
+    /// Since when the vault write budget holds refreshes back: the provider's tokens live shorter than
+    /// the budget's pace, so callers get the current token until it expires and wait after that.
+    /// Cleared once the budget has room again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_limited_since: Option<DateTime<Utc>>,
+    /// Exact Online: the division the integration asked for when it created the connection. The
+    /// first authorization binds to it (and is refused when it does not grant it); after that the
+    /// context's `division` is the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_division: Option<i64>,
+    /// Exact Online: the customer may still choose another of the granted divisions (see
+    /// `connect::flow::division`); cleared by the choice or the next authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division_choice: Option<super::authorization::DivisionChoice>,
+    /// Only connect links of this generation work. It moves on when a newer link is issued (which
+    /// retires the older ones) and when a person completes an authorization (which spends them all), so
+    /// a forwarded or old link cannot re-authorize the connection. A counter, not a time: a link issued
+    /// and spent within one clock tick must still be told apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub link_generation: u64,
+    /// A reconnect may be authorized by another account of the same provider (generic providers; by
+    /// default the account that connected is the only one that may reconnect).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_user_change: bool,
 }
 
 impl Connection {
@@ -193,10 +260,12 @@ impl Connection {
             credentials: None,
             legacy_credentials: false,
             access_expires_at: None,
+            access_issued_at: None,
             refresh_expires_at: None,
             last_refresh_at: None,
             next_refresh_at: None,
             failures: FailureHistory::default(),
+            token_calls: DailyTokenCalls::default(),
             refresh_in_flight: None,
             lease: None,
             version: 0,
@@ -204,7 +273,23 @@ impl Connection {
             updated_at: now,
             authorized_at: None,
             status_changed_at: Some(now),
+            vault_writes: VaultWriteBudget::default(),
+            refresh_limited_since: None,
+            requested_division: None,
+            division_choice: None,
+            link_generation: 0,
+            allow_user_change: false,
         }
+    }
+
+    /// Exact Online divisions this connection already knows (its binding, or the one the integration
+    /// named), through which the granted divisions can be listed when `CurrentDivision` cannot.
+    pub fn known_divisions(&self) -> Vec<i64> {
+        let bound = match &self.context {
+            Some(ProviderContext::ExactOnline { division, .. }) => Some(*division),
+            _ => None,
+        };
+        bound.into_iter().chain(self.requested_division).collect()
     }
 
     /// Which of the stores' schedule indexes holds it (at most one): the due index while the broker has
@@ -254,9 +339,42 @@ impl Connection {
         Ok(transition)
     }
 
+    /// Whether a link of `generation` still works: the newest issued, and none completed since.
+    pub fn link_is_current(&self, generation: u64) -> bool {
+        generation == self.link_generation
+    }
+
+    /// Spends every link issued so far (a person completed an authorization).
+    pub fn spend_links(&mut self) {
+        self.link_generation += 1;
+    }
+
     pub fn lease_held_by(&self, owner: &LeaseOwner, now: DateTime<Utc>) -> bool {
         self.lease
             .as_ref()
             .is_some_and(|l| &l.owner == owner && l.expires_at > now)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn daily_token_calls_count_per_utc_day() {
+        let day = Utc.with_ymd_and_hms(2026, 3, 2, 23, 0, 0).unwrap();
+        let mut calls = DailyTokenCalls::default();
+        calls.record(day);
+        calls.record(day + chrono::Duration::minutes(30));
+        assert_eq!(calls.on(day), 2);
+        let next = day + chrono::Duration::hours(2);
+        assert_eq!(calls.on(next), 0, "a new UTC day starts from zero");
+        calls.record(next);
+        assert_eq!((calls.on(next), calls.on(day)), (1, 0));
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

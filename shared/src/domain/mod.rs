@@ -2,30 +2,34 @@
 
 pub mod api_key;
 pub mod authorization;
+pub mod binding;
 pub mod connection;
 pub mod credentials;
 pub mod people;
 pub mod provider;
 pub mod status;
 pub mod tenant;
+pub mod write_budget;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
 pub use authorization::{
-    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, OneTimeKey,
+    new_one_time_secret, AuthorizationPurpose, ConnectLink, Consumed, DivisionChoice, OneTimeKey,
     PendingAuthorization,
 };
+pub use binding::{bind_authorization, BindingRefusal};
 pub use connection::{
-    Connection, CredentialsPointer, FailureHistory, FailureRecord, Lease, RefreshInFlight,
-    ScheduleEntry, VaultSlot,
+    Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
+    RefreshInFlight, ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
-pub use people::{EmailAddress, Identity, Recipients};
+pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
-    AcumaticaRefreshTokens, ExactCountry, ProviderContext, ProviderKind, ProviderSettings,
-    ServiceUrl,
+    AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
+    ProviderSettings, ServiceUrl,
 };
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
     StatusKind, StatusTransition,
 };
 pub use tenant::{OAuthApp, RedirectUri, Tenant};
+pub use write_budget::{VaultWriteBudget, WriteBudgetPolicy};

@@ -116,6 +116,28 @@ impl From<Recipients> for Vec<String> {
     }
 }
 
+/// Characters that change how the text around them is shown without being visible themselves: the
+/// bidirectional embeddings, overrides and isolates, and the direction marks. In a name on a page or in
+/// an email, U+202E makes "Acme\u{202E}fdp.exe" read as "Acmeexe.pdf".
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// A label as people will see it on pages and in emails: control characters become spaces,
+/// bidirectional controls are dropped, and runs of whitespace fold into one space.
+pub fn plain_label(text: &str) -> String {
+    text.chars()
+        .filter(|c| !is_bidi_control(*c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A user as the provider identifies them (Twinfield organisation user code, Exact user id, Acumatica
 /// subject), with a name for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +167,20 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_lose_control_and_bidirectional_characters() {
+        assert_eq!(plain_label("Acme\u{202E}fdp.exe"), "Acmefdp.exe");
+        assert_eq!(
+            plain_label(" Acme\u{0007}\n\tBV \u{2066}x\u{2069} "),
+            "Acme BV x"
+        );
+        assert_eq!(
+            plain_label("Bakkerij De Vries – Zuid"),
+            "Bakkerij De Vries – Zuid"
+        );
+        assert_eq!(plain_label("\u{200F}\u{061C}"), "");
+    }
 
     #[test]
     fn email_addresses_are_checked_with_a_reason() {

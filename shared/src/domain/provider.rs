@@ -259,7 +259,17 @@ pub enum ProviderContext {
     },
     ExactOnline {
         base_url: ServiceUrl,
+        /// The division (administration) the connection is bound to: the one the integration named,
+        /// the customer's only granted one, or (see `domain::binding`) the best guess among several.
         division: i64,
+        /// The Exact user (`UserID`) who authorized: a reconnect must be by the same user. Records
+        /// stored before it was kept have none (the connection's `authorized_by` stands in).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        /// Every division the authorization grants (`system/Divisions`), so integrations can work
+        /// across administrations in parallel. Records stored before it was kept have none.
+        #[serde(default)]
+        divisions: Vec<ExactDivision>,
     },
     Acumatica {
         instance_url: ServiceUrl,
@@ -271,9 +281,19 @@ pub enum ProviderContext {
     },
 }
 
+/// One Exact Online division (administration) an authorization grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactDivision {
+    pub code: i64,
+    /// Its name (`Description`), when Exact gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 impl ProviderContext {
     /// What must not change across a reconnect: organisation, division or tenant. `None` when the
-    /// provider gives nothing to compare.
+    /// provider gives nothing to compare. Exact Online is compared differently (the authorizing user,
+    /// and the bound division among the granted ones): see `domain::binding`.
     pub fn organisation_key(&self) -> Option<String> {
         match self {
             Self::Twinfield {
@@ -298,7 +318,18 @@ impl ProviderContext {
             Self::Twinfield {
                 organisation_code, ..
             } => format!("organisation {organisation_code}"),
-            Self::ExactOnline { division, .. } => format!("division {division}"),
+            Self::ExactOnline {
+                division,
+                divisions,
+                ..
+            } => match divisions
+                .iter()
+                .find(|d| d.code == *division)
+                .and_then(|d| d.name.as_deref())
+            {
+                Some(name) => format!("division {division} ({name})"),
+                None => format!("division {division}"),
+            },
             Self::Acumatica { tenant, .. } => format!("tenant {tenant}"),
             Self::Generic {
                 account: Some(account),

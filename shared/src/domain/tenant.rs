@@ -17,7 +17,7 @@ pub struct Tenant {
 
 impl Tenant {
     pub fn new(id: TenantId, display_name: &str, now: DateTime<Utc>) -> Result<Self, String> {
-        let display_name = display_name.trim();
+        let display_name = super::people::plain_label(display_name);
         if display_name.is_empty() || display_name.chars().count() > 120 {
             return Err("a tenant's display name must be 1 to 120 characters".into());
         }

@@ -5,7 +5,7 @@ use super::catalogue::{Catalogue, CatalogueError};
 use super::http::ProviderHttp;
 use super::metadata::MetadataCache;
 use super::oauth::{AppRegistration, OAuthClient};
-use super::twinfield_session::TwinfieldSessionClient;
+use super::twinfield_session::{PoolSettings, SessionPool, TwinfieldSessionClient};
 use crate::clock::Clock;
 use crate::domain::{OAuthApp, ProviderSettings};
 use crate::secret::ClientSecret;
@@ -18,6 +18,8 @@ pub struct Providers {
     http: ProviderHttp,
     clock: Arc<dyn Clock>,
     metadata_cache: MetadataCache,
+    /// Open Twinfield sessions, shared by every request this process serves.
+    twinfield_pool: Arc<SessionPool>,
 }
 
 impl Providers {
@@ -27,7 +29,19 @@ impl Providers {
             http,
             clock,
             metadata_cache: MetadataCache::default(),
+            twinfield_pool: Arc::new(SessionPool::new(PoolSettings::default())),
         }
+    }
+
+    /// The same, with other session-pool settings (tests shorten the recheck interval).
+    pub fn with_pool_settings(mut self, settings: PoolSettings) -> Self {
+        self.twinfield_pool = Arc::new(SessionPool::new(settings));
+        self
+    }
+
+    /// The process's pool of open Twinfield sessions.
+    pub fn twinfield_pool(&self) -> &SessionPool {
+        &self.twinfield_pool
     }
 
     pub fn catalogue(&self) -> &Catalogue {

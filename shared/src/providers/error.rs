@@ -26,7 +26,8 @@ pub enum ErrorClass {
     ProviderUnavailable,
     /// The provider rejects the app's client id or secret, or the app is not allowed this grant.
     ClientMisconfigured,
-    /// Anything else: an answer the client cannot make sense of.
+    /// Anything else: an answer the client does not recognise. Not a reason to give up on a grant: the
+    /// caller keeps the connection, retries later within its bounds and raises an alert.
     Unexpected,
 }
 
@@ -95,6 +96,8 @@ pub enum Operation {
     Metadata,
     /// The post-authorization discovery step (Twinfield token validation, Exact `current/Me`, userinfo).
     Discovery,
+    /// RFC 7009 token revocation on disconnect.
+    Revocation,
 }
 
 impl Operation {
@@ -104,6 +107,7 @@ impl Operation {
             Self::Refresh => "the token refresh",
             Self::Metadata => "reading the discovery document",
             Self::Discovery => "the post-authorization lookup",
+            Self::Revocation => "the token revocation",
         }
     }
 }
@@ -259,7 +263,9 @@ pub fn classify(
         ) => ErrorClass::ClientMisconfigured,
         Some("temporarily_unavailable" | "server_error") => ErrorClass::ProviderUnavailable,
         Some("slow_down") => ErrorClass::RateLimited,
-        _ if status == 401 && error.is_none() => ErrorClass::ClientMisconfigured,
+        // Anything else is not recognised, a bare 401 included: Exact's refusal of a refresh within
+        // 570 s is undocumented and may look like one. Only a recognised revocation, expiry, reuse or
+        // client error may end a connection; an unknown answer is retried later, bounded.
         _ => ErrorClass::Unexpected,
     }
 }
@@ -309,6 +315,7 @@ impl Redactor {
 pub(crate) fn tidy(text: &str, max_chars: usize) -> String {
     let folded: String = text
         .chars()
+        .filter(|c| !crate::domain::is_bidi_control(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let collapsed = folded.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -360,6 +367,20 @@ mod tests {
         assert_eq!(
             classify(&[], 400, Some("invalid_request"), ""),
             ErrorClass::Unexpected
+        );
+    }
+
+    #[test]
+    fn an_unrecognised_refusal_is_unknown_not_a_misconfigured_client() {
+        // A bare 401 (no `error` field), as Exact may answer a refresh within 570 s.
+        assert_eq!(
+            classify(&[], 401, None, "Access denied."),
+            ErrorClass::Unexpected
+        );
+        assert_eq!(ErrorClass::Unexpected.reconnect_kind(), None);
+        assert_eq!(
+            classify(&[], 401, Some("invalid_client"), ""),
+            ErrorClass::ClientMisconfigured
         );
     }
 

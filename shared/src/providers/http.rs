@@ -18,7 +18,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
-            total_timeout: Duration::from_secs(20),
+            total_timeout: Duration::from_secs(15),
             max_response_bytes: 1024 * 1024,
             user_agent: concat!("connection-broker/", env!("CARGO_PKG_VERSION")).to_string(),
         }

@@ -1,5 +1,17 @@
 //! Endpoints in force for a client: the catalogue's, completed from an OpenID Connect issuer's discovery
 //! document (`/.well-known/openid-configuration`) when the definition names one.
+//!
+//! A discovered endpoint must be on the issuer's origin (scheme, host and port) unless the catalogue
+//! entry names its host in `discovered_endpoint_hosts`: the document is only data the client fetched,
+//! and the client secret, codes and tokens go to the endpoints it names. OpenID Connect Discovery 1.0
+//! §4.3 only ties the `issuer` value to the document's URL; keeping the endpoints beside it is the
+//! broker's own, stricter rule.
+//!
+//! When the catalogue already gives the authorization and token endpoints and the client
+//! authentication, the document only adds PKCE, the signing keys and revocation. A provider that
+//! answers the document's URL with a refusal (404, not JSON) then simply has none of them: PKCE is not
+//! sent and id_tokens are checked without a signature (Acumatica does not document its document).
+//! An outage stays an error, so a passing failure never quietly turns PKCE off.
 
 use super::catalogue::ClientAuth;
 use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
@@ -12,11 +24,15 @@ use url::Url;
 /// Discovery results shared by the clients one [`super::Providers`] makes: one read per issuer per process.
 pub(super) type MetadataCache = Arc<Mutex<HashMap<String, Arc<EffectiveEndpoints>>>>;
 
+#[derive(Default)]
 struct Metadata {
+    issuer: Option<String>,
     authorize: Option<Url>,
     token: Option<Url>,
     userinfo: Option<Url>,
-    client_auth: ClientAuth,
+    jwks: Option<Url>,
+    revocation: Option<Url>,
+    client_auth: Option<ClientAuth>,
     pkce_s256: bool,
 }
 
@@ -51,12 +67,19 @@ impl OAuthClient {
         let p = &self.provider;
         let d = &p.definition;
         let known = &p.endpoints;
-        let complete = known.authorize.is_some()
-            && known.token.is_some()
-            && d.client_auth.is_some()
-            && d.pkce.is_some();
+        let essentials =
+            known.authorize.is_some() && known.token.is_some() && d.client_auth.is_some();
+        let complete = essentials && d.pkce.is_some();
         let metadata = match (&p.issuer, complete) {
-            (Some(issuer), false) => Some(self.read_metadata(issuer).await?),
+            (Some(issuer), false) => match self.read_metadata(issuer).await {
+                Ok(found) => Some(found),
+                // No document (404, not JSON); a document that fails its checks is still an error.
+                Err(e) if essentials && e.class == ErrorClass::Unexpected => {
+                    tracing::warn!(provider = ?self.kind(), error = %e, "no usable discovery document: no PKCE, id_token signatures unchecked");
+                    Some(Metadata::default())
+                }
+                Err(e) => return Err(e),
+            },
             _ => None,
         };
         let meta = metadata.as_ref();
@@ -83,18 +106,31 @@ impl OAuthClient {
             .or_else(|| meta.and_then(|m| m.userinfo.clone()));
         let client_auth = d
             .client_auth
-            .or_else(|| meta.map(|m| m.client_auth))
+            .or_else(|| meta.and_then(|m| m.client_auth))
             .unwrap_or(ClientAuth::Basic);
         let pkce = d
             .pkce
             .or_else(|| meta.map(|m| m.pkce_s256))
             .unwrap_or(false);
+        // The id_token's `iss` must be the issuer as the provider states it (Twinfield has no
+        // document; its catalogue issuer stands in).
+        let issuer = meta.and_then(|m| m.issuer.clone()).or_else(|| {
+            p.issuer
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_string())
+        });
         Ok(EffectiveEndpoints {
             authorize,
             token,
             userinfo,
             client_auth,
             pkce,
+            issuer,
+            jwks: meta.and_then(|m| m.jwks.clone()),
+            revocation: known
+                .revocation
+                .clone()
+                .or_else(|| meta.and_then(|m| m.revocation.clone())),
         })
     }
 
@@ -132,18 +168,25 @@ impl OAuthClient {
             ));
         }
         let endpoint = |key: &str| -> Result<Option<Url>, ProviderError> {
-            match doc.get(key).and_then(Value::as_str) {
-                None => Ok(None),
-                Some(url) => super::catalogue::checked_url(&self.provider.rewrite(url))
-                    .map(Some)
-                    .map_err(|e| {
-                        self.error(
-                            ErrorClass::Unexpected,
-                            op,
-                            format!("{key}: {}", tidy(&e, 200)),
-                        )
-                    }),
+            let Some(named) = doc.get(key).and_then(Value::as_str) else {
+                return Ok(None);
+            };
+            let refuse = |why: String| {
+                self.error(
+                    ErrorClass::ClientMisconfigured,
+                    op,
+                    format!("{key}: {}", tidy(&why, 300)),
+                )
+            };
+            let url =
+                super::catalogue::checked_url(&self.provider.rewrite(named)).map_err(refuse)?;
+            if !self.endpoint_host_allowed(issuer, &url, named) {
+                return Err(refuse(format!(
+                    "the discovery document names {:?}, which is not on the issuer's origin; list its host in the catalogue entry's discovered_endpoint_hosts if it is genuine",
+                    tidy(named, 200)
+                )));
             }
+            Ok(Some(url))
         };
         let list = |key: &str| -> Vec<String> {
             doc.get(key)
@@ -171,13 +214,29 @@ impl OAuthClient {
                 ));
             };
         Ok(Metadata {
+            issuer: Some(stated.to_string()),
             authorize: endpoint("authorization_endpoint")?,
             token: endpoint("token_endpoint")?,
             userinfo: endpoint("userinfo_endpoint")?,
-            client_auth,
+            jwks: endpoint("jwks_uri")?,
+            revocation: endpoint("revocation_endpoint")?,
+            client_auth: Some(client_auth),
             pkce_s256: list("code_challenge_methods_supported")
                 .iter()
                 .any(|m| m == "S256"),
         })
+    }
+
+    /// Whether a discovered endpoint may be used: on the issuer's origin, or on a host the catalogue
+    /// entry allows (matched as the document names it, before any base-URL override).
+    fn endpoint_host_allowed(&self, issuer: &Url, url: &Url, named: &str) -> bool {
+        if url.origin() == issuer.origin() {
+            return true;
+        }
+        let named_host = Url::parse(named)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let allowed = &self.provider.definition.discovered_endpoint_hosts;
+        named_host.is_some_and(|host| allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)))
     }
 }

@@ -15,9 +15,11 @@ mod clients;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod id_token;
 mod metadata;
 pub mod oauth;
 pub mod refresh_grant;
+pub mod revocation;
 mod token_endpoint;
 pub mod token_response;
 pub mod twinfield_session;
@@ -31,11 +33,12 @@ pub use clients::Providers;
 pub use discovery::Discovered;
 pub use error::{ErrorClass, ErrorRule, Operation, ProviderError, RecoveredTokens};
 pub use http::{HttpSettings, ProviderHttp};
+pub use id_token::IdTokenClaims;
 pub use oauth::{
     AppRegistration, AuthorizationRequest, Authorized, EffectiveEndpoints, OAuthClient, Refreshed,
 };
-pub use token_response::IdTokenClaims;
 pub use twinfield_session::{
-    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, SelectCompanyResult,
-    SessionError, SoapFault, TwinfieldSession, TwinfieldSessionClient,
+    LegacyConsumer, Logon, LogonResult, LogonVerdict, NextAction, PoolKey, PoolSettings,
+    PooledSession, SelectCompanyResult, SessionError, SessionPool, SoapFault, TwinfieldSession,
+    TwinfieldSessionClient,
 };

@@ -9,8 +9,9 @@
 use super::catalogue::{ClientAuth, ResolvedProvider, RANDOM_PARAM};
 use super::error::{ErrorClass, Operation, ProviderError, RecoveredTokens, Redactor};
 use super::http::ProviderHttp;
+use super::id_token::{check_id_token, Expectations, IdTokenClaims, Jwks};
 use super::metadata::MetadataCache;
-use super::token_response::{IdTokenClaims, ParsedTokens};
+use super::token_response::ParsedTokens;
 use crate::clock::Clock;
 use crate::domain::{OAuthApp, ProviderKind, RedirectUri, TokenSet};
 use crate::secret::{
@@ -94,6 +95,12 @@ pub struct EffectiveEndpoints {
     pub userinfo: Option<Url>,
     pub client_auth: ClientAuth,
     pub pkce: bool,
+    /// The issuer an id_token must name: the discovery document's, or the catalogue's.
+    pub issuer: Option<String>,
+    /// The provider's signing keys (discovery's `jwks_uri`): id_token signatures are checked against them.
+    pub jwks: Option<Url>,
+    /// RFC 7009 revocation (the catalogue's, or discovery's `revocation_endpoint`).
+    pub revocation: Option<Url>,
 }
 
 /// One app's OAuth client. Cheap to build; build one per app and call.
@@ -190,17 +197,24 @@ impl OAuthClient {
             );
             pkce_verifier = Some(PkceVerifier::new(verifier.secret().clone()));
         }
-        let mut nonce = None;
+        // The nonce binds the id_token to this request, so it is checked only when an id_token is asked
+        // for (scope `openid`). A provider that wants one on every request names it in its
+        // `authorize_params` (Twinfield); it is sent then, whatever the scopes.
+        let wants_id_token = self.wants_id_token();
+        let mut nonce = wants_id_token.then(|| random_urlsafe(24));
         for (name, value) in &self.provider.definition.authorize_params {
-            let value = if value == RANDOM_PARAM {
-                random_urlsafe(24)
-            } else {
-                value.clone()
+            let value = match (name.as_str(), value.as_str()) {
+                ("nonce", RANDOM_PARAM) => nonce.get_or_insert_with(|| random_urlsafe(24)).clone(),
+                (_, RANDOM_PARAM) => random_urlsafe(24),
+                ("nonce", fixed) => nonce.insert(fixed.to_string()).clone(),
+                (_, fixed) => fixed.to_string(),
             };
-            if name == "nonce" {
-                nonce = Some(value.clone());
+            if name != "nonce" {
+                request = request.add_extra_param(name.clone(), value);
             }
-            request = request.add_extra_param(name.clone(), value);
+        }
+        if let Some(nonce) = &nonce {
+            request = request.add_extra_param("nonce", nonce.clone());
         }
         for (name, value) in extra {
             request = request.add_extra_param(name.to_string(), value.to_string());
@@ -209,8 +223,13 @@ impl OAuthClient {
         Ok(AuthorizationRequest {
             url,
             pkce_verifier,
-            nonce,
+            nonce: nonce.filter(|_| wants_id_token),
         })
+    }
+
+    /// Whether the authorization asks for an id_token (OpenID Connect: the `openid` scope).
+    pub fn wants_id_token(&self) -> bool {
+        self.scopes().iter().any(|s| s == "openid")
     }
 
     fn scopes(&self) -> Vec<String> {
@@ -221,8 +240,8 @@ impl OAuthClient {
         }
     }
 
-    /// Exchanges the callback's code. `expected_nonce` is the nonce sent with the authorization request:
-    /// an id_token carrying another one is refused.
+    /// Exchanges the callback's code. An id_token in the answer is checked (see [`super::id_token`]);
+    /// `expected_nonce` is the nonce sent with the authorization request.
     pub async fn exchange_code(
         &self,
         code: &AuthorizationCode,
@@ -246,22 +265,12 @@ impl OAuthClient {
             .token_request(op, form, redactor, now)
             .await
             .map_err(|f| f.into_error(now, self))?;
-        let id_token = match parsed.id_token.clone() {
+        // Tokens from an exchange that fails its checks are not kept: nothing was spent to get them,
+        // and they may have been injected.
+        let id_token = match parsed.id_token.as_deref() {
+            Some(raw) => Some(self.checked_id_token(raw, expected_nonce, now).await?),
             None => None,
-            Some(Ok(claims)) => Some(claims),
-            // Tokens from an exchange that fails its checks are not kept: nothing was spent to get them,
-            // and they may have been injected.
-            Some(Err(why)) => return Err(self.error(ErrorClass::Unexpected, op, why)),
         };
-        if let (Some(expected), Some(claims)) = (expected_nonce, &id_token) {
-            if claims.nonce.as_deref() != Some(expected) {
-                return Err(self.error(
-                    ErrorClass::Unexpected,
-                    op,
-                    "the id_token's nonce does not match the authorization request's",
-                ));
-            }
-        }
         if !parsed.is_bearer() {
             return Err(self.error(
                 ErrorClass::Unexpected,
@@ -426,6 +435,49 @@ impl OAuthClient {
             scope: r.scope.or_else(|| current.and_then(|c| c.scope.clone())),
             received_at: now,
         }
+    }
+}
+
+impl OAuthClient {
+    /// Checks an id_token from the token endpoint against the issuer, this app, the nonce and, when
+    /// the provider publishes them, its signing keys (read fresh, so a rotated key is found).
+    async fn checked_id_token(
+        &self,
+        raw: &str,
+        nonce: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<IdTokenClaims, ProviderError> {
+        let op = Operation::CodeExchange;
+        let endpoints = self.endpoints().await?;
+        let refuse = |why: String| {
+            self.error(
+                ErrorClass::Unexpected,
+                op,
+                format!("the id_token failed its checks: {why}"),
+            )
+        };
+        let Some(issuer) = endpoints.issuer.as_deref() else {
+            return Err(refuse(
+                "the catalogue entry names no issuer to check it against (add \"issuer\")".into(),
+            ));
+        };
+        let keys = match &endpoints.jwks {
+            Some(url) => {
+                let doc = self
+                    .get_json(Operation::Metadata, url.clone(), None, &Redactor::default())
+                    .await?;
+                Some(Jwks::parse(&doc).map_err(refuse)?)
+            }
+            None => None,
+        };
+        let expect = Expectations {
+            issuer,
+            client_id: &self.app.client_id,
+            nonce,
+            now,
+            keys: keys.as_ref(),
+        };
+        check_id_token(raw, &expect).map_err(refuse)
     }
 }
 

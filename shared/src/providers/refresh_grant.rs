@@ -109,6 +109,11 @@ impl TokenGrant for Providers {
         }
     }
 
+    fn max_token_calls_per_day(&self, app: &OAuthApp) -> Option<u32> {
+        let resolved = self.catalogue().resolve(&app.settings).ok()?;
+        resolved.definition.refresh.max_token_calls_per_day
+    }
+
     async fn refresh(
         &self,
         app: &OAuthApp,

@@ -31,21 +31,24 @@ impl OAuthClient {
             .client()
             .post(endpoints.token.clone())
             .header(reqwest::header::ACCEPT, "application/json");
-        match endpoints.client_auth {
-            ClientAuth::Basic => {
-                // RFC 6749 2.3.1: both parts are form-encoded before joining.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = format!(
-                    "{}:{}",
-                    enc(&self.app.client_id),
-                    enc(self.app.client_secret.expose())
-                );
-                let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
+        match basic_credentials(
+            endpoints.client_auth,
+            &self.app.client_id,
+            self.app.client_secret.expose(),
+        ) {
+            Some(Ok(basic)) => {
+                request = request.header(reqwest::header::AUTHORIZATION, basic);
             }
-            ClientAuth::Body => {
+            Some(Err(why)) => {
+                let e = ProviderError::new(
+                    ErrorClass::ClientMisconfigured,
+                    self.kind(),
+                    operation,
+                    why,
+                );
+                return Err(TokenFailure::Ready(e));
+            }
+            None => {
                 form.push(("client_id", self.app.client_id.clone()));
                 form.push(("client_secret", self.app.client_secret.expose().to_string()));
             }
@@ -107,6 +110,32 @@ impl OAuthClient {
             .map_err(|f| transport_error(self.kind(), operation, f))?;
         json_object(self.kind(), operation, reply, redactor, self.clock.now())
     }
+}
+
+/// The `Authorization` header value for a Basic style, `None` for credentials in the body. The value
+/// holds the secret: it goes into the request and nowhere else.
+pub(super) fn basic_credentials(
+    style: ClientAuth,
+    client_id: &str,
+    secret: &str,
+) -> Option<Result<String, String>> {
+    let pair = match style {
+        ClientAuth::Body => return None,
+        // RFC 6749 2.3.1: both parts are form-encoded before joining.
+        ClientAuth::Basic => {
+            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            format!("{}:{}", enc(client_id), enc(secret))
+        }
+        // The server splits at the first colon and decodes nothing, so a colon in the id cannot be sent.
+        ClientAuth::BasicUnencoded if client_id.contains(':') => {
+            return Some(Err(
+                "the client id contains a colon, which HTTP Basic without encoding cannot carry: check the app registration's client id".into(),
+            ))
+        }
+        ClientAuth::BasicUnencoded => format!("{client_id}:{secret}"),
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    Some(Ok(format!("Basic {encoded}")))
 }
 
 /// A token request that did not yield tokens, before it is turned into a [`ProviderError`].
@@ -255,5 +284,36 @@ pub(super) fn json_object(
             e.error_code = code;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(header: &str) -> String {
+        let b64 = header.strip_prefix("Basic ").unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn each_basic_style_encodes_as_its_server_decodes() {
+        let secret = "a+b/c=d&e%f g";
+        let plain = basic_credentials(ClientAuth::BasicUnencoded, "app", secret)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decoded(&plain), format!("app:{secret}"));
+        let rfc = basic_credentials(ClientAuth::Basic, "app", secret)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decoded(&rfc), "app:a%2Bb%2Fc%3Dd%26e%25f+g");
+        assert!(basic_credentials(ClientAuth::Body, "app", secret).is_none());
+        let colon = basic_credentials(ClientAuth::BasicUnencoded, "a:b", secret).unwrap();
+        assert!(colon.unwrap_err().contains("colon"));
     }
 }

@@ -35,11 +35,13 @@ fn fail<T>(why: impl Into<String>) -> Result<T, XmlError> {
     Err(XmlError(why.into()))
 }
 
-/// An element: namespace, local name, its own text (trimmed) and its children.
+/// An element: namespace, local name, its attributes (local names, values unescaped; namespace
+/// declarations left out), its own text (trimmed) and its children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
     pub namespace: Option<String>,
     pub name: String,
+    pub attributes: Vec<(String, String)>,
     pub text: String,
     pub children: Vec<Element>,
 }
@@ -64,6 +66,19 @@ impl Element {
     /// The text of the first child with this local name.
     pub fn child_text(&self, name: &str) -> Option<&str> {
         self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// The value of this element's attribute with this local name (any namespace).
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// This element and every element below it, depth first.
+    pub fn walk(&self) -> Box<dyn Iterator<Item = &Element> + '_> {
+        Box::new(std::iter::once(self).chain(self.children.iter().flat_map(Element::walk)))
     }
 }
 
@@ -171,9 +186,26 @@ fn element(start: &BytesStart<'_>, namespace: Option<String>) -> Result<Element,
     let name = std::str::from_utf8(start.local_name().as_ref())
         .map_err(|_| XmlError("a name is not UTF-8".into()))?
         .to_string();
+    let mut attributes = Vec::new();
+    for attribute in start.attributes() {
+        let attribute = attribute.map_err(|e| XmlError(short(&e.to_string())))?;
+        let key = attribute.key;
+        let is_declaration =
+            key.as_ref() == b"xmlns" || key.prefix().is_some_and(|p| p.as_ref() == b"xmlns");
+        if is_declaration {
+            continue;
+        }
+        let local = String::from_utf8_lossy(key.local_name().as_ref()).into_owned();
+        let value = attribute
+            .unescape_value()
+            .map_err(|e| XmlError(short(&e.to_string())))?
+            .into_owned();
+        attributes.push((local, value));
+    }
     Ok(Element {
         namespace,
         name,
+        attributes,
         text: String::new(),
         children: Vec::new(),
     })
@@ -271,6 +303,18 @@ mod tests {
         assert_eq!(b.namespace.as_deref(), Some("urn:b"));
         assert_eq!(b.text, "x & y! <z>");
         assert!(root.child("c").unwrap().children.is_empty());
+        let with = parse_default(r#"<r xmlns:t="urn:t" t:code="3&amp;4" plain="x"/>"#).unwrap();
+        assert_eq!(with.attribute("code"), Some("3&4"));
+        assert_eq!(with.attribute("plain"), Some("x"));
+        assert_eq!(
+            with.attributes.len(),
+            2,
+            "namespace declarations are not attributes"
+        );
+        assert_eq!(
+            root.walk().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["Root", "b", "c"]
+        );
     }
 
     #[test]

@@ -7,6 +7,21 @@
 //! every later write (see `ports::ConnectionStore::acquire_lease`). After taking the lease the engine
 //! works on the connection as stored at that moment, so a refresh another worker completed is seen.
 //!
+//! ## One refresh per expiry
+//! An on-demand caller names the validity it wants ([`Demand`]), bounded by half the token's issued
+//! lifetime (`rules::required_validity`), and the credentials it found wanting: under the lock, a token
+//! written since then is the answer, however little of its life is left. So a burst of callers after an
+//! expiry makes one refresh, and a provider whose tokens live less than the caller's wish is not
+//! refreshed once per caller. Every refresh is also held to the vault write budget
+//! ([`crate::domain::WriteBudgetPolicy`]): when it says not yet, the outcome is `BudgetLimited` (said
+//! once in the log and on the connection) and callers get the current token while it is valid.
+//!
+//! ## Deadlines
+//! A caller with a deadline (a Lambda invocation's) waits for other workers only until then, and a
+//! provider call starts only when a whole call plus the writes after it still fit (`OutOfTime`
+//! otherwise): a call cut short may be answered at the provider all the same, spending a single-use
+//! token whose successor nobody receives.
+//!
 //! ## Crash safety
 //! Before calling the provider, the engine saves a [`RefreshInFlight`] marker naming the token being
 //! spent and the vault version the new tokens will be written to. The provider's answer goes to the
@@ -43,9 +58,12 @@
 //! ## Failures
 //! Revoked, expired or reused grants and a rejected client → reconnect required. Rate limits wait for
 //! the provider's `Retry-After`. An unavailable provider is retried within the call (bounded, with
-//! jitter) and then across runs with exponential backoff; a ceiling of failed attempts per hour stops a
-//! broken connection from storming the provider, and failing for longer than `give_up_after` ends in
-//! reconnect required. A refresh token found in an error reply is stored before anything else.
+//! jitter; never for a single-use refresh token, which the failed call may have spent) and then across
+//! runs with exponential backoff; a ceiling of failed attempts per hour stops a broken connection from
+//! storming the provider, a provider's daily cap on token calls is never reached, and failing for
+//! longer than `give_up_after` ends in reconnect required. An answer the provider gives that is not
+//! recognised keeps the connection: it is retried within those bounds and logged as a warning. A
+//! refresh token found in an error reply is stored before anything else.
 
 use super::grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{access_token_fresh, backoff, jitter_unit};
@@ -55,6 +73,7 @@ use crate::domain::{
     Actor, Connection, Credentials, FailureRecord, OAuthApp, ReconnectKind, ReconnectReason,
     RefreshInFlight, StatusEvent, StatusKind, StatusTransition, TokenSet,
 };
+use crate::domain::{CredentialsPointer, VaultSlot, WriteBudgetPolicy};
 use crate::ids::{ConnectionId, LeaseOwner};
 use crate::ports::{Fence, LeaseAttempt, MetadataStore, StoreError, TokenVault, VaultError};
 use chrono::{DateTime, Duration, Utc};
@@ -74,25 +93,34 @@ pub struct EngineSettings {
     pub max_failures_per_hour: usize,
     /// Failing continuously for this long means a person must look: reconnect required.
     pub give_up_after: Duration,
-    /// How long an on-demand caller waits for another worker's refresh.
+    /// How long an on-demand caller waits for another worker's refresh (never past its deadline).
     pub wait_for_other_worker: std::time::Duration,
     /// How long storing a provider's answer is retried when the vault or the metadata store refuses
     /// it (throttled, failing, timing out), within the lease in any case. The answer is escrowed at
     /// the first refusal, so this only decides when the refresh stops trying and leaves the rest to
     /// the next worker.
     pub store_retry_for: std::time::Duration,
+    /// What an on-demand refresh keeps back from its deadline for the writes after the provider's
+    /// answer (vault, then metadata): a provider call starts only with more than this left.
+    pub write_reserve: std::time::Duration,
+    /// Refresh writes per vault slot (see [`WriteBudgetPolicy`]).
+    pub write_budget: WriteBudgetPolicy,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            call_timeout: std::time::Duration::from_secs(20),
+            // 15 s: one whole call, plus the writes after it, fits in an on-demand request on Lambda
+            // (25 s, under the HTTP API's 30-s integration timeout).
+            call_timeout: std::time::Duration::from_secs(15),
             retries_when_unavailable: 2,
             lease_margin: Duration::seconds(15),
             max_failures_per_hour: 6,
             give_up_after: Duration::days(3),
             wait_for_other_worker: std::time::Duration::from_secs(45),
             store_retry_for: std::time::Duration::from_secs(20),
+            write_reserve: std::time::Duration::from_secs(4),
+            write_budget: WriteBudgetPolicy::default(),
         }
     }
 }
@@ -112,12 +140,79 @@ impl EngineSettings {
 }
 
 /// Why the engine was asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// The scheduled run: refresh if the connection is due.
     Scheduled,
-    /// Someone needs an access token valid for at least this long.
-    OnDemand { min_validity: Duration },
+    /// Someone needs an access token now.
+    OnDemand(Demand),
+}
+
+/// What an on-demand caller needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// How long the token should stay valid; bounded by half the token's lifetime
+    /// ([`super::rules::required_validity`]).
+    pub wanted: Duration,
+    /// The credentials the caller found wanting. Credentials written since are the answer to its
+    /// need, however little of their life is left: one refresh per expiry, never a second for the same.
+    pub seen: Option<CredentialsPointer>,
+    /// The provider refused the access token at `seen` (an expired or revoked access token that its
+    /// recorded expiry does not show): refresh even though it looks valid. Bounded like every refresh,
+    /// by the provider's minimum interval and the vault write budget.
+    pub rejected: bool,
+    /// The caller's answer is due by then (a Lambda invocation's deadline, less the time to answer):
+    /// nothing is started that could not finish before it.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Demand {
+    /// A token valid for `wanted` (or half its lifetime), with no deadline.
+    pub fn valid_for(wanted: Duration) -> Self {
+        Self {
+            wanted,
+            seen: None,
+            rejected: false,
+            deadline: None,
+        }
+    }
+
+    /// The caller found the credentials at `seen` wanting.
+    pub fn after(mut self, seen: Option<CredentialsPointer>) -> Self {
+        self.seen = seen;
+        self
+    }
+
+    /// The provider refused the access token of the credentials at `seen`.
+    pub fn rejected(mut self, seen: CredentialsPointer) -> Self {
+        self.seen = Some(seen);
+        self.rejected = true;
+        self
+    }
+
+    pub fn by(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn time_left(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+}
+
+impl Trigger {
+    /// `Trigger::OnDemand` for a caller that wants a token valid for `wanted`.
+    pub fn on_demand(wanted: Duration) -> Self {
+        Self::OnDemand(Demand::valid_for(wanted))
+    }
+
+    fn demand(&self) -> Option<&Demand> {
+        match self {
+            Self::OnDemand(demand) => Some(demand),
+            Self::Scheduled => None,
+        }
+    }
 }
 
 /// What happened, for callers and for the scheduled run's summary.
@@ -133,6 +228,14 @@ pub enum Outcome {
     CoolingDown,
     /// Its status does not allow refreshing (not connected, reconnect required, disabled, ...).
     NotUsable(StatusKind),
+    /// The vault write budget allows the next refresh from `until`; the current token (if still
+    /// valid) is all there is until then.
+    BudgetLimited {
+        until: DateTime<Utc>,
+    },
+    /// An on-demand caller's deadline leaves too little time to refresh; whoever asks next (or the
+    /// scheduled run) does it.
+    OutOfTime,
     /// This refresh ended in reconnect required.
     ReconnectRequired(ReconnectKind),
     /// This refresh failed and will be retried later.
@@ -149,6 +252,8 @@ impl Outcome {
             Self::Busy => "busy".into(),
             Self::CoolingDown => "cooling_down".into(),
             Self::NotUsable(kind) => format!("not_usable:{kind}"),
+            Self::BudgetLimited { .. } => "budget_limited".into(),
+            Self::OutOfTime => "out_of_time".into(),
             Self::ReconnectRequired(_) => "reconnect_required".into(),
             Self::Failed(class) => format!("failed:{}", class.as_str()),
         }
@@ -233,17 +338,21 @@ impl RefreshEngine {
         &self.settings
     }
 
-    /// Refreshes the connection if the trigger calls for it. On-demand callers wait (bounded) for a
-    /// refresh another worker is doing, then get its result.
+    /// Refreshes the connection if the trigger calls for it. On-demand callers wait (bounded, and never
+    /// past their deadline) for a refresh another worker is doing, then get its result.
     pub async fn refresh(
         &self,
         id: &ConnectionId,
         trigger: Trigger,
     ) -> Result<RefreshReport, EngineError> {
-        let deadline = tokio::time::Instant::now() + self.settings.wait_for_other_worker;
-        let on_demand = matches!(trigger, Trigger::OnDemand { .. });
+        const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+        let mut deadline = tokio::time::Instant::now() + self.settings.wait_for_other_worker;
+        if let Some(caller_deadline) = trigger.demand().and_then(|d| d.deadline) {
+            deadline = deadline.min(caller_deadline);
+        }
+        let on_demand = trigger.demand().is_some();
         loop {
-            let waiting = match self.refresh_once(id, trigger).await {
+            let waiting = match self.refresh_once(id, &trigger).await {
                 Ok(report) if report.outcome == Outcome::Busy && on_demand => Ok(report),
                 // Our lease was taken over while the provider answered: whoever took it over
                 // finishes the job (adopting what we stored). An on-demand caller waits for that.
@@ -252,10 +361,10 @@ impl RefreshEngine {
                 }
                 other => return other,
             };
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() + POLL >= deadline {
                 return waiting;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -279,7 +388,7 @@ impl RefreshEngine {
     async fn refresh_once(
         &self,
         id: &ConnectionId,
-        trigger: Trigger,
+        trigger: &Trigger,
     ) -> Result<RefreshReport, EngineError> {
         let lock = self.local_lock(id);
         let _in_process = lock.lock().await;
@@ -291,18 +400,30 @@ impl RefreshEngine {
         // The app record is needed up to three times in one refresh; it is read once, when first needed
         // (a request whose token is still fresh never needs it).
         let app = OnceCell::new();
-        if let Some(outcome) = self.needs_no_refresh(&connection, trigger, &app).await? {
-            return Ok(RefreshReport {
-                outcome,
-                connection,
-            });
+        match self.needs_no_refresh(&connection, trigger, &app).await? {
+            // A budget limit not yet recorded is recorded under the lease (once: later callers see it).
+            Some(Outcome::BudgetLimited { .. })
+                if connection.refresh_limited_since.is_none()
+                    || matches!(trigger, Trigger::Scheduled) => {}
+            Some(outcome) => {
+                return Ok(RefreshReport {
+                    outcome,
+                    connection,
+                })
+            }
+            None => {}
         }
         let owner = LeaseOwner::generate();
         let now = self.clock.now();
         // Writes under the lease are only worth retrying while it lasts (in real time: the store's
-        // clock may be simulated, the retries are not).
+        // clock may be simulated, the retries are not), nor past an on-demand caller's deadline: the
+        // answer is escrowed at the first refusal, so stopping early loses nothing.
         let lease_ends =
             tokio::time::Instant::now() + self.settings.lease_ttl().to_std().unwrap_or_default();
+        let lease_ends = match trigger.demand().and_then(|d| d.deadline) {
+            Some(deadline) => lease_ends.min(deadline),
+            None => lease_ends,
+        };
         let leased = match self
             .store
             .acquire_lease(id, &owner, now, self.settings.lease_ttl())
@@ -319,6 +440,10 @@ impl RefreshEngine {
         };
         // Re-check under the lease: another worker may have refreshed in the meantime.
         let result = match self.needs_no_refresh(&leased, trigger, &app).await {
+            Ok(Some(Outcome::BudgetLimited { until })) => {
+                self.record_budget_limit(leased, &owner, trigger, until)
+                    .await
+            }
             Ok(Some(outcome)) => Ok(RefreshReport {
                 outcome,
                 connection: leased,
@@ -344,7 +469,7 @@ impl RefreshEngine {
     async fn needs_no_refresh(
         &self,
         connection: &Connection,
-        trigger: Trigger,
+        trigger: &Trigger,
         app: &OnceCell<OAuthApp>,
     ) -> Result<Option<Outcome>, EngineError> {
         let now = self.clock.now();
@@ -355,33 +480,116 @@ impl RefreshEngine {
             return Ok(None); // recovery needed, whatever the trigger
         }
         match trigger {
-            Trigger::OnDemand { min_validity }
-                if access_token_fresh(connection, now, min_validity) =>
-            {
-                return Ok(Some(Outcome::AlreadyFresh))
+            Trigger::OnDemand(demand) => {
+                let still_valid = connection.access_expires_at.is_some_and(|exp| exp > now);
+                let written_since = demand
+                    .seen
+                    .as_ref()
+                    .is_some_and(|seen| connection.credentials.as_ref() != Some(seen));
+                if still_valid
+                    && (written_since
+                        || (!demand.rejected && access_token_fresh(connection, now, demand.wanted)))
+                {
+                    return Ok(Some(Outcome::AlreadyFresh));
+                }
             }
             Trigger::Scheduled if connection.next_refresh_at.is_none_or(|at| at > now) => {
                 return Ok(Some(Outcome::NotDue))
             }
-            _ => {}
+            Trigger::Scheduled => {}
         }
         if connection.failures.failures_since(now - Duration::hours(1))
             >= self.settings.max_failures_per_hour
         {
             return Ok(Some(Outcome::CoolingDown));
         }
+        if let Some(until) = self.budget_holds_back(connection, now) {
+            return Ok(Some(Outcome::BudgetLimited { until }));
+        }
         let app = self.app_of(connection, app).await?;
+        // A provider's daily cap (Exact: 200 token calls per app and user) is never reached: the
+        // connection waits for the next day; its access token, if any, stays in use until then.
+        if self
+            .grant
+            .max_token_calls_per_day(app)
+            .is_some_and(|max| connection.token_calls.on(now) >= max)
+        {
+            return Ok(Some(Outcome::CoolingDown));
+        }
         let rules = self.grant.rules(app);
         let received = connection.last_refresh_at.unwrap_or(connection.created_at);
         if now < rules.earliest_refresh(received) {
             // Too early for the provider (Exact's 570 s). A caller that needs a token still has the
             // current one, valid until at least 600 s after it was received.
             return Ok(Some(match trigger {
-                Trigger::OnDemand { .. } => Outcome::AlreadyFresh,
+                Trigger::OnDemand(_) => Outcome::AlreadyFresh,
                 Trigger::Scheduled => Outcome::NotDue,
             }));
         }
         Ok(None)
+    }
+
+    /// From when the vault write budget allows the connection's next refresh, when that is later than
+    /// `now`.
+    fn budget_holds_back(
+        &self,
+        connection: &Connection,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let until = connection.vault_writes.allowed_from(
+            next_slot(connection),
+            &self.settings.write_budget,
+            now,
+        );
+        (until > now).then_some(until)
+    }
+
+    /// For callers that read the connection anyway: from when the next refresh is allowed, while a
+    /// budget limit recorded on the connection still holds (asking the engine would only say so).
+    pub fn recorded_budget_limit(
+        &self,
+        connection: &Connection,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        connection.refresh_limited_since?;
+        if connection.refresh_in_flight.is_some() {
+            return None; // recovery first
+        }
+        self.budget_holds_back(connection, now)
+    }
+
+    /// The vault write budget holds this refresh back: say so once (log and connection record) when a
+    /// limit begins, and move a scheduled look to when the budget allows.
+    async fn record_budget_limit(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        trigger: &Trigger,
+        until: DateTime<Utc>,
+    ) -> Result<RefreshReport, EngineError> {
+        let now = self.clock.now();
+        if connection.refresh_limited_since.is_none() {
+            let lifetime = super::rules::access_token_lifetime(&connection);
+            tracing::warn!(
+                connection = %connection.id,
+                access_token_lifetime_secs = lifetime.map(|l| l.num_seconds()),
+                writes_per_slot_per_day = self.settings.write_budget.per_day,
+                next_refresh_allowed_at = %until,
+                "the provider's tokens live shorter than the vault write budget allows refreshes: the current token is handed out until it expires, and refreshes are spaced"
+            );
+            connection.refresh_limited_since = Some(now);
+        }
+        if matches!(trigger, Trigger::Scheduled) {
+            connection.next_refresh_at = Some(until);
+        }
+        let saved = self
+            .store
+            .save_connection(&connection, Fence::LeaseReleased(owner), &[])
+            .await?;
+        Ok(RefreshReport {
+            outcome: Outcome::BudgetLimited { until },
+            connection: saved,
+        })
     }
 
     async fn app_of<'a>(
@@ -402,7 +610,7 @@ impl RefreshEngine {
         &self,
         mut connection: Connection,
         owner: &LeaseOwner,
-        trigger: Trigger,
+        trigger: &Trigger,
         app: &OnceCell<OAuthApp>,
         lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
@@ -487,6 +695,23 @@ impl RefreshEngine {
                 EngineError::AppMissing(format!("{} (client secret)", connection.app))
             })?;
 
+        // A caller with a deadline starts a provider call only if a whole call (its full timeout) and
+        // the writes after it fit before the deadline. A call cut short could still be answered at the
+        // provider, spending a single-use token whose successor nobody receives; and an invocation the
+        // platform ends mid-refresh leaves a marker that holds everyone off for the whole call budget.
+        let call_window = match trigger.demand().and_then(Demand::time_left) {
+            Some(left) => match left.checked_sub(self.settings.write_reserve) {
+                Some(window) if window >= self.settings.call_timeout => Some(window),
+                _ => {
+                    return Ok(RefreshReport {
+                        outcome: Outcome::OutOfTime,
+                        connection,
+                    })
+                }
+            },
+            None => None,
+        };
+
         // The marker goes down before the provider sees the token.
         let target = CredentialKeeper::next_target(&connection);
         let spending = connection
@@ -499,13 +724,15 @@ impl RefreshEngine {
             target: target.clone(),
             escrow: None,
         });
+        // Counted with the marker's own write: a call is counted before the provider sees it.
+        connection.token_calls.record(now);
         let connection = self
             .store
             .save_connection(&connection, Fence::Lease(owner), &[])
             .await?;
 
         let answer = self
-            .call_provider(&app, &secret, &refresh_token, trigger)
+            .call_provider(&app, &secret, &refresh_token, call_window)
             .await;
         let rules = self.grant.rules(&app);
         let received_at = self.clock.now();
@@ -539,13 +766,24 @@ impl RefreshEngine {
         }
     }
 
+    /// Calls the provider, retrying an unavailable one (bounded). `window`, when given, is all the time
+    /// the calls and pauses may take: a retry starts only when its pause and a whole call still fit.
     async fn call_provider(
         &self,
         app: &OAuthApp,
         secret: &crate::secret::ClientSecret,
         refresh_token: &crate::secret::RefreshToken,
-        _trigger: Trigger,
+        window: Option<std::time::Duration>,
     ) -> Result<GrantedTokens, GrantFailure> {
+        let ends = window.map(|w| tokio::time::Instant::now() + w);
+        // A single-use token presented again right after a 5xx may already be spent (Exact's gateway
+        // has failed replies after issuing a new pair), and each refusal counts toward Exact's error
+        // budget: such retries are left to the schedule's backoff instead of repeated at once.
+        let retries = if self.grant.rules(app).rotating {
+            0
+        } else {
+            self.settings.retries_when_unavailable
+        };
         let mut attempt = 0;
         loop {
             let result = match tokio::time::timeout(
@@ -564,13 +802,18 @@ impl RefreshEngine {
                 Err(failure)
                     if failure.class == FailureClass::ProviderUnavailable
                         && failure.issued_refresh_token.is_none()
-                        && attempt < self.settings.retries_when_unavailable =>
+                        && attempt < retries =>
                 {
-                    // Retrying at once also catches the case where the provider issued a new pair but
-                    // its gateway failed the reply: some providers honour the old token briefly.
                     attempt += 1;
-                    let pause = 500.0 * f64::from(attempt) * (1.0 + jitter_unit());
-                    tokio::time::sleep(std::time::Duration::from_millis(pause as u64)).await;
+                    let pause = std::time::Duration::from_millis(
+                        (500.0 * f64::from(attempt) * (1.0 + jitter_unit())) as u64,
+                    );
+                    let room =
+                        ends.map(|e| e.saturating_duration_since(tokio::time::Instant::now()));
+                    if room.is_some_and(|room| room < pause + self.settings.call_timeout) {
+                        return Err(failure);
+                    }
+                    tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }
@@ -638,6 +881,7 @@ impl RefreshEngine {
             );
         }
         connection.updated_at = received_at;
+        self.spend_write_budget(&mut connection, target.slot, received_at);
         let credentials = Credentials::OAuth2(tokens);
         let saved = self
             .commit_with_retry(
@@ -792,7 +1036,13 @@ impl RefreshEngine {
         let now = self.clock.now();
         let marked = connection.clone();
         connection.refresh_in_flight = None;
-        tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        if failure.class == FailureClass::Unexpected {
+            // Not recognised: kept and retried (bounded by the hourly ceiling and `give_up_after`), but
+            // someone should look at the provider's words. Counted in RefreshFailures too.
+            tracing::warn!(connection = %connection.id, message = %failure.message, "unrecognised refresh refusal; the connection is kept and retried later");
+        } else {
+            tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
+        }
         // A refresh token in an error reply replaces the one just spent: keep it before anything else.
         if let Some(issued) = failure.issued_refresh_token.clone() {
             let mut kept = previous.clone();
@@ -803,6 +1053,7 @@ impl RefreshEngine {
                 previous.refresh_expires_at,
             );
             connection.last_refresh_at = Some(now);
+            self.spend_write_budget(&mut connection, target.slot, now);
             connection = self
                 .commit_with_retry(
                     connection,
@@ -955,6 +1206,19 @@ impl RefreshEngine {
         })
     }
 
+    /// Counts a refresh's vault write against the slot's budget; a limit that was recorded ends once the
+    /// slot has half its burst to spare again (demand has fallen below the budget's pace).
+    fn spend_write_budget(&self, connection: &mut Connection, slot: VaultSlot, at: DateTime<Utc>) {
+        let policy = &self.settings.write_budget;
+        connection.vault_writes.spend(slot, policy, at);
+        if connection.refresh_limited_since.is_some()
+            && connection.vault_writes.spare(slot, policy, at) >= policy.burst / 2
+        {
+            tracing::info!(connection = %connection.id, "the vault write budget no longer holds refreshes back");
+            connection.refresh_limited_since = None;
+        }
+    }
+
     async fn end_in_reconnect(
         &self,
         mut connection: Connection,
@@ -981,4 +1245,12 @@ impl RefreshEngine {
             connection: saved,
         })
     }
+}
+
+/// The vault slot a refresh of `connection` writes to: the one that is not current.
+fn next_slot(connection: &Connection) -> VaultSlot {
+    connection
+        .credentials
+        .as_ref()
+        .map_or(VaultSlot::A, |current| current.slot.other())
 }

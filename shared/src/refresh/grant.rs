@@ -85,6 +85,11 @@ pub trait TokenGrant: Send + Sync {
     /// The provider's refresh rules for this app.
     fn rules(&self, app: &OAuthApp) -> RefreshRules;
 
+    /// Token-endpoint calls one connection may make per UTC day (a provider's daily cap, less room).
+    fn max_token_calls_per_day(&self, _app: &OAuthApp) -> Option<u32> {
+        None
+    }
+
     /// One refresh-token grant. Must be bounded by the client's own timeouts.
     async fn refresh(
         &self,

@@ -6,7 +6,9 @@ pub mod grant;
 pub mod rules;
 pub mod run;
 
-pub use engine::{EngineError, EngineSettings, Outcome, RefreshEngine, RefreshReport, Trigger};
+pub use engine::{
+    Demand, EngineError, EngineSettings, Outcome, RefreshEngine, RefreshReport, Trigger,
+};
 pub use grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
 pub use rules::{RefreshRules, RefreshTokenExpiry};
 pub use run::{run_scheduled, RunSettings, RunSummary};

@@ -144,15 +144,35 @@ pub fn jitter_unit() -> f64 {
     f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
 }
 
-/// Whether the connection's access token is valid for at least `min_validity` more.
-pub fn access_token_fresh(
-    connection: &Connection,
-    now: DateTime<Utc>,
-    min_validity: Duration,
-) -> bool {
+/// The validity a caller may demand of an access token that lived `lifetime` when it was issued: what it
+/// asked for, but never more than half the lifetime.
+///
+/// Why half: a caller's wish is only a wish; the provider decides how long tokens live. A demand longer
+/// than the whole lifetime (a 60-s wish against 60-s tokens) can never be met, and every caller refreshes
+/// again: one refresh per caller instead of one per expiry. Capped at half, a token that was just issued
+/// always meets the demand (its refresh took less than half its life, for any provider worth calling), so
+/// callers that waited for a refresh use its token; and each token serves callers for the first half of
+/// its life at least, so under steady demand it is replaced once, in its second half, while it still
+/// works. An unknown lifetime (records from before it was kept) leaves the wish as it is.
+pub fn required_validity(wanted: Duration, lifetime: Option<Duration>) -> Duration {
+    match lifetime {
+        Some(lifetime) if lifetime > Duration::zero() => wanted.min(lifetime / 2),
+        _ => wanted,
+    }
+}
+
+/// The access token's lifetime as issued, when the connection knows it.
+pub fn access_token_lifetime(connection: &Connection) -> Option<Duration> {
+    Some(connection.access_expires_at? - connection.access_issued_at?)
+}
+
+/// Whether the connection's access token is valid for the validity a caller may demand of it (see
+/// [`required_validity`]) when it wants `wanted`.
+pub fn access_token_fresh(connection: &Connection, now: DateTime<Utc>, wanted: Duration) -> bool {
+    let required = required_validity(wanted, access_token_lifetime(connection));
     connection
         .access_expires_at
-        .is_some_and(|exp| exp - min_validity > now)
+        .is_some_and(|exp| exp - required > now)
 }
 
 #[cfg(test)]
@@ -240,6 +260,62 @@ mod tests {
         );
         let next = acumatica.next_scheduled_refresh(received, Some(t0() + Duration::days(30)));
         assert_eq!(next, t0() + Duration::days(30) - Duration::hours(1));
+    }
+
+    #[test]
+    fn the_validity_a_caller_may_demand_is_at_most_half_the_lifetime() {
+        let wanted = Duration::seconds(60);
+        // (issued lifetime in seconds, required validity in milliseconds)
+        let table = [
+            (Some(86_400), 60_000),
+            (Some(3_600), 60_000),
+            (Some(600), 60_000), // Exact Online
+            (Some(120), 60_000),
+            (Some(90), 45_000),
+            (Some(60), 30_000),
+            (Some(30), 15_000),
+            (Some(15), 7_500),
+            (Some(5), 2_500),
+            (Some(0), 60_000), // nonsense from a provider: the wish stands
+            (None, 60_000),    // unknown (older records): the wish stands
+        ];
+        for (lifetime, required_ms) in table {
+            assert_eq!(
+                required_validity(wanted, lifetime.map(Duration::seconds)),
+                Duration::milliseconds(required_ms),
+                "lifetime {lifetime:?}"
+            );
+        }
+        // A smaller wish is honoured as it is.
+        assert_eq!(
+            required_validity(Duration::seconds(5), Some(Duration::seconds(60))),
+            Duration::seconds(5)
+        );
+    }
+
+    #[test]
+    fn a_token_just_issued_is_fresh_whatever_its_lifetime() {
+        for lifetime in [5, 15, 30, 60, 600, 3_600] {
+            let mut connection = Connection::new(
+                crate::ids::TenantId::parse("acme").unwrap(),
+                crate::ids::AppId::parse("app").unwrap(),
+                crate::domain::ProviderKind::Generic,
+                crate::domain::Recipients::default(),
+                t0(),
+            );
+            connection.access_issued_at = Some(t0());
+            connection.access_expires_at = Some(t0() + Duration::seconds(lifetime));
+            let wanted = Duration::seconds(60);
+            // Received a moment ago (a refresh's round trip): fresh for the callers waiting on it.
+            assert!(
+                access_token_fresh(&connection, t0() + Duration::milliseconds(200), wanted),
+                "{lifetime} s"
+            );
+            // Past half its life (or the wish, when shorter), it is due for replacement.
+            let due = required_validity(wanted, Some(Duration::seconds(lifetime)));
+            let at = t0() + Duration::seconds(lifetime) - due;
+            assert!(!access_token_fresh(&connection, at, wanted), "{lifetime} s");
+        }
     }
 
     #[test]

@@ -238,6 +238,8 @@ pub(crate) struct Accounts {
     pub twinfield_legacy: Vec<LegacyCredentials>,
     pub exact_clients: HashMap<String, ClientRegistration>,
     pub exact_users: HashMap<String, ExactUserEntry>,
+    /// Exact user name → the divisions that user's next consents grant (division scoping).
+    pub exact_division_scopes: HashMap<String, Vec<i64>>,
     pub acumatica: HashMap<String, AcumaticaInstanceEntry>,
 }
 

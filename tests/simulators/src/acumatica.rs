@@ -5,6 +5,17 @@
 //! credentials; over the API login limit the code exchange answers 400
 //! `{"error":"invalid_grant","error_description":"API Login Limit ..."}`; a session is a grant whose
 //! refresh token (or, without offline_access, access token) is still alive.
+//!
+//! The discovery document (`/identity/.well-known/openid-configuration`) and PKCE are assumed, not
+//! documented by Acumatica: `acumatica_discovery_document` turns the document off (404) and
+//! `acumatica_advertises_pkce` drops `code_challenge_methods_supported`; the broker's tests run with
+//! PKCE advertised, not advertised, and without a document. A challenge that is sent is always
+//! checked at the token endpoint (RFC 7636 §4.6).
+//!
+//! With the `openid` scope the code exchange answers with an id_token (OpenID Connect Core §3.1.3.3):
+//! `iss` the document's issuer, `aud` the client id, the request's `nonce`. It is unsigned
+//! (`alg: none`) and the document names no `jwks_uri` (assumed): the broker then checks the claims
+//! only, as §3.1.3.7 allows for a token received directly from the token endpoint.
 
 use crate::accounts::{acumatica_tenant_of, AcumaticaRefreshPolicy, Provider};
 use crate::faults;
@@ -99,6 +110,8 @@ async fn token(
         return oc::oauth_error(400, "invalid_client", None);
     }
     let client = state.accounts.acumatica[&instance].clients[client_id].clone();
+    // Set by a code exchange: the id_token answers the authorization request (and its nonce).
+    let mut nonce: Option<Option<String>> = None;
     let (grant_id, refresh) = match field("grant_type") {
         Some("authorization_code") => {
             let ask = CodeExchange::from_form(Provider::Acumatica, &instance, client_id, &form);
@@ -125,6 +138,7 @@ async fn token(
                 let expiry = refresh_expiry(client.refresh_policy, now, now);
                 state.oauth.issue_refresh(grant_id, expiry)
             });
+            nonce = Some(code.request.nonce.clone());
             (grant_id, refresh)
         }
         Some("refresh_token") => {
@@ -181,7 +195,30 @@ async fn token(
     if let Some(r) = refresh {
         body["refresh_token"] = Value::String(r);
     }
+    if let Some(nonce) = nonce.filter(|_| oc::has_scope(&scope, "openid")) {
+        let grant = &state.oauth.grants[&grant_id];
+        let claims = json!({
+            "iss": format!("{}/identity", sim.acumatica_instance_url(&instance)),
+            "aud": grant.client_id,
+            "sub": grant.user,
+            "nonce": nonce,
+            "iat": now.timestamp(),
+            "exp": (now + Duration::seconds(lifetime)).timestamp(),
+        });
+        body["id_token"] = Value::String(unsigned_jwt(&claims));
+    }
     oc::json(200, body)
+}
+
+fn unsigned_jwt(claims: &Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.",
+        part(&json!({"alg": "none", "typ": "JWT"})),
+        part(claims)
+    )
 }
 
 /// When a refresh token issued `now` under a grant first issued at `first` dies.
@@ -262,11 +299,18 @@ async fn userinfo(
 }
 
 async fn discovery(AxState(sim): AxState<Sim>, Path(instance): Path<String>) -> Response {
-    if !sim.lock().accounts.acumatica.contains_key(&instance) {
+    let (known, knobs) = {
+        let state = sim.lock();
+        (
+            state.accounts.acumatica.contains_key(&instance),
+            state.knobs.clone(),
+        )
+    };
+    if !known || !knobs.acumatica_discovery_document {
         return StatusCode::NOT_FOUND.into_response();
     }
     let identity = format!("{}/identity", sim.acumatica_instance_url(&instance));
-    axum::Json(json!({
+    let mut doc = json!({
         "issuer": identity,
         "authorization_endpoint": format!("{identity}/connect/authorize"),
         "token_endpoint": format!("{identity}/connect/token"),
@@ -275,9 +319,11 @@ async fn discovery(AxState(sim): AxState<Sim>, Path(instance): Path<String>) -> 
         "response_types_supported": ["code", "token", "id_token", "id_token token", "code id_token", "code token", "code id_token token"],
         "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token", "implicit", "hybrid"],
         "token_endpoint_auth_methods_supported": ["client_secret_post"],
-        "code_challenge_methods_supported": ["S256"],
-    }))
-    .into_response()
+    });
+    if knobs.acumatica_advertises_pkce {
+        doc["code_challenge_methods_supported"] = json!(["S256"]);
+    }
+    axum::Json(doc).into_response()
 }
 
 /// A sample entity: only reachable with a live token of this instance carrying the `api` scope,

@@ -39,6 +39,7 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/_sim/twinfield/legacy-credentials", post(twinfield_legacy))
         .route("/_sim/exact/clients", post(exact_client))
         .route("/_sim/exact/users", post(exact_user))
+        .route("/_sim/exact/division-scope", post(exact_division_scope))
         .route("/_sim/acumatica/instances", post(acumatica_instance))
         .route("/_sim/acumatica/{instance}/clients", post(acumatica_client))
         .route("/_sim/acumatica/{instance}/users", post(acumatica_user))
@@ -194,6 +195,17 @@ async fn exact_client(State(sim): State<Sim>, Json(c): Json<ClientRegistration>)
 
 async fn exact_user(State(sim): State<Sim>, Json(u): Json<ExactUser>) -> Response {
     control(sim).add_exact_user(u);
+    done(Ok(()))
+}
+
+#[derive(serde::Deserialize)]
+struct DivisionScope {
+    user: String,
+    divisions: Option<Vec<i64>>,
+}
+
+async fn exact_division_scope(State(sim): State<Sim>, Json(s): Json<DivisionScope>) -> Response {
+    control(sim).set_exact_division_scope(&s.user, s.divisions);
     done(Ok(()))
 }
 

@@ -179,6 +179,17 @@ impl Control {
         self.sim.lock().accounts.add_exact_user(user);
     }
 
+    /// What the Exact user grants on the consent page from now on: only these divisions (Exact's
+    /// division scoping), or `None` for every division the user can reach. Grants already given keep
+    /// their scope.
+    pub fn set_exact_division_scope(&self, user: &str, divisions: Option<Vec<i64>>) {
+        let scopes = &mut self.sim.lock().accounts.exact_division_scopes;
+        match divisions {
+            Some(d) => scopes.insert(user.to_string(), d),
+            None => scopes.remove(user),
+        };
+    }
+
     pub fn add_acumatica_instance(&self, instance: AcumaticaInstance) {
         let mut state = self.sim.lock();
         let default_user = state.knobs.acumatica_default_user.clone();
@@ -381,6 +392,7 @@ impl Control {
             }
         };
         let grant_id = state.oauth.new_grant(&code, now);
+        crate::exact::scope_grant(&mut state, grant_id);
         let access_token = state
             .oauth
             .issue_access(grant_id, now, Duration::seconds(access_secs));

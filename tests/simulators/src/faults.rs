@@ -82,6 +82,13 @@ pub enum FaultAction {
         body: String,
         content_type: Option<String>,
     },
+    /// Like `Status`, with the body sent as UTF-16LE behind a byte-order mark (an XML answer in the
+    /// other encoding XML readers must take).
+    StatusUtf16 {
+        status: u16,
+        body: String,
+        content_type: Option<String>,
+    },
     /// 429 with `Retry-After`, without reaching the provider.
     TooManyRequests {
         retry_after_secs: u64,
@@ -234,6 +241,18 @@ pub(crate) async fn apply(
             let content_type =
                 content_type.unwrap_or_else(|| guess_content_type(&body).to_string());
             (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        FaultAction::StatusUtf16 {
+            status,
+            body,
+            content_type,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let content_type =
+                content_type.unwrap_or_else(|| "text/xml; charset=utf-16".to_string());
+            let mut bytes = vec![0xFF, 0xFE];
+            bytes.extend(body.encode_utf16().flat_map(u16::to_le_bytes));
+            (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
         FaultAction::TooManyRequests {
             retry_after_secs,

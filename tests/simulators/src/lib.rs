@@ -1,6 +1,8 @@
 //! Protocol-faithful simulators of Twinfield, Exact Online and Acumatica, served by one axum server
 //! on loopback, for the broker's tests and its local sandbox. Facts come from `shared/PROVIDERS.md`;
-//! where it says a behaviour is uncertain, the simulator makes it a knob ([`Knobs`]).
+//! where it says a behaviour is uncertain, the simulator makes it a knob ([`Knobs`]). The ledger in
+//! `README.md` beside this crate lists every behaviour with its public source, or "assumed" and the
+//! variants it is tested under.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), provider_simulators::SimulatorError> {
@@ -52,6 +54,7 @@
 //! | `POST /_sim/twinfield/logon-behaviour` | `{"organisation","user":null,"behaviour":{"result":"Blocked","next_action":"SMSLogon"}}` (`behaviour:null` clears) |
 //! | `POST /_sim/twinfield/legacy-credentials` | [`LegacyCredentials`] |
 //! | `POST /_sim/exact/users` | [`ExactUser`] |
+//! | `POST /_sim/exact/division-scope` | `{"user","divisions":[i64]\|null}`: what the user's next consents grant |
 //! | `POST /_sim/acumatica/instances` | [`AcumaticaInstance`] |
 //! | `POST /_sim/acumatica/{instance}/clients` | [`AcumaticaClientRegistration`] |
 //! | `POST /_sim/acumatica/{instance}/users` | `{"tenant","user"}` |
@@ -66,7 +69,7 @@
 //! | `POST /_sim/mint` | [`MintRequest`] → [`MintedTokens`] |
 //!
 //! A fault rule in JSON: `{"route":"exact.token","trigger":{"next":2},"action":{"kind":"status","status":503,"body":"down"}}`;
-//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`,
+//! triggers `"always"`, `{"next":n}`, `{"probability":p}`; action kinds `status`, `status_utf16`,
 //! `too_many_requests` (`retry_after_secs`), `hang`, `drop`, `issue_then500`, `issue_then_drop`, `latency` (`ms`).
 //!
 //! # Choices where the providers' behaviour is undocumented
@@ -74,15 +77,19 @@
 //! - Twinfield: a failed client authentication answers 400 `invalid_client`; an invalid token at
 //!   `accesstokenvalidation` 400 `{"Message":...}`; an unknown or expired legacy session a
 //!   `soap:Client` fault; logons other than `Ok` return an empty `SessionID`. Sessions idle out
-//!   after `twinfield_session_idle_timeout_secs`.
+//!   after `twinfield_session_idle_timeout_secs` (unpublished; 20 minutes assumed). How
+//!   `AccessTokenLogon` refuses a token (`twinfield_invalid_token_logon`), the 354 fault's detail
+//!   layout and its language are knobs; the reported cluster URL can be overridden.
 //! - Exact: blocked apps (more than `exact_error_block_threshold` 4xx answers per app and user in an
 //!   hour) get 429 + `Retry-After` with `{"error":"too_many_errors"}` for `exact_error_block_secs`;
-//!   the daily cap (per UTC day of the simulated clock) 429 `{"error":"rate_limit_exceeded"}`. A
-//!   spent refresh token within `exact_refresh_grace_secs` acts as a retry (new pair, earlier pair
-//!   superseded, no 570-second check).
+//!   the daily cap (per UTC day of the simulated clock) 429 `{"error":"rate_limit_exceeded"}`. The
+//!   refusal of a refresh within the minimum interval is whatever `exact_early_refresh_status` and
+//!   `exact_early_refresh_body` say. A spent refresh token is never honoured again.
 //! - Acumatica: Basic client authentication is refused; over the login limit the code exchange
 //!   answers 400 `invalid_grant` with "API Login Limit" in the description; refresh tokens are
-//!   one-time unless the client registration says otherwise.
+//!   one-time unless the client registration says otherwise. The discovery document and its PKCE
+//!   advertisement are switches (`acumatica_discovery_document`, `acumatica_advertises_pkce`); with
+//!   `openid` the code exchange adds an unsigned id_token (the document names no `jwks_uri`).
 //! - Revoking a grant kills its access tokens too, so "is this token still accepted" has one answer.
 
 mod accounts;
@@ -110,7 +117,7 @@ pub use accounts::{
     TwinfieldOrganisation, TwinfieldUser, EXACT_COUNTRIES,
 };
 pub use clock::SimClock;
-pub use config::{Knobs, SimulatorConfig};
+pub use config::{FaultLanguage, InvalidTokenLogon, Knobs, SimulatorConfig};
 pub use control::{Control, MintRequest, MintedTokens};
 pub use error::SimulatorError;
 pub use faults::{FaultAction, FaultRule, FaultTrigger, EXTRACT_VARIABLES_FAULT, ROUTE_KEYS};

@@ -227,18 +227,26 @@ pub(crate) fn parse_form(body: &[u8]) -> Params {
 
 /// `Authorization: Basic` credentials, form-decoded as RFC 6749 §2.3.1 requires.
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let (id, secret) = basic_credentials_unencoded(headers)?;
+    let unform = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unform(&id)?, unform(&secret)?))
+}
+
+/// `Authorization: Basic` credentials split at the first colon and not decoded any further: what
+/// Twinfield's article "How to create an authorization string" builds, and what its IdentityServer
+/// (3) login service reads. A form-encoded secret does not match there.
+pub(crate) fn basic_credentials_unencoded(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))?;
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unform = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    Some((unform(id)?, unform(secret)?))
+    Some((id.to_string(), secret.to_string()))
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {

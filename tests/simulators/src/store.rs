@@ -101,6 +101,9 @@ pub(crate) struct Grant {
     /// When the latest access token was issued (Exact's 570-second rule).
     pub last_issued_at: DateTime<Utc>,
     pub revoked: bool,
+    /// Exact Online's division scoping: the divisions the user's consent gave this app, when the
+    /// user restricted it (`None`: every division the user can reach).
+    pub division_scope: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +227,7 @@ impl OAuthStore {
             first_issued_at: now,
             last_issued_at: now,
             revoked: false,
+            division_scope: None,
         };
         self.grants.insert(self.next_grant, grant);
         self.next_grant

@@ -1,6 +1,7 @@
 //! Twinfield's OpenID Connect endpoints on the login host (PROVIDERS.md, "Twinfield").
 //!
-//! Client authentication is HTTP Basic only; refresh tokens are long-lived and, unless
+//! Client authentication is HTTP Basic over the plain `client_id:client_secret` (nothing URL-decoded),
+//! or the credentials in the body; refresh tokens are long-lived and, unless
 //! `twinfield_rotate_refresh_tokens` is on, reusable: the reply carries the same token again.
 
 use crate::accounts::Provider;
@@ -77,7 +78,16 @@ async fn consent(AxState(sim): AxState<Sim>, Form(form): Form<Params>) -> Respon
 
 async fn token(AxState(sim): AxState<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     let form = oc::parse_form(&body);
-    let Some((client_id, secret)) = oc::basic_credentials(&headers) else {
+    // IdentityServer 3 reads Basic first, then the body (its Basic and post-body secret parsers):
+    // Twinfield documents Basic, and php-twinfield, which posts the credentials, works too.
+    let in_body = || {
+        Some((
+            form.get("client_id")?.clone(),
+            form.get("client_secret")?.clone(),
+        ))
+    };
+    let Some((client_id, secret)) = oc::basic_credentials_unencoded(&headers).or_else(in_body)
+    else {
         return oc::oauth_error(
             400,
             "invalid_client",
@@ -237,12 +247,14 @@ fn claims(sim: &Sim, state: &State, token: &str, now: DateTime<Utc>) -> Option<V
         "client_id": grant.client_id,
         "scope": scopes,
         "sub": user.sub,
+        // As Twinfield's own example answer ("Setting up OAuth 2.0 - Which cluster do I need for my
+        // request?") shows them: `amr` a single string, not the JSON array OIDC Core describes.
         "idp": "idsrv",
-        "amr": ["password"],
+        "amr": "external",
         "twf.organisationCode": org.code,
         "twf.organisationId": org.id,
         "twf.organisationUserCode": user.user.code,
-        "twf.clusterUrl": sim.twinfield_cluster_url(&org.cluster),
+        "twf.clusterUrl": twinfield_soap::reported_cluster_url(sim, state, &org.cluster),
     }))
 }
 

@@ -2,6 +2,7 @@
 //! SelectCompany / KeepAlive / Abandon on the cluster (seed 004, PROVIDERS.md).
 
 use crate::accounts::{LogonBehaviour, LogonResult, NextAction, Provider};
+use crate::config::{FaultLanguage, InvalidTokenLogon};
 use crate::soap::{self, element, FaultCode, SoapRequest, SoapVersion, TWINFIELD_NS};
 use crate::state::{Sim, State};
 use crate::util::new_guid;
@@ -20,8 +21,31 @@ pub(crate) struct TwinfieldSession {
     pub last_used: DateTime<Utc>,
 }
 
-const SESSION_GONE: &str = "Your logon credentials are not valid anymore. Try to log on again.";
-const TOKEN_INVALID: &str = "Access denied. Token invalid.";
+/// The texts of the two faults the broker meets, per [`FaultLanguage`]. The English ones are quoted by
+/// PROVIDERS.md's sources; the Dutch ones are assumed translations (only "Toegang geweigerd." is
+/// quoted, by php-twinfield), which is the point: the broker must not depend on the words.
+fn session_gone_text(language: FaultLanguage) -> &'static str {
+    match language {
+        FaultLanguage::En => "Your logon credentials are not valid anymore. Try to log on again.",
+        FaultLanguage::Nl => "Uw inloggegevens zijn niet meer geldig. Log opnieuw in.",
+    }
+}
+
+fn token_invalid_text(language: FaultLanguage) -> &'static str {
+    match language {
+        FaultLanguage::En => "Access denied. Token invalid.",
+        FaultLanguage::Nl => "Toegang geweigerd. Token ongeldig.",
+    }
+}
+
+/// The cluster URL the simulator reports for `cluster` (`twf.clusterUrl`, `<cluster>`).
+pub(crate) fn reported_cluster_url(sim: &Sim, state: &State, cluster: &str) -> String {
+    state
+        .knobs
+        .twinfield_cluster_url_override
+        .clone()
+        .unwrap_or_else(|| sim.twinfield_cluster_url(cluster))
+}
 
 /// `POST {login}/webservices/session.asmx`
 pub(crate) async fn login_host(
@@ -43,6 +67,10 @@ pub(crate) async fn login_host(
         "OAuthLogon" => oauth_logon(&state, &request),
         other => return unknown_operation(request.version, other),
     };
+    let fault_for_token = state.knobs.twinfield_invalid_token_logon == InvalidTokenLogon::Fault;
+    if matches!(outcome, Logon::Rejected(LogonResult::TokenInvalid)) && fault_for_token {
+        return token_invalid_fault(&state, request.version);
+    }
     let (result, cluster) = match &outcome {
         Logon::Known { user, behaviour } => {
             let org = state
@@ -82,12 +110,17 @@ pub(crate) async fn login_host(
     );
     let op = &request.operation;
     let cluster_element = cluster
-        .map(|(_, c)| element("cluster", &sim.twinfield_cluster_url(&c)))
+        .map(|(_, c)| element("cluster", &reported_cluster_url(&sim, &state, &c)))
         .unwrap_or_default();
+    // The published AccessTokenLogon answer (session.asmx?op=AccessTokenLogon) has no nextAction;
+    // OAuthLogon's and Logon's have one (seed 004).
+    let next_action = match op.as_str() {
+        "AccessTokenLogon" => String::new(),
+        _ => element("nextAction", result.next_action.as_str()),
+    };
     let body = format!(
-        "<{op}Response xmlns=\"{TWINFIELD_NS}\">{}{}{cluster_element}</{op}Response>",
+        "<{op}Response xmlns=\"{TWINFIELD_NS}\">{}{next_action}{cluster_element}</{op}Response>",
         element(&format!("{op}Result"), result.result.as_str()),
-        element("nextAction", result.next_action.as_str()),
     );
     soap::answer(request.version, Some(&header), &body)
 }
@@ -180,13 +213,17 @@ pub(crate) async fn cluster(
                 .is_some_and(|s| s.cluster == cluster && now - s.last_used < idle);
             if !live {
                 state.twinfield_sessions.remove(id);
-                return soap::fault(version, FaultCode::Client, SESSION_GONE, None);
+                let text = session_gone_text(state.knobs.twinfield_fault_language);
+                return soap::fault(version, FaultCode::Client, text, None);
             }
             let session = state.twinfield_sessions.get_mut(id).expect("checked above");
             session.last_used = now;
             session.organisation.clone()
         }
-        (None, None) => return soap::fault(version, FaultCode::Client, SESSION_GONE, None),
+        (None, None) => {
+            let text = session_gone_text(state.knobs.twinfield_fault_language);
+            return soap::fault(version, FaultCode::Client, text, None);
+        }
     };
     let body = match request.operation.as_str() {
         "SelectCompany" => {
@@ -253,14 +290,15 @@ fn check_header_token(
         .oauth
         .live_access(token, now)
         .is_some_and(|g| g.provider == Provider::Twinfield);
-    (!live).then(|| {
-        soap::fault(
-            request.version,
-            FaultCode::Client,
-            TOKEN_INVALID,
-            Some("<code>354</code>"),
-        )
-    })
+    (!live).then(|| token_invalid_fault(state, request.version))
+}
+
+/// "Access denied. Token invalid.", code 354, in the knobs' language and detail layout.
+fn token_invalid_fault(state: &State, version: SoapVersion) -> Response {
+    let knobs = &state.knobs;
+    let text = token_invalid_text(knobs.twinfield_fault_language);
+    let detail = Some(knobs.twinfield_token_fault_detail.as_str()).filter(|d| !d.is_empty());
+    soap::fault(version, FaultCode::Client, text, detail)
 }
 
 fn unknown_operation(version: SoapVersion, op: &str) -> Response {

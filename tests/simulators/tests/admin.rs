@@ -52,7 +52,7 @@ async fn knobs_merge_the_fields_given() {
     let response = setup
         .http
         .put(format!("{}/_sim/knobs", setup.sim.base_url()))
-        .json(&json!({ "exact_refresh_grace_secs": 600, "twinfield_rotate_refresh_tokens": true }))
+        .json(&json!({ "exact_min_refresh_interval_secs": 600, "twinfield_rotate_refresh_tokens": true }))
         .send()
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn knobs_merge_the_fields_given() {
     let knobs = setup.sim.knobs();
     assert_eq!(
         (
-            knobs.exact_refresh_grace_secs,
+            knobs.exact_min_refresh_interval_secs,
             knobs.twinfield_rotate_refresh_tokens
         ),
         (600, true)

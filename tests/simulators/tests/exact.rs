@@ -161,30 +161,45 @@ async fn unknown_or_revoked_refresh_tokens_get_the_chain_id_error() {
 }
 
 #[tokio::test]
-async fn a_grace_window_lets_a_just_spent_token_work_again() {
+async fn a_spent_token_is_refused_however_soon_it_comes_back() {
     let setup = start().await;
-    setup.sim.update_knobs(|k| k.exact_refresh_grace_secs = 60);
     let first = setup.exact_tokens("nl").await;
     let old = s(&first["refresh_token"]);
     setup.sim.clock().advance(Duration::seconds(600));
-    let (_, second) = setup.exact_refresh(old).await;
-    setup.sim.clock().advance(Duration::seconds(30));
+    let (status, second) = setup.exact_refresh(old).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    setup.sim.clock().advance(Duration::seconds(1));
     let (status, retry) = setup.exact_refresh(old).await;
-    assert_eq!(status, StatusCode::OK, "{retry}");
-    // The retry superseded the pair issued before it.
+    assert_eq!(
+        (status, retry["error_description"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Old refresh token used."))
+    );
     setup.sim.clock().advance(Duration::seconds(600));
     assert_eq!(
         setup.exact_refresh(s(&second["refresh_token"])).await.0,
-        StatusCode::UNAUTHORIZED
+        StatusCode::OK,
+        "the pair issued first is still the chain's"
     );
+}
+
+#[tokio::test]
+async fn the_early_refusal_takes_the_configured_shape() {
+    let setup = start().await;
+    setup.sim.update_knobs(|k| {
+        k.exact_early_refresh_status = 401;
+        k.exact_early_refresh_body = json!({ "message": "Access denied." });
+    });
+    let first = setup.exact_tokens("nl").await;
+    setup.sim.clock().advance(Duration::seconds(300));
+    let (status, body) = setup.exact_refresh(s(&first["refresh_token"])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, json!({ "message": "Access denied." }));
+    setup.sim.clock().advance(Duration::seconds(300));
+    let (status, _) = setup.exact_refresh(s(&first["refresh_token"])).await;
     assert_eq!(
-        setup.exact_refresh(old).await.0,
-        StatusCode::UNAUTHORIZED,
-        "outside the window"
-    );
-    assert_eq!(
-        setup.exact_refresh(s(&retry["refresh_token"])).await.0,
-        StatusCode::OK
+        status,
+        StatusCode::OK,
+        "an early refusal does not spend the token"
     );
 }
 
@@ -398,4 +413,87 @@ async fn the_api_allows_60_calls_a_minute_per_division() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers()["x-ratelimit-minutely-remaining"], "0");
+}
+
+/// Codes of one `system/Divisions` answer, and its `__next` link.
+async fn division_page(
+    setup: &Setup,
+    url: &str,
+    token: &str,
+) -> (StatusCode, Vec<i64>, Option<String>) {
+    let r = setup.http.get(url).bearer_auth(token).send().await.unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let codes = body["d"]["results"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r["Code"].as_i64()).collect())
+        .unwrap_or_default();
+    (
+        status,
+        codes,
+        body["d"]["__next"].as_str().map(str::to_string),
+    )
+}
+
+#[tokio::test]
+async fn a_division_scoped_consent_lists_only_its_divisions_whatever_the_current_one() {
+    for checks_url in [true, false] {
+        let setup = start().await;
+        setup
+            .sim
+            .update_knobs(|k| k.exact_divisions_checks_url_division = checks_url);
+        setup.sim.add_exact_user(ExactUser {
+            user_name: "demo.user".into(),
+            full_name: String::new(),
+            current_division: 100,
+            divisions: vec![100, 200, 300],
+        });
+        // The consent grants 300 and 200; the division open in Exact Online (100) is not among them.
+        setup
+            .sim
+            .set_exact_division_scope("demo.user", Some(vec![300, 200]));
+        let tokens = setup.exact_tokens("nl").await;
+        let token = s(&tokens["access_token"]);
+        let url = |d: i64| setup.exact_url("nl", &format!("/api/v1/{d}/system/Divisions"));
+
+        let (status, codes, _) = division_page(&setup, &url(200), token).await;
+        assert_eq!((status, codes), (StatusCode::OK, vec![200, 300]));
+        let (status, codes, _) = division_page(&setup, &url(100), token).await;
+        if checks_url {
+            assert_eq!(status, StatusCode::FORBIDDEN, "outside the scope");
+        } else {
+            assert_eq!((status, codes), (StatusCode::OK, vec![200, 300]));
+        }
+        // A later change of scope applies to new consents, not to this grant.
+        setup.sim.set_exact_division_scope("demo.user", None);
+        let (_, codes, _) = division_page(&setup, &url(300), token).await;
+        assert_eq!(codes, vec![200, 300]);
+        let unscoped = setup.exact_tokens("nl").await;
+        let (_, codes, _) = division_page(&setup, &url(100), s(&unscoped["access_token"])).await;
+        assert_eq!(codes, vec![100, 200, 300]);
+    }
+}
+
+#[tokio::test]
+async fn system_divisions_pages_with_next_links() {
+    let setup = start().await;
+    setup.sim.update_knobs(|k| k.exact_page_size = 2);
+    setup.sim.add_exact_user(ExactUser {
+        user_name: "demo.user".into(),
+        full_name: String::new(),
+        current_division: 5,
+        divisions: vec![5, 4, 3, 2, 1],
+    });
+    let tokens = setup.exact_tokens("nl").await;
+    let token = s(&tokens["access_token"]);
+    let mut next = Some(setup.exact_url("nl", "/api/v1/5/system/Divisions"));
+    let mut seen = Vec::new();
+    while let Some(url) = next {
+        let (status, codes, more) = division_page(&setup, &url, token).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(codes.len() <= 2);
+        seen.extend(codes);
+        next = more;
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
 }

@@ -12,6 +12,8 @@ pub const BINDING_COOKIE: &str = "broker_authorization";
 /// The cookie remembering which link started the flow, so a failure page can offer it again. It
 /// holds the link token the browser already had in its address bar, nothing new.
 pub const LINK_COOKIE: &str = "broker_connect_link";
+/// Binds an offered choice of division to the browser that authorized (see `division`).
+pub const DIVISION_COOKIE: &str = "broker_division_choice";
 
 /// Longest query string the callback reads; real provider redirects are a few hundred bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -103,6 +105,7 @@ fn printable(value: &str, max_chars: usize) -> String {
 pub struct BrowserCookies {
     pub(super) binding: Option<OneTimeSecret>,
     pub(super) link: Option<String>,
+    pub(super) division: Option<OneTimeSecret>,
 }
 
 impl fmt::Debug for BrowserCookies {
@@ -110,6 +113,7 @@ impl fmt::Debug for BrowserCookies {
         f.debug_struct("BrowserCookies")
             .field("binding", &self.binding)
             .field("link", &self.link.as_ref().map(|_| "[redacted]"))
+            .field("division", &self.division)
             .finish()
     }
 }
@@ -130,6 +134,7 @@ impl BrowserCookies {
                 match name.trim() {
                     BINDING_COOKIE => out.binding = Some(OneTimeSecret::new(value)),
                     LINK_COOKIE => out.link = Some(value.to_string()),
+                    DIVISION_COOKIE => out.division = Some(OneTimeSecret::new(value)),
                     _ => {}
                 }
             }

@@ -1,7 +1,7 @@
 //! Why a connect attempt stopped, in words for people, and what they can do next.
 
 use crate::credential_keeper::KeeperError;
-use crate::domain::ProviderKind;
+use crate::domain::{BindingRefusal, ProviderKind};
 use crate::ports::{StoreError, VaultError};
 use crate::providers::ProviderError;
 use url::Url;
@@ -18,6 +18,21 @@ pub enum ConnectError {
     LinkUnknown,
     #[error("this link has expired")]
     LinkExpired,
+    /// The link worked once: the connection was authorized after it was issued. It starts nothing
+    /// again; the page says how the connection stands.
+    #[error("this link was already used: the {} connection{} is {status}", .provider.display_name(), describe_name(.name))]
+    LinkSpent {
+        provider: ProviderKind,
+        name: Option<String>,
+        status: String,
+    },
+    /// A newer link was issued for the same connection (a reconnect link, a reminder email).
+    #[error("a newer link replaced this one: the {} connection{} is {status}", .provider.display_name(), describe_name(.name))]
+    LinkReplaced {
+        provider: ProviderKind,
+        name: Option<String>,
+        status: String,
+    },
     #[error("this sign-in attempt is unknown or was already used")]
     StateUnknown,
     #[error("this sign-in attempt took longer than {} minutes and expired", STATE_LIFETIME.num_minutes())]
@@ -37,7 +52,7 @@ pub enum ConnectError {
     },
     #[error("{0}")]
     Provider(#[from] ProviderError),
-    /// A nonce was sent (Twinfield requires one) but no id_token came back to check it against.
+    /// An id_token was asked for (scope `openid`) but none came back to check the nonce against.
     #[error("{} sent no id_token, so the sign-in could not be verified", .provider.display_name())]
     NonceUnverified { provider: ProviderKind },
     #[error("{provider} was authorized by {actual}, but this connection must be authorized by {required}", provider = .provider.display_name())]
@@ -52,6 +67,20 @@ pub enum ConnectError {
         expected: String,
         actual: String,
     },
+    #[error("{provider} was authorized by {actual}, but this connection was authorized by {expected}", provider = .provider.display_name())]
+    OtherUser {
+        provider: ProviderKind,
+        expected: String,
+        actual: String,
+    },
+    #[error("this authorization does not give access to Exact Online division {division}, which this connection works in (it gives access to {})", list(.granted))]
+    DivisionNotGranted { division: i64, granted: Vec<i64> },
+    #[error("Exact Online did not say which divisions this authorization gives access to (division {current_division}, open in Exact Online, is not one of them)")]
+    DivisionsUnknown { current_division: i64 },
+    #[error("this choice of division is unknown or was already made")]
+    DivisionChoiceUnknown,
+    #[error("the time to choose a division has passed; the connection works in Exact Online division {bound}")]
+    DivisionChoiceClosed { bound: i64 },
     #[error("this connection was disconnected and can no longer be connected")]
     ConnectionGone,
     #[error("the connection changed while it was being authorized")]
@@ -62,6 +91,22 @@ pub enum ConnectError {
     Unavailable(String),
 }
 
+fn list(codes: &[i64]) -> String {
+    let codes: Vec<String> = codes.iter().map(i64::to_string).collect();
+    match codes.len() {
+        0 => "no division".into(),
+        1 => format!("division {}", codes[0]),
+        _ => format!("divisions {}", codes.join(", ")),
+    }
+}
+
+fn describe_name(name: &Option<String>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!(" \u{201c}{n}\u{201d}"),
+        _ => String::new(),
+    }
+}
+
 fn describe_words(description: &Option<String>) -> String {
     match description {
         Some(d) if !d.is_empty() => format!(": {d}"),
@@ -70,11 +115,44 @@ fn describe_words(description: &Option<String>) -> String {
 }
 
 impl ConnectError {
+    /// The refusal of an authorization that cannot become the connection's.
+    pub fn refused_binding(provider: ProviderKind, why: BindingRefusal) -> Self {
+        match why {
+            BindingRefusal::OtherOrganisation { expected, actual } => Self::OrganisationMismatch {
+                provider,
+                expected,
+                actual,
+            },
+            BindingRefusal::OtherUser { expected, actual } => Self::OtherUser {
+                provider,
+                expected,
+                actual,
+            },
+            BindingRefusal::DivisionNotGranted { division, granted } => {
+                Self::DivisionNotGranted { division, granted }
+            }
+            BindingRefusal::GrantsUnknown { current_division } => {
+                Self::DivisionsUnknown { current_division }
+            }
+        }
+    }
+
     /// What the person can do about it.
     pub fn what_to_do(&self) -> String {
         match self {
             Self::MalformedRequest(_) | Self::StateUnknown | Self::WrongBrowser => {
                 "Open the connect link you were given again, in the browser you will finish in.".into()
+            }
+            Self::LinkSpent { status, .. } | Self::LinkReplaced { status, .. }
+                if status == "connected" =>
+            {
+                "Nothing to do: it is connected. If something still does not work, ask the integration for a new link.".into()
+            }
+            Self::LinkSpent { .. } => {
+                "Use the most recent link you received (the newest email), or ask the integration for a new one.".into()
+            }
+            Self::LinkReplaced { .. } => {
+                "Use the most recent link you received: the newest email, or the link the integration shows now.".into()
             }
             Self::LinkUnknown | Self::LinkExpired => {
                 "Ask for a new connect link: the integration can issue one, and reminders carry one.".into()
@@ -95,6 +173,16 @@ impl ConnectError {
                 "Nothing was changed. Start again and choose {expected} at {}. To move the integration to another organisation, create a new connection.",
                 provider.display_name()
             ),
+            Self::OtherUser { provider, expected, .. } => format!(
+                "Nothing was changed. Sign out of {}, then start again and sign in as {expected}. To connect with another user's access, create a new connection.",
+                provider.display_name()
+            ),
+            Self::DivisionNotGranted { division, .. } => format!(
+                "Nothing was changed. Start again and, on Exact Online's consent page, include division {division} among the divisions you give access to (or add it in Exact Online under App privileges, Manage divisions). To work in other divisions instead, create a new connection."
+            ),
+            Self::DivisionsUnknown { .. } => "Nothing was changed. In Exact Online, open one of the divisions you give this app access to, then start again from the connect link.".into(),
+            Self::DivisionChoiceUnknown => "Nothing was changed by this request. The connection works in the division chosen first (the integration can see it); to work in another, ask the integration for a new connection that names it.".into(),
+            Self::DivisionChoiceClosed { .. } => "Nothing was changed. To work in another division, ask the integration for a new connection that names it.".into(),
             Self::ConnectionGone => "Create a new connection in the integration.".into(),
             Self::Conflict | Self::Unavailable(_) => "Nothing was changed. Try again in a minute.".into(),
             Self::Misconfigured(_) => "Contact the integration's support: the app registration needs fixing.".into(),
@@ -107,6 +195,8 @@ impl ConnectError {
             Self::MalformedRequest(_) => "malformed_request",
             Self::LinkUnknown => "link_unknown",
             Self::LinkExpired => "link_expired",
+            Self::LinkSpent { .. } => "link_spent",
+            Self::LinkReplaced { .. } => "link_replaced",
             Self::StateUnknown => "state_unknown",
             Self::StateExpired => "state_expired",
             Self::WrongBrowser => "wrong_browser",
@@ -116,6 +206,11 @@ impl ConnectError {
             Self::NonceUnverified { .. } => "nonce_unverified",
             Self::IdentityMismatch { .. } => "identity_mismatch",
             Self::OrganisationMismatch { .. } => "organisation_mismatch",
+            Self::OtherUser { .. } => "other_user",
+            Self::DivisionNotGranted { .. } => "division_not_granted",
+            Self::DivisionsUnknown { .. } => "divisions_unknown",
+            Self::DivisionChoiceUnknown => "division_choice_unknown",
+            Self::DivisionChoiceClosed { .. } => "division_choice_closed",
             Self::ConnectionGone => "connection_gone",
             Self::Conflict => "conflict",
             Self::Misconfigured(_) => "misconfigured",

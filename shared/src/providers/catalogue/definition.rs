@@ -11,12 +11,19 @@ use std::collections::BTreeMap;
 /// The `authorize_params` value that stands for a fresh random value per request.
 pub const RANDOM_PARAM: &str = "{random}";
 
-/// How the client authenticates at the token endpoint.
+/// How the client authenticates at the token endpoint. Servers disagree on the Basic header, so which
+/// Basic is a per-provider choice: a secret with a character outside `A-Za-z0-9-._*` reaches the server
+/// intact only in the encoding it decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
-    /// HTTP Basic `client_id:client_secret` (`client_secret_basic`).
+    /// HTTP Basic as RFC 6749 §2.3.1 defines `client_secret_basic`: id and secret are each
+    /// form-urlencoded, then joined with `:` and base64-encoded. What OpenID Connect discovery means.
     Basic,
+    /// HTTP Basic over the plain `client_id:client_secret`, not form-encoded first. Twinfield's help
+    /// article "How to create an authorization string" builds it this way, and its IdentityServer-based
+    /// login service does not URL-decode the parts, so the RFC encoding breaks such secrets there.
+    BasicUnencoded,
     /// `client_id` and `client_secret` in the form body (`client_secret_post`).
     Body,
 }
@@ -62,6 +69,10 @@ pub struct RefreshPolicy {
     /// (Twinfield's refresh token never expires on its own).
     #[serde(default)]
     pub health_check_secs: Option<u64>,
+    /// Token-endpoint calls the refresh engine makes per connection per UTC day, at most: below a
+    /// provider's daily cap, leaving room for connects (Exact Online: 200 per app per user per day).
+    #[serde(default)]
+    pub max_token_calls_per_day: Option<u32>,
 }
 
 impl RefreshPolicy {
@@ -108,6 +119,11 @@ pub struct Lifetimes {
     pub access_token_secs: u64,
     #[serde(default)]
     pub authorization_code_secs: Option<u64>,
+    /// How long a Twinfield session.asmx session lives unused (every call on it, `KeepAlive`
+    /// included, restarts it). Unpublished; the broker states it in the session answer and checks a
+    /// pooled session with `KeepAlive` before trusting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_secs: Option<u64>,
 }
 
 /// What the broker does after authorization to learn where the data lives and who authorized.
@@ -145,6 +161,9 @@ pub struct EndpointTemplates {
     /// Exact Online's `current/Me`.
     #[serde(default)]
     pub current_user: Option<String>,
+    /// RFC 7009 token revocation, when the provider offers it and has no discovery document saying so.
+    #[serde(default)]
+    pub revocation: Option<String>,
 }
 
 /// One provider, as data.
@@ -173,6 +192,11 @@ pub struct ProviderDefinition {
     /// Send a PKCE S256 challenge.
     #[serde(default)]
     pub pkce: Option<bool>,
+    /// Hosts besides the issuer's that its discovery document may name for endpoints. Empty: every
+    /// discovered endpoint must be on the issuer's origin, so a tampered or careless document cannot
+    /// send the client secret or tokens elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovered_endpoint_hosts: Vec<String>,
     #[serde(default)]
     pub authorize_params: BTreeMap<String, String>,
     pub lifetimes: Lifetimes,
@@ -181,6 +205,10 @@ pub struct ProviderDefinition {
     /// Checked before the RFC 6749 defaults when classifying an error answer.
     #[serde(default)]
     pub error_rules: Vec<ErrorRule>,
+    /// Where the provider may say an organisation's services are (Twinfield's `twf.clusterUrl` and a
+    /// logon's `<cluster>`), as [`super::OriginPattern`]s; a URL outside them is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_origins: Vec<String>,
 }
 
 impl ProviderDefinition {
@@ -213,6 +241,7 @@ impl ProviderDefinition {
             &e.token_validation,
             &e.session_service,
             &e.current_user,
+            &e.revocation,
         ]
         .into_iter()
         .flatten()
@@ -262,6 +291,10 @@ impl ProviderDefinition {
                 ));
             }
         }
+        for pattern in &self.cluster_origins {
+            super::OriginPattern::parse(pattern)
+                .map_err(|e| CatalogueError(format!("{id}: {e}")))?;
+        }
         if self.lifetimes.access_token_secs == 0 {
             return err(format!(
                 "{id}: lifetimes.access_token_secs must be positive"
@@ -295,6 +328,7 @@ mod tests {
             expiry,
             min_interval_secs: Some(570),
             health_check_secs: None,
+            max_token_calls_per_day: None,
         };
         assert_eq!(
             policy(RefreshExpiry::Idle { days: 30 }).refresh_expiry(now, None, None),

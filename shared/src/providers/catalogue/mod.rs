@@ -23,17 +23,23 @@
 //!
 //! Endpoints are absolute URLs or paths joined to `base_url`; `base_url` may be `{instance_url}`, taken
 //! from the app's settings (Acumatica). With an `issuer`, endpoints and settings not given explicitly
-//! come from its `/.well-known/openid-configuration`. In `authorize_params`, the value `{random}` is a
+//! come from its `/.well-known/openid-configuration` (the signing keys and the revocation endpoint
+//! too), and must be on the issuer's origin unless `discovered_endpoint_hosts` lists their host;
+//! id_tokens must name the issuer. `endpoints.revocation` names an RFC 7009 endpoint a provider
+//! without a discovery document offers; `refresh.max_token_calls_per_day` caps the refresh engine's
+//! token calls per connection per day (Exact Online). In `authorize_params`, the value `{random}` is a
 //! fresh random value per request (Twinfield's mandatory `nonce`). A definition may `extend` another
 //! and change only some fields.
 
 mod definition;
+mod origins;
 mod overrides;
 
 pub use definition::{
     ClientAuth, DiscoveryStep, EndpointTemplates, Lifetimes, ProviderDefinition, RefreshExpiry,
     RefreshPolicy, RefreshRotation, RANDOM_PARAM,
 };
+pub use origins::OriginPattern;
 pub use overrides::EndpointOverrides;
 
 use crate::domain::{ProviderKind, ProviderSettings, ServiceUrl};
@@ -254,6 +260,7 @@ impl Catalogue {
             token_validation: url(&e.token_validation)?,
             session_service: url(&e.session_service)?,
             current_user: url(&e.current_user)?,
+            revocation: url(&e.revocation)?,
         };
         let issuer = match &definition.issuer {
             Some(issuer) => Some(url(&Some(issuer.clone()))?.expect("given")),
@@ -315,6 +322,7 @@ pub struct PartialEndpoints {
     pub token_validation: Option<Url>,
     pub session_service: Option<Url>,
     pub current_user: Option<Url>,
+    pub revocation: Option<Url>,
 }
 
 /// One app's provider: its definition, its settings and concrete endpoints.
@@ -338,6 +346,36 @@ impl ResolvedProvider {
     pub fn rewrite(&self, url: &str) -> String {
         self.overrides.apply(url)
     }
+
+    /// A service URL the provider reported (Twinfield's cluster), if its origin is in the definition's
+    /// `cluster_origins` or is the origin the provider's own base URL points at (a sandbox the overrides
+    /// aimed the login host at is trusted for its clusters too); then rewritten by the overrides.
+    pub fn reported_service_url(&self, reported: &str) -> Result<ServiceUrl, String> {
+        let url = Url::parse(reported.trim())
+            .map_err(|e| format!("{:?} is not a URL ({e})", tidy(reported)))?;
+        let listed = self
+            .definition
+            .cluster_origins
+            .iter()
+            .any(|pattern| OriginPattern::parse(pattern).is_ok_and(|p| p.matches(&url)));
+        let own = self
+            .base_url
+            .as_ref()
+            .is_some_and(|base| base.as_url().origin() == url.origin());
+        if !(listed || own) {
+            return Err(format!(
+                "{} named {:?}, which is not an allowed address for it ({}); the broker sends no token or session there. A sandbox's origin can be added to the definition's cluster_origins",
+                self.definition.display_name,
+                tidy(reported),
+                self.definition.cluster_origins.join(", ")
+            ));
+        }
+        ServiceUrl::parse(&self.rewrite(url.as_str()))
+    }
+}
+
+fn tidy(text: &str) -> String {
+    crate::providers::error::tidy(text, 200)
 }
 
 #[cfg(test)]
@@ -363,7 +401,7 @@ mod tests {
             assert_eq!(r.definition.client_auth, Some(ClientAuth::Body));
         }
         let t = c.resolve(&ProviderSettings::Twinfield).unwrap();
-        assert_eq!(t.definition.client_auth, Some(ClientAuth::Basic));
+        assert_eq!(t.definition.client_auth, Some(ClientAuth::BasicUnencoded));
         assert_eq!(
             t.definition
                 .authorize_params

@@ -83,11 +83,10 @@ impl LogonResult {
             Self::OAuth2AuthenticationRequired => {
                 LogonVerdict::Reconnect(ReconnectKind::LegacyCredentialsRetired)
             }
-            Self::Untrusted
-            | Self::Deleted
-            | Self::Disabled
-            | Self::OrganisationInactive
-            | Self::NoAvailableCompanies => LogonVerdict::Disabled,
+            // A person must act at Twinfield; nothing about the grant or the organisation is known
+            // to be wrong, so the connection stays as it is.
+            Self::Untrusted | Self::NoAvailableCompanies => LogonVerdict::Refused,
+            Self::Deleted | Self::Disabled | Self::OrganisationInactive => LogonVerdict::Disabled,
         }
     }
 
@@ -152,6 +151,9 @@ pub enum LogonVerdict {
     Disabled,
     /// Logged on, but the user must first act in Twinfield (SMS log-on, change password).
     PersonMustAct,
+    /// Refused for a reason a person resolves in Twinfield (an untrusted log-on, no companies); the
+    /// connection itself is not known to be broken.
+    Refused,
 }
 
 /// An open session on a cluster. The id grants access like a token does.
@@ -169,6 +171,8 @@ pub struct Logon {
     /// From the answer's SOAP header; empty ids are dropped.
     pub session_id: Option<SessionId>,
     pub cluster_url: Option<ServiceUrl>,
+    /// The answer's `Retry-After`, if it had one (a `Blocked` answer during maintenance may).
+    pub retry_after: Option<Duration>,
 }
 
 impl Logon {
@@ -352,11 +356,13 @@ fn read_fault(fault: &Element) -> SoapFault {
         .child_text("faultstring")
         .or_else(|| fault.child("Reason").and_then(|r| r.child_text("Text")))
         .unwrap_or_default();
-    let detail = fault.child("detail").or_else(|| fault.child("Detail"));
-    let detail_code = detail
-        .and_then(|d| d.descendant("code").or_else(|| d.descendant("Code")))
-        .map(|c| tidy(&c.text, 40))
-        .filter(|c| !c.is_empty());
+    let codes = numeric_codes(fault);
+    // 354 wins over any other code the fault also carries: it is the one the caller acts on.
+    let detail_code = codes
+        .iter()
+        .find(|c| *c == TOKEN_INVALID_CODE)
+        .or(codes.first())
+        .cloned();
     SoapFault {
         code: tidy(code, 100),
         message: tidy(message, 300),
@@ -364,9 +370,37 @@ fn read_fault(fault: &Element) -> SoapFault {
     }
 }
 
+/// Twinfield's numeric fault codes, wherever the fault carries them: a `code` element (detail or
+/// elsewhere, any namespace, any case) or a `code` attribute on any element. The layout of the 354
+/// fault is not published, and its text is localised ("Access denied." / "Toegang geweigerd."), so the
+/// number is the only stable signal. SOAP 1.2's own `Code` holds a `Value` child, not a number, and
+/// is skipped by the numeric test.
+fn numeric_codes(fault: &Element) -> Vec<String> {
+    let numeric = |v: &str| {
+        let v = v.trim();
+        (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.to_string())
+    };
+    let mut codes = Vec::new();
+    for element in fault.walk() {
+        if element.name.eq_ignore_ascii_case("code") {
+            codes.extend(numeric(&element.text));
+        }
+        let attributes = element.attributes.iter();
+        codes.extend(
+            attributes
+                .filter(|(n, _)| n.eq_ignore_ascii_case("code"))
+                .filter_map(|(_, v)| numeric(v)),
+        );
+    }
+    codes
+}
+
 fn fault_error(fault: SoapFault) -> SessionError {
     let lower = fault.message.to_lowercase();
-    if fault.detail_code.as_deref() == Some(TOKEN_INVALID_CODE) || lower.contains("token invalid") {
+    // The English text is a last resort for a fault that carries no code at all.
+    let by_text = fault.detail_code.is_none() && lower.contains("token invalid");
+    if fault.detail_code.as_deref() == Some(TOKEN_INVALID_CODE) || by_text {
         SessionError::AccessTokenInvalid {
             message: fault.message,
         }
@@ -379,12 +413,12 @@ fn fault_error(fault: SoapFault) -> SessionError {
     }
 }
 
-/// Reads a logon answer (`AccessTokenLogon`, `OAuthLogon`, `Logon`). `rewrite` applies the base-URL
-/// overrides to the reported cluster.
+/// Reads a logon answer (`AccessTokenLogon`, `OAuthLogon`, `Logon`). `cluster` checks the reported
+/// cluster against the allow-list and applies the base-URL overrides.
 pub fn read_logon(
     reply: SoapReply<'_>,
     operation: &str,
-    rewrite: &dyn Fn(&str) -> String,
+    cluster: &dyn Fn(&str) -> Result<ServiceUrl, String>,
 ) -> Result<Logon, SessionError> {
     let answer = read_soap_answer(reply, operation)?;
     let result_text = answer
@@ -413,8 +447,8 @@ pub fn read_logon(
     {
         None => None,
         Some(c) => Some(
-            ServiceUrl::parse(&rewrite(c))
-                .map_err(|e| SessionError::Malformed(format!("cluster: {}", tidy(&e, 200))))?,
+            cluster(c)
+                .map_err(|e| SessionError::Malformed(format!("cluster: {}", tidy(&e, 400))))?,
         ),
     };
     if result == LogonResult::Ok && (session_id.is_none() || cluster_url.is_none()) {
@@ -427,6 +461,7 @@ pub fn read_logon(
         next_action,
         session_id,
         cluster_url,
+        retry_after: reply.retry_after,
     })
 }
 
@@ -463,8 +498,8 @@ mod tests {
         }
     }
 
-    fn same(u: &str) -> String {
-        u.to_string()
+    fn same(u: &str) -> Result<ServiceUrl, String> {
+        ServiceUrl::parse(u)
     }
 
     const OK_11: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -493,6 +528,24 @@ mod tests {
             LogonVerdict::Reconnect(ReconnectKind::LegacyCredentialsRetired)
         );
         assert!(logon.session().is_none());
+    }
+
+    /// Only `Ok` opens a session; a refusal's `SessionID` may be empty or missing, and is none either way.
+    #[test]
+    fn a_refused_logon_has_no_session_with_an_empty_or_absent_id() {
+        let blocked = OK_11.replace(">Ok<", ">Blocked<");
+        let empty = blocked.replace("sess-1", "");
+        let absent = blocked.replace("<SessionID>sess-1</SessionID>", "");
+        for xml in [blocked, empty, absent] {
+            let logon = read_logon(reply(200, &xml), "AccessTokenLogon", &same).unwrap();
+            assert!(logon.session().is_none(), "{xml}");
+            assert_eq!(logon.verdict(), LogonVerdict::RetryLater);
+        }
+        let ok_without_id = OK_11.replace("sess-1", "");
+        assert!(matches!(
+            read_logon(reply(200, &ok_without_id), "AccessTokenLogon", &same),
+            Err(SessionError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -551,6 +604,58 @@ mod tests {
             read_select_company(reply(500, soap12)),
             Err(SessionError::AccessTokenInvalid { .. })
         ));
+    }
+
+    /// Every place the 354 may be carried, in either SOAP version, in Dutch, and in UTF-16.
+    #[test]
+    fn the_token_invalid_fault_is_known_by_its_code_in_any_shape() {
+        let soap11 = |detail: &str, text: &str| {
+            format!(
+                r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{text}</faultstring><detail>{detail}</detail></soap:Fault></soap:Body></soap:Envelope>"#
+            )
+        };
+        let dutch = "Toegang geweigerd. Token ongeldig.";
+        let shapes = [
+            soap11("<code>354</code>", dutch),
+            soap11(r#"<Error code="354" msg="x"/>"#, dutch),
+            soap11(r#"<t:Errors xmlns:t="http://www.twinfield.com/"><t:Code>354</t:Code></t:Errors>"#, dutch),
+            soap11(r#"<x:e xmlns:x="urn:x" x:code=" 354 "/>"#, "Zugriff verweigert."),
+            soap11("<code>12</code><code>354</code>", dutch),
+            r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault><e:Code><e:Value>e:Sender</e:Value></e:Code><e:Reason><e:Text xml:lang="nl">Toegang geweigerd. Token ongeldig.</e:Text></e:Reason><e:Detail><code>354</code></e:Detail></e:Fault></e:Body></e:Envelope>"#.to_string(),
+        ];
+        for xml in &shapes {
+            let e = read_select_company(reply(500, xml));
+            assert!(
+                matches!(e, Err(SessionError::AccessTokenInvalid { .. })),
+                "{xml}: {e:?}"
+            );
+        }
+        let mut utf16 = vec![0xFF, 0xFE];
+        let declared = format!("<?xml version=\"1.0\" encoding=\"utf-16\"?>{}", shapes[0]);
+        utf16.extend(declared.encode_utf16().flat_map(u16::to_le_bytes));
+        let e = read_select_company(SoapReply {
+            status: 500,
+            content_type: Some("text/xml; charset=utf-16"),
+            retry_after: None,
+            body: &utf16,
+        });
+        assert!(
+            matches!(e, Err(SessionError::AccessTokenInvalid { .. })),
+            "{e:?}"
+        );
+        // Another code is another fault, whatever the words; "Toegang geweigerd" alone is not 354 (it
+        // also heads "Company ontbreekt in request header").
+        for other in [
+            soap11("<code>103</code>", "Access denied. Token invalid."),
+            soap11(
+                "",
+                "Toegang geweigerd. Company ontbreekt in request header.",
+            ),
+            soap11(r#"<Error code="3540"/>"#, dutch),
+        ] {
+            let e = read_select_company(reply(500, &other));
+            assert!(matches!(e, Err(SessionError::Fault(_))), "{other}: {e:?}");
+        }
     }
 
     #[test]

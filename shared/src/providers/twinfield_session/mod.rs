@@ -5,10 +5,12 @@
 //! 1.2) or encoding (UTF-8 or UTF-16) they come in; every `LogonResult` maps to a [`LogonVerdict`].
 
 mod answers;
+mod pool;
 
 pub use answers::*;
+pub use pool::{PoolKey, PoolSettings, PoolSlot, PooledSession, SessionPool};
 
-use super::catalogue::{CatalogueError, EndpointOverrides, ResolvedProvider};
+use super::catalogue::{CatalogueError, ResolvedProvider};
 use super::error::Redactor;
 use super::http::{parse_retry_after, ProviderHttp};
 use crate::domain::LegacyTwinfieldCredentials;
@@ -27,7 +29,8 @@ pub struct LegacyConsumer {
 pub struct TwinfieldSessionClient {
     http: ProviderHttp,
     login_service: Url,
-    overrides: EndpointOverrides,
+    /// Checks and rewrites the cluster a logon names.
+    twinfield: std::sync::Arc<ResolvedProvider>,
 }
 
 impl TwinfieldSessionClient {
@@ -41,7 +44,7 @@ impl TwinfieldSessionClient {
         Ok(Self {
             http,
             login_service,
-            overrides: twinfield.overrides.clone(),
+            twinfield: std::sync::Arc::new(twinfield.clone()),
         })
     }
 
@@ -54,9 +57,9 @@ impl TwinfieldSessionClient {
         let body = envelope(None, op, &[("accessToken", access_token.expose())]);
         let mut redactor = Redactor::default();
         redactor.add(access_token.expose());
-        let rewrite = |u: &str| self.overrides.apply(u);
+        let cluster = |u: &str| self.twinfield.reported_service_url(u);
         self.call(self.login_service.clone(), op, body, &redactor, |reply| {
-            read_logon(reply, op, &rewrite)
+            read_logon(reply, op, &cluster)
         })
         .await
     }
@@ -83,9 +86,9 @@ impl TwinfieldSessionClient {
         redactor.add(consumer.client_secret.expose());
         redactor.add(credentials.access_token.expose());
         redactor.add(credentials.access_secret.expose());
-        let rewrite = |u: &str| self.overrides.apply(u);
+        let cluster = |u: &str| self.twinfield.reported_service_url(u);
         self.call(self.login_service.clone(), op, body, &redactor, |reply| {
-            read_logon(reply, op, &rewrite)
+            read_logon(reply, op, &cluster)
         })
         .await
     }
