@@ -6,9 +6,11 @@
 //! broker runs on a machine with no AWS account at all. The embedded store is the `embedded` feature:
 //! the Lambda functions are built without it and need `BROKER_TABLE`.
 
+use crate::adapters::aws_throttles::ThrottleCounter;
 use crate::adapters::dynamodb::DynamoStore;
 #[cfg(feature = "embedded")]
 use crate::adapters::embedded::EmbeddedStore;
+use crate::adapters::kms_escrow::KmsEscrowKey;
 use crate::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use crate::ports::{MetadataStore, StoreError, TokenVault};
 use aws_config::retry::RetryConfig;
@@ -29,6 +31,9 @@ pub enum BackendConfig {
         table: String,
         secret_prefix: String,
         kms_key_id: Option<String>,
+        /// The KMS key that seals tokens Secrets Manager refused (see [`crate::escrow`]); `None`:
+        /// no escrow, and such tokens are held only as long as the refresh retries.
+        escrow_key_id: Option<String>,
     },
 }
 
@@ -36,7 +41,8 @@ impl BackendConfig {
     pub const DEFAULT_DATA_DIR: &'static str = ".broker";
     pub const DEFAULT_SECRET_PREFIX: &'static str = "connection-broker";
 
-    /// Reads `BROKER_TABLE`, `BROKER_SECRET_PREFIX`, `BROKER_KMS_KEY_ID` and `BROKER_DATA_DIR`.
+    /// Reads `BROKER_TABLE`, `BROKER_SECRET_PREFIX`, `BROKER_KMS_KEY_ID`, `BROKER_ESCROW_KEY_ID` and
+    /// `BROKER_DATA_DIR`.
     pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
@@ -50,6 +56,7 @@ impl BackendConfig {
                     .trim_end_matches('/')
                     .to_string(),
                 kms_key_id: get("BROKER_KMS_KEY_ID"),
+                escrow_key_id: get("BROKER_ESCROW_KEY_ID"),
             },
             None => Self::Embedded {
                 path: PathBuf::from(
@@ -85,17 +92,50 @@ pub fn aws_config_loader() -> ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).http_client(aws_http_client())
 }
 
-/// SDK calls get explicit timeouts and a bounded retry: the SDK sets no operation timeout by default.
+/// Every SDK call's bounds: the SDK sets no operation timeout by default, and an unbounded retry
+/// would hold a refresh (and its lease) hostage to a throttled service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsCallLimits {
+    /// Opening a connection.
+    pub connect: Duration,
+    /// One attempt, answer included.
+    pub attempt: Duration,
+    /// All attempts of one call, backoff included.
+    pub operation: Duration,
+    /// Attempts per call (the SDK's standard retry: throttling, 5xx, timeouts and resets, with
+    /// exponential backoff and jitter, and a retry quota that stops retrying when most calls fail).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsCallLimits {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            attempt: Duration::from_secs(4),
+            operation: Duration::from_secs(12),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl AwsCallLimits {
+    pub fn apply(&self, loader: ConfigLoader) -> ConfigLoader {
+        loader
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.connect)
+                    .operation_attempt_timeout(self.attempt)
+                    .operation_timeout(self.operation)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
+    }
+}
+
+/// SDK calls get explicit timeouts and a bounded retry ([`AwsCallLimits`]).
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config_loader()
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(4))
-                .operation_timeout(Duration::from_secs(12))
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
+    AwsCallLimits::default()
+        .apply(aws_config_loader())
         .load()
         .await
 }
@@ -124,16 +164,38 @@ impl Backend {
                 table,
                 secret_prefix,
                 kms_key_id,
+                escrow_key_id,
             } => {
                 let sdk = aws_sdk_config().await;
-                let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
-                let vault = SecretsManagerVault::new(
-                    aws_sdk_secretsmanager::Client::new(&sdk),
+                // Every client counts the throttling it meets (see `aws_throttles`).
+                let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::config::Builder::from(&sdk)
+                        .interceptor(ThrottleCounter)
+                        .build(),
+                );
+                let secrets = aws_sdk_secretsmanager::Client::from_conf(
+                    aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                        .interceptor(ThrottleCounter)
+                        .build(),
+                );
+                let store = DynamoStore::new(dynamodb, table.clone());
+                let mut vault = SecretsManagerVault::new(
+                    secrets,
                     VaultNaming {
                         prefix: secret_prefix.clone(),
                         kms_key_id: kms_key_id.clone(),
                     },
                 );
+                if let Some(key) = escrow_key_id {
+                    vault = vault.with_escrow_key(KmsEscrowKey::new(
+                        aws_sdk_kms::Client::from_conf(
+                            aws_sdk_kms::config::Builder::from(&sdk)
+                                .interceptor(ThrottleCounter)
+                                .build(),
+                        ),
+                        key.clone(),
+                    ));
+                }
                 Ok(Self {
                     store: Arc::new(store),
                     vault: Arc::new(vault),
@@ -191,7 +253,8 @@ mod tests {
             BackendConfig::Aws {
                 table: "broker".into(),
                 secret_prefix: "cb/prod".into(),
-                kms_key_id: None
+                kms_key_id: None,
+                escrow_key_id: None,
             }
         );
     }

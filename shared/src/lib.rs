@@ -12,6 +12,7 @@ pub mod connect;
 pub mod context;
 pub mod credential_keeper;
 pub mod domain;
+pub mod escrow;
 pub mod ids;
 pub mod notify;
 pub mod ports;

@@ -6,6 +6,7 @@ use crate::domain::{
     ApiKeyPrefix, ApiKeyRecord, ConnectLink, Connection, Consumed, Credentials, CredentialsPointer,
     OAuthApp, OneTimeKey, PendingAuthorization, StatusTransition, Tenant, VaultSlot,
 };
+use crate::escrow::SealedCredentials;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use crate::secret::ClientSecret;
 use async_trait::async_trait;
@@ -300,6 +301,34 @@ pub trait TokenVault: Send + Sync {
         tenant: &TenantId,
         app: &AppId,
     ) -> Result<Option<ClientSecret>, VaultError>;
+
+    /// Seals credentials that could not be written to the vault, for keeping in the metadata until
+    /// they can be (see [`crate::escrow`]): with a key independent of the vault's storage, bound to
+    /// the connection and the version `target` they are meant for. A vault with no escrow key says so.
+    async fn seal_escrow(
+        &self,
+        _tenant: &TenantId,
+        _connection: &ConnectionId,
+        _target: &WriteId,
+        _credentials: &Credentials,
+    ) -> Result<SealedCredentials, VaultError> {
+        Err(VaultError::Unavailable(
+            "this vault has no escrow key (set BROKER_ESCROW_KEY_ID)".into(),
+        ))
+    }
+
+    /// Opens what [`TokenVault::seal_escrow`] sealed for the same connection and target.
+    async fn open_escrow(
+        &self,
+        _tenant: &TenantId,
+        _connection: &ConnectionId,
+        _target: &WriteId,
+        _sealed: &SealedCredentials,
+    ) -> Result<Credentials, VaultError> {
+        Err(VaultError::Unavailable(
+            "this vault has no escrow key (set BROKER_ESCROW_KEY_ID)".into(),
+        ))
+    }
 }
 
 /// Everything the broker stores, as one metadata store plus the vault.

@@ -1,9 +1,14 @@
 //! The two storage backends, built the way the functions build them, for tests that must pass on both.
 
+use crate::aws_faults::FaultProxy;
 use crate::moto::{unique_name, Moto};
+use aws_config::SdkConfig;
+use broker_core::adapters::aws_throttles::ThrottleCounter;
 use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::embedded::EmbeddedStore;
+use broker_core::adapters::kms_escrow::KmsEscrowKey;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
+use broker_core::backend::AwsCallLimits;
 use broker_core::ports::{MetadataStore, TokenVault};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +26,8 @@ pub struct AwsParts {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub table: String,
     pub secret_prefix: String,
+    /// The proxy between these clients and moto, for backends made by [`aws_with_faults`].
+    pub faults: Option<Arc<FaultProxy>>,
 }
 
 /// The embedded store on a fresh file in a fresh temporary folder.
@@ -35,16 +42,59 @@ pub fn embedded() -> Backend {
     }
 }
 
-/// The AWS adapters against this process's moto server, on a fresh table and secret prefix.
+/// The AWS adapters against this process's moto server, on a fresh table, secret prefix and escrow
+/// key.
 pub async fn aws() -> Backend {
-    let moto = shared_moto();
-    let config = moto.sdk_config().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let config = shared_moto().sdk_config().await;
+    aws_on(&config, None).await
+}
+
+/// The AWS adapters reaching moto through a [`FaultProxy`] of their own, with the broker's timeouts
+/// and retries: every DynamoDB, Secrets Manager and KMS call can be throttled, failed, reset or held
+/// (`backend.aws.as_ref().unwrap().faults`).
+pub async fn aws_with_faults() -> Backend {
+    aws_with_faults_limited(FaultProxy::test_call_limits()).await
+}
+
+/// As [`aws_with_faults`], with these SDK timeouts and retries (e.g. production's, for benchmarks).
+pub async fn aws_with_faults_limited(limits: AwsCallLimits) -> Backend {
+    let proxy = FaultProxy::start(&shared_moto().endpoint)
+        .await
+        .expect("starting the fault proxy");
+    let config = proxy.sdk_config_with(limits).await;
+    aws_on(&config, Some(Arc::new(proxy))).await
+}
+
+async fn aws_on(config: &SdkConfig, faults: Option<Arc<FaultProxy>>) -> Backend {
+    // Counting throttled calls as the functions' clients do (`RunSummary::aws_throttles`).
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(config)
+            .interceptor(ThrottleCounter)
+            .build(),
+    );
     let table = unique_name("broker");
     DynamoStore::create_table(&dynamodb, &table)
         .await
         .expect("creating the table in moto");
+    let escrow_key = kms
+        .create_key()
+        .description("escrow key of a broker test")
+        .send()
+        .await
+        .expect("creating a KMS key in moto")
+        .key_metadata
+        .expect("a created key has metadata")
+        .key_id;
     let secret_prefix = unique_name("connection-broker/test");
     let vault = SecretsManagerVault::new(
         secrets.clone(),
@@ -52,7 +102,8 @@ pub async fn aws() -> Backend {
             prefix: secret_prefix.clone(),
             kms_key_id: None,
         },
-    );
+    )
+    .with_escrow_key(KmsEscrowKey::new(kms, escrow_key));
     Backend {
         name: "aws",
         store: Arc::new(DynamoStore::new(dynamodb.clone(), table.clone())),
@@ -62,6 +113,7 @@ pub async fn aws() -> Backend {
             secrets,
             table,
             secret_prefix,
+            faults,
         }),
     }
 }

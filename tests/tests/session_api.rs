@@ -2135,6 +2135,7 @@ async fn a_slow_provider_or_an_interrupted_refresh_answers_503_within_the_deadli
             slot: current.slot.other(),
             write: WriteId::generate(),
         },
+        escrow: None,
     });
     store
         .save_connection(&connection, broker_core::ports::Fence::Version, &[])

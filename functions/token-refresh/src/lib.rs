@@ -24,6 +24,9 @@ pub async fn refresh_due(
     tracing::info!(
         taken = summary.taken,
         errors = summary.errors,
+        retried = summary.retried,
+        aws_throttles = summary.aws_throttles,
+        lowest_concurrency = summary.lowest_concurrency,
         stopped_early = summary.stopped_early,
         outcomes = %serde_json::to_string(&summary.outcomes).unwrap_or_default(),
         "scheduled refresh finished"
@@ -70,6 +73,9 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
                     {"Name": "ConnectionsTaken", "Unit": "Count"},
                     {"Name": "ReconnectRequired", "Unit": "Count"},
                     {"Name": "RunStoppedEarly", "Unit": "Count"},
+                    {"Name": "AwsThrottles", "Unit": "Count"},
+                    {"Name": "RetriedInRun", "Unit": "Count"},
+                    {"Name": "LowestConcurrency", "Unit": "Count"},
                     {"Name": "RefreshBudgetLimited", "Unit": "Count"}
                 ]
             }]
@@ -80,6 +86,10 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         "ConnectionsTaken": summary.taken,
         "ReconnectRequired": count("reconnect_required"),
         "RunStoppedEarly": u8::from(summary.stopped_early),
+        // Throttled AWS calls (the SDK's own retries included); the AwsThrottling alarm watches it.
+        "AwsThrottles": summary.aws_throttles,
+        "RetriedInRun": summary.retried,
+        "LowestConcurrency": summary.lowest_concurrency,
         // Connections whose refresh the vault write budget held back: tokens that live shorter than the
         // budget's pace (also said once per connection in the logs and its view).
         "RefreshBudgetLimited": count("budget_limited"),
@@ -101,8 +111,10 @@ mod tests {
             .outcomes
             .insert("failed:provider_unavailable".into(), 2);
         summary.outcomes.insert("reconnect_required".into(), 1);
+        summary.aws_throttles = 7;
         summary.outcomes.insert("budget_limited".into(), 3);
         let record = metrics_record(&summary, "token-refresh", 1);
+        assert_eq!(record["AwsThrottles"], 7);
         assert_eq!(record["RefreshFailures"], 4);
         assert_eq!(record["RefreshBudgetLimited"], 3);
         assert_eq!(record["Refreshed"], 2);

@@ -41,7 +41,9 @@
 //! a secret value: the SDK's errors carry no request body, and a payload that does not decode is
 //! reported by position only.
 
+use super::kms_escrow::KmsEscrowKey;
 use crate::domain::{Credentials, CredentialsPointer, VaultSlot};
+use crate::escrow::SealedCredentials;
 use crate::ids::{AppId, ConnectionId, TenantId, WriteId};
 use crate::ports::{TokenVault, VaultError};
 use crate::secret::ClientSecret;
@@ -70,6 +72,8 @@ pub struct VaultNaming {
 pub struct SecretsManagerVault {
     client: Client,
     naming: VaultNaming,
+    /// Seals what Secrets Manager refused (see [`crate::escrow`]); without it there is no escrow.
+    escrow_key: Option<KmsEscrowKey>,
 }
 
 /// A secret: its name, and what it is created with.
@@ -84,7 +88,17 @@ impl SecretsManagerVault {
     /// A vault over `client`. Build the client once per process, with operation timeouts set (the SDK
     /// sets none by default).
     pub fn new(client: Client, naming: VaultNaming) -> Self {
-        Self { client, naming }
+        Self {
+            client,
+            naming,
+            escrow_key: None,
+        }
+    }
+
+    /// Tokens this vault refuses are sealed with `key` for the escrow.
+    pub fn with_escrow_key(mut self, key: KmsEscrowKey) -> Self {
+        self.escrow_key = Some(key);
+        self
     }
 
     fn tenant_prefix(&self, tenant: &TenantId) -> String {
@@ -339,6 +353,42 @@ impl TokenVault for SecretsManagerVault {
     ) -> Result<Option<ClientSecret>, VaultError> {
         let name = self.client_secret_secret(tenant, app).name;
         Ok(self.get(&name, None).await?.map(client_secret_of))
+    }
+
+    async fn seal_escrow(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        target: &WriteId,
+        credentials: &Credentials,
+    ) -> Result<SealedCredentials, VaultError> {
+        self.escrow_key()?
+            .seal(tenant, connection, target, credentials)
+            .await
+    }
+
+    async fn open_escrow(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        target: &WriteId,
+        sealed: &SealedCredentials,
+    ) -> Result<Credentials, VaultError> {
+        self.escrow_key()?
+            .open(tenant, connection, target, sealed)
+            .await
+    }
+}
+
+impl SecretsManagerVault {
+    fn escrow_key(&self) -> Result<&KmsEscrowKey, VaultError> {
+        self.escrow_key.as_ref().ok_or_else(|| {
+            VaultError::Unavailable(
+                "no escrow key is configured (BROKER_ESCROW_KEY_ID): tokens Secrets Manager refuses \
+                 cannot be kept elsewhere"
+                    .into(),
+            )
+        })
     }
 }
 

@@ -186,8 +186,19 @@ impl ApiError {
         )
     }
 
-    pub fn internal(what: &str, error: impl std::fmt::Display) -> Self {
+    /// A failure of the broker's own. A store or vault that is unavailable (throttled, failing,
+    /// timing out: nothing was written, or a write is safe to repeat) is a 503 with `Retry-After`,
+    /// not a 500: the request is fine and will work shortly.
+    pub fn internal<E: std::fmt::Display + 'static>(what: &str, error: E) -> Self {
         // The store's and vault's errors carry no secret (ids and AWS error codes at most).
+        if is_unavailable(&error) {
+            tracing::warn!(error = %error, "{what}: storage unavailable");
+            return Self::new(
+                ProblemKind::TemporarilyUnavailable,
+                format!("{what}: the broker's storage is busy or unavailable right now; retry after the time in Retry-After"),
+            )
+            .retry_after(STORAGE_RETRY_AFTER_SECS);
+        }
         tracing::error!(error = %error, "{what}");
         Self::new(
             ProblemKind::Internal,
@@ -206,6 +217,38 @@ impl ApiError {
     }
 }
 
+/// How long a client waits when storage is unavailable: long enough for the SDK's own retries and a
+/// throttled table to recover, short enough for an interactive caller.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
+
+/// Whether `error` is a store or vault failure that may pass (`Unavailable`), whatever layer wraps it.
+fn is_unavailable(error: &dyn std::any::Any) -> bool {
+    use crate::credential_keeper::KeeperError;
+    use crate::ports::{StoreError, VaultError};
+    use crate::refresh::EngineError;
+    if let Some(e) = error.downcast_ref::<StoreError>() {
+        return matches!(e, StoreError::Unavailable(_));
+    }
+    if let Some(e) = error.downcast_ref::<VaultError>() {
+        return matches!(e, VaultError::Unavailable(_));
+    }
+    if let Some(e) = error.downcast_ref::<EngineError>() {
+        return matches!(
+            e,
+            EngineError::Store(StoreError::Unavailable(_))
+                | EngineError::Vault(VaultError::Unavailable(_))
+        );
+    }
+    if let Some(e) = error.downcast_ref::<KeeperError>() {
+        return matches!(
+            e,
+            KeeperError::Store(StoreError::Unavailable(_))
+                | KeeperError::Vault(VaultError::Unavailable(_))
+        );
+    }
+    false
+}
+
 /// The RFC 9457 body (`application/problem+json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -219,6 +262,25 @@ pub struct Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_storage_is_a_503_with_retry_after_and_anything_else_a_500() {
+        use crate::ports::{StoreError, VaultError};
+        use crate::refresh::EngineError;
+        let throttled =
+            StoreError::Unavailable("DynamoDB GetItem failed: ThrottlingException".into());
+        for error in [
+            ApiError::internal("the connection could not be read", throttled.clone()),
+            ApiError::internal("x", VaultError::Unavailable("timeout".into())),
+            ApiError::internal("x", EngineError::Store(throttled)),
+        ] {
+            assert_eq!(error.kind.status(), 503, "{error}");
+            assert_eq!(error.retry_after, Some(STORAGE_RETRY_AFTER_SECS));
+        }
+        let corrupt = ApiError::internal("x", StoreError::Corrupt("bad".into()));
+        assert_eq!(corrupt.kind.status(), 500);
+        assert_eq!(ApiError::internal("x", "plain").kind.status(), 500);
+    }
 
     #[test]
     fn problem_types_are_unique_and_say_what_to_do() {

@@ -56,6 +56,10 @@ pub struct RefreshInFlight {
     pub spending: CredentialsPointer,
     /// Where the new credentials go if the provider answers.
     pub target: CredentialsPointer,
+    /// The provider's answer, sealed, when the vault refused it: the next worker moves it to `target`
+    /// (see [`crate::escrow`]). Cleared with the marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<crate::escrow::SealedCredentials>,
 }
 
 /// A cross-process refresh lease. Taking it bumps the connection's version, so writes fenced on the

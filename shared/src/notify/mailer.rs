@@ -51,6 +51,7 @@ impl SesMailer {
     pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_sesv2::Client {
         let config = aws_sdk_sesv2::config::Builder::from(sdk)
             .retry_config(aws_config::retry::RetryConfig::disabled())
+            .interceptor(crate::adapters::aws_throttles::ThrottleCounter)
             .build();
         aws_sdk_sesv2::Client::from_conf(config)
     }

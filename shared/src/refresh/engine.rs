@@ -26,14 +26,34 @@
 //! Before calling the provider, the engine saves a [`RefreshInFlight`] marker naming the token being
 //! spent and the vault version the new tokens will be written to. The provider's answer goes to the
 //! vault first (the non-current slot), then the metadata is switched to it and the marker cleared.
-//! A worker that finds a marker left behind follows this recovery:
-//! 1. the new tokens are in the vault → the answer was kept: adopt them;
-//! 2. they are not, and the original call may still be running (its time budget has not passed) →
-//!    wait: presenting the same refresh token now could spend it twice;
-//! 3. they are not, and the budget has passed → the answer, if any, was lost. Refresh once more with
+//!
+//! ## When AWS refuses the answer
+//! A crash is one way to lose the answer; a vault that throttles, fails or times out just after the
+//! provider answered is the other. So at the vault's first refusal the answer is *escrowed*: sealed
+//! (AES-256-GCM under a KMS data key, or the embedded store's local key; see [`crate::escrow`]) into the
+//! marker, in the metadata store — another service — under the lease. Then both writes are retried,
+//! with backoff and jitter, for `store_retry_for` and never beyond the lease. A metadata switch refused
+//! after the vault write landed needs no escrow: the marker already names the vault version. The
+//! answer is lost only if the vault and the metadata store both refuse it for that whole time.
+//!
+//! ## Recovery
+//! A worker that finds a marker left behind (by a crash or by writes that kept failing), under a new
+//! lease, follows this order:
+//! 1. the new tokens are in the vault → the answer was kept: adopt them (switch the metadata, clear the
+//!    marker, and with it any escrow);
+//! 2. they are not, and the marker holds an escrow → the answer was kept there: open it, write it to the
+//!    vault version the marker names (idempotent: the same write id with the same content), then
+//!    switch. If the vault still refuses, the marker and escrow stay and the next run tries again; the
+//!    old token is never presented, so a long vault outage delays a connection and loses none;
+//! 3. neither, and the original call may still be running (its time budget has not passed) → wait:
+//!    presenting the same refresh token now could spend it twice;
+//! 4. neither, and the budget has passed → the answer, if any, was lost. Refresh once more with
 //!    the only token there is. A reusable token just works; a single-use one works if the provider never
 //!    answered (or still honours it); otherwise the provider says it was used and the connection becomes
 //!    `reconnect_required` with reason "refresh interrupted" — said once, never retried in a loop.
+//!
+//! A worker holding a lease that ended is fenced off (its writes are refused), so an escrow adopted by
+//! the next worker and a late write of the original one can never both switch the connection.
 //!
 //! ## Failures
 //! Revoked, expired or reused grants and a rejected client → reconnect required. Rate limits wait for
@@ -75,6 +95,11 @@ pub struct EngineSettings {
     pub give_up_after: Duration,
     /// How long an on-demand caller waits for another worker's refresh (never past its deadline).
     pub wait_for_other_worker: std::time::Duration,
+    /// How long storing a provider's answer is retried when the vault or the metadata store refuses
+    /// it (throttled, failing, timing out), within the lease in any case. The answer is escrowed at
+    /// the first refusal, so this only decides when the refresh stops trying and leaves the rest to
+    /// the next worker.
+    pub store_retry_for: std::time::Duration,
     /// What an on-demand refresh keeps back from its deadline for the writes after the provider's
     /// answer (vault, then metadata): a provider call starts only with more than this left.
     pub write_reserve: std::time::Duration,
@@ -93,6 +118,7 @@ impl Default for EngineSettings {
             max_failures_per_hour: 6,
             give_up_after: Duration::days(3),
             wait_for_other_worker: std::time::Duration::from_secs(45),
+            store_retry_for: std::time::Duration::from_secs(20),
             write_reserve: std::time::Duration::from_secs(4),
             write_budget: WriteBudgetPolicy::default(),
         }
@@ -261,6 +287,22 @@ impl From<KeeperError> for EngineError {
     }
 }
 
+/// Where an interrupted refresh's answer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopted {
+    FromVault,
+    FromEscrow,
+}
+
+impl Adopted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::FromVault => "vault",
+            Self::FromEscrow => "escrow",
+        }
+    }
+}
+
 pub struct RefreshEngine {
     store: Arc<dyn MetadataStore>,
     vault: Arc<dyn TokenVault>,
@@ -373,6 +415,15 @@ impl RefreshEngine {
         }
         let owner = LeaseOwner::generate();
         let now = self.clock.now();
+        // Writes under the lease are only worth retrying while it lasts (in real time: the store's
+        // clock may be simulated, the retries are not), nor past an on-demand caller's deadline: the
+        // answer is escrowed at the first refusal, so stopping early loses nothing.
+        let lease_ends =
+            tokio::time::Instant::now() + self.settings.lease_ttl().to_std().unwrap_or_default();
+        let lease_ends = match trigger.demand().and_then(|d| d.deadline) {
+            Some(deadline) => lease_ends.min(deadline),
+            None => lease_ends,
+        };
         let leased = match self
             .store
             .acquire_lease(id, &owner, now, self.settings.lease_ttl())
@@ -398,7 +449,7 @@ impl RefreshEngine {
                 connection: leased,
             }),
             Ok(None) => {
-                self.refresh_under_lease(leased, &owner, trigger, &app)
+                self.refresh_under_lease(leased, &owner, trigger, &app, lease_ends)
                     .await
             }
             Err(e) => Err(e),
@@ -561,12 +612,47 @@ impl RefreshEngine {
         owner: &LeaseOwner,
         trigger: &Trigger,
         app: &OnceCell<OAuthApp>,
+        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let mut interrupted = false;
         if let Some(marker) = connection.refresh_in_flight.clone() {
             if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
-                return self.adopt(connection, owner, marker, found, app).await;
+                return self
+                    .adopt(
+                        connection,
+                        owner,
+                        marker,
+                        found,
+                        Adopted::FromVault,
+                        app,
+                        lease_ends,
+                    )
+                    .await;
+            }
+            if let Some(sealed) = &marker.escrow {
+                // The answer is known: no reason to wait for the original call, and its token must
+                // never be presented again.
+                let found = self
+                    .vault
+                    .open_escrow(
+                        &connection.tenant,
+                        &connection.id,
+                        &marker.target.write,
+                        sealed,
+                    )
+                    .await?;
+                return self
+                    .adopt(
+                        connection,
+                        owner,
+                        marker,
+                        found,
+                        Adopted::FromEscrow,
+                        app,
+                        lease_ends,
+                    )
+                    .await;
             }
             if now < marker.started_at + self.settings.call_budget() {
                 // The original call may still be running: presenting its token now could spend it twice.
@@ -636,6 +722,7 @@ impl RefreshEngine {
             started_at: now,
             spending,
             target: target.clone(),
+            escrow: None,
         });
         // Counted with the marker's own write: a call is counted before the provider sees it.
         connection.token_calls.record(now);
@@ -652,8 +739,16 @@ impl RefreshEngine {
         match answer {
             Ok(granted) => {
                 let tokens = self.token_set(&connection, &previous, granted, received_at, &rules);
-                self.store_refreshed(connection, owner, target, tokens, received_at, &rules)
-                    .await
+                self.store_refreshed(
+                    connection,
+                    owner,
+                    target,
+                    tokens,
+                    received_at,
+                    &rules,
+                    lease_ends,
+                )
+                .await
             }
             Err(failure) => {
                 self.store_failure(
@@ -664,6 +759,7 @@ impl RefreshEngine {
                     failure,
                     interrupted,
                     &rules,
+                    lease_ends,
                 )
                 .await
             }
@@ -755,6 +851,7 @@ impl RefreshEngine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn store_refreshed(
         &self,
         mut connection: Connection,
@@ -763,7 +860,9 @@ impl RefreshEngine {
         tokens: TokenSet,
         received_at: DateTime<Utc>,
         rules: &super::rules::RefreshRules,
+        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
+        let marked = connection.clone();
         connection.refresh_in_flight = None;
         connection.failures.clear();
         connection.last_refresh_at = Some(received_at);
@@ -791,6 +890,8 @@ impl RefreshEngine {
                 &credentials,
                 Fence::LeaseReleased(owner),
                 &transitions,
+                Some(marked),
+                lease_ends,
             )
             .await?;
         Ok(RefreshReport {
@@ -799,20 +900,42 @@ impl RefreshEngine {
         })
     }
 
-    /// The vault write after a provider answer is the one write that must not fail for a passing
-    /// reason: retry it (bounded) before giving up. If it still fails, the marker stays and the next
-    /// worker recovers.
+    /// Stores a provider's answer: the vault write, then the metadata switch ([`CredentialKeeper::commit`]).
+    /// These are the writes that must not fail for a passing reason, so:
+    /// - at the vault's first refusal the answer is escrowed: sealed into the marker of `marked` (the
+    ///   connection as saved with its in-flight marker), a write to the metadata store, which is
+    ///   another service. From then on the tokens survive this process whatever happens;
+    /// - both writes are retried with backoff and jitter until `store_retry_for` has passed or the
+    ///   lease is about to end (a refused metadata switch after a vault write that landed needs no
+    ///   escrow: the marker names the vault version, and the next worker adopts it);
+    /// - a repeated vault write is idempotent (same write id, same content), and a repeated metadata
+    ///   save recognises its own landed write, so a retry after a lost answer is safe.
+    ///
+    /// If the writes still fail, the error is returned; the marker (with the escrow, if it was
+    /// written) stays for the next worker.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_with_retry(
         &self,
-        connection: Connection,
+        mut connection: Connection,
         target: crate::domain::CredentialsPointer,
         credentials: &Credentials,
         fence: Fence<'_>,
         transitions: &[StatusTransition],
+        marked: Option<Connection>,
+        lease_ends: tokio::time::Instant,
     ) -> Result<Connection, EngineError> {
+        // Stop with time left for one more write before the lease ends: after it, every write under
+        // this lease is refused anyway. The first attempt is always made.
+        let started = tokio::time::Instant::now();
+        let lease_left = lease_ends
+            .saturating_duration_since(started)
+            .saturating_sub(std::time::Duration::from_secs(2));
+        let give_up_at = started + self.settings.store_retry_for.min(lease_left);
+        let mut marked = marked;
+        let mut sealed = None;
         let mut attempt: u32 = 0;
         loop {
-            match self
+            let error = match self
                 .keeper
                 .commit(
                     connection.clone(),
@@ -823,15 +946,79 @@ impl RefreshEngine {
                 )
                 .await
             {
-                Err(KeeperError::Vault(VaultError::Unavailable(e))) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(connection = %connection.id, attempt, error = %e, "vault write failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                        .await;
+                Err(KeeperError::Vault(VaultError::Unavailable(e))) => {
+                    tracing::warn!(connection = %connection.id, attempt, error = %e, "the vault refused the new tokens");
+                    if let (Some(base), Some(owner)) = (marked.take(), fence.owner()) {
+                        match self
+                            .escrow(base.clone(), owner, &target, credentials, &mut sealed)
+                            .await
+                        {
+                            Ok(saved) => {
+                                // The escrow took a write: the final save follows it.
+                                connection.version = saved.version;
+                                tracing::warn!(connection = %connection.id, "the new tokens are escrowed in the connection's record until the vault takes them");
+                            }
+                            Err(escrow_error) => {
+                                tracing::error!(connection = %connection.id, error = %escrow_error, "the new tokens could not be escrowed either; still trying both");
+                                marked = Some(base);
+                            }
+                        }
+                    }
+                    EngineError::Vault(VaultError::Unavailable(e))
+                }
+                Err(KeeperError::Store(StoreError::Unavailable(e))) => {
+                    tracing::warn!(connection = %connection.id, attempt, error = %e, "the metadata switch to the new tokens failed");
+                    EngineError::Store(StoreError::Unavailable(e))
                 }
                 other => return Ok(other?),
+            };
+            attempt += 1;
+            let pause = std::time::Duration::from_millis(
+                (250.0 * 2f64.powi(attempt.min(5) as i32 - 1) * (0.5 + jitter_unit())) as u64,
+            );
+            if tokio::time::Instant::now() + pause >= give_up_at {
+                if marked.is_some() {
+                    tracing::error!(connection = %connection.id, "the provider's new tokens could be stored nowhere: vault and metadata store both refused them");
+                }
+                return Err(error);
             }
+            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Seals `credentials` into the marker of `marked` and saves it under the lease. The sealed record
+    /// is made once and reused, so a retried save whose first attempt landed is recognised as ours.
+    async fn escrow(
+        &self,
+        mut marked: Connection,
+        owner: &LeaseOwner,
+        target: &crate::domain::CredentialsPointer,
+        credentials: &Credentials,
+        sealed: &mut Option<crate::escrow::SealedCredentials>,
+    ) -> Result<Connection, EngineError> {
+        let record = match sealed {
+            Some(record) => record.clone(),
+            None => {
+                let record = self
+                    .vault
+                    .seal_escrow(&marked.tenant, &marked.id, &target.write, credentials)
+                    .await?;
+                *sealed = Some(record.clone());
+                record
+            }
+        };
+        let Some(marker) = marked.refresh_in_flight.as_mut() else {
+            return Err(EngineError::Store(StoreError::Corrupt(
+                "an escrow needs the refresh's marker".into(),
+            )));
+        };
+        marker.escrow = Some(record);
+        // Due now, so the scheduled run moves the tokens to the vault as soon as it can.
+        marked.next_refresh_at = Some(self.clock.now());
+        Ok(self
+            .store
+            .save_connection(&marked, Fence::Lease(owner), &[])
+            .await?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -844,8 +1031,10 @@ impl RefreshEngine {
         failure: GrantFailure,
         interrupted: bool,
         rules: &super::rules::RefreshRules,
+        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
+        let marked = connection.clone();
         connection.refresh_in_flight = None;
         if failure.class == FailureClass::Unexpected {
             // Not recognised: kept and retried (bounded by the hourly ceiling and `give_up_after`), but
@@ -872,6 +1061,8 @@ impl RefreshEngine {
                     &Credentials::OAuth2(kept),
                     Fence::Lease(owner),
                     &[],
+                    Some(marked),
+                    lease_ends,
                 )
                 .await?;
         }
@@ -954,18 +1145,23 @@ impl RefreshEngine {
         })
     }
 
+    /// Finishes an interrupted refresh with the answer it left: in the vault already, or escrowed in
+    /// its marker (then written to the vault first). Clearing the marker clears the escrow.
+    #[allow(clippy::too_many_arguments)]
     async fn adopt(
         &self,
         mut connection: Connection,
         owner: &LeaseOwner,
         marker: RefreshInFlight,
         found: Credentials,
+        adopted: Adopted,
         app: &OnceCell<OAuthApp>,
+        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let app = self.app_of(&connection, app).await?;
         let rules = self.grant.rules(app);
-        tracing::info!(connection = %connection.id, "adopting tokens stored by an interrupted refresh");
+        tracing::info!(connection = %connection.id, from = adopted.as_str(), "adopting tokens stored by an interrupted refresh");
         if let Some(tokens) = found.token_set() {
             connection.access_expires_at = Some(tokens.access_expires_at);
             connection.refresh_expires_at = tokens.refresh_expires_at;
@@ -973,7 +1169,6 @@ impl RefreshEngine {
             connection.next_refresh_at =
                 Some(rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at));
         }
-        connection.credentials = Some(marker.target);
         connection.refresh_in_flight = None;
         connection.failures.clear();
         let mut transitions = Vec::new();
@@ -984,10 +1179,27 @@ impl RefreshEngine {
                     .expect("usable"),
             );
         }
-        let saved = self
-            .store
-            .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
-            .await?;
+        let saved = match adopted {
+            Adopted::FromVault => {
+                connection.credentials = Some(marker.target);
+                self.store
+                    .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
+                    .await?
+            }
+            // Already escrowed: nothing more to keep elsewhere if the vault still refuses.
+            Adopted::FromEscrow => {
+                self.commit_with_retry(
+                    connection,
+                    marker.target,
+                    &found,
+                    Fence::LeaseReleased(owner),
+                    &transitions,
+                    None,
+                    lease_ends,
+                )
+                .await?
+            }
+        };
         Ok(RefreshReport {
             outcome: Outcome::Recovered,
             connection: saved,

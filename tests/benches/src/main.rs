@@ -1,18 +1,25 @@
 //! `cargo run --release -p broker-benches [-- <name>...] [--quick] [--arm64]`
 //!
 //! Benchmarks that print figures (never timed assertions): `fanout`, `session`, `coldstart`,
-//! `secret-writes`; none named runs all. `--quick` shrinks every benchmark for a fast look;
+//! `secret-writes`, `throttled`; none named runs all. `--quick` shrinks every benchmark for a fast look;
 //! `--arm64` also builds the functions with cargo lambda for arm64 and reports those sizes.
 
 mod coldstart;
 mod counting;
 mod fanout;
 mod session;
+mod throttled;
 mod world;
 
 use std::time::Instant;
 
-const ALL: [&str; 4] = ["fanout", "session", "secret-writes", "coldstart"];
+const ALL: [&str; 5] = [
+    "fanout",
+    "session",
+    "secret-writes",
+    "coldstart",
+    "throttled",
+];
 
 /// The 1/5/15-minute load averages: the machine is shared, so say how busy it was.
 fn load() -> String {
@@ -83,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 "session" => session::bench(quick).await?,
                 "secret-writes" => session::secret_writes(quick).await?,
                 "coldstart" => coldstart::bench(quick, arm64).await?,
+                "throttled" => throttled::bench(quick).await?,
                 _ => unreachable!(),
             }
             println!("  ({name} took {:.0} s)\n", t.elapsed().as_secs_f64());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
 /// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// How long SQLite itself waits for another connection's (or process's) write lock before reporting
 /// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
@@ -131,6 +131,16 @@ const SCHEMA_V3: &str = "
 ALTER TABLE connections ADD COLUMN awaiting_since TEXT;
 CREATE INDEX IF NOT EXISTS connections_awaiting ON connections (awaiting_since, id)
     WHERE awaiting_since IS NOT NULL;
+";
+
+/// Version 4: `local_keys`, the store's own keys. `escrow` seals the tokens a refresh could not write to
+/// the vault while they wait in the connection's record (see [`crate::escrow`]); it is made once, with
+/// the file, and kept in it, so it is as private as the vault's own entries.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS local_keys (
+    name TEXT PRIMARY KEY,
+    key  BLOB NOT NULL
+);
 ";
 
 /// Fills `awaiting_since` from each connection's own record: the schema alone cannot say which
@@ -255,6 +265,15 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
     if version < 3 {
         tx.execute_batch(SCHEMA_V3)?;
         backfill_awaiting_since(&tx)?;
+    }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4)?;
+        let key = crate::escrow::DataKey::generate()
+            .map_err(|e| Failure::Refused(StoreError::Unavailable(e.to_string())))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO local_keys (name, key) VALUES ('escrow', ?1)",
+            [&key.0[..]],
+        )?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -335,6 +335,7 @@ async fn the_vault_prunes_old_versions_but_keeps_the_newest_and_the_pointed_at()
         started_at: t0(),
         spending: pointer(1),
         target: pointer(2),
+        escrow: None,
     });
     c = store
         .save_connection(&c, Fence::Version, &[])

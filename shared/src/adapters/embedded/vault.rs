@@ -3,6 +3,7 @@
 use super::codec::{decode, encode, time_key};
 use super::{EmbeddedStore, Failure};
 use crate::domain::{Credentials, CredentialsPointer, VaultSlot};
+use crate::escrow::{self, DataKey, SealedCredentials};
 use crate::ids::{AppId, ConnectionId, TenantId, WriteId};
 use crate::ports::{TokenVault, VaultError};
 use crate::secret::ClientSecret;
@@ -165,5 +166,54 @@ impl TokenVault for EmbeddedStore {
         })
         .await
         .map_err(|f| f.into_vault("reading an app's client secret"))
+    }
+
+    async fn seal_escrow(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        target: &WriteId,
+        credentials: &Credentials,
+    ) -> Result<SealedCredentials, VaultError> {
+        let key = self.escrow_key().await?;
+        escrow::seal(
+            &key,
+            SealedCredentials::LOCAL_KEY.into(),
+            tenant,
+            connection,
+            target,
+            credentials,
+        )
+    }
+
+    async fn open_escrow(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        target: &WriteId,
+        sealed: &SealedCredentials,
+    ) -> Result<Credentials, VaultError> {
+        if sealed.key != SealedCredentials::LOCAL_KEY {
+            return Err(VaultError::Corrupt(format!(
+                "the escrow of connection {connection} was sealed by KMS, not by this store's local key"
+            )));
+        }
+        let key = self.escrow_key().await?;
+        escrow::open(&key, tenant, connection, target, sealed)
+    }
+}
+
+impl EmbeddedStore {
+    /// The local escrow key, made with the file (schema version 4).
+    async fn escrow_key(&self) -> Result<DataKey, VaultError> {
+        let key: Vec<u8> = self
+            .read(|db| {
+                Ok(db
+                    .prepare_cached("SELECT key FROM local_keys WHERE name = 'escrow'")?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await
+            .map_err(|f| f.into_vault("reading the local escrow key"))?;
+        DataKey::from_slice(&key)
     }
 }
