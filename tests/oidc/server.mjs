@@ -73,6 +73,11 @@ provider.use(async (ctx, next) => {
     ctx.body = { signInAs };
     return undefined;
   }
+  if (ctx.path === '/test/instance') {
+    ctx.type = 'text/plain';
+    ctx.body = process.env.OIDC_INSTANCE || '';
+    return undefined;
+  }
   if (ctx.path !== '/test/grants') return next();
   ctx.body = seen;
   return undefined;

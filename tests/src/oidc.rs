@@ -70,9 +70,30 @@ impl OidcProvider {
     }
 
     /// As [`Self::start`], issuing access tokens that live `access_token_ttl_secs`.
+    ///
+    /// A free port is only free until someone binds it: when two servers start at once on the same
+    /// one, the loser exits while the winner answers its port check. So each server is asked who it is
+    /// (`/test/instance`), and a start that finds another server, or none, tries again on a new port.
     pub fn start_with(redirect_uri: &str, access_token_ttl_secs: u32) -> Result<Self> {
         install()?;
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_once(redirect_uri, access_token_ttl_secs) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("tried at least once"))
+    }
+
+    fn start_once(redirect_uri: &str, access_token_ttl_secs: u32) -> Result<Self> {
         let port = free_port();
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let instance = format!(
+            "{}-{}-{port}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let client_id = "broker-tests".to_string();
         let client_secret = format!("oidc-client-secret-{port}");
         let script = source_dir().join("server.mjs");
@@ -86,6 +107,7 @@ impl OidcProvider {
             ("OIDC_CLIENT_SECRET", client_secret.clone()),
             ("OIDC_REDIRECT_URI", redirect_uri.to_string()),
             ("OIDC_ACCESS_TOKEN_TTL", access_token_ttl_secs.to_string()),
+            ("OIDC_INSTANCE", instance.clone()),
         ];
         let mut service = Service::spawn(
             "oidc-provider",
@@ -99,6 +121,10 @@ impl OidcProvider {
             Duration::from_secs(30),
             "oidc-provider",
         )?;
+        let answering = instance_on(port).unwrap_or_default();
+        if answering != instance {
+            bail!("another server answers on port {port} (a port race); starting again");
+        }
         Ok(Self {
             _service: service,
             issuer: format!("http://127.0.0.1:{port}"),
@@ -192,6 +218,26 @@ impl OidcProvider {
             .status();
         Ok(status.is_success())
     }
+}
+
+/// The instance id the server on `port` reports (`GET /test/instance`), read with a plain socket: this
+/// runs before any async runtime is needed.
+fn instance_on(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /test/instance HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string())
 }
 
 /// A cookie jar good enough for one loopback host: names and values, deletions honoured.
