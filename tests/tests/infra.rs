@@ -286,3 +286,43 @@ fn every_function_builds_for_arm64() {
         );
     }
 }
+
+/// The browser routes and the integration API are throttled separately, each by its own parameter, so
+/// traffic on one cannot use up the other's budget.
+#[test]
+fn browser_routes_and_the_integration_api_have_their_own_throttles() {
+    let template = std::fs::read_to_string(broker_tests::tools::workspace_root().join(TEMPLATE))
+        .expect("the template");
+    let settings = template
+        .split("\n      RouteSettings:")
+        .nth(1)
+        .expect("the stage has per-route settings (not only DefaultRouteSettings)");
+    let limit_of = |route: &str| -> String {
+        let block = settings
+            .split(&format!("{route}:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no route settings for {route}"));
+        let line = block
+            .lines()
+            .find(|l| l.contains("ThrottlingRateLimit"))
+            .unwrap_or_else(|| panic!("no rate limit for {route}"));
+        line.trim().to_string()
+    };
+    let browser = limit_of("GET /connect/{token}");
+    assert!(browser.contains("BrowserRouteRateLimit"), "{browser}");
+    assert_eq!(limit_of("GET /oauth/callback"), browser);
+    assert_eq!(limit_of("POST /connect/division"), browser);
+    let api = limit_of("ANY /v1/{proxy+}");
+    assert!(api.contains("IntegrationApiRateLimit"), "{api}");
+    for route_key in [
+        "GET /connect/{token}",
+        "GET /oauth/callback",
+        "POST /connect/division",
+        "ANY /v1/{proxy+}",
+    ] {
+        assert!(
+            template.contains(&format!("RouteKey: {route_key}")),
+            "{route_key} is a route of the API"
+        );
+    }
+}
