@@ -125,7 +125,12 @@ impl Mailer for OutboxMailer {
             std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
             builder.create(&dir)?;
             let partial = dir.join(format!(".{name}.partial"));
-            std::fs::write(&partial, raw.as_bytes())?;
+            // Owner-only, like the folder: an email carries a reconnect link, which authorizes.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(&mut options.open(&partial)?, raw.as_bytes())?;
             std::fs::rename(&partial, dir.join(&name))
         })
         .await;
@@ -139,5 +144,38 @@ impl Mailer for OutboxMailer {
                 "the outbox write was cancelled: {e}"
             ))),
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::domain::EmailAddress;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn outbox_emails_are_readable_by_their_owner_only() {
+        let dir = std::env::temp_dir().join(format!("outbox-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let address = EmailAddress::parse("finance@example.com").unwrap();
+        let email = Email {
+            from: address.clone(),
+            reply_to: None,
+            to: vec![address],
+            subject: "Reconnect".into(),
+            text: "a reconnect link".into(),
+            html: "<p>a reconnect link</p>".into(),
+        };
+        OutboxMailer::new(&dir).send(&email).await.unwrap();
+        let folder = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(folder, 0o700);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let mode = files[0].metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?}", files[0].path());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
