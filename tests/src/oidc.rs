@@ -191,6 +191,30 @@ pub struct GrantCounts {
 }
 
 impl OidcProvider {
+    /// A whole authorization through this server with the broker's client: the authorization URL, the
+    /// browser's redirects, and the code exchanged (PKCE and nonce as the client chose them).
+    pub async fn authorize_with(
+        &self,
+        client: &broker_core::providers::OAuthClient,
+    ) -> Result<broker_core::providers::Authorized> {
+        let (state, _) = broker_core::domain::new_one_time_secret();
+        let request = client.authorization_request(&state, &[]).await?;
+        let callback = self.follow_authorization(request.url.as_str()).await?;
+        let code = callback
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .context("the server redirected back without a code")?;
+        let authorized = client
+            .exchange_code(
+                &broker_core::secret::AuthorizationCode::new(code),
+                request.pkce_verifier.as_ref(),
+                request.nonce.as_deref(),
+            )
+            .await?;
+        Ok(authorized)
+    }
+
     /// The interaction signs in `account` from now on (the server's test hook).
     pub async fn sign_in_as(&self, account: &str) -> Result<()> {
         reqwest::get(format!("{}/test/sign-in-as/{account}", self.issuer))

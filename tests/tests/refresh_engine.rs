@@ -1390,25 +1390,7 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         .providers
         .oauth_client(&app, ClientSecret::new(server.client_secret.clone()))
         .unwrap();
-    let (state, _) = new_one_time_secret();
-    let request = client.authorization_request(&state, &[]).await.unwrap();
-    let callback = server
-        .follow_authorization(request.url.as_str())
-        .await
-        .unwrap();
-    let code = callback
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("a code");
-    let authorized = client
-        .exchange_code(
-            &broker_core::secret::AuthorizationCode::new(code),
-            request.pkce_verifier.as_ref(),
-            request.nonce.as_deref(),
-        )
-        .await
-        .unwrap();
+    let authorized = server.authorize_with(&client).await.unwrap();
     let now = clock.now();
     let mut connection = Connection::new(
         tenant.clone(),

@@ -13,7 +13,7 @@ use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::Fence;
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::EngineSettings;
-use broker_core::secret::{AuthorizationCode, ClientSecret};
+use broker_core::secret::ClientSecret;
 use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
 use broker_tests::oidc::{GrantCounts, OidcProvider};
@@ -113,25 +113,7 @@ impl World {
 
         // Authorize through the real server and keep what it issued.
         let client = first.providers.oauth_client(&app, secret).unwrap();
-        let (state, _) = new_one_time_secret();
-        let request = client.authorization_request(&state, &[]).await.unwrap();
-        let callback = server
-            .follow_authorization(request.url.as_str())
-            .await
-            .unwrap();
-        let code = callback
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.into_owned())
-            .expect("a code");
-        let authorized = client
-            .exchange_code(
-                &AuthorizationCode::new(code),
-                request.pkce_verifier.as_ref(),
-                request.nonce.as_deref(),
-            )
-            .await
-            .unwrap();
+        let authorized = server.authorize_with(&client).await.unwrap();
         let mut connection = Connection::new(
             tenant.clone(),
             app.id.clone(),
