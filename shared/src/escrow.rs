@@ -73,7 +73,7 @@ impl DataKey {
 
     pub fn generate() -> Result<Self, VaultError> {
         let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| {
+        crate::random::try_fill(&mut key).map_err(|e| {
             VaultError::Unavailable(format!("no randomness for an escrow key: {e}"))
         })?;
         Ok(Self(key))
@@ -102,7 +102,7 @@ pub fn seal(
     credentials: &Credentials,
 ) -> Result<SealedCredentials, VaultError> {
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce)
+    crate::random::try_fill(&mut nonce)
         .map_err(|e| VaultError::Unavailable(format!("no randomness for an escrow nonce: {e}")))?;
     // Serialising a domain value cannot fail; the message names no value if it ever did.
     let mut sealed = serde_json::to_vec(credentials)

@@ -28,8 +28,7 @@ fn is_slug(value: &str) -> bool {
 /// Lowercase base32 (RFC 4648 alphabet, no padding) of 16 random bytes: 26 characters.
 fn random_suffix() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    let bytes = crate::random::bytes::<16>();
     let mut out = String::with_capacity(26);
     let mut buffer: u32 = 0;
     let mut bits = 0;

@@ -368,17 +368,16 @@ pub trait NotificationStore: Send + Sync {
         key: &crate::notify::NoticeKey,
     ) -> Result<Option<crate::notify::NoticeRecord>, StoreError>;
 
-    /// Creates a pending notice (a warning or a reminder) under `key` (in `connection`'s records)
-    /// unless one exists: `false` when it already did, whatever its state.
+    /// Creates a pending notice (a warning or a reminder) named `name` among `connection`'s notices
+    /// unless one by that name exists: `false` when it already did, whatever its state. The name is
+    /// deterministic (the sweep derives it from what the notice is about), so a repeated sweep finds
+    /// the notice instead of creating another; the store derives the notice's key from it.
     async fn create_notice(
         &self,
-        key: &crate::notify::NoticeKey,
         connection: &ConnectionId,
+        name: &str,
         subject: &crate::notify::NoticeSubject,
     ) -> Result<bool, StoreError>;
-
-    /// The key a warning or reminder with this name has in this store (keys are backend-specific).
-    fn warning_key(&self, connection: &ConnectionId, name: &str) -> crate::notify::NoticeKey;
 
     /// Claims a pending notice (pending → sending at `now`). A notice already claimed before
     /// `stale_before` is reported `Stale`, after it `Busy`.

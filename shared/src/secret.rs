@@ -84,7 +84,7 @@ secret_type!(
 pub fn random_urlsafe(bytes: usize) -> String {
     use base64::Engine;
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the operating system's random source is unavailable");
+    crate::random::fill(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 

@@ -9,6 +9,18 @@
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+/// The broker's own crates, by the log target their events carry (the crate name with `_`).
+const BROKER_TARGETS: &[&str] = &[
+    "broker_core",
+    "broker_http_main",
+    "oauth_callback",
+    "session_exchange",
+    "token_refresh",
+    "expiry_notifier",
+    "broker_admin",
+    "local_runner",
+];
+
 /// The log filter: the broker's own crates at `level`, dependencies at most at `info`.
 pub fn filter(level: &str) -> EnvFilter {
     let level = match level.to_ascii_lowercase().as_str() {
@@ -20,9 +32,13 @@ pub fn filter(level: &str) -> EnvFilter {
     } else {
         level.as_str()
     };
+    let own = BROKER_TARGETS
+        .iter()
+        .map(|target| format!("{target}={level}"))
+        .collect::<Vec<_>>()
+        .join(",");
     EnvFilter::new(format!(
-        "{deps},broker_core={level},connection_broker={level},oauth_callback={level},token_refresh={level},\
-         session_exchange={level},expiry_notifier={level},aws_smithy_runtime={deps},aws_smithy_http_client={deps},\
+        "{deps},{own},aws_smithy_runtime={deps},aws_smithy_http_client={deps},\
          hyper={deps},hyper_util={deps},reqwest={deps},h2={deps},rustls={deps}"
     ))
 }
@@ -62,4 +78,42 @@ where
         .with_writer(writer)
         .with_ansi(false)
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BROKER_TARGETS;
+
+    /// A function crate missing from the list would log only at the dependencies' level.
+    #[test]
+    fn every_function_crate_logs_at_the_brokers_level() {
+        let functions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&functions).unwrap() {
+            let manifest = entry.unwrap().path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .and_then(|rest| rest.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{} names no package", manifest.display()));
+            let target = name.replace('-', "_");
+            assert!(
+                BROKER_TARGETS.contains(&target.as_str()),
+                "{target} is not among the broker's log targets"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 6, "only {seen} function crates found");
+    }
+
+    #[test]
+    fn the_brokers_crates_follow_the_level_and_dependencies_stay_at_info() {
+        let filter = super::filter("debug").to_string();
+        assert!(filter.contains("broker_admin=debug"), "{filter}");
+        assert!(filter.contains("reqwest=info"), "{filter}");
+        assert!(!filter.contains("connection_broker"), "{filter}");
+    }
 }

@@ -3,9 +3,9 @@
 //! - The daily EventBridge schedule runs [`Notifier::daily`]: warnings for connections about to stop
 //!   working, then every unsettled notice in the outbox (which also catches stream records that were
 //!   never delivered or aged out).
-//! - The DynamoDB stream, filtered by the template to INSERTs of `TRANSITION#` items, delivers the
-//!   transitions just written; each record's table keys are the notice's key
-//!   ([`NoticeKey::of_table_item`]). A record that must be retried is reported in
+//! - The DynamoDB stream, filtered by the template to INSERTs of status transitions, delivers the
+//!   transitions just written; the store adapter reads each record's notice key
+//!   ([`stream::transition_notice`]). A record that must be retried is reported in
 //!   `batchItemFailures` (this needs `FunctionResponseTypes: [ReportBatchItemFailures]` on the event
 //!   source; without it Lambda ignores the list and a failure anywhere retries the whole batch, which
 //!   is still safe — claims make repeats harmless — only slower).
@@ -13,6 +13,7 @@
 //! Events are read as `serde_json::Value` rather than `aws_lambda_events` types: the function reads
 //! four fields of one event shape, and the crate would add a large dependency for them.
 
+use broker_core::adapters::dynamodb::stream;
 use broker_core::backend::{aws_sdk_config, BackendConfig};
 use broker_core::notify::{
     Mailer, NoticeKey, Notifier, NotifyError, NotifySettings, OutboxMailer, RunSummary, SesMailer,
@@ -43,27 +44,17 @@ pub enum Trigger {
     Stream(Vec<StreamRecord>),
 }
 
-/// Which trigger an event is. A stream record that is not a new `TRANSITION#` item has no notice.
+/// Which trigger an event is. A stream record that is not a new status transition has no notice.
 pub fn classify(event: &Value) -> Result<Trigger, HandlerError> {
     if let Some(records) = event.get("Records").and_then(Value::as_array) {
         let records = records
             .iter()
-            .map(|r| {
-                let image = &r["dynamodb"];
-                let key = |name: &str| image["Keys"][name]["S"].as_str();
-                let notice = match (r["eventName"].as_str(), key("pk"), key("sk")) {
-                    (Some("INSERT"), Some(pk), Some(sk)) if sk.starts_with("TRANSITION#") => {
-                        Some(NoticeKey::of_table_item(pk, sk))
-                    }
-                    _ => None,
-                };
-                StreamRecord {
-                    sequence_number: image["SequenceNumber"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    notice,
-                }
+            .map(|r| StreamRecord {
+                sequence_number: r["dynamodb"]["SequenceNumber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                notice: stream::transition_notice(r),
             })
             .collect();
         return Ok(Trigger::Stream(records));
@@ -165,11 +156,8 @@ mod tests {
         };
         assert_eq!(records.len(), 3);
         assert_eq!(
-            records[0].notice.as_ref().unwrap().table_item(),
-            Some((
-                "CONN#c1",
-                "TRANSITION#2026-11-01T09:00:00.000000000Z#00000000000000000001#0000"
-            ))
+            records[0].notice.as_ref().unwrap().as_str(),
+            "CONN#c1|TRANSITION#2026-11-01T09:00:00.000000000Z#00000000000000000001#0000"
         );
         assert_eq!(records[0].sequence_number, "100");
         assert!(records[1].notice.is_none() && records[2].notice.is_none());

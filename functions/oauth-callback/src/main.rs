@@ -11,15 +11,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let ctx = BrokerContext::from_env()
         .await
         .context("building the broker context")?;
-    let app = oauth_callback::router(ctx);
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return lambda_http::run(app).await;
-    }
-    let listen = std::env::var("BROKER_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "oauth-callback serving locally");
-    axum::serve(listener, app).await?;
-    Ok(())
+    broker_http_main::serve_or_run("oauth-callback", oauth_callback::router(ctx)).await
 }

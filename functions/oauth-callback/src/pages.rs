@@ -4,21 +4,7 @@
 use broker_core::connect::flow::division::{DivisionChosen, DivisionOffer};
 use broker_core::connect::flow::{Completed, ConnectError, ConnectFailure};
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use broker_core::html::escape;
 
 /// The one inline style. The Content-Security-Policy allows exactly this block by its hash, so an
 /// injected `<style>` or `style=` attribute would not apply even if escaping were ever missed.

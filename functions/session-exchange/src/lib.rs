@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,6 +14,7 @@ use broker_core::api::{SessionOptions, TwinfieldSessionRequest};
 use broker_core::context::BrokerContext;
 use broker_core::secret::{AccessToken, SessionId};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::request::Parts;
 use http::Extensions;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
@@ -70,9 +71,13 @@ pub fn router_with(api: Api) -> Router {
 
 type Body = Result<Bytes, BytesRejection>;
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(api): State<Api>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     answer(async {
-        let caller = caller(&api, &headers).await?;
         let created = api
             .create_connection(&caller, json(&headers, body)?)
             .await?;
@@ -90,11 +95,10 @@ struct ListQuery {
 
 async fn list(
     State(api): State<Api>,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     answer(async {
-        let caller = caller(&api, &headers).await?;
         let Query(q) = query.map_err(|e| {
             ApiError::new(
                 ProblemKind::InvalidRequest,
@@ -111,46 +115,38 @@ async fn list(
     .await
 }
 
-async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    answer(async {
-        let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.get_connection(&caller, &id).await?))
-    })
-    .await
+async fn show(
+    State(api): State<Api>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Response {
+    answer(async { Ok((StatusCode::OK, api.get_connection(&caller, &id).await?)) }).await
 }
 
 async fn disconnect(
     State(api): State<Api>,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Response {
-    answer(async {
-        let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::OK, api.disconnect(&caller, &id).await?))
-    })
-    .await
+    answer(async { Ok((StatusCode::OK, api.disconnect(&caller, &id).await?)) }).await
 }
 
 async fn reconnect_link(
     State(api): State<Api>,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Response {
-    answer(async {
-        let caller = caller(&api, &headers).await?;
-        Ok((StatusCode::CREATED, api.reconnect_link(&caller, &id).await?))
-    })
-    .await
+    answer(async { Ok((StatusCode::CREATED, api.reconnect_link(&caller, &id).await?)) }).await
 }
 
 async fn credentials(
     State(api): State<Api>,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
     answer(async {
-        let caller = caller(&api, &headers).await?;
         let request = json(&headers, body)?;
         Ok((
             StatusCode::OK,
@@ -172,6 +168,7 @@ struct SessionBody {
 
 async fn session(
     State(api): State<Api>,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     extensions: Extensions,
     Path(id): Path<String>,
@@ -179,7 +176,6 @@ async fn session(
 ) -> Response {
     let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
-        let caller = caller(&api, &headers).await?;
         let request: SessionBody = match &body {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => SessionBody::default(),
             _ => json(&headers, body)?,
@@ -235,6 +231,7 @@ struct TwinfieldSessionBody {
 
 async fn twinfield_session(
     State(api): State<Api>,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     extensions: Extensions,
     Path(id): Path<String>,
@@ -243,7 +240,6 @@ async fn twinfield_session(
 ) -> Response {
     let deadline = request_deadline(&extensions, api.settings().request_budget);
     answer(async {
-        let caller = caller(&api, &headers).await?;
         let Query(q) = query.map_err(|e| {
             ApiError::new(
                 ProblemKind::InvalidRequest,
@@ -278,12 +274,28 @@ async fn method_not_allowed() -> Response {
     ))
 }
 
-async fn caller(api: &IntegrationApi, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let authorization = match headers.get(AUTHORIZATION) {
-        Some(value) => Some(value.to_str().map_err(|_| ApiError::unauthorized())?),
-        None => None,
-    };
-    api.authenticate(authorization).await
+/// The caller a request's `Authorization` header authenticates. A handler that takes it runs only for
+/// an authenticated caller; any other request is answered with the problem (401, or 503 when the keys
+/// cannot be read).
+struct Authenticated(Caller);
+
+impl FromRequestParts<Api> for Authenticated {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Response> {
+        let authorization = match parts.headers.get(AUTHORIZATION) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| problem(ApiError::unauthorized()))?,
+            ),
+            None => None,
+        };
+        api.authenticate(authorization)
+            .await
+            .map(Self)
+            .map_err(problem)
+    }
 }
 
 /// Parses a JSON body declared as such (`Content-Type: application/json`, any parameters; 415

@@ -106,6 +106,7 @@ mod notifications;
 mod paging;
 mod records;
 mod schema;
+pub mod stream;
 mod writes;
 
 use crate::ports::StoreError;

@@ -6,3 +6,19 @@ pub mod dynamodb;
 pub mod embedded;
 pub mod kms_escrow;
 pub mod secrets_manager;
+
+/// A JSON error without the input: serde_json's messages can quote the offending value, and a stored
+/// value here may hold a token or a client secret.
+pub(crate) fn json_failure(what: &str, error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!(
+        "{what}: {kind} (line {}, column {})",
+        error.line(),
+        error.column()
+    )
+}

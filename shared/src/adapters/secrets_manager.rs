@@ -41,6 +41,7 @@
 //! a secret value: the SDK's errors carry no request body, and a payload that does not decode is
 //! reported by position only.
 
+use super::json_failure;
 use super::kms_escrow::KmsEscrowKey;
 use crate::domain::{Credentials, CredentialsPointer, VaultSlot};
 use crate::escrow::SealedCredentials;
@@ -429,21 +430,6 @@ where
     VaultError::Unavailable(format!(
         "Secrets Manager {operation} on {name} failed: {detail}"
     ))
-}
-
-/// A JSON error without the input: serde_json's messages can quote the offending value, here a token.
-fn json_failure(what: &str, error: &serde_json::Error) -> String {
-    let kind = match error.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not valid JSON",
-        serde_json::error::Category::Data => "JSON of the wrong shape",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    format!(
-        "{what}: {kind} (line {}, column {})",
-        error.line(),
-        error.column()
-    )
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The words of each email: which connection, what happened or will happen and by when, what to do,
 //! and the reconnect link. Nothing internal: no token, no connection id, no secret.
 
-use super::email::{escape_html, Email};
+use super::email::Email;
 use super::record::{NoticeKind, NoticeSubject, WarningKind};
 use crate::domain::{Connection, ConnectionStatus, EmailAddress, ProviderKind};
+use crate::html::escape as escape_html;
 use chrono::{DateTime, Utc};
 use url::Url;
 

@@ -77,22 +77,6 @@ fn encode_header(value: &str) -> String {
     }
 }
 
-/// Text for HTML: `&`, `<`, `>`, `"` and `'` escaped.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,13 +103,5 @@ mod tests {
         assert_eq!(raw.matches("--=_alt_abc123\r\n").count(), 2);
         assert!(raw.ends_with("--=_alt_abc123--\r\n"));
         assert!(raw.lines().all(|l| l.len() <= 998));
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape_html("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
     }
 }

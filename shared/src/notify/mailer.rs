@@ -27,9 +27,10 @@ pub trait Mailer: Send + Sync {
 
 /// A random token for Message-IDs and MIME boundaries.
 pub fn message_token() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Sends through SES v2 as raw MIME, so SES and the outbox carry the same message.

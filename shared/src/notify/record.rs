@@ -10,24 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Identifies a notice within its store. Opaque: each backend has its own form (see
-/// [`NoticeKey::of_table_item`] for the DynamoDB one, which the stream event carries).
+/// Identifies a notice within its store. Opaque: each backend has its own form (the DynamoDB one
+/// also arrives in the table's stream: `adapters::dynamodb::stream`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NoticeKey(String);
 
 impl NoticeKey {
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
-    }
-
-    /// The key of the notice on the DynamoDB item with these table keys (e.g. from a stream record).
-    pub fn of_table_item(pk: &str, sk: &str) -> Self {
-        Self(format!("{pk}|{sk}"))
-    }
-
-    /// The DynamoDB table keys, if this is a DynamoDB notice key.
-    pub fn table_item(&self) -> Option<(&str, &str)> {
-        self.0.split_once('|')
     }
 
     pub fn as_str(&self) -> &str {

@@ -215,17 +215,17 @@ impl Notifier {
         ) else {
             return Ok(());
         };
-        let key = store.warning_key(
-            &connection.id,
-            &format!("reminder#{}#{number}", since.timestamp()),
-        );
+        let name = format!("reminder#{}#{number}", since.timestamp());
         let reminder = NoticeSubject::Reminder(Reminder {
             status: connection.status.kind(),
             since,
             number,
             created_at: now,
         });
-        if store.create_notice(&key, &connection.id, &reminder).await? {
+        if store
+            .create_notice(&connection.id, &name, &reminder)
+            .await?
+        {
             summary.reminders_created += 1;
         }
         Ok(())
@@ -241,13 +241,12 @@ impl Notifier {
         summary: &mut RunSummary,
     ) -> Result<(), StoreError> {
         let store = &self.ctx.backend.store;
-        let key = store.warning_key(&connection.id, name);
         let warning = NoticeSubject::Warning(Warning {
             kind,
             deadline,
             created_at: now,
         });
-        if store.create_notice(&key, &connection.id, &warning).await? {
+        if store.create_notice(&connection.id, name, &warning).await? {
             summary.warnings_created += 1;
         }
         Ok(())

@@ -139,9 +139,7 @@ pub fn backoff(consecutive: u32, jitter_unit: f64) -> Duration {
 
 /// A random number in [0, 1) for jitter.
 pub fn jitter_unit() -> f64 {
-    let mut bytes = [0u8; 4];
-    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
-    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+    f64::from(u32::from_le_bytes(crate::random::bytes::<4>())) / (f64::from(u32::MAX) + 1.0)
 }
 
 /// The validity a caller may demand of an access token that lived `lifetime` when it was issued: what it

@@ -10,6 +10,7 @@
 use super::errors::unavailable;
 use super::keys::*;
 use super::records::*;
+use super::stream::{notice_key, table_keys};
 use super::{DynamoStore, Item};
 use crate::domain::StatusTransition;
 use crate::ids::ConnectionId;
@@ -87,7 +88,7 @@ fn decode_notice(key: &NoticeKey, item: &Item) -> Result<Option<NoticeRecord>, S
 
 impl DynamoStore {
     fn notice_item_key(key: &NoticeKey) -> Result<(String, String), StoreError> {
-        key.table_item()
+        table_keys(key)
             .map(|(pk, sk)| (pk.to_string(), sk.to_string()))
             .ok_or_else(|| StoreError::NotFound(format!("notice {key}")))
     }
@@ -121,7 +122,7 @@ impl NotificationStore for DynamoStore {
             .iter()
             .map(|item| {
                 let what = describe(item);
-                Ok(NoticeKey::of_table_item(
+                Ok(notice_key(
                     string_attr(item, PK, &what)?,
                     string_attr(item, SK, &what)?,
                 ))
@@ -130,7 +131,7 @@ impl NotificationStore for DynamoStore {
     }
 
     async fn get_notice(&self, key: &NoticeKey) -> Result<Option<NoticeRecord>, StoreError> {
-        let Some((pk, sk)) = key.table_item() else {
+        let Some((pk, sk)) = table_keys(key) else {
             return Ok(None);
         };
         match self
@@ -144,11 +145,15 @@ impl NotificationStore for DynamoStore {
 
     async fn create_notice(
         &self,
-        key: &NoticeKey,
         connection: &ConnectionId,
+        name: &str,
         subject: &NoticeSubject,
     ) -> Result<bool, StoreError> {
-        let (pk, sk) = Self::notice_item_key(key)?;
+        let (pk, sk) = (
+            connection_pk(connection),
+            format!("{NOTICE_SK_PREFIX}{name}"),
+        );
+        let key = notice_key(&pk, &sk);
         let item = Item::from([
             (PK.to_string(), s(pk)),
             (SK.to_string(), s(sk)),
@@ -172,20 +177,13 @@ impl NotificationStore for DynamoStore {
         }
     }
 
-    fn warning_key(&self, connection: &ConnectionId, name: &str) -> NoticeKey {
-        NoticeKey::of_table_item(
-            &connection_pk(connection),
-            &format!("{NOTICE_SK_PREFIX}{name}"),
-        )
-    }
-
     async fn claim_notice(
         &self,
         key: &NoticeKey,
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
-        let Some((pk, sk)) = key.table_item() else {
+        let Some((pk, sk)) = table_keys(key) else {
             return Ok(Claim::Missing);
         };
         let now_key = time_key(now);
@@ -221,7 +219,7 @@ impl NotificationStore for DynamoStore {
             Err(e) if is_condition_failure(&e) => {}
             Err(e) => return Err(unavailable("UpdateItem (claim notice)", &e)),
         }
-        let Some((pk, sk)) = key.table_item() else {
+        let Some((pk, sk)) = table_keys(key) else {
             return Ok(Claim::Missing);
         };
         let Some(item) = self

@@ -2,6 +2,7 @@
 
 use super::keys::*;
 use super::Item;
+pub(super) use crate::adapters::json_failure;
 use crate::domain::{ApiKeyRecord, Connection, Lease, StatusTransition};
 use crate::ids::LeaseOwner;
 use crate::ports::{AwaitingConnection, DueConnection, StoreError};
@@ -68,21 +69,6 @@ pub(super) fn describe(item: &Item) -> String {
             .map_or("?", String::as_str)
     };
     format!("item {}/{}", key(PK), key(SK))
-}
-
-/// A JSON error without the input: serde_json's messages can quote the offending value.
-pub(super) fn json_failure(what: &str, error: &serde_json::Error) -> String {
-    let kind = match error.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not valid JSON",
-        serde_json::error::Category::Data => "JSON of the wrong shape",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    format!(
-        "{what}: {kind} (line {}, column {})",
-        error.line(),
-        error.column()
-    )
 }
 
 /// `value` as a JSON object, without the fields stored as attributes of their own.

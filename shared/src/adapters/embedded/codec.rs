@@ -1,6 +1,7 @@
 //! Rows to and from domain records: time keys, the JSON in `data`, and page cursors.
 
 use super::Failure;
+use crate::adapters::json_failure;
 use crate::domain::{Connection, Lease};
 use crate::ids::LeaseOwner;
 use crate::ports::{Page, PageRequest, StoreError};
@@ -23,21 +24,6 @@ pub(super) fn parse_time_key(value: &str, what: &str) -> Result<DateTime<Utc>, F
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| Failure::Corrupt(format!("{what} is not a time")))
-}
-
-/// A JSON error without the input: serde_json's messages can quote the offending value.
-pub(super) fn json_failure(what: &str, error: &serde_json::Error) -> String {
-    let kind = match error.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not valid JSON",
-        serde_json::error::Category::Data => "JSON of the wrong shape",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    format!(
-        "{what}: {kind} (line {}, column {})",
-        error.line(),
-        error.column()
-    )
 }
 
 /// `value` as a JSON object, without the fields kept in columns of their own.

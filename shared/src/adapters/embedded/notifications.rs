@@ -91,12 +91,12 @@ impl NotificationStore for EmbeddedStore {
 
     async fn create_notice(
         &self,
-        key: &NoticeKey,
         connection: &ConnectionId,
+        name: &str,
         subject: &NoticeSubject,
     ) -> Result<bool, StoreError> {
         const OPERATION: &str = "creating a notice";
-        let key = key.as_str().to_string();
+        let key = format!("warning:{connection}:{name}");
         let connection = connection.as_str().to_string();
         let created_at = time_key(subject.created_at());
         let subject = encode(subject, "a notice", &[]).map_err(|f| f.into_store(OPERATION))?;
@@ -111,10 +111,6 @@ impl NotificationStore for EmbeddedStore {
         })
         .await
         .map_err(|f| f.into_store(OPERATION))
-    }
-
-    fn warning_key(&self, connection: &ConnectionId, name: &str) -> NoticeKey {
-        NoticeKey::new(format!("warning:{connection}:{name}"))
     }
 
     async fn claim_notice(
