@@ -603,7 +603,8 @@ async fn moto_mail_to(recipient: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_or_failing_send_is_retried_by_the_outbox_and_never_sent_twice() {
-    use broker_core::notify::{Mailer, Notifier, NotifySettings, SesMailer};
+    use broker_core::adapters::SesMailer;
+    use broker_core::notify::{Mailer, Notifier, NotifySettings};
     let world = World::new(broker_tests::backends::aws_with_faults().await).await;
     let client = SesMailer::client(&world.faults().sdk_config().await);
     // moto refuses mail from an unverified sender, like SES outside the sandbox does.

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use base64::Engine;
+use broker_core::adapters::{OutboxMailer, SesMailer};
 use broker_core::backend::Backend as CoreBackend;
 use broker_core::connect::resolve_link;
 use broker_core::context::BrokerContext;

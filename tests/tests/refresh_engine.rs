@@ -3,13 +3,14 @@
 //! crashes at every step, the known loss cases, months of simulated time, cool-down, and scale.
 
 use async_trait::async_trait;
+use broker_core::adapters::OutboxMailer;
 use broker_core::api::{Caller, IntegrationApi};
 use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
-use broker_core::notify::{Notifier, NotifySettings, OutboxMailer};
+use broker_core::notify::{Notifier, NotifySettings};
 use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::{

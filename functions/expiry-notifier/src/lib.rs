@@ -14,10 +14,9 @@
 //! four fields of one event shape, and the crate would add a large dependency for them.
 
 use broker_core::adapters::dynamodb::stream;
+use broker_core::adapters::{OutboxMailer, SesMailer};
 use broker_core::backend::{aws_sdk_config, BackendConfig};
-use broker_core::notify::{
-    Mailer, NoticeKey, Notifier, NotifyError, NotifySettings, OutboxMailer, RunSummary, SesMailer,
-};
+use broker_core::notify::{Mailer, NoticeKey, Notifier, NotifyError, NotifySettings, RunSummary};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

@@ -3,13 +3,14 @@
 //! emails written to an outbox folder. The handlers are the same code the Lambdas run.
 
 use anyhow::{Context, Result};
+use broker_core::adapters::OutboxMailer;
 use broker_core::backend::{Backend, BackendConfig};
 use broker_core::clock::{Clock, SystemClock};
 use broker_core::connect::issue_link;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, TenantId};
-use broker_core::notify::{Notifier, NotifySettings, OutboxMailer};
+use broker_core::notify::{Notifier, NotifySettings};
 use broker_core::ports::StoreError;
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::EngineSettings;

@@ -1,11 +1,17 @@
-//! Adapters: the ports implemented on AWS (DynamoDB + Secrets Manager) and on an embedded local file.
+//! Adapters: the ports implemented on AWS (DynamoDB, Secrets Manager, KMS, SES) and locally (an embedded
+//! SQLite file, an outbox folder of `.eml` files).
 
 pub mod aws_throttles;
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod kms_escrow;
+pub mod outbox;
 pub mod secrets_manager;
+pub mod ses;
+
+pub use outbox::OutboxMailer;
+pub use ses::SesMailer;
 
 /// A JSON error without the input: serde_json's messages can quote the offending value, and a stored
 /// value here may hold a token or a client secret.

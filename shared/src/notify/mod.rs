@@ -34,7 +34,7 @@ mod settings;
 mod sweep;
 
 pub use email::Email;
-pub use mailer::{MailError, Mailer, OutboxMailer, SesMailer};
+pub use mailer::{MailError, Mailer};
 pub use notifier::{Delivery, Notifier, NotifyError, RunSummary};
 pub use record::{
     notice_kind_of, Claim, NoticeKey, NoticeKind, NoticeOutcome, NoticeRecord, NoticeState,
