@@ -10,7 +10,7 @@ use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
-use broker_core::refresh::{EngineError, EngineSettings, Outcome, Trigger};
+use broker_core::refresh::{EngineError, EngineSettings, Outcome, OutcomeKind, Trigger};
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use broker_tests::aws_faults::{Fault, FaultProxy, FaultRule};
@@ -780,12 +780,12 @@ async fn a_throttled_scheduled_run_slows_down_retries_and_loses_nothing() {
     assert_eq!(summary.taken, ids.len(), "{summary:?}");
     assert_eq!(summary.errors, 0, "nothing failed for good: {summary:?}");
     assert_eq!(
-        summary.count("refreshed") + summary.count("recovered"),
+        summary.count(OutcomeKind::Refreshed) + summary.count(OutcomeKind::Recovered),
         ids.len(),
         "{summary:?}"
     );
     assert!(
-        summary.count("recovered") > 0,
+        summary.count(OutcomeKind::Recovered) > 0,
         "escrows were adopted: {summary:?}"
     );
     assert!(summary.retried > 0, "{summary:?}");

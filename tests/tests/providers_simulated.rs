@@ -1500,7 +1500,8 @@ async fn a_generic_provider_is_configured_from_an_issuer() {
 
 #[tokio::test]
 async fn the_refresh_engine_port_refreshes_and_classifies() {
-    use broker_core::refresh::{FailureClass, TokenGrant};
+    use broker_core::domain::ErrorClass;
+    use broker_core::refresh::TokenGrant;
     let env = env().await;
     let exact_app = app(
         ProviderSettings::ExactOnline {
@@ -1529,7 +1530,7 @@ async fn the_refresh_engine_port_refreshes_and_classifies() {
         .refresh(&exact_app, &secret, &old)
         .await
         .unwrap_err();
-    assert_eq!(failure.class, FailureClass::RefreshTokenReused);
+    assert_eq!(failure.class, ErrorClass::RefreshTokenReused);
     assert!(
         failure.message.contains("Old refresh token used."),
         "{failure:?}"

@@ -8,13 +8,14 @@ use broker_core::api::{Caller, IntegrationApi};
 use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
+use broker_core::domain::ErrorClass;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::notify::{Notifier, NotifySettings};
 use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::{
-    run_scheduled, EngineSettings, FailureClass, Outcome, RunSettings, TokenGrant, Trigger,
+    run_scheduled, EngineSettings, Outcome, OutcomeKind, RunSettings, TokenGrant, Trigger,
 };
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
@@ -386,7 +387,7 @@ async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Ba
         refreshed += usize::from(outcome == Outcome::Refreshed);
         tokens.insert(token);
     }
-    refreshed += summary.count("refreshed");
+    refreshed += summary.count(OutcomeKind::Refreshed);
     assert_eq!(
         world.sim.token_calls(Provider::Exact) - before,
         1,
@@ -826,7 +827,7 @@ async fn issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in
     let report = ctx.engine.refresh(&lost.id, on_demand()).await.unwrap();
     assert_eq!(
         report.outcome,
-        Outcome::Failed(FailureClass::ProviderUnavailable)
+        Outcome::Failed(ErrorClass::ProviderUnavailable)
     );
     assert_eq!(
         world.sim.token_calls(Provider::Exact) - calls,
@@ -869,7 +870,7 @@ async fn a_dropped_connection_of_a_single_use_token_is_retried_later_not_at_once
         .unwrap();
     assert_eq!(
         report.outcome,
-        Outcome::Failed(FailureClass::ProviderUnavailable)
+        Outcome::Failed(ErrorClass::ProviderUnavailable)
     );
     assert_eq!(world.sim.token_calls(Provider::Exact) - calls, 1);
     let next = report.connection.next_refresh_at.unwrap();
@@ -1033,7 +1034,10 @@ async fn an_idle_exact_connection_survives_ninety_days(backend: Backend) {
     let connection = world.connected(&app).await;
     let ctx = world.process(settings());
     let summaries = run_daily(&world, &ctx, 90).await;
-    let refreshed: usize = summaries.iter().map(|s| s.count("refreshed")).sum();
+    let refreshed: usize = summaries
+        .iter()
+        .map(|s| s.count(OutcomeKind::Refreshed))
+        .sum();
     assert!(
         (3..=4).contains(&refreshed),
         "kept alive every ~25 days, not more: {refreshed}"
@@ -1115,7 +1119,7 @@ async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend:
     assert!(
         summaries
             .iter()
-            .map(|s| s.count("refreshed"))
+            .map(|s| s.count(OutcomeKind::Refreshed))
             .sum::<usize>()
             > 0,
         "the new grant was refreshed: {summaries:?}"
@@ -1322,7 +1326,7 @@ async fn a_thousand_due_connections_are_refreshed_in_one_run_and_all_accounted_f
         1000,
         "every connection accounted for"
     );
-    assert_eq!(summary.count("refreshed"), 1000, "{summary:?}");
+    assert_eq!(summary.count(OutcomeKind::Refreshed), 1000, "{summary:?}");
     assert_eq!(world.max_presentations(), 1);
 }
 
@@ -1505,7 +1509,7 @@ async fn the_schedule_keeps_the_refresh_token_alive_and_ignores_idle_short_acces
             },
         )
         .await;
-        refreshed += summary.count("refreshed");
+        refreshed += summary.count(OutcomeKind::Refreshed);
     }
     let token_calls = world.sim.token_calls(Provider::Acumatica) - calls;
     assert_eq!(u64::try_from(refreshed).unwrap(), token_calls);
@@ -1591,7 +1595,7 @@ async fn a_run_stops_taking_work_before_its_deadline_and_the_next_run_finishes_i
     .await;
     assert!(!second.stopped_early);
     assert_eq!(
-        first.count("refreshed") + second.count("refreshed"),
+        first.count(OutcomeKind::Refreshed) + second.count(OutcomeKind::Refreshed),
         40,
         "{first:?} {second:?}"
     );

@@ -3,7 +3,7 @@
 //! structured log line and as CloudWatch metrics (Embedded Metric Format, one JSON line on stdout).
 
 use broker_core::context::BrokerContext;
-use broker_core::refresh::{run_scheduled, RunSettings, RunSummary};
+use broker_core::refresh::{run_scheduled, OutcomeKind, RunSettings, RunSummary};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -49,18 +49,12 @@ pub fn settings_from_env() -> RunSettings {
 /// Refreshes that failed: provider failures, connections that now need a person, and the broker's own
 /// errors. The `RefreshFailures` alarm watches this.
 pub fn failures(summary: &RunSummary) -> usize {
-    let provider: usize = summary
-        .outcomes
-        .iter()
-        .filter(|(label, _)| label.starts_with("failed:") || label.as_str() == "reconnect_required")
-        .map(|(_, n)| n)
-        .sum();
-    provider + summary.errors
+    summary.failed() + summary.errors
 }
 
 /// The summary as one CloudWatch Embedded Metric Format record.
 pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_millis: i64) -> Value {
-    let count = |label: &str| summary.count(label);
+    let count = |kind: OutcomeKind| summary.count(kind);
     json!({
         "_aws": {
             "Timestamp": timestamp_millis,
@@ -82,9 +76,9 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         },
         "FunctionName": function_name,
         "RefreshFailures": failures(summary),
-        "Refreshed": count("refreshed") + count("recovered"),
+        "Refreshed": count(OutcomeKind::Refreshed) + count(OutcomeKind::Recovered),
         "ConnectionsTaken": summary.taken,
-        "ReconnectRequired": count("reconnect_required"),
+        "ReconnectRequired": count(OutcomeKind::ReconnectRequired),
         "RunStoppedEarly": u8::from(summary.stopped_early),
         // Throttled AWS calls (the SDK's own retries included); the AwsThrottling alarm watches it.
         "AwsThrottles": summary.aws_throttles,
@@ -92,7 +86,7 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         "LowestConcurrency": summary.lowest_concurrency,
         // Connections whose refresh the vault write budget held back: tokens that live shorter than the
         // budget's pace (also said once per connection in the logs and its view).
-        "RefreshBudgetLimited": count("budget_limited"),
+        "RefreshBudgetLimited": count(OutcomeKind::BudgetLimited),
         "outcomes": summary.outcomes,
     })
 }
@@ -100,24 +94,26 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use broker_core::domain::ErrorClass;
 
     #[test]
     fn the_metrics_record_counts_failures_of_every_kind() {
         let mut summary = RunSummary::default();
         summary.taken = 6;
         summary.errors = 1;
-        summary.outcomes.insert("refreshed".into(), 2);
+        summary.outcomes.insert(OutcomeKind::Refreshed, 2);
         summary
             .outcomes
-            .insert("failed:provider_unavailable".into(), 2);
-        summary.outcomes.insert("reconnect_required".into(), 1);
+            .insert(OutcomeKind::Failed(ErrorClass::ProviderUnavailable), 2);
+        summary.outcomes.insert(OutcomeKind::ReconnectRequired, 1);
         summary.aws_throttles = 7;
-        summary.outcomes.insert("budget_limited".into(), 3);
+        summary.outcomes.insert(OutcomeKind::BudgetLimited, 3);
         let record = metrics_record(&summary, "token-refresh", 1);
         assert_eq!(record["AwsThrottles"], 7);
         assert_eq!(record["RefreshFailures"], 4);
         assert_eq!(record["RefreshBudgetLimited"], 3);
         assert_eq!(record["Refreshed"], 2);
+        assert_eq!(record["outcomes"]["failed:provider_unavailable"], 2);
         assert_eq!(
             record["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "ConnectionBroker"

@@ -39,6 +39,9 @@ pub enum ProblemKind {
     NotApplicable,
     /// 409: Twinfield refused the logon for a reason a person must resolve in Twinfield.
     TwinfieldLogonRefused,
+    /// 409: the app registration (or its client secret) the connection uses is gone: an operator must
+    /// register it again.
+    AppNotRegistered,
     /// 429: the provider is rate limiting.
     RateLimited,
     /// 503: the provider, or a refresh under way, keeps us from answering now; retry shortly.
@@ -50,7 +53,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 19] = [
+    pub const ALL: [ProblemKind; 20] = [
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
@@ -66,6 +69,7 @@ impl ProblemKind {
         Self::ConnectionDisconnected,
         Self::NotApplicable,
         Self::TwinfieldLogonRefused,
+        Self::AppNotRegistered,
         Self::RateLimited,
         Self::TemporarilyUnavailable,
         Self::ProviderError,
@@ -89,6 +93,7 @@ impl ProblemKind {
             Self::ConnectionDisconnected => "connection-disconnected",
             Self::NotApplicable => "not-applicable",
             Self::TwinfieldLogonRefused => "twinfield-logon-refused",
+            Self::AppNotRegistered => "app-not-registered",
             Self::RateLimited => "rate-limited",
             Self::TemporarilyUnavailable => "temporarily-unavailable",
             Self::ProviderError => "provider-error",
@@ -113,6 +118,7 @@ impl ProblemKind {
             Self::ConnectionDisconnected => "The connection was disconnected",
             Self::NotApplicable => "Not applicable to this connection",
             Self::TwinfieldLogonRefused => "Twinfield refused the logon",
+            Self::AppNotRegistered => "The connection's app registration is missing",
             Self::RateLimited => "The provider is rate limiting",
             Self::TemporarilyUnavailable => "Temporarily unavailable",
             Self::ProviderError => "The provider gave an unusable answer",
@@ -135,7 +141,8 @@ impl ProblemKind {
             | Self::ConnectionDisabled
             | Self::ConnectionDisconnected
             | Self::NotApplicable
-            | Self::TwinfieldLogonRefused => 409,
+            | Self::TwinfieldLogonRefused
+            | Self::AppNotRegistered => 409,
             Self::RateLimited => 429,
             Self::TemporarilyUnavailable => 503,
             Self::ProviderError => 502,
@@ -205,6 +212,21 @@ impl ApiError {
             format!("{what}; retry in a moment, and report it if it persists"),
         )
         .retry_after(5)
+    }
+
+    /// A refresh the engine could not carry out: a missing app registration is the operator's to fix
+    /// (409, not worth retrying); storage that may recover is a 503; anything else a 500.
+    pub fn engine(what: &str, error: crate::refresh::EngineError) -> Self {
+        match error {
+            crate::refresh::EngineError::AppMissing(app) => Self::new(
+                ProblemKind::AppNotRegistered,
+                format!(
+                    "{what}: the app registration {app} this connection uses is missing; ask the \
+                     broker's operator to register it again (broker-admin app register), then retry"
+                ),
+            ),
+            other => Self::internal(what, other),
+        }
     }
 
     pub fn problem(&self) -> Problem {
@@ -280,6 +302,28 @@ mod tests {
         let corrupt = ApiError::internal("x", StoreError::Corrupt("bad".into()));
         assert_eq!(corrupt.kind.status(), 500);
         assert_eq!(ApiError::internal("x", "plain").kind.status(), 500);
+    }
+
+    #[test]
+    fn a_missing_app_registration_is_the_operators_to_fix_not_a_retry() {
+        use crate::ports::StoreError;
+        use crate::refresh::EngineError;
+        let missing = ApiError::engine("x", EngineError::AppMissing("exact-nl".into()));
+        assert_eq!(missing.kind, ProblemKind::AppNotRegistered);
+        assert_eq!(missing.kind.status(), 409);
+        assert_eq!(missing.retry_after, None);
+        assert!(missing.detail.contains("exact-nl"), "{missing}");
+        assert!(
+            missing.detail.contains("broker-admin app register"),
+            "{missing}"
+        );
+        let busy = ApiError::engine(
+            "x",
+            EngineError::Store(StoreError::Unavailable("throttled".into())),
+        );
+        assert_eq!(busy.kind.status(), 503);
+        let broken = ApiError::engine("x", EngineError::Store(StoreError::Corrupt("bad".into())));
+        assert_eq!(broken.kind.status(), 500);
     }
 
     #[test]

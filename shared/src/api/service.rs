@@ -8,6 +8,7 @@ use super::types::{
 use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
 use crate::domain::plain_label;
+use crate::domain::ErrorClass;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
     ProviderKind, Recipients, StatusEvent, StatusTransition,
@@ -15,7 +16,7 @@ use crate::domain::{
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
 use crate::refresh::rules::access_token_fresh;
-use crate::refresh::{Demand, FailureClass, Outcome, Trigger};
+use crate::refresh::{Demand, Outcome, Trigger};
 use crate::secret::{AccessToken, ApiKeySecret};
 use chrono::Duration;
 use subtle::ConstantTimeEq;
@@ -512,7 +513,7 @@ impl IntegrationApi {
             .engine
             .refresh(&connection.id, Trigger::OnDemand(demand))
             .await
-            .map_err(|e| ApiError::internal("the token could not be refreshed", e))?;
+            .map_err(|e| ApiError::engine("the token could not be refreshed", e))?;
         let connection = report.connection;
         match report.outcome {
             Outcome::AlreadyFresh | Outcome::Refreshed | Outcome::Recovered => {}
@@ -720,14 +721,14 @@ pub(super) fn usable(connection: &Connection) -> Result<(), ApiError> {
     }
 }
 
-fn refresh_failed(class: FailureClass) -> ApiError {
+fn refresh_failed(class: ErrorClass) -> ApiError {
     match class {
-        FailureClass::RateLimited => ApiError::new(
+        ErrorClass::RateLimited => ApiError::new(
             ProblemKind::RateLimited,
             "the provider is rate limiting token refreshes: retry later",
         )
         .retry_after(60),
-        FailureClass::TooEarly => ApiError::new(
+        ErrorClass::TooEarly => ApiError::new(
             ProblemKind::TemporarilyUnavailable,
             "the provider does not allow a refresh yet: retry in a minute",
         )

@@ -5,6 +5,7 @@ pub mod authorization;
 pub mod binding;
 pub mod connection;
 pub mod credentials;
+pub mod failure;
 pub mod people;
 pub mod provider;
 pub mod status;
@@ -22,6 +23,7 @@ pub use connection::{
     RefreshInFlight, ScheduleEntry, VaultSlot,
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
+pub use failure::ErrorClass;
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,

@@ -105,7 +105,7 @@ pub enum ConnectionStatus {
 }
 
 /// The status without its data: for indexes, metrics and transition records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusKind {
     NotConnected,

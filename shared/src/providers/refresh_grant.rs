@@ -5,27 +5,10 @@ use super::catalogue::{RefreshExpiry, RefreshPolicy, RefreshRotation};
 use super::clients::Providers;
 use super::error::{ErrorClass, ProviderError};
 use crate::domain::{AcumaticaRefreshTokens, OAuthApp, ProviderSettings};
-use crate::refresh::{
-    FailureClass, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant,
-};
+use crate::refresh::{GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant};
 use crate::secret::{ClientSecret, RefreshToken};
 use async_trait::async_trait;
 use chrono::Duration;
-
-impl From<ErrorClass> for FailureClass {
-    fn from(class: ErrorClass) -> Self {
-        match class {
-            ErrorClass::GrantRevoked => Self::GrantRevoked,
-            ErrorClass::RefreshTokenExpired => Self::RefreshTokenExpired,
-            ErrorClass::RefreshTokenReused => Self::RefreshTokenReused,
-            ErrorClass::TooEarly => Self::TooEarly,
-            ErrorClass::RateLimited => Self::RateLimited,
-            ErrorClass::ProviderUnavailable => Self::ProviderUnavailable,
-            ErrorClass::ClientMisconfigured => Self::ClientMisconfigured,
-            ErrorClass::Unexpected => Self::Unexpected,
-        }
-    }
-}
 
 /// The engine's rules for a definition's refresh policy.
 pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
@@ -73,7 +56,7 @@ fn acumatica_expiry(mode: AcumaticaRefreshTokens) -> RefreshTokenExpiry {
 pub fn grant_failure(error: &ProviderError) -> GrantFailure {
     let words = error.provider_words();
     GrantFailure {
-        class: error.class.into(),
+        class: error.class,
         message: if words.is_empty() {
             error.to_string()
         } else {
@@ -122,7 +105,7 @@ impl TokenGrant for Providers {
     ) -> Result<GrantedTokens, GrantFailure> {
         let client = self
             .oauth_client(app, client_secret.clone())
-            .map_err(|e| GrantFailure::new(FailureClass::ClientMisconfigured, e.to_string()))?;
+            .map_err(|e| GrantFailure::new(ErrorClass::ClientMisconfigured, e.to_string()))?;
         let refreshed = client
             .refresh_grant(refresh_token)
             .await
@@ -179,7 +162,7 @@ mod tests {
             tokens: None,
         }));
         let f = grant_failure(&e);
-        assert_eq!(f.class, FailureClass::RateLimited);
+        assert_eq!(f.class, ErrorClass::RateLimited);
         assert_eq!(f.message, "rate_limit_exceeded: Too many token requests");
         assert_eq!(f.retry_after, Some(Duration::seconds(90)));
         assert_eq!(f.issued_refresh_token.unwrap().expose(), "new-one");

@@ -65,10 +65,11 @@
 //! recognised keeps the connection: it is retried within those bounds and logged as a warning. A
 //! refresh token found in an error reply is stored before anything else.
 
-use super::grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
+use super::grant::{GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{access_token_fresh, backoff, jitter_unit};
 use crate::clock::Clock;
 use crate::credential_keeper::{CredentialKeeper, KeeperError};
+use crate::domain::ErrorClass;
 use crate::domain::{
     Actor, Connection, Credentials, FailureRecord, OAuthApp, ReconnectKind, ReconnectReason,
     RefreshInFlight, StatusEvent, StatusKind, StatusTransition, TokenSet,
@@ -239,11 +240,56 @@ pub enum Outcome {
     /// This refresh ended in reconnect required.
     ReconnectRequired(ReconnectKind),
     /// This refresh failed and will be retried later.
-    Failed(FailureClass),
+    Failed(ErrorClass),
 }
 
 impl Outcome {
+    /// The outcome without its data, for counting.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::AlreadyFresh => OutcomeKind::AlreadyFresh,
+            Self::Refreshed => OutcomeKind::Refreshed,
+            Self::Recovered => OutcomeKind::Recovered,
+            Self::NotDue => OutcomeKind::NotDue,
+            Self::Busy => OutcomeKind::Busy,
+            Self::CoolingDown => OutcomeKind::CoolingDown,
+            Self::NotUsable(status) => OutcomeKind::NotUsable(*status),
+            Self::BudgetLimited { .. } => OutcomeKind::BudgetLimited,
+            Self::OutOfTime => OutcomeKind::OutOfTime,
+            Self::ReconnectRequired(_) => OutcomeKind::ReconnectRequired,
+            Self::Failed(class) => OutcomeKind::Failed(*class),
+        }
+    }
+
     pub fn label(&self) -> String {
+        self.kind().label()
+    }
+}
+
+/// What a refresh came to, without its data: what a scheduled run counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutcomeKind {
+    AlreadyFresh,
+    Refreshed,
+    Recovered,
+    NotDue,
+    Busy,
+    CoolingDown,
+    NotUsable(StatusKind),
+    BudgetLimited,
+    OutOfTime,
+    ReconnectRequired,
+    Failed(ErrorClass),
+}
+
+impl OutcomeKind {
+    /// A refresh that did not work out: a provider failure, or a connection that now needs a person.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed(_) | Self::ReconnectRequired)
+    }
+
+    /// Its name in logs and in the run's summary (`failed:<class>`, `not_usable:<status>`).
+    pub fn label(self) -> String {
         match self {
             Self::AlreadyFresh => "already_fresh".into(),
             Self::Refreshed => "refreshed".into(),
@@ -251,12 +297,19 @@ impl Outcome {
             Self::NotDue => "not_due".into(),
             Self::Busy => "busy".into(),
             Self::CoolingDown => "cooling_down".into(),
-            Self::NotUsable(kind) => format!("not_usable:{kind}"),
-            Self::BudgetLimited { .. } => "budget_limited".into(),
+            Self::NotUsable(status) => format!("not_usable:{status}"),
+            Self::BudgetLimited => "budget_limited".into(),
             Self::OutOfTime => "out_of_time".into(),
-            Self::ReconnectRequired(_) => "reconnect_required".into(),
+            Self::ReconnectRequired => "reconnect_required".into(),
             Self::Failed(class) => format!("failed:{}", class.as_str()),
         }
+    }
+}
+
+/// Counted outcomes appear in the run's JSON summary under their labels.
+impl serde::Serialize for OutcomeKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.label())
     }
 }
 
@@ -794,13 +847,13 @@ impl RefreshEngine {
             {
                 Ok(result) => result,
                 Err(_) => Err(GrantFailure::new(
-                    FailureClass::ProviderUnavailable,
+                    ErrorClass::ProviderUnavailable,
                     "the provider did not answer in time",
                 )),
             };
             match result {
                 Err(failure)
-                    if failure.class == FailureClass::ProviderUnavailable
+                    if failure.class == ErrorClass::ProviderUnavailable
                         && failure.issued_refresh_token.is_none()
                         && attempt < retries =>
                 {
@@ -1036,7 +1089,7 @@ impl RefreshEngine {
         let now = self.clock.now();
         let marked = connection.clone();
         connection.refresh_in_flight = None;
-        if failure.class == FailureClass::Unexpected {
+        if failure.class == ErrorClass::Unexpected {
             // Not recognised: kept and retried (bounded by the hourly ceiling and `give_up_after`), but
             // someone should look at the provider's words. Counted in RefreshFailures too.
             tracing::warn!(connection = %connection.id, message = %failure.message, "unrecognised refresh refusal; the connection is kept and retried later");
@@ -1114,18 +1167,18 @@ impl RefreshEngine {
                 .await;
         }
         let wait = match failure.class {
-            FailureClass::RateLimited => failure
+            ErrorClass::RateLimited => failure
                 .retry_after
                 .unwrap_or(Duration::minutes(1))
                 .max(Duration::seconds(1)),
-            FailureClass::TooEarly => {
+            ErrorClass::TooEarly => {
                 rules.earliest_refresh(connection.last_refresh_at.unwrap_or(now)) - now
             }
             _ => backoff(connection.failures.consecutive, jitter_unit()),
         };
         connection.next_refresh_at = Some(now + wait.max(Duration::seconds(1)));
         let mut transitions = Vec::new();
-        if failure.class != FailureClass::TooEarly {
+        if failure.class != ErrorClass::TooEarly {
             let event = StatusEvent::RefreshFailed {
                 error: format!("{}: {}", failure.class.as_str(), failure.message),
             };

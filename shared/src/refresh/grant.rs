@@ -2,7 +2,7 @@
 //! The provider clients implement it; tests may wrap it to inject faults.
 
 use super::rules::RefreshRules;
-use crate::domain::{OAuthApp, ReconnectKind};
+use crate::domain::{ErrorClass, OAuthApp};
 use crate::secret::{AccessToken, ClientSecret, RefreshToken};
 use async_trait::async_trait;
 use chrono::Duration;
@@ -17,52 +17,11 @@ pub struct GrantedTokens {
     pub scope: Option<String>,
 }
 
-/// The small set of failure classes callers act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureClass {
-    GrantRevoked,
-    RefreshTokenExpired,
-    RefreshTokenReused,
-    TooEarly,
-    RateLimited,
-    ProviderUnavailable,
-    ClientMisconfigured,
-    Unexpected,
-}
-
-impl FailureClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GrantRevoked => "grant_revoked",
-            Self::RefreshTokenExpired => "refresh_token_expired",
-            Self::RefreshTokenReused => "refresh_token_reused",
-            Self::TooEarly => "too_early",
-            Self::RateLimited => "rate_limited",
-            Self::ProviderUnavailable => "provider_unavailable",
-            Self::ClientMisconfigured => "client_misconfigured",
-            Self::Unexpected => "unexpected",
-        }
-    }
-
-    /// The reconnect reason when this failure means only a person can fix the connection.
-    pub fn reconnect_kind(self) -> Option<ReconnectKind> {
-        match self {
-            Self::GrantRevoked => Some(ReconnectKind::GrantRevoked),
-            Self::RefreshTokenExpired => Some(ReconnectKind::RefreshTokenExpired),
-            Self::RefreshTokenReused => Some(ReconnectKind::RefreshTokenReused),
-            Self::ClientMisconfigured => Some(ReconnectKind::ClientMisconfigured),
-            Self::TooEarly | Self::RateLimited | Self::ProviderUnavailable | Self::Unexpected => {
-                None
-            }
-        }
-    }
-}
-
 /// A failed refresh. `issued_refresh_token` carries a new refresh token found in an error reply
 /// (Exact can rate-limit a request and still rotate the token): it must be kept.
 #[derive(Debug, Clone)]
 pub struct GrantFailure {
-    pub class: FailureClass,
+    pub class: ErrorClass,
     /// The provider's own words, without secrets.
     pub message: String,
     pub retry_after: Option<Duration>,
@@ -70,7 +29,7 @@ pub struct GrantFailure {
 }
 
 impl GrantFailure {
-    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
             message: message.into(),

@@ -7,8 +7,9 @@ pub mod rules;
 pub mod run;
 
 pub use engine::{
-    Demand, EngineError, EngineSettings, Outcome, RefreshEngine, RefreshReport, Trigger,
+    Demand, EngineError, EngineSettings, Outcome, OutcomeKind, RefreshEngine, RefreshReport,
+    Trigger,
 };
-pub use grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
+pub use grant::{GrantFailure, GrantedTokens, TokenGrant};
 pub use rules::{RefreshRules, RefreshTokenExpiry};
 pub use run::{run_scheduled, RunSettings, RunSummary};

@@ -10,7 +10,7 @@
 //! decrease). Nothing is lost meanwhile: the engine escrows an answer the vault refused, and a retry
 //! adopts it. The run counts the throttled AWS calls it met, the SDK's own retries included.
 
-use super::engine::{EngineError, Outcome, RefreshEngine, Trigger};
+use super::engine::{EngineError, Outcome, OutcomeKind, RefreshEngine, Trigger};
 use super::rules::jitter_unit;
 use crate::adapters::aws_throttles::aws_throttles;
 use crate::clock::Clock;
@@ -53,7 +53,7 @@ impl Default for RunSettings {
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct RunSummary {
     pub taken: usize,
-    pub outcomes: BTreeMap<String, usize>,
+    pub outcomes: BTreeMap<OutcomeKind, usize>,
     /// Connections whose refresh ended in an error of the broker's own (store or vault unavailable).
     pub errors: usize,
     /// True when the run stopped before the index was exhausted, leaving work for the next run.
@@ -67,13 +67,22 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    pub fn count(&self, label: &str) -> usize {
-        self.outcomes.get(label).copied().unwrap_or(0)
+    pub fn count(&self, kind: OutcomeKind) -> usize {
+        self.outcomes.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Refreshes that did not work out (see [`OutcomeKind::is_failure`]).
+    pub fn failed(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(kind, _)| kind.is_failure())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn record(&mut self, result: Result<Outcome, String>) {
         match result {
-            Ok(outcome) => *self.outcomes.entry(outcome.label()).or_default() += 1,
+            Ok(outcome) => *self.outcomes.entry(outcome.kind()).or_default() += 1,
             Err(_) => self.errors += 1,
         }
     }

@@ -1,7 +1,7 @@
 //! Refresh fan-out: N connections due at once, 100 ms per provider token call, one scheduled run.
 
 use crate::world::{embedded_stores, World};
-use broker_core::refresh::{run_scheduled, EngineSettings, RunSettings};
+use broker_core::refresh::{run_scheduled, EngineSettings, OutcomeKind, RunSettings};
 use chrono::Duration;
 use std::time::{Duration as StdDuration, Instant};
 
@@ -54,7 +54,7 @@ pub async fn run(n: usize, concurrency: usize, tmpfs: bool) -> anyhow::Result<Ru
     )
     .await;
     let wall = started.elapsed();
-    let refreshed = summary.count("refreshed");
+    let refreshed = summary.count(OutcomeKind::Refreshed);
     if refreshed != n {
         println!("  !! only {refreshed} of {n} refreshed: {summary:?}");
     }

@@ -9,7 +9,7 @@ use crate::world::World;
 use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use broker_core::backend::{AwsCallLimits, Backend as Stores};
-use broker_core::refresh::{run_scheduled, EngineSettings, RunSettings, RunSummary};
+use broker_core::refresh::{run_scheduled, EngineSettings, OutcomeKind, RunSettings, RunSummary};
 use broker_core::CredentialKeeper;
 use broker_tests::aws_faults::{Fault, FaultRule};
 use chrono::Duration;
@@ -202,8 +202,8 @@ pub async fn bench(quick: bool) -> anyhow::Result<()> {
             "  {:<28} {:>7.1} s {:>9} {:>9} {:>8} {:>7} {:>10} {:>9} {:>8} {:>7} {:>6} {:>7}",
             faults.label(),
             r.wall.as_secs_f64(),
-            s.count("refreshed"),
-            s.count("recovered"),
+            s.count(OutcomeKind::Refreshed),
+            s.count(OutcomeKind::Recovered),
             s.retried,
             s.errors,
             s.lowest_concurrency,
