@@ -96,6 +96,9 @@ impl<'a> Fence<'a> {
     }
 }
 
+// The connection is returned by value once per attempt and consumed at once; boxing it would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum LeaseAttempt {
     /// The lease is ours; the connection as stored right after taking it (version already bumped).

@@ -8,7 +8,7 @@ use super::record::{
 use super::settings::NotifySettings;
 use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
-use crate::domain::AuthorizationPurpose;
+use crate::domain::{AuthorizationPurpose, Connection};
 use crate::ports::StoreError;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
@@ -171,25 +171,7 @@ impl Notifier {
             }
             Err(e) => return Err(self.retry(&record, claimed_at, e.to_string()).await),
         };
-        let superseded = match &record.subject {
-            NoticeSubject::Transition(t) => connection.status.kind() != t.to,
-            NoticeSubject::Warning(w) => {
-                !connection.status.is_usable()
-                    || (w.kind == WarningKind::LegacyCredentials && !connection.legacy_credentials)
-            }
-            // Reconnected meanwhile, or waiting again for a new reason: that wait has its own email.
-            NoticeSubject::Reminder(r) => connection.awaiting_person_since() != Some(r.since),
-        };
-        let why_not = if superseded {
-            Some("the connection's status changed since")
-        } else if kind == NoticeKind::Recovered && !self.settings.recovery_emails {
-            Some("recovery emails are turned off")
-        } else if connection.recipients.is_empty() {
-            Some("the connection names no recipients")
-        } else {
-            None
-        };
-        if let Some(why) = why_not {
+        if let Some(why) = why_not_send(&record.subject, kind, &connection, &self.settings) {
             settle(skip(why)).await?;
             tracing::info!(notice = %key, kind = kind.as_str(), why, "notice settled without an email");
             return Ok(Delivery::Skipped(why.into()));
@@ -223,8 +205,31 @@ impl Notifier {
             from: &self.settings.sender,
             reply_to: self.settings.reply_to.as_ref(),
         });
+        let sent = self.mailer.send(&email).await;
         let recipients = u32::try_from(email.to.len()).unwrap_or(u32::MAX);
-        match self.mailer.send(&email).await {
+        self.settle_sent(&record, claimed_at, kind, recipients, sent)
+            .await
+    }
+
+    /// Records what the mailer said: sent, delivery unknown (never sent again), or not sent (tried
+    /// again until the attempts run out).
+    async fn settle_sent(
+        &self,
+        record: &NoticeRecord,
+        claimed_at: DateTime<Utc>,
+        kind: NoticeKind,
+        recipients: u32,
+        sent: Result<(), MailError>,
+    ) -> Result<Delivery, NotifyError> {
+        let key = &record.key;
+        let settle = |release: Release| async move {
+            self.ctx
+                .backend
+                .store
+                .release_notice(key, claimed_at, &release)
+                .await
+        };
+        match sent {
             Ok(()) => {
                 let sent = NoticeOutcome::Sent {
                     at: self.ctx.clock.now(),
@@ -289,5 +294,109 @@ impl Notifier {
             Ok(()) => NotifyError::RetryLater(why),
             Err(e) => e.into(),
         }
+    }
+}
+
+/// Why a claimed notice is settled without an email, if it is: the connection moved on since (a
+/// newer status has its own email), recovery emails are off, or nobody is named to hear of it.
+fn why_not_send(
+    subject: &NoticeSubject,
+    kind: NoticeKind,
+    connection: &Connection,
+    settings: &NotifySettings,
+) -> Option<&'static str> {
+    let superseded = match subject {
+        NoticeSubject::Transition(t) => connection.status.kind() != t.to,
+        NoticeSubject::Warning(w) => {
+            !connection.status.is_usable()
+                || (w.kind == WarningKind::LegacyCredentials && !connection.legacy_credentials)
+        }
+        // Reconnected meanwhile, or waiting again for a new reason: that wait has its own email.
+        NoticeSubject::Reminder(r) => connection.awaiting_person_since() != Some(r.since),
+    };
+    if superseded {
+        Some("the connection's status changed since")
+    } else if kind == NoticeKind::Recovered && !settings.recovery_emails {
+        Some("recovery emails are turned off")
+    } else if connection.recipients.is_empty() {
+        Some("the connection names no recipients")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Actor, ProviderKind, Recipients, StatusEvent};
+    use crate::ids::{AppId, TenantId};
+    use crate::notify::Warning;
+
+    fn settings(recovery_emails: bool) -> NotifySettings {
+        let mut settings = NotifySettings::from_lookup(|_| None).unwrap();
+        settings.recovery_emails = recovery_emails;
+        settings
+    }
+
+    /// A connected connection and the transition that connected it.
+    fn connected(recipients: &[&str]) -> (Connection, NoticeSubject) {
+        let now = Utc::now();
+        let mut c = Connection::new(
+            TenantId::parse("acme").unwrap(),
+            AppId::parse("exact-nl").unwrap(),
+            ProviderKind::ExactOnline,
+            Recipients::parse(recipients).unwrap(),
+            now,
+        );
+        let transition = c
+            .apply(StatusEvent::Authorized, Actor::System("test".into()), now)
+            .unwrap();
+        (c, NoticeSubject::Transition(transition))
+    }
+
+    #[test]
+    fn a_notice_is_sent_only_while_it_is_still_true_wanted_and_addressed() {
+        let (c, recovered) = connected(&["finance@example.com"]);
+        let kind = NoticeKind::Recovered;
+        assert_eq!(why_not_send(&recovered, kind, &c, &settings(true)), None);
+        assert_eq!(
+            why_not_send(&recovered, kind, &c, &settings(false)),
+            Some("recovery emails are turned off")
+        );
+        let (nobody, recovered) = connected(&[]);
+        assert_eq!(
+            why_not_send(&recovered, kind, &nobody, &settings(true)),
+            Some("the connection names no recipients")
+        );
+
+        // A legacy-credentials warning for a connection that moved to OAuth 2.0 meanwhile.
+        let warning = NoticeSubject::Warning(Warning {
+            kind: WarningKind::LegacyCredentials,
+            deadline: None,
+            created_at: Utc::now(),
+        });
+        let kind = NoticeKind::Warning(WarningKind::LegacyCredentials);
+        assert_eq!(
+            why_not_send(&warning, kind, &c, &settings(true)),
+            Some("the connection's status changed since")
+        );
+        let mut legacy = c.clone();
+        legacy.legacy_credentials = true;
+        assert_eq!(why_not_send(&warning, kind, &legacy, &settings(true)), None);
+    }
+
+    #[test]
+    fn a_transition_the_connection_has_left_is_not_announced() {
+        let (mut c, connected) = connected(&["finance@example.com"]);
+        c.apply(
+            StatusEvent::Disconnect,
+            Actor::System("test".into()),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            why_not_send(&connected, NoticeKind::Recovered, &c, &settings(true)),
+            Some("the connection's status changed since")
+        );
     }
 }

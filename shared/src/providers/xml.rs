@@ -268,7 +268,7 @@ fn utf8(bytes: &[u8]) -> Result<String, XmlError> {
 }
 
 fn utf16(bytes: &[u8], little_endian: bool) -> Result<String, XmlError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return fail("a UTF-16 document with an odd number of bytes");
     }
     let units = bytes.chunks_exact(2).map(|p| {
