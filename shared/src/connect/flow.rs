@@ -34,7 +34,7 @@ use crate::domain::{
 };
 use crate::ids::{ConnectionId, TenantId};
 use crate::ports::Fence;
-use crate::providers::OAuthClient;
+use crate::providers::{Authorized, Discovered, OAuthClient};
 use crate::refresh::TokenGrant;
 use crate::secret::OneTimeSecret;
 use browser::is_local_http;
@@ -255,26 +255,73 @@ impl ConnectFlow {
         SetCookies(cookies)
     }
 
-    /// The provider sent the browser back: finish the authorization.
+    /// The provider sent the browser back: finish the authorization. Four steps: redeem the state
+    /// this browser started with, authorize at the provider, check that the authorization fits the
+    /// connection, and store the new grant.
     pub async fn complete(
         &self,
         raw_query: Option<&str>,
         cookies: &BrowserCookies,
     ) -> Result<Completed, ConnectFailure> {
-        // The link the browser started from, offered again on failures where retrying can help.
+        let (query, pending, try_again) = self.redeem_state(raw_query, cookies).await?;
+        let target = self
+            .target(&pending.tenant, &pending.connection)
+            .await
+            .map_err(|mut f| {
+                f.try_again = None;
+                f.state_consumed = true;
+                f
+            })?;
+        let refuse = |error: ConnectError| {
+            tracing::info!(
+                connection = %target.connection.id.as_str(),
+                provider = target.connection.provider.display_name(),
+                reason = error.label(),
+                detail = %error,
+                "authorization refused; the connection is unchanged"
+            );
+            ConnectFailure {
+                error,
+                provider: Some(target.connection.provider),
+                try_again: try_again.clone(),
+                state_consumed: true,
+            }
+        };
+        let (authorized, discovered) = Self::authorize_at_provider(&target, &query, &pending)
+            .await
+            .map_err(refuse)?;
+        let context = check_reconnect_target(&target.connection, &discovered).map_err(refuse)?;
+        self.store_grant(&target, authorized, discovered, context)
+            .await
+            .map_err(|error| ConnectFailure {
+                error,
+                provider: Some(target.connection.provider),
+                try_again: try_again.clone(),
+                state_consumed: true,
+            })
+    }
+
+    /// Consumes the state the callback carries, once, and checks it was issued to this browser.
+    /// Answers the callback's parameters, the pending authorization, and the link to offer again if
+    /// the authorization fails (only if it is the same connection's: the link cookie alone proves
+    /// nothing).
+    async fn redeem_state(
+        &self,
+        raw_query: Option<&str>,
+        cookies: &BrowserCookies,
+    ) -> Result<(CallbackQuery, PendingAuthorization, Option<Url>), ConnectFailure> {
         let try_again = self.live_link(cookies).await;
-        let with_retry = |error: ConnectError, provider: Option<ProviderKind>| ConnectFailure {
+        let with_retry = |error: ConnectError| ConnectFailure {
             error,
-            provider,
+            provider: None,
             try_again: try_again.as_ref().map(|(url, _)| url.clone()),
             state_consumed: false,
         };
-        let query = CallbackQuery::parse(raw_query).map_err(|e| with_retry(e, None))?;
+        let query = CallbackQuery::parse(raw_query).map_err(with_retry)?;
         let Some(state) = &query.state else {
-            return Err(with_retry(
-                ConnectError::MalformedRequest("it carries no state".into()),
-                None,
-            ));
+            return Err(with_retry(ConnectError::MalformedRequest(
+                "it carries no state".into(),
+            )));
         };
         let now = self.ctx.clock.now();
         let pending = match self
@@ -285,18 +332,8 @@ impl ConnectFlow {
             .await?
         {
             Consumed::Fresh(pending) => pending,
-            Consumed::Expired => return Err(with_retry(ConnectError::StateExpired, None)),
-            Consumed::Unknown => return Err(with_retry(ConnectError::StateUnknown, None)),
-        };
-        // Offer the link only if it is this connection's: the link cookie alone proves nothing.
-        let try_again = try_again
-            .filter(|(_, link)| link.connection == pending.connection)
-            .map(|(url, _)| url);
-        let fail = |error: ConnectError, provider: Option<ProviderKind>| ConnectFailure {
-            error,
-            provider,
-            try_again: try_again.clone(),
-            state_consumed: true,
+            Consumed::Expired => return Err(with_retry(ConnectError::StateExpired)),
+            Consumed::Unknown => return Err(with_retry(ConnectError::StateUnknown)),
         };
         let same_browser = cookies.binding.as_ref().is_some_and(|b| {
             let presented = OneTimeKey::of(b);
@@ -317,47 +354,39 @@ impl ConnectFlow {
                 state_consumed: true,
             });
         }
-        let target = self
-            .target(&pending.tenant, &pending.connection)
-            .await
-            .map_err(|mut f| {
-                f.try_again = None;
-                f.state_consumed = true;
-                f
-            })?;
-        let provider = Some(target.connection.provider);
-        let connection_id = target.connection.id.clone();
-        let refuse = |error: ConnectError| {
-            tracing::info!(
-                connection = %connection_id.as_str(),
-                provider = target.connection.provider.display_name(),
-                reason = error.label(),
-                detail = %error,
-                "authorization refused; the connection is unchanged"
-            );
-            fail(error, provider)
-        };
+        let try_again = try_again
+            .filter(|(_, link)| link.connection == pending.connection)
+            .map(|(url, _)| url);
+        Ok((query, pending, try_again))
+    }
 
+    /// The provider's answer to the authorization: the person's refusal, or the code exchanged for
+    /// tokens and what the provider tells about whom and what they authorized.
+    async fn authorize_at_provider(
+        target: &Target,
+        query: &CallbackQuery,
+        pending: &PendingAuthorization,
+    ) -> Result<(Authorized, Discovered), ConnectError> {
+        let provider = target.connection.provider;
         if let Some(error) = &query.error {
             let description = query.error_description.clone();
-            let kind = target.connection.provider;
-            return Err(refuse(if error.eq_ignore_ascii_case("access_denied") {
+            return Err(if error.eq_ignore_ascii_case("access_denied") {
                 ConnectError::Denied {
-                    provider: kind,
+                    provider,
                     description,
                 }
             } else {
                 ConnectError::ProviderRefused {
-                    provider: kind,
+                    provider,
                     error: error.clone(),
                     description,
                 }
-            }));
+            });
         }
         let Some(code) = &query.code else {
-            return Err(refuse(ConnectError::MalformedRequest(
+            return Err(ConnectError::MalformedRequest(
                 "it carries neither a code nor an error".into(),
-            )));
+            ));
         };
         let authorized = target
             .client
@@ -366,42 +395,29 @@ impl ConnectFlow {
                 pending.pkce_verifier.as_ref(),
                 pending.nonce.as_deref(),
             )
-            .await
-            .map_err(|e| refuse(e.into()))?;
+            .await?;
         // exchange_code compares the id_token's nonce with ours; an answer without an id_token would
         // skip that check, so a flow that asked for an id_token (and so kept a nonce) insists on one.
         if pending.nonce.is_some() && authorized.id_token.is_none() {
-            return Err(refuse(ConnectError::NonceUnverified {
-                provider: target.connection.provider,
-            }));
+            return Err(ConnectError::NonceUnverified { provider });
         }
         let discovered = target
             .client
             .discover_for(&authorized, &target.connection.known_divisions())
-            .await
-            .map_err(|e| refuse(e.into()))?;
+            .await?;
+        Ok((authorized, discovered))
+    }
 
-        let connection = &target.connection;
-        if let Some(required) = &connection.required_identity {
-            let matches = discovered
-                .identity
-                .as_ref()
-                .is_some_and(|who| who.same_person(required));
-            if !matches {
-                return Err(refuse(ConnectError::IdentityMismatch {
-                    provider: connection.provider,
-                    required: person(required),
-                    actual: discovered
-                        .identity
-                        .as_ref()
-                        .map_or_else(|| "an unidentified user".into(), person),
-                }));
-            }
-        }
-        let context =
-            bind_authorization(connection, discovered.context, discovered.identity.as_ref())
-                .map_err(|why| refuse(ConnectError::refused_binding(connection.provider, why)))?;
-
+    /// Stores the new grant: the connection authorized (its transition recorded with it), its tokens
+    /// in the vault, every link issued so far spent.
+    async fn store_grant(
+        &self,
+        target: &Target,
+        authorized: Authorized,
+        discovered: Discovered,
+        context: ProviderContext,
+    ) -> Result<Completed, ConnectError> {
+        let now = self.ctx.clock.now();
         let mut connection = target.connection.clone();
         let previous = connection.status.kind();
         let actor = Actor::EndUser(
@@ -412,7 +428,7 @@ impl ConnectFlow {
         );
         let transition = connection
             .apply(StatusEvent::Authorized, actor, now)
-            .map_err(|_| refuse(ConnectError::ConnectionGone))?;
+            .map_err(|_| ConnectError::ConnectionGone)?;
         let tokens = authorized.tokens;
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
@@ -441,8 +457,7 @@ impl ConnectFlow {
                 Fence::Version,
                 &[transition],
             )
-            .await
-            .map_err(|e| fail(e.into(), provider))?;
+            .await?;
         tracing::info!(
             connection = %stored.id.as_str(),
             provider = stored.provider.display_name(),
@@ -516,9 +531,99 @@ impl ConnectFlow {
     }
 }
 
+/// Whether an authorization fits the connection it is for: the person the connection requires, and
+/// an organisation, division, tenant or account it may be bound to (a reconnect never moves a
+/// connection to another organisation). Answers what the connection is bound to.
+fn check_reconnect_target(
+    connection: &Connection,
+    discovered: &Discovered,
+) -> Result<ProviderContext, ConnectError> {
+    if let Some(required) = &connection.required_identity {
+        let matches = discovered
+            .identity
+            .as_ref()
+            .is_some_and(|who| who.same_person(required));
+        if !matches {
+            return Err(ConnectError::IdentityMismatch {
+                provider: connection.provider,
+                required: person(required),
+                actual: discovered
+                    .identity
+                    .as_ref()
+                    .map_or_else(|| "an unidentified user".into(), person),
+            });
+        }
+    }
+    bind_authorization(
+        connection,
+        discovered.context.clone(),
+        discovered.identity.as_ref(),
+    )
+    .map_err(|why| ConnectError::refused_binding(connection.provider, why))
+}
+
 fn person(identity: &Identity) -> String {
     match &identity.display_name {
         Some(name) => format!("{name} ({})", identity.subject),
         None => identity.subject.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Recipients, ServiceUrl};
+    use crate::ids::AppId;
+
+    fn twinfield(organisation: &str) -> ProviderContext {
+        ProviderContext::Twinfield {
+            cluster_url: ServiceUrl::parse("https://accounting.twinfield.com").unwrap(),
+            organisation_code: organisation.into(),
+            organisation_id: None,
+        }
+    }
+
+    fn discovered(organisation: &str, subject: &str) -> Discovered {
+        Discovered {
+            context: twinfield(organisation),
+            identity: Some(Identity::new(subject).unwrap()),
+        }
+    }
+
+    fn connection() -> Connection {
+        Connection::new(
+            TenantId::parse("acme").unwrap(),
+            AppId::parse("twinfield").unwrap(),
+            ProviderKind::Twinfield,
+            Recipients::parse(&["finance@example.com"]).unwrap(),
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn a_first_authorization_binds_the_connection_to_what_was_authorized() {
+        let bound = check_reconnect_target(&connection(), &discovered("NL-001", "jan")).unwrap();
+        assert_eq!(bound, twinfield("NL-001"));
+    }
+
+    #[test]
+    fn the_required_person_must_be_the_one_who_authorized() {
+        let mut c = connection();
+        c.required_identity = Some(Identity::new("JAN").unwrap());
+        assert!(check_reconnect_target(&c, &discovered("NL-001", "jan")).is_ok());
+        let refused = check_reconnect_target(&c, &discovered("NL-001", "piet")).unwrap_err();
+        assert!(
+            matches!(&refused, ConnectError::IdentityMismatch { required, actual, .. }
+                if required == "JAN" && actual == "piet"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_reconnect_never_moves_the_connection_to_another_organisation() {
+        let mut c = connection();
+        c.context = Some(twinfield("NL-001"));
+        assert!(check_reconnect_target(&c, &discovered("NL-001", "jan")).is_ok());
+        assert!(check_reconnect_target(&c, &discovered("NL-002", "jan")).is_err());
     }
 }
