@@ -118,51 +118,12 @@ impl ConnectFlow {
 
     /// A browser opened a connect link: prepare the authorization and say where to send it.
     pub async fn start(&self, link_token: &str) -> Result<Started, ConnectFailure> {
-        let Some(key) = super::links::link_key(link_token) else {
-            return Err(ConnectError::LinkUnknown.into());
-        };
-        if self.unknown_links.missed(&key) {
-            return Err(ConnectError::LinkUnknown.into());
-        }
-        let link = match self
-            .ctx
-            .backend
-            .store
-            .get_link(&key, self.ctx.clock.now())
-            .await?
-        {
-            Consumed::Fresh(link) => link,
-            Consumed::Expired => return Err(ConnectError::LinkExpired.into()),
-            Consumed::Unknown => {
-                self.unknown_links.record_miss(key);
-                return Err(ConnectError::LinkUnknown.into());
-            }
-        };
+        let link = self.live_link_named(link_token).await?;
         let target = self.target(&link.tenant, &link.connection).await?;
-        let connection = &target.connection;
-        if !connection.link_is_current(link.generation) {
-            // Spent when a person authorized after it was issued; otherwise a newer link replaced it.
-            let spent = connection
-                .authorized_at
-                .is_some_and(|at| at >= link.created_at);
-            let (provider, name) = (connection.provider, connection.display_name.clone());
-            let status = connection.status.kind().to_string().replace('_', " ");
-            let error = if spent {
-                ConnectError::LinkSpent {
-                    provider,
-                    name,
-                    status,
-                }
-            } else {
-                ConnectError::LinkReplaced {
-                    provider,
-                    name,
-                    status,
-                }
-            };
+        if let Some(error) = link_no_longer_current(&target.connection, &link) {
             return Err(ConnectFailure {
                 error,
-                provider: Some(provider),
+                provider: Some(target.connection.provider),
                 try_again: None,
                 state_consumed: false,
             });
@@ -218,6 +179,31 @@ impl ConnectFlow {
             cookies: self.cookies(Some((&binding, link_token))),
             provider,
         })
+    }
+
+    /// The link a token names, while it works. Unknown tokens are remembered for a while, so a flood
+    /// of made-up links costs no store reads.
+    async fn live_link_named(&self, link_token: &str) -> Result<ConnectLink, ConnectFailure> {
+        let Some(key) = super::links::link_key(link_token) else {
+            return Err(ConnectError::LinkUnknown.into());
+        };
+        if self.unknown_links.missed(&key) {
+            return Err(ConnectError::LinkUnknown.into());
+        }
+        match self
+            .ctx
+            .backend
+            .store
+            .get_link(&key, self.ctx.clock.now())
+            .await?
+        {
+            Consumed::Fresh(link) => Ok(link),
+            Consumed::Expired => Err(ConnectError::LinkExpired.into()),
+            Consumed::Unknown => {
+                self.unknown_links.record_miss(key);
+                Err(ConnectError::LinkUnknown.into())
+            }
+        }
     }
 
     /// `Set-Cookie` values that remove the flow's cookies (after a callback, whatever its outcome).
@@ -531,6 +517,32 @@ impl ConnectFlow {
     }
 }
 
+/// Why a link may no longer start an authorization: spent when a person authorized the connection
+/// after it was issued, or replaced by a newer link. The answer names the connection's status.
+fn link_no_longer_current(connection: &Connection, link: &ConnectLink) -> Option<ConnectError> {
+    if connection.link_is_current(link.generation) {
+        return None;
+    }
+    let spent = connection
+        .authorized_at
+        .is_some_and(|at| at >= link.created_at);
+    let (provider, name) = (connection.provider, connection.display_name.clone());
+    let status = connection.status.kind().to_string().replace('_', " ");
+    Some(if spent {
+        ConnectError::LinkSpent {
+            provider,
+            name,
+            status,
+        }
+    } else {
+        ConnectError::LinkReplaced {
+            provider,
+            name,
+            status,
+        }
+    })
+}
+
 /// Whether an authorization fits the connection it is for: the person the connection requires, and
 /// an organisation, division, tenant or account it may be bound to (a reconnect never moves a
 /// connection to another organisation). Answers what the connection is bound to.
@@ -625,5 +637,45 @@ mod tests {
         c.context = Some(twinfield("NL-001"));
         assert!(check_reconnect_target(&c, &discovered("NL-001", "jan")).is_ok());
         assert!(check_reconnect_target(&c, &discovered("NL-002", "jan")).is_err());
+    }
+
+    fn link_for(c: &Connection, issued: chrono::DateTime<chrono::Utc>) -> ConnectLink {
+        ConnectLink {
+            tenant: c.tenant.clone(),
+            connection: c.id.clone(),
+            purpose: crate::domain::AuthorizationPurpose::Reconnect,
+            generation: c.link_generation,
+            created_at: issued,
+            expires_at: issued + Duration::days(7),
+        }
+    }
+
+    #[test]
+    fn a_link_is_spent_by_an_authorization_after_it_and_replaced_by_a_newer_link() {
+        let issued = chrono::Utc::now();
+        let mut c = connection();
+        let link = link_for(&c, issued);
+        assert!(link_no_longer_current(&c, &link).is_none());
+
+        // A newer link for the same connection replaces it.
+        let mut replaced = c.clone();
+        replaced.link_generation += 1;
+        assert!(matches!(
+            link_no_longer_current(&replaced, &link),
+            Some(ConnectError::LinkReplaced { .. })
+        ));
+
+        // A person authorized after it was issued: spent, and the page names the status.
+        c.apply(
+            StatusEvent::Authorized,
+            Actor::System("test".into()),
+            issued + Duration::minutes(5),
+        )
+        .unwrap();
+        c.spend_links();
+        assert!(matches!(
+            link_no_longer_current(&c, &link),
+            Some(ConnectError::LinkSpent { status, .. }) if status == "connected"
+        ));
     }
 }

@@ -136,19 +136,40 @@ impl ConnectFlow {
         form: &DivisionForm,
         cookies: &BrowserCookies,
     ) -> Result<DivisionChosen, ConnectFailure> {
-        let fail = |error: ConnectError| ConnectFailure {
-            error,
-            provider: Some(ProviderKind::ExactOnline),
-            try_again: None,
-            state_consumed: false,
-        };
+        let (id, choice, bound, chosen) = self.open_choice(form, cookies).await?;
+        let saved = self.record_choice(&id, &choice, chosen).await?;
+        tracing::info!(
+            connection = %id.as_str(),
+            from = bound,
+            division = chosen,
+            "division chosen"
+        );
+        let context = saved
+            .context
+            .ok_or_else(|| fail(ConnectError::DivisionChoiceUnknown))?;
+        Ok(DivisionChosen {
+            connection: saved.id,
+            display_name: saved.display_name,
+            context,
+        })
+    }
+
+    /// The choice the form answers, if it is still open, this browser's, and names a granted
+    /// division: the connection, the open choice, the division bound so far and the chosen one.
+    async fn open_choice(
+        &self,
+        form: &DivisionForm,
+        cookies: &BrowserCookies,
+    ) -> Result<(ConnectionId, DivisionChoice, i64, i64), ConnectFailure> {
         let id = ConnectionId::parse(form.connection.trim()).map_err(|_| {
             fail(ConnectError::MalformedRequest(
                 "it names no connection".into(),
             ))
         })?;
-        let store = &self.ctx.backend.store;
-        let connection = store
+        let connection = self
+            .ctx
+            .backend
+            .store
             .get_connection(&id)
             .await?
             .ok_or_else(|| fail(ConnectError::DivisionChoiceUnknown))?;
@@ -158,17 +179,16 @@ impl ConnectFlow {
         if !matches_key(&form.ticket, &choice.ticket) {
             return Err(fail(ConnectError::DivisionChoiceUnknown));
         }
-        let now = self.ctx.clock.now();
         let Some(ProviderContext::ExactOnline {
             division: bound,
             divisions,
             ..
-        }) = connection.context.clone()
+        }) = &connection.context
         else {
             return Err(fail(ConnectError::DivisionChoiceUnknown));
         };
-        if now >= choice.expires_at {
-            return Err(fail(ConnectError::DivisionChoiceClosed { bound }));
+        if self.ctx.clock.now() >= choice.expires_at {
+            return Err(fail(ConnectError::DivisionChoiceClosed { bound: *bound }));
         }
         let same_browser = cookies
             .division
@@ -189,12 +209,23 @@ impl ConnectFlow {
                     "the chosen division is not one this authorization gives access to".into(),
                 ))
             })?;
+        Ok((id, choice, *bound, chosen))
+    }
 
-        // Under the refresh lease: a refresh in flight keeps its fenced writes, and of two posts of
-        // one form exactly one finds the choice still open.
+    /// Binds the connection to the chosen division and closes the choice, under the refresh lease: a
+    /// refresh in flight keeps its fenced writes, and of two posts of one form exactly one finds the
+    /// choice still open.
+    async fn record_choice(
+        &self,
+        id: &ConnectionId,
+        choice: &DivisionChoice,
+        chosen: i64,
+    ) -> Result<Connection, ConnectFailure> {
+        let store = &self.ctx.backend.store;
+        let now = self.ctx.clock.now();
         let owner = LeaseOwner::generate();
         let mut leased = match store
-            .acquire_lease(&id, &owner, now, Duration::seconds(30))
+            .acquire_lease(id, &owner, now, Duration::seconds(30))
             .await?
         {
             LeaseAttempt::Acquired(c) => c,
@@ -202,7 +233,7 @@ impl ConnectFlow {
             LeaseAttempt::Missing => return Err(fail(ConnectError::DivisionChoiceUnknown)),
         };
         let result = async {
-            if leased.division_choice.as_ref() != Some(&choice) {
+            if leased.division_choice.as_ref() != Some(choice) {
                 return Err(fail(ConnectError::DivisionChoiceUnknown));
             }
             if let Some(ProviderContext::ExactOnline { division, .. }) = &mut leased.context {
@@ -217,24 +248,21 @@ impl ConnectFlow {
         }
         .await;
         if result.is_err() {
-            if let Err(e) = store.release_lease(&id, &owner).await {
+            if let Err(e) = store.release_lease(id, &owner).await {
                 tracing::warn!(connection = %id.as_str(), error = %e, "could not release the lease; it will expire");
             }
         }
-        let saved = result?;
-        tracing::info!(
-            connection = %id.as_str(),
-            from = bound,
-            division = chosen,
-            "division chosen"
-        );
-        Ok(DivisionChosen {
-            connection: saved.id,
-            display_name: saved.display_name,
-            context: saved
-                .context
-                .expect("an Exact context was read under the lease"),
-        })
+        result
+    }
+}
+
+/// A refused division choice: only Exact Online connections offer one, and nothing is offered again.
+fn fail(error: ConnectError) -> ConnectFailure {
+    ConnectFailure {
+        error,
+        provider: Some(ProviderKind::ExactOnline),
+        try_again: None,
+        state_consumed: false,
     }
 }
 
