@@ -20,11 +20,14 @@
 //!
 //! # The key file
 //!
-//! Made once, when a store without sealed values opens and finds none, under the database's write lock
-//! (so two processes opening a new store agree on one key), written whole to a temporary file and
+//! Made once, when a store that holds no sealed values opens without one, under the database's write
+//! lock (so two processes opening a new store agree on one key), written whole to a temporary file and
 //! published by a hard link, which never replaces an existing file. It is never rewritten. A missing key
 //! file while the database holds sealed values, a key file that is not owner-only or not a key, and a
-//! key that does not open the database's values are each refused at open with what to do.
+//! key that does not open the database's values are each refused at open with what to do. A lost key
+//! file loses only what it sealed: the message names the statement that drops those values, after
+//! which the store opens with a new key (and a new escrow key), its connections ask to be reconnected
+//! and its apps' client secrets are registered again.
 
 use super::Failure;
 use crate::ports::StoreError;
@@ -255,6 +258,10 @@ SELECT EXISTS (SELECT 1 FROM vault_versions WHERE typeof(content) = 'blob')
     OR EXISTS (SELECT 1 FROM client_secrets WHERE typeof(content) = 'blob')
     OR EXISTS (SELECT 1 FROM local_keys WHERE length(key) <> 32)";
 
+/// What a person runs to drop the values a lost key file sealed, so the store opens with a new key.
+const FORGET_SEALED: &str =
+    "DELETE FROM vault_versions; DELETE FROM client_secrets; DELETE FROM local_keys";
+
 /// Opens (or, for a store that holds nothing sealed, makes) the key file at `key_file`, checks that it
 /// opens the database's sealed values, and seals the values earlier versions left in the clear. Runs
 /// on the writer connection, after the schema is current.
@@ -270,9 +277,11 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
                 return Err(refused(format!(
                     "the key file {} is missing, but the store holds tokens sealed with it: put back \
                      the key file that was backed up with this database. If it is lost, so are the \
-                     stored tokens and client secrets: move the database aside to start afresh, then \
-                     set the apps' client secrets and reconnect the connections",
-                    key_file.display()
+                     stored tokens and client secrets; to go on without them, delete them with \
+                     `sqlite3 {} \"{FORGET_SEALED}\"` while the broker is stopped: the connections \
+                     then ask to be reconnected, and each app's client secret must be set again",
+                    key_file.display(),
+                    tx.path().unwrap_or("<database>"),
                 )));
             }
             create_key_file(key_file)?
@@ -280,6 +289,7 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
     };
     check_key(&tx, &key)?;
     let sealed = seal_plain_rows(&tx, &key)?;
+    make_escrow_key(&tx, &key)?;
     tx.commit()?;
     if sealed > 0 {
         tracing::info!(
@@ -454,6 +464,26 @@ fn check_key(db: &Db, key: &VaultKey) -> Result<(), Failure> {
         }
         _ => Ok(()),
     }
+}
+
+/// A new escrow key, sealed, if the store has none: its sealed values were dropped ([`FORGET_SEALED`])
+/// with the key file that opened them. Schema version 4 makes the first one.
+fn make_escrow_key(db: &Db, key: &VaultKey) -> Result<(), Failure> {
+    let missing: bool = db.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM local_keys WHERE name = 'escrow')",
+        [],
+        |r| r.get(0),
+    )?;
+    if missing {
+        let escrow_key = crate::escrow::DataKey::generate()
+            .map_err(|e| refused(format!("making a new escrow key: {e}")))?;
+        let sealed = key.seal(Entry::LocalKey { name: "escrow" }, &escrow_key.0)?;
+        db.execute(
+            "INSERT INTO local_keys (name, key) VALUES ('escrow', ?1)",
+            [sealed],
+        )?;
+    }
+    Ok(())
 }
 
 /// Seals every value an earlier version stored in the clear; how many there were.

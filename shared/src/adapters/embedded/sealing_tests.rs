@@ -584,3 +584,70 @@ async fn processes_opening_a_new_store_at_once_agree_on_one_key() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[tokio::test]
+async fn a_lost_key_file_costs_the_sealed_values_but_not_the_rest_of_the_store() {
+    let dir = TempDir::new();
+    let path = dir.file();
+    let store = EmbeddedStore::open(&path).unwrap();
+    let c = connection(&acme(), t0());
+    store.insert_connection(&c, &[]).await.unwrap();
+    let write = WriteId::generate();
+    store
+        .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
+        .await
+        .unwrap();
+    store
+        .put_client_secret(&acme(), &app("exact-nl"), &ClientSecret::new(SECRET))
+        .await
+        .unwrap();
+    drop(store);
+    std::fs::remove_file(EmbeddedStore::key_path(&path)).unwrap();
+
+    let err = EmbeddedStore::open(&path).unwrap_err().to_string();
+    // The way out the message gives, run as given.
+    let command = err
+        .split_once(&format!("`sqlite3 {} \"", path.display()))
+        .and_then(|(_, rest)| rest.split_once("\"`"))
+        .map(|(statements, _)| statements.to_string())
+        .unwrap_or_else(|| panic!("no command in: {err}"));
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&command)
+        .unwrap();
+
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(EmbeddedStore::key_path(&path).exists(), "a new key file");
+    assert!(
+        store.get_connection(&c.id).await.unwrap().is_some(),
+        "the metadata is kept"
+    );
+    let pointer = CredentialsPointer {
+        slot: VaultSlot::A,
+        write: write.clone(),
+    };
+    assert!(store
+        .get_credentials(&acme(), &c.id, &pointer)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_client_secret(&acme(), &app("exact-nl"))
+        .await
+        .unwrap()
+        .is_none());
+    let escrowed = store
+        .seal_escrow(&acme(), &c.id, &write, &sentinel_tokens("-escrow"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .open_escrow(&acme(), &c.id, &write, &escrowed)
+            .await
+            .as_ref()
+            .map(json)
+            .unwrap(),
+        json(&sentinel_tokens("-escrow")),
+        "a new escrow key was made"
+    );
+}
