@@ -278,7 +278,7 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
                     "the key file {} is missing, but the store holds tokens sealed with it: put back \
                      the key file that was backed up with this database. If it is lost, so are the \
                      stored tokens and client secrets; to go on without them, delete them with \
-                     `sqlite3 {} \"{FORGET_SEALED}\"` while the broker is stopped: the connections \
+                     `sqlite3 '{}' \"{FORGET_SEALED}\"` while the broker is stopped: the connections \
                      then ask to be reconnected, and each app's client secret must be set again",
                     key_file.display(),
                     tx.path().unwrap_or("<database>"),
@@ -291,11 +291,14 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
     let sealed = seal_plain_rows(&tx, &key)?;
     make_escrow_key(&tx, &key)?;
     tx.commit()?;
-    if sealed > 0 {
+    if sealed.entries > 0 {
         tracing::info!(
-            rows = sealed,
-            "sealed vault entries an earlier version stored in the clear"
+            entries = sealed.entries,
+            "sealed the vault entries an earlier version stored in the clear"
         );
+    }
+    // A new file's escrow key too: schema version 4 writes it before there is a vault key.
+    if sealed.entries + sealed.local_keys > 0 {
         scrub(db);
     }
     Ok(key)
@@ -486,9 +489,19 @@ fn make_escrow_key(db: &Db, key: &VaultKey) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Seals every value an earlier version stored in the clear; how many there were.
-fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<usize, Failure> {
-    let mut sealed = 0;
+/// How many values [`seal_plain_rows`] sealed.
+struct Sealed {
+    /// Tokens and client secrets.
+    entries: usize,
+    local_keys: usize,
+}
+
+/// Seals every value an earlier version stored in the clear.
+fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<Sealed, Failure> {
+    let mut sealed = Sealed {
+        entries: 0,
+        local_keys: 0,
+    };
     let credentials: Vec<(i64, String, String, String, String, String)> = db
         .prepare(
             "SELECT seq, tenant, connection, slot, write_id, content FROM vault_versions
@@ -517,7 +530,7 @@ fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<usize, Failure> {
             "UPDATE vault_versions SET content = ?2 WHERE seq = ?1",
             rusqlite::params![seq, value],
         )?;
-        sealed += 1;
+        sealed.entries += 1;
     }
     let secrets: Vec<(String, String, String)> = db
         .prepare("SELECT tenant, app, content FROM client_secrets WHERE typeof(content) = 'text'")?
@@ -535,7 +548,7 @@ fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<usize, Failure> {
             "UPDATE client_secrets SET content = ?3 WHERE tenant = ?1 AND app = ?2",
             rusqlite::params![tenant, app, value],
         )?;
-        sealed += 1;
+        sealed.entries += 1;
     }
     let local_keys: Vec<(String, Vec<u8>)> = db
         .prepare("SELECT name, key FROM local_keys WHERE length(key) = 32")?
@@ -548,7 +561,7 @@ fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<usize, Failure> {
             "UPDATE local_keys SET key = ?2 WHERE name = ?1",
             rusqlite::params![name, value],
         )?;
-        sealed += 1;
+        sealed.local_keys += 1;
     }
     Ok(sealed)
 }

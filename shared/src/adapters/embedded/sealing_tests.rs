@@ -607,7 +607,7 @@ async fn a_lost_key_file_costs_the_sealed_values_but_not_the_rest_of_the_store()
     let err = EmbeddedStore::open(&path).unwrap_err().to_string();
     // The way out the message gives, run as given.
     let command = err
-        .split_once(&format!("`sqlite3 {} \"", path.display()))
+        .split_once(&format!("`sqlite3 '{}' \"", path.display()))
         .and_then(|(_, rest)| rest.split_once("\"`"))
         .map(|(statements, _)| statements.to_string())
         .unwrap_or_else(|| panic!("no command in: {err}"));
