@@ -9,7 +9,8 @@
 //!   the data key as KMS wrapped it, and opening it is a `Decrypt`. The encryption context names the
 //!   tenant and connection, so a record copied to another connection does not open, and only functions
 //!   granted the key (not the notifier, which reads the table's stream) can read it.
-//! - on the embedded store, under a local key kept in the store's own owner-only file.
+//! - on the embedded store, under a local key kept in the store file, sealed with the vault's key file
+//!   like the vault's own entries.
 //!
 //! The associated data binds the ciphertext to the connection and the vault version it is meant for
 //! (the marker's target write id). A sealed record is a few kilobytes (tokens are rarely more than

@@ -1,16 +1,21 @@
-//! No secret value reaches a log line or an error: storage flows on both backends run with the
-//! production log filter at its most verbose, and everything they print or return is searched for the
-//! secrets they handled.
+//! No secret value reaches a log line, an error or a file at rest: storage flows on both backends run
+//! with the production log filter at its most verbose, and everything they print or return is searched
+//! for the secrets they handled; so is every file the embedded store keeps (database, WAL, shared
+//! memory, key file), byte for byte.
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use broker_core::adapters::embedded::EmbeddedStore;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use broker_core::domain::*;
-use broker_core::ids::{AppId, TenantId, WriteId};
+use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::ports::{Fence, TokenVault};
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use broker_tests::backends::{self, Backend};
 use chrono::{Duration, Utc};
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 const ACCESS: &str = "ACCESS-TOKEN-SENTINEL-7f3a";
@@ -43,6 +48,43 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
+fn sentinel_credentials(now: chrono::DateTime<Utc>) -> Credentials {
+    Credentials::OAuth2(TokenSet {
+        access_token: AccessToken::new(ACCESS),
+        access_expires_at: now + Duration::minutes(10),
+        refresh_token: Some(RefreshToken::new(REFRESH)),
+        refresh_expires_at: None,
+        scope: None,
+        received_at: now,
+    })
+}
+
+/// Every file in `folder` that holds one of the secrets as is, in base64 (standard or URL-safe) or in
+/// hex: "<file>: <secret> (<form>)".
+fn secrets_in_files(folder: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [ACCESS, REFRESH, CLIENT_SECRET] {
+            let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+            let forms = [
+                ("raw", secret.as_bytes().to_vec()),
+                ("base64", STANDARD.encode(secret).into_bytes()),
+                ("base64url", URL_SAFE_NO_PAD.encode(secret).into_bytes()),
+                ("hex", hex.clone().into_bytes()),
+                ("HEX", hex.to_uppercase().into_bytes()),
+            ];
+            for (form, needle) in forms {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(format!("{}: {secret} ({form})", path.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
 async fn exercise(backend: &Backend) -> Vec<String> {
     let mut outputs = Vec::new();
     let now = Utc::now();
@@ -61,14 +103,7 @@ async fn exercise(backend: &Backend) -> Vec<String> {
         .await
         .unwrap();
     let keeper = CredentialKeeper::new(backend.store.clone(), backend.vault.clone());
-    let credentials = Credentials::OAuth2(TokenSet {
-        access_token: AccessToken::new(ACCESS),
-        access_expires_at: now + Duration::minutes(10),
-        refresh_token: Some(RefreshToken::new(REFRESH)),
-        refresh_expires_at: None,
-        scope: None,
-        received_at: now,
-    });
+    let credentials = sentinel_credentials(now);
     let target = CredentialKeeper::next_target(&connection);
     let saved = keeper
         .commit(
@@ -131,8 +166,55 @@ async fn run_captured(backend: Backend) {
 }
 
 #[tokio::test]
-async fn embedded_backend_logs_and_errors_carry_no_secret() {
-    run_captured(backends::embedded()).await;
+async fn embedded_backend_logs_errors_and_files_carry_no_secret() {
+    let folder = backends::temp_dir("redaction");
+    let store = EmbeddedStore::open(folder.join("broker.db")).unwrap();
+    run_captured(Backend {
+        name: "embedded",
+        store: Arc::new(store.clone()),
+        vault: Arc::new(store.clone()),
+        aws: None,
+    })
+    .await;
+    let found = secrets_in_files(&folder);
+    assert!(found.is_empty(), "after the flows: {found:?}");
+
+    // Tokens written last are still in the WAL, which is searched as it stands.
+    let tenant = TenantId::parse("acme").unwrap();
+    let connection = ConnectionId::generate();
+    store
+        .put_credentials(
+            &tenant,
+            &connection,
+            VaultSlot::A,
+            &WriteId::generate(),
+            &sentinel_credentials(Utc::now()),
+        )
+        .await
+        .unwrap();
+    let wal = folder.join("broker.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let found = secrets_in_files(&folder);
+    assert!(found.is_empty(), "with the tokens in the WAL: {found:?}");
+
+    // A disconnect leaves an empty WAL behind it.
+    store
+        .delete_credentials(&tenant, &connection)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+
+    drop(store);
+    let found = secrets_in_files(&folder);
+    assert!(found.is_empty(), "after closing the store: {found:?}");
+    let names: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"broker.db.key".to_string()),
+        "the key file was searched too: {names:?}"
+    );
 }
 
 #[tokio::test]

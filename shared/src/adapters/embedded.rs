@@ -26,6 +26,10 @@
 //! own column and is left out of `data`, so each value has one source of truth. Times are RFC 3339 text
 //! with nine fractional digits (the DynamoDB adapter's key format): exact, and text order is time order.
 //!
+//! The vault's values — `content` in `vault_versions` and `client_secrets`, `key` in `local_keys` — are
+//! sealed with AES-256-GCM under a key in a file of its own beside the store file (`sealing.rs`), and
+//! deleting them scrubs the WAL: a copy of the store file without its key file shows no token.
+//!
 //! # Why the semantics equal the AWS adapters'
 //!
 //! Each DynamoDB condition expression becomes a check inside one `BEGIN IMMEDIATE` transaction, which
@@ -65,6 +69,9 @@ mod links;
 mod notifications;
 mod records;
 mod schema;
+mod sealing;
+#[cfg(test)]
+mod sealing_tests;
 #[cfg(test)]
 mod tests;
 mod vault;
@@ -72,11 +79,12 @@ mod writer;
 
 use crate::ports::{StoreError, VaultError};
 use rusqlite::{Connection as Db, ErrorCode};
+use sealing::VaultKey;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use writer::Writer;
+use writer::{AfterCommit, Writer};
 
 /// The embedded store. Cheap to clone: clones share the file's connections.
 #[derive(Clone)]
@@ -87,6 +95,8 @@ pub struct EmbeddedStore {
 struct Inner {
     path: PathBuf,
     writer: Writer,
+    /// Seals the vault's values; from the key file beside the store file (see `sealing.rs`).
+    key: Arc<VaultKey>,
     /// Idle read connections; more are opened on demand, at most [`IDLE_READERS`] are kept.
     readers: Mutex<Vec<Db>>,
 }
@@ -106,7 +116,8 @@ impl fmt::Debug for EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens the store file at `path`, creating it (and its folders) if needed, owner-only, and
-    /// creating or upgrading its schema. Blocks briefly: call it at startup.
+    /// creating or upgrading its schema; opens its key file ([`EmbeddedStore::key_path`]), creating
+    /// it for a store that holds nothing sealed yet. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let what = format!("opening the store file {}", path.display());
@@ -114,12 +125,16 @@ impl EmbeddedStore {
         let mut writer = with_busy_retry(|| schema::connect(&path, schema::Role::Writer))
             .map_err(|f| f.into_store(&what))?;
         with_busy_retry(|| schema::migrate(&mut writer)).map_err(|f| f.into_store(&what))?;
+        let key_file = sealing::key_path(&path);
+        let key = with_busy_retry(|| sealing::unlock(&mut writer, &key_file))
+            .map_err(|f| f.into_store(&what))?;
         let writer = Writer::start(writer).map_err(|e| {
             StoreError::Unavailable(format!("{what}: starting its writer thread: {e}"))
         })?;
         let inner = Inner {
             path,
             writer,
+            key: Arc::new(key),
             readers: Mutex::new(Vec::new()),
         };
         Ok(Self {
@@ -131,6 +146,16 @@ impl EmbeddedStore {
         &self.inner.path
     }
 
+    /// The key file that seals the vault's values of the store file at `path`: beside it, owner-only.
+    /// A backup needs both files; without the key file the stored tokens and client secrets are lost.
+    pub fn key_path(path: impl AsRef<Path>) -> PathBuf {
+        sealing::key_path(path.as_ref())
+    }
+
+    fn vault_key(&self) -> Arc<VaultKey> {
+        self.inner.key.clone()
+    }
+
     /// Runs `job` in a `BEGIN IMMEDIATE` transaction on the writer connection, atomically: if it
     /// returns `Ok`, its writes are kept, else none of them. Answers once the transaction committed
     /// (durably), which it may share with other writes (see `writer.rs`); a failed commit is an `Err`.
@@ -139,7 +164,17 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
     {
-        self.inner.writer.run(job).await
+        self.inner.writer.run(job, AfterCommit::Nothing).await
+    }
+
+    /// As [`EmbeddedStore::write`], for a write that deletes or replaces vault values: once committed,
+    /// the WAL is checkpointed and truncated, so no old copy stays in the WAL or the file's free pages.
+    async fn write_and_scrub<T, F>(&self, job: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
+    {
+        self.inner.writer.run(job, AfterCommit::Scrub).await
     }
 
     /// Runs `job` on a pooled read-only connection.

@@ -231,6 +231,9 @@ pub(super) fn connect(path: &Path, role: Role) -> Result<Db, Failure> {
     db.pragma_update(None, "foreign_keys", true)?;
     // FULL: a committed rotation must survive a power cut, or the provider's new refresh token is lost.
     db.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted and rewritten rows are zeroed, not left in free pages and free space of the file, where
+    // a copy of it would still show the (sealed) tokens a disconnect deleted.
+    db.pragma_update(None, "secure_delete", true)?;
     match role {
         Role::Writer => {
             let mode: String =

@@ -12,17 +12,17 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use std::path::{Path, PathBuf};
 
 /// A fresh folder that is removed when the test ends.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir =
             std::env::temp_dir().join(format!("broker-embedded-{}", ConnectionId::generate()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
 
-    fn file(&self) -> PathBuf {
+    pub(super) fn file(&self) -> PathBuf {
         self.0.join("nested").join("broker.db")
     }
 }
@@ -33,15 +33,15 @@ impl Drop for TempDir {
     }
 }
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
 }
 
-fn acme() -> TenantId {
+pub(super) fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
 
-fn connection(tenant: &TenantId, created: DateTime<Utc>) -> Connection {
+pub(super) fn connection(tenant: &TenantId, created: DateTime<Utc>) -> Connection {
     Connection::new(
         tenant.clone(),
         AppId::parse("exact-nl").unwrap(),
@@ -63,7 +63,7 @@ fn tokens(n: usize) -> Credentials {
 }
 
 #[cfg(unix)]
-fn mode(path: &Path) -> u32 {
+pub(super) fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }

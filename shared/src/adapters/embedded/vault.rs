@@ -1,6 +1,8 @@
-//! [`TokenVault`] on the `vault_versions` and `client_secrets` tables of the same file.
+//! [`TokenVault`] on the `vault_versions` and `client_secrets` tables of the same file, every value
+//! sealed with the store's vault key (`sealing.rs`).
 
 use super::codec::{decode, encode, time_key};
+use super::sealing::{Entry, Stored};
 use super::{EmbeddedStore, Failure};
 use crate::domain::{Credentials, CredentialsPointer, VaultSlot};
 use crate::escrow::{self, DataKey, SealedCredentials};
@@ -58,8 +60,14 @@ impl TokenVault for EmbeddedStore {
         );
         let what = describe(&connection, slot, &write);
         let content = encode(credentials, &what, &[]).map_err(|f| f.into_vault(OPERATION))?;
+        let key = self.vault_key();
+        let entry = Entry::credentials(&tenant, &connection, slot, &write);
+        let sealed = key
+            .seal(entry, content.as_bytes())
+            .map_err(|f| f.into_vault(OPERATION))?;
         self.write(move |db| {
-            let existing: Option<String> = db
+            let entry = Entry::credentials(&tenant, &connection, slot, &write);
+            let existing: Option<Stored> = db
                 .prepare_cached(
                     "SELECT content FROM vault_versions
                      WHERE tenant = ?1 AND connection = ?2 AND slot = ?3 AND write_id = ?4",
@@ -67,6 +75,7 @@ impl TokenVault for EmbeddedStore {
                 .query_row(params![tenant, connection, slot, write], |r| r.get(0))
                 .optional()?;
             if let Some(existing) = existing {
+                let existing = key.reveal(entry, existing)?;
                 // Compared as JSON values, so a repeat is recognised whatever the key order.
                 let same = decode::<Value>(&existing, &what)? == decode::<Value>(&content, &what)?;
                 return if same { Ok(()) } else { Err(Failure::WriteIdReused(write.clone())) };
@@ -75,7 +84,7 @@ impl TokenVault for EmbeddedStore {
                 "INSERT INTO vault_versions (tenant, connection, slot, write_id, content, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![tenant, connection, slot, write, content, time_key(Utc::now())])?;
+            .execute(params![tenant, connection, slot, write, sealed, time_key(Utc::now())])?;
             db.prepare_cached(PRUNE)?.execute(params![tenant, connection, slot, VERSIONS_KEPT_PER_SLOT])?;
             Ok(())
         })
@@ -95,17 +104,21 @@ impl TokenVault for EmbeddedStore {
             pointer.slot.as_str(),
             pointer.write.to_string(),
         );
+        let key = self.vault_key();
         self.read(move |db| {
-            let content: Option<String> = db
+            let stored: Option<Stored> = db
                 .prepare_cached(
                     "SELECT content FROM vault_versions
                      WHERE tenant = ?1 AND connection = ?2 AND slot = ?3 AND write_id = ?4",
                 )?
                 .query_row(params![tenant, connection, slot, write], |r| r.get(0))
                 .optional()?;
-            content
-                .map(|content| decode(&content, &describe(&connection, slot, &write)))
-                .transpose()
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            let entry = Entry::credentials(&tenant, &connection, slot, &write);
+            let content = key.reveal(entry, stored)?;
+            decode(&content, &describe(&connection, slot, &write)).map(Some)
         })
         .await
         .map_err(|f| f.into_vault("reading credentials from the vault"))
@@ -117,7 +130,7 @@ impl TokenVault for EmbeddedStore {
         connection: &ConnectionId,
     ) -> Result<(), VaultError> {
         let (tenant, connection) = (tenant.to_string(), connection.to_string());
-        self.write(move |db| {
+        self.write_and_scrub(move |db| {
             db.prepare_cached("DELETE FROM vault_versions WHERE tenant = ?1 AND connection = ?2")?
                 .execute(params![tenant, connection])?;
             Ok(())
@@ -132,12 +145,15 @@ impl TokenVault for EmbeddedStore {
         app: &AppId,
         secret: &ClientSecret,
     ) -> Result<(), VaultError> {
-        let (tenant, app, content) = (
-            tenant.to_string(),
-            app.to_string(),
-            secret.expose().to_string(),
-        );
-        self.write(move |db| {
+        const OPERATION: &str = "storing an app's client secret";
+        let (tenant, app) = (tenant.to_string(), app.to_string());
+        let entry = Entry::client_secret(&tenant, &app);
+        let content = self
+            .vault_key()
+            .seal(entry, secret.expose().as_bytes())
+            .map_err(|f| f.into_vault(OPERATION))?;
+        // Scrubbed: the secret it replaces is gone from the files too.
+        self.write_and_scrub(move |db| {
             db.prepare_cached(
                 "INSERT INTO client_secrets (tenant, app, content, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (tenant, app) DO UPDATE SET content = excluded.content, updated_at = excluded.updated_at",
@@ -146,7 +162,7 @@ impl TokenVault for EmbeddedStore {
             Ok(())
         })
         .await
-        .map_err(|f| f.into_vault("storing an app's client secret"))
+        .map_err(|f| f.into_vault(OPERATION))
     }
 
     async fn get_client_secret(
@@ -155,14 +171,18 @@ impl TokenVault for EmbeddedStore {
         app: &AppId,
     ) -> Result<Option<ClientSecret>, VaultError> {
         let (tenant, app) = (tenant.to_string(), app.to_string());
+        let key = self.vault_key();
         self.read(move |db| {
-            let content: Option<String> = db
+            let stored: Option<Stored> = db
                 .prepare_cached(
                     "SELECT content FROM client_secrets WHERE tenant = ?1 AND app = ?2",
                 )?
                 .query_row(params![tenant, app], |r| r.get(0))
                 .optional()?;
-            Ok(content.map(ClientSecret::new))
+            let entry = Entry::client_secret(&tenant, &app);
+            stored
+                .map(|stored| key.reveal(entry, stored).map(ClientSecret::new))
+                .transpose()
         })
         .await
         .map_err(|f| f.into_vault("reading an app's client secret"))
@@ -204,16 +224,21 @@ impl TokenVault for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// The local escrow key, made with the file (schema version 4).
+    /// The local escrow key, made with the file (schema version 4), sealed with the vault key: a copy
+    /// of the file alone opens no escrow either.
     async fn escrow_key(&self) -> Result<DataKey, VaultError> {
-        let key: Vec<u8> = self
-            .read(|db| {
-                Ok(db
+        let vault_key = self.vault_key();
+        let mut key: Vec<u8> = self
+            .read(move |db| {
+                let stored: Vec<u8> = db
                     .prepare_cached("SELECT key FROM local_keys WHERE name = 'escrow'")?
-                    .query_row([], |r| r.get(0))?)
+                    .query_row([], |r| r.get(0))?;
+                vault_key.reveal_local_key("escrow", &stored)
             })
             .await
             .map_err(|f| f.into_vault("reading the local escrow key"))?;
-        DataKey::from_slice(&key)
+        let escrow_key = DataKey::from_slice(&key);
+        key.fill(0);
+        escrow_key
     }
 }

@@ -28,7 +28,7 @@
 //! Why bounded: a batch holds the file's write lock (other processes wait for it), every job in it
 //! waits for the last one, and a failed commit fails all of them.
 
-use super::{with_busy_retry, Failure};
+use super::{sealing, with_busy_retry, Failure};
 use rusqlite::{Connection as Db, TransactionBehavior};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,6 +39,14 @@ use tokio::sync::oneshot;
 /// At most this many jobs share one commit. Above the refresh engine's default concurrency (64, at
 /// most one write in flight per refresh), so a batch at that load is whatever is queued.
 pub(super) const MAX_BATCH: usize = 128;
+
+/// What the writer does after a batch holding the job has committed, before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterCommit {
+    Nothing,
+    /// Checkpoint and truncate the WAL ([`sealing::scrub`]): the job deleted or replaced vault values.
+    Scrub,
+}
 
 /// The writer thread's handle: the queue to it, and the thread, joined on drop.
 pub(super) struct Writer {
@@ -78,12 +86,12 @@ impl Writer {
     /// Runs `job` on the writer connection in the next batch; answers once that batch has committed
     /// (or failed). `job` may run more than once: again when the whole batch is retried because
     /// another process held the file locked, as a transaction of its own would be.
-    pub(super) async fn run<T, F>(&self, job: F) -> Result<T, Failure>
+    pub(super) async fn run<T, F>(&self, job: F, after: AfterCommit) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
     {
-        let answer = self.submit(job);
+        let answer = self.submit_with(job, after);
         match answer.await {
             Ok(Ok(out)) => out,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -92,8 +100,17 @@ impl Writer {
         }
     }
 
-    /// Queues `job`, synchronously, so a job queued after it runs after it.
+    #[cfg(test)]
     fn submit<T, F>(&self, job: F) -> oneshot::Receiver<Answer<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
+    {
+        self.submit_with(job, AfterCommit::Nothing)
+    }
+
+    /// Queues `job`, synchronously, so a job queued after it runs after it.
+    fn submit_with<T, F>(&self, job: F, after: AfterCommit) -> oneshot::Receiver<Answer<T>>
     where
         T: Send + 'static,
         F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
@@ -102,6 +119,7 @@ impl Writer {
         let queued = Box::new(Queued {
             job,
             outcome: None,
+            after,
             reply,
         });
         if let Some(queue) = &self.queue {
@@ -140,6 +158,7 @@ trait Job: Send {
     fn failure(&self) -> Option<Failure>;
     /// Answers the caller: with what the job returned if the batch committed, else with `failed`.
     fn report(self: Box<Self>, failed: Option<&Failure>);
+    fn after(&self) -> AfterCommit;
 }
 
 /// How a job went, as the batch needs to know.
@@ -156,6 +175,7 @@ enum Ran {
 struct Queued<T, F> {
     job: F,
     outcome: Option<Answer<T>>,
+    after: AfterCommit,
     reply: oneshot::Sender<Answer<T>>,
 }
 
@@ -189,6 +209,10 @@ where
                 Ran::Undone
             }
         }
+    }
+
+    fn after(&self) -> AfterCommit {
+        self.after
     }
 
     fn failure(&self) -> Option<Failure> {
@@ -244,6 +268,10 @@ impl Serving {
                 ok = committed.is_ok(),
                 "store write batch"
             );
+            if committed.is_ok() && batch.iter().any(|job| job.after() == AfterCommit::Scrub) {
+                // Before answering: a caller told "deleted" can rely on the files holding no copy.
+                sealing::scrub(&self.db);
+            }
             let failed = committed.err();
             for job in batch {
                 job.report(failed.as_ref());
@@ -474,7 +502,10 @@ mod tests {
         assert_eq!(writer.commits(), before + 1, "only the held job's batch");
         assert!(!committed(&observer, "a") && !committed(&observer, "c"));
         // The writer goes on: the next batch commits.
-        writer.run(insert("after")).await.unwrap();
+        writer
+            .run(insert("after"), AfterCommit::Nothing)
+            .await
+            .unwrap();
         assert!(committed(&observer, "after"));
     }
 
@@ -504,12 +535,18 @@ mod tests {
             let writer = writer.clone();
             tokio::spawn(async move {
                 writer
-                    .run(|_: &Db| -> Result<(), Failure> { panic!("again") })
+                    .run(
+                        |_: &Db| -> Result<(), Failure> { panic!("again") },
+                        AfterCommit::Nothing,
+                    )
                     .await
             })
         };
         assert!(in_task.await.unwrap_err().is_panic());
-        writer.run(insert("after")).await.unwrap();
+        writer
+            .run(insert("after"), AfterCommit::Nothing)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -555,7 +592,7 @@ mod tests {
         let (writer, observer) = setup(&file);
         for id in ["one", "two", "three"] {
             let before = writer.commits();
-            writer.run(insert(id)).await.unwrap();
+            writer.run(insert(id), AfterCommit::Nothing).await.unwrap();
             assert_eq!(writer.commits(), before + 1);
             assert!(committed(&observer, id), "visible once answered");
         }
