@@ -624,11 +624,14 @@ async fn absolute_expiry_warns_at_lead_times_then_requires_reconnect_and_stops_o
 fn a_bad_recipient_is_refused_with_a_clear_error() {
     let err = Recipients::parse(&["finance@example.com", "finance at example.com"]).unwrap_err();
     assert_eq!(
-        err,
+        err.to_string(),
         "\"finance at example.com\" is not a usable email address: it has no '@'"
     );
     let err = Recipients::parse(&["ops@example"]).unwrap_err();
-    assert!(err.contains("must be a name like example.com"), "{err}");
+    assert!(
+        err.to_string().contains("must be a name like example.com"),
+        "{err}"
+    );
 }
 
 /// Each store decides which transitions become notices itself (DynamoDB in Rust, SQLite in a

@@ -5,6 +5,7 @@
 //! stored. SHA-256 without salt or stretching is right here: the input is a 256-bit random value, not a
 //! password, so there is nothing to brute-force.
 
+use super::InvalidValue;
 use crate::ids::{ConnectionId, TenantId};
 use crate::secret::{random_urlsafe, sha256_hex, ApiKeySecret};
 use chrono::{DateTime, Utc};
@@ -19,7 +20,7 @@ const KEY_PREFIX: &str = "cbk_";
 pub struct ApiKeyPrefix(String);
 
 impl ApiKeyPrefix {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
         if value.len() == 12
             && value
                 .bytes()
@@ -27,8 +28,9 @@ impl ApiKeyPrefix {
         {
             Ok(Self(value.to_string()))
         } else {
-            Err(format!(
-                "{value:?} is not an API key prefix (12 lowercase letters or digits)"
+            Err(InvalidValue::new(
+                "API key prefix",
+                format!("{value:?} is not an API key prefix (12 lowercase letters or digits)"),
             ))
         }
     }
@@ -39,8 +41,8 @@ impl ApiKeyPrefix {
 }
 
 impl TryFrom<String> for ApiKeyPrefix {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(&value)
     }
 }

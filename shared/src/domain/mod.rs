@@ -6,6 +6,7 @@ pub mod binding;
 pub mod connection;
 pub mod credentials;
 pub mod failure;
+pub mod invalid;
 pub mod people;
 pub mod provider;
 pub mod status;
@@ -24,6 +25,7 @@ pub use connection::{
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use failure::ErrorClass;
+pub use invalid::InvalidValue;
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,

@@ -1,5 +1,6 @@
 //! People: who gets notified, and who authorized (or must authorize) a connection.
 
+use super::InvalidValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -10,9 +11,14 @@ use std::fmt;
 pub struct EmailAddress(String);
 
 impl EmailAddress {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
         let value = value.trim();
-        let bad = |why: &str| Err(format!("{value:?} is not a usable email address: {why}"));
+        let bad = |why: &str| {
+            Err(InvalidValue::new(
+                "email address",
+                format!("{value:?} is not a usable email address: {why}"),
+            ))
+        };
         if value.len() > 254 {
             return bad("it is longer than 254 characters");
         }
@@ -51,8 +57,8 @@ impl EmailAddress {
 }
 
 impl TryFrom<String> for EmailAddress {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(&value)
     }
 }
@@ -77,11 +83,11 @@ pub struct Recipients(Vec<EmailAddress>);
 impl Recipients {
     pub const MAX: usize = 20;
 
-    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, InvalidValue> {
         if values.len() > Self::MAX {
-            return Err(format!(
-                "at most {} notification recipients are allowed",
-                Self::MAX
+            return Err(InvalidValue::new(
+                "recipients",
+                format!("at most {} notification recipients are allowed", Self::MAX),
             ));
         }
         let mut out: Vec<EmailAddress> = Vec::with_capacity(values.len());
@@ -104,8 +110,8 @@ impl Recipients {
 }
 
 impl TryFrom<Vec<String>> for Recipients {
-    type Error = String;
-    fn try_from(values: Vec<String>) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(values: Vec<String>) -> Result<Self, InvalidValue> {
         Self::parse(&values)
     }
 }
@@ -147,10 +153,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(subject: impl Into<String>) -> Result<Self, String> {
+    pub fn new(subject: impl Into<String>) -> Result<Self, InvalidValue> {
         let subject = subject.into().trim().to_string();
         if subject.is_empty() {
-            return Err("an identity needs the provider's user id or user code".into());
+            return Err(InvalidValue::new(
+                "identity",
+                "an identity needs the provider's user id or user code",
+            ));
         }
         Ok(Self {
             subject,
@@ -199,7 +208,8 @@ mod tests {
             ("a..b@example.com", "misplaced"),
         ] {
             let err = EmailAddress::parse(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.message.contains(why), "{bad}: {err}");
+            assert_eq!(err.kind, "email address");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Tenants and their OAuth app registrations.
 
 use super::provider::{ProviderKind, ProviderSettings};
+use super::InvalidValue;
 use crate::ids::{AppId, TenantId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,10 +17,13 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub fn new(id: TenantId, display_name: &str, now: DateTime<Utc>) -> Result<Self, String> {
+    pub fn new(id: TenantId, display_name: &str, now: DateTime<Utc>) -> Result<Self, InvalidValue> {
         let display_name = super::people::plain_label(display_name);
         if display_name.is_empty() || display_name.chars().count() > 120 {
-            return Err("a tenant's display name must be 1 to 120 characters".into());
+            return Err(InvalidValue::new(
+                "tenant display name",
+                "a tenant's display name must be 1 to 120 characters",
+            ));
         }
         Ok(Self {
             id,
@@ -36,15 +40,18 @@ impl Tenant {
 pub struct RedirectUri(String);
 
 impl RedirectUri {
-    pub fn parse(value: &str) -> Result<Self, String> {
-        let url =
-            Url::parse(value).map_err(|e| format!("redirect URI {value:?} is not a URL ({e})"))?;
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let invalid = |why: String| InvalidValue::new("redirect URI", why);
+        let url = Url::parse(value)
+            .map_err(|e| invalid(format!("redirect URI {value:?} is not a URL ({e})")))?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
-            return Err(format!("redirect URI {value:?} must use https"));
+            return Err(invalid(format!("redirect URI {value:?} must use https")));
         }
         if url.fragment().is_some() {
-            return Err(format!("redirect URI {value:?} must not have a fragment"));
+            return Err(invalid(format!(
+                "redirect URI {value:?} must not have a fragment"
+            )));
         }
         Ok(Self(value.to_string()))
     }
@@ -55,8 +62,8 @@ impl RedirectUri {
 }
 
 impl TryFrom<String> for RedirectUri {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(&value)
     }
 }

@@ -61,11 +61,12 @@ impl NotifySettings {
         let sender = EmailAddress::parse(
             &get("BROKER_SENDER").unwrap_or_else(|| Self::DEFAULT_SENDER.to_string()),
         )
-        .map_err(|why| invalid("BROKER_SENDER", why))?;
+        .map_err(|why| invalid("BROKER_SENDER", why.into()))?;
         let mut settings = Self::new(sender);
         if let Some(reply_to) = get("BROKER_REPLY_TO") {
             settings.reply_to = Some(
-                EmailAddress::parse(&reply_to).map_err(|why| invalid("BROKER_REPLY_TO", why))?,
+                EmailAddress::parse(&reply_to)
+                    .map_err(|why| invalid("BROKER_REPLY_TO", why.into()))?,
             );
         }
         if let Some(leads) = get("BROKER_NOTIFY_LEAD_DAYS") {
