@@ -161,3 +161,27 @@ fn remove_folders_of_finished_runs() {
         }
     }
 }
+
+/// Runs each named `async fn name(backend: Backend)` of the calling test file as two tests, one per
+/// backend: `embedded::name` (SQLite) and `aws::name` (DynamoDB + Secrets Manager on moto).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::backends::embedded()).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::backends::aws().await).await;
+                }
+            )*
+        }
+    };
+}

@@ -9,4 +9,5 @@ pub mod backends;
 pub mod clock;
 pub mod moto;
 pub mod oidc;
+pub mod providers;
 pub mod tools;

@@ -12,7 +12,7 @@ use broker_core::domain::{
 };
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::ports::{PageRequest, TokenVault, VaultError};
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
@@ -28,28 +28,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(broker_tests::backends::embedded()).await;
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(broker_tests::backends::aws().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+broker_tests::on_both_backends!(
     every_provider_hands_out_a_valid_token_and_refreshes_it_once_after_expiry,
     an_authorization_code_is_exchanged_at_once_and_an_expired_one_is_refused,
     twinfield_sessions_for_both_credential_kinds_and_every_logon_result,
@@ -219,16 +198,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
         },
     )
     .unwrap();
-    let mut catalogue = Catalogue::built_in();
-    catalogue
-        .override_base_url("https://login.twinfield.com", &sim.twinfield_login_base())
-        .unwrap();
-    for country in ExactCountry::ALL {
-        let canonical = format!("https://start.exactonline.{}", country.tld());
-        catalogue
-            .override_base_url(&canonical, &sim.exact_base(country.tld()))
-            .unwrap();
-    }
+    let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(
         catalogue,

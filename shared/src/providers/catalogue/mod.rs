@@ -42,7 +42,7 @@ pub use definition::{
 pub use origins::OriginPattern;
 pub use overrides::EndpointOverrides;
 
-use crate::domain::{ProviderKind, ProviderSettings, ServiceUrl};
+use crate::domain::{ExactCountry, ProviderKind, ProviderSettings, ServiceUrl};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -175,6 +175,22 @@ impl Catalogue {
     /// Points a canonical base URL elsewhere.
     pub fn override_base_url(&mut self, from: &str, to: &str) -> Result<(), CatalogueError> {
         self.overrides.insert(from, to)
+    }
+
+    /// Aims the built-in Twinfield and Exact Online definitions at a sandbox: Twinfield's login service
+    /// at `twinfield_login`, each Exact Online country at `exact(country)`. The definitions themselves
+    /// stay as they are, so a sandbox exercises the same endpoints, paths and rules as production.
+    pub fn aim_at_sandbox(
+        &mut self,
+        twinfield_login: &str,
+        exact: impl Fn(ExactCountry) -> String,
+    ) -> Result<(), CatalogueError> {
+        self.override_base_url("https://login.twinfield.com", twinfield_login)?;
+        for country in ExactCountry::ALL {
+            let canonical = format!("https://start.exactonline.{}", country.tld());
+            self.override_base_url(&canonical, &exact(country))?;
+        }
+        Ok(())
     }
 
     pub fn with_base_url(mut self, from: &str, to: &str) -> Result<Self, CatalogueError> {
