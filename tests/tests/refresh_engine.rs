@@ -134,7 +134,7 @@ impl World {
             self.catalogue.clone(),
             ProviderHttp::new(HttpSettings {
                 total_timeout: std::time::Duration::from_secs(4),
-                ..HttpSettings::default()
+                ..broker_tests::provider_http_settings()
             })
             .unwrap(),
             self.clock.clone(),
@@ -1353,7 +1353,7 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let providers = Providers::new(
         catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
+        broker_tests::provider_http(),
         clock.clone(),
     );
     let ctx = BrokerContext::new(

@@ -12,7 +12,7 @@ use broker_core::domain::{
 };
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::ports::{PageRequest, TokenVault, VaultError};
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
@@ -232,7 +232,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(
         catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
+        broker_tests::provider_http(),
         clock.clone(),
     );
     let vault = Arc::new(CountingVault {

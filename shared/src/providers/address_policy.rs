@@ -8,10 +8,14 @@
 //! differently later (DNS rebinding). Only public unicast addresses pass; local runs and the tests,
 //! whose providers are simulators on loopback, allow loopback as well, and nothing else.
 
+use crate::domain::ProviderSettings;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use url::{Host, Url};
+
+/// How long a registration waits for DNS before accepting a name it could not resolve.
+pub const REGISTRATION_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What kind of address an IP is, as far as calling it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,13 +156,21 @@ impl AddressPolicy {
         })
     }
 
+    /// Checks an IP-literal host; names pass (the provider HTTP client checks what they resolve to,
+    /// with [`GuardedResolver`]).
+    pub fn check_ip_literal(self, url: &Url) -> Result<(), AddressRefused> {
+        match url.host() {
+            Some(Host::Ipv4(ip)) => self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.check_ip(&format!("[{ip}]"), IpAddr::V6(ip)),
+            Some(Host::Domain(_)) | None => Ok(()),
+        }
+    }
+
     /// Checks a URL without looking anything up: an IP-literal host must be allowed, and a
     /// `localhost` name needs [`AddressPolicy::AllowLoopback`]. Other names pass here; they are checked
     /// by [`AddressPolicy::check_url`] and, at connection time, by [`GuardedResolver`].
     pub fn check_url_literal(self, url: &Url) -> Result<(), AddressRefused> {
         match url.host() {
-            Some(Host::Ipv4(ip)) => self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.check_ip(&format!("[{ip}]"), IpAddr::V6(ip)),
             Some(Host::Domain(name)) if is_localhost_name(name) && self == Self::PublicOnly => {
                 Err(AddressRefused {
                     host: name.to_string(),
@@ -166,7 +178,7 @@ impl AddressPolicy {
                     class: AddressClass::Loopback,
                 })
             }
-            Some(Host::Domain(_)) | None => Ok(()),
+            _ => self.check_ip_literal(url),
         }
     }
 
@@ -182,6 +194,23 @@ impl AddressPolicy {
         match lookup(name, timeout).await {
             Ok(addresses) => self.keep_allowed(name, addresses).map(|_| HostCheck::Allowed),
             Err(detail) => Ok(HostCheck::Unresolved { detail }),
+        }
+    }
+
+    /// Checks the URLs an app registration names (an Acumatica instance URL), where it is accepted.
+    pub async fn check_registration(
+        self,
+        settings: &ProviderSettings,
+    ) -> Result<HostCheck, AddressRefused> {
+        match settings {
+            ProviderSettings::Acumatica { instance_url, .. } => {
+                self.check_url(instance_url.as_url(), REGISTRATION_LOOKUP_TIMEOUT)
+                    .await
+            }
+            // Their addresses come from the catalogue, checked when it is loaded.
+            ProviderSettings::Twinfield
+            | ProviderSettings::ExactOnline { .. }
+            | ProviderSettings::Generic { .. } => Ok(HostCheck::Allowed),
         }
     }
 
@@ -274,7 +303,7 @@ impl std::fmt::Display for AddressRefused {
 
 /// The provider HTTP client's DNS resolver: the system's (through tokio), minus every address the
 /// policy refuses. reqwest does not ask a resolver about IP-literal hosts: those are checked before a
-/// request is sent ([`AddressPolicy::check_url_literal`]).
+/// request is sent ([`AddressPolicy::check_ip_literal`]).
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     policy: AddressPolicy,

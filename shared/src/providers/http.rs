@@ -108,7 +108,7 @@ impl ProviderHttp {
         // The resolver never sees an IP-literal host: reqwest connects to it directly.
         self.settings
             .addresses
-            .check_url_literal(request.url())
+            .check_ip_literal(request.url())
             .map_err(|refused| TransportFailure::refused(&refused))?;
         let mut response = client.execute(request).await.map_err(|e| failure(&e))?;
         let status = response.status().as_u16();

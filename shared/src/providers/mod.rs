@@ -26,7 +26,7 @@ pub mod token_response;
 pub mod twinfield_session;
 pub mod xml;
 
-pub use address_policy::{AddressPolicy, AddressRefused};
+pub use address_policy::{AddressPolicy, AddressRefused, HostCheck};
 pub use catalogue::{
     Catalogue, CatalogueError, ClientAuth, DiscoveryStep, EndpointOverrides, ProviderDefinition,
     RefreshExpiry, RefreshPolicy, RefreshRotation, ResolvedProvider,
