@@ -244,11 +244,7 @@ async fn finish_world(
         Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap(),
     ));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let providers = Providers::new(
-        catalogue,
-        broker_tests::provider_http(),
-        dyn_clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), dyn_clock.clone());
     let ctx = BrokerContext::new(
         CoreBackend {
             store: backend.store.clone(),

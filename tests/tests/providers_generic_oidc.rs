@@ -52,11 +52,7 @@ fn client_with_clock(server: &OidcProvider, secret: &str, clock: Arc<dyn Clock>)
         "discovery": "userinfo"
     }]});
     catalogue.merge_json(&definition.to_string()).unwrap();
-    let providers = Providers::new(
-        catalogue,
-        broker_tests::provider_http(),
-        clock,
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock);
     let app = OAuthApp {
         tenant: TenantId::parse("acme").unwrap(),
         id: AppId::parse("oidc").unwrap(),
@@ -496,7 +492,11 @@ async fn a_discovered_endpoint_on_a_private_address_is_refused_before_any_call()
         ("https://[::ffff:a9fe:a9fe]/token", "link-local"),
     ] {
         rogue.settings.lock().unwrap().token_endpoint = Some(endpoint.to_string());
-        let host = url::Url::parse(endpoint).unwrap().host_str().unwrap().to_string();
+        let host = url::Url::parse(endpoint)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_string();
         // The catalogue entry trusts the host, so only the address policy stands in the way.
         let client = rogue_client(&rogue, &[host.as_str()]);
         let e = client.endpoints().await.unwrap_err();

@@ -1594,7 +1594,10 @@ async fn a_provider_on_loopback_is_refused_in_production_and_reached_in_local_ru
         .access_token_logon(&broker_core::secret::AccessToken::new("any-token"))
         .await
         .expect_err("a loopback session service is refused");
-    assert!(matches!(refused, SessionError::AddressRefused(_)), "{refused}");
+    assert!(
+        matches!(refused, SessionError::AddressRefused(_)),
+        "{refused}"
+    );
     assert!(!refused.is_transient());
 
     // The same simulators, with loopback allowed as local runs and the tests allow it.

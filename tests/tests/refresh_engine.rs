@@ -1351,11 +1351,7 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         vault: backend.vault.clone(),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = Providers::new(
-        catalogue,
-        broker_tests::provider_http(),
-        clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
     let ctx = BrokerContext::new(
         stores.clone(),
         providers,

@@ -230,11 +230,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
             .unwrap();
     }
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
-    let providers = Providers::new(
-        catalogue,
-        broker_tests::provider_http(),
-        clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
     let vault = Arc::new(CountingVault {
         inner: backend.vault.clone(),
         reads: AtomicU64::new(0),

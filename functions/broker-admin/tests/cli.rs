@@ -283,14 +283,20 @@ async fn an_instance_url_on_a_private_address_is_refused() {
             "https://[::ffff:127.0.0.1]/".into(),
             "[::ffff:127.0.0.1] is a loopback address".into(),
         ),
-        ("https://localhost/".into(), "localhost names this machine".into()),
+        (
+            "https://localhost/".into(),
+            "localhost names this machine".into(),
+        ),
         (
             "http://127.0.0.1:9/acumatica".into(),
             "127.0.0.1 is a loopback address".into(),
         ),
     ];
     if let Some(name) = loopback_name_in_hosts() {
-        refusals.push((format!("https://{name}/"), format!("{name} resolves to 127.")));
+        refusals.push((
+            format!("https://{name}/"),
+            format!("{name} resolves to 127."),
+        ));
     }
     for (url, says) in &refusals {
         let output = register(url, &[]);
@@ -308,7 +314,10 @@ async fn an_instance_url_on_a_private_address_is_refused() {
         .is_none());
 
     // Local runs on the embedded store may name loopback, and nothing else.
-    ok(&register("http://127.0.0.1:9/acumatica", &["--allow-loopback"]));
+    ok(&register(
+        "http://127.0.0.1:9/acumatica",
+        &["--allow-loopback"],
+    ));
     ok(&register("https://localhost/", &["--allow-loopback"]));
     refused(
         &register("https://10.0.0.1/", &["--allow-loopback"]),
@@ -342,6 +351,9 @@ async fn an_instance_url_on_a_private_address_is_refused() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    refused(&output, "--allow-loopback is for local runs on the embedded store");
+    refused(
+        &output,
+        "--allow-loopback is for local runs on the embedded store",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

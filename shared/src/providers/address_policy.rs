@@ -49,7 +49,9 @@ impl AddressClass {
             Self::Loopback => "a loopback address",
             Self::Private => "a private network address",
             Self::SharedNat => "a carrier-grade NAT (shared) address",
-            Self::LinkLocal => "a link-local address (the cloud instance metadata service lives there)",
+            Self::LinkLocal => {
+                "a link-local address (the cloud instance metadata service lives there)"
+            }
             Self::UniqueLocal => "a unique-local (private) IPv6 address",
             Self::Unspecified => "the unspecified address",
             Self::Broadcast => "the broadcast address",
@@ -186,13 +188,19 @@ impl AddressPolicy {
     /// addresses, looked up within `timeout`. A name that resolves only to refused addresses is
     /// refused; one that does not resolve now is reported, not refused (it may be set up later, and
     /// every call checks again).
-    pub async fn check_url(self, url: &Url, timeout: Duration) -> Result<HostCheck, AddressRefused> {
+    pub async fn check_url(
+        self,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<HostCheck, AddressRefused> {
         self.check_url_literal(url)?;
         let Some(Host::Domain(name)) = url.host() else {
             return Ok(HostCheck::Allowed);
         };
         match lookup(name, timeout).await {
-            Ok(addresses) => self.keep_allowed(name, addresses).map(|_| HostCheck::Allowed),
+            Ok(addresses) => self
+                .keep_allowed(name, addresses)
+                .map(|_| HostCheck::Allowed),
             Err(detail) => Ok(HostCheck::Unresolved { detail }),
         }
     }
@@ -220,23 +228,18 @@ impl AddressPolicy {
         name: &str,
         addresses: Vec<SocketAddr>,
     ) -> Result<Vec<SocketAddr>, AddressRefused> {
-        let first = addresses.first().copied();
+        let refused = addresses.iter().find(|a| !self.allows(a.ip())).copied();
         let allowed: Vec<SocketAddr> = addresses
             .into_iter()
             .filter(|a| self.allows(a.ip()))
             .collect();
-        match (allowed.is_empty(), first) {
-            (false, _) => Ok(allowed),
-            (true, Some(refused)) => Err(AddressRefused {
+        match refused {
+            Some(refused) if allowed.is_empty() => Err(AddressRefused {
                 host: name.to_string(),
                 address: Some(refused.ip()),
                 class: classify(refused.ip()),
             }),
-            (true, None) => Err(AddressRefused {
-                host: name.to_string(),
-                address: None,
-                class: AddressClass::Reserved,
-            }),
+            _ => Ok(allowed),
         }
     }
 }
@@ -249,7 +252,10 @@ fn is_localhost_name(name: &str) -> bool {
 
 async fn lookup(name: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
     match tokio::time::timeout(timeout, tokio::net::lookup_host((name, 0))).await {
-        Ok(Ok(addresses)) => Ok(addresses.collect()),
+        // No address is a DNS answer to retry, not an address to refuse.
+        Ok(Ok(addresses)) => Some(addresses.collect::<Vec<_>>())
+            .filter(|found| !found.is_empty())
+            .ok_or_else(|| format!("{name} resolved to no address")),
         Ok(Err(e)) => Err(format!("{name} could not be resolved: {e}")),
         Err(_) => Err(format!(
             "{name} could not be resolved within {} s",
@@ -263,7 +269,9 @@ async fn lookup(name: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String
 pub enum HostCheck {
     Allowed,
     /// The name did not resolve now; each call checks its addresses again.
-    Unresolved { detail: String },
+    Unresolved {
+        detail: String,
+    },
 }
 
 /// A URL or address the broker refuses to call.
@@ -286,7 +294,7 @@ impl std::fmt::Display for AddressRefused {
             None if self.class == AddressClass::Loopback => {
                 format!("{} names this machine", self.host)
             }
-            None => format!("{} resolves to no address", self.host),
+            None => format!("{} is {}", self.host, self.class.describe()),
         };
         write!(
             f,
@@ -321,9 +329,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let (policy, timeout) = (self.policy, self.timeout);
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let addresses = lookup(&name, timeout).await.map_err(|detail| {
-                Box::<dyn std::error::Error + Send + Sync>::from(detail)
-            })?;
+            let addresses = lookup(&name, timeout)
+                .await
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)?;
             let allowed = policy.keep_allowed(&name, addresses)?;
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -476,13 +484,19 @@ mod tests {
             .check_url_literal(&Url::parse("https://169.254.169.254/").unwrap())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("169.254.169.254 is a link-local address"), "{err}");
+        assert!(
+            err.contains("169.254.169.254 is a link-local address"),
+            "{err}"
+        );
         assert!(err.contains("public https URL"), "{err}");
         let err = AddressPolicy::PublicOnly
             .keep_allowed("idp.example.com", vec!["10.1.2.3:0".parse().unwrap()])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("idp.example.com resolves to 10.1.2.3"), "{err}");
+        assert!(
+            err.contains("idp.example.com resolves to 10.1.2.3"),
+            "{err}"
+        );
     }
 
     #[test]

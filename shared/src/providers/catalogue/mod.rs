@@ -463,7 +463,10 @@ mod tests {
         assert!(Catalogue::built_in().check_addresses(production).is_ok());
 
         let sandbox = Catalogue::built_in()
-            .with_base_url("https://login.twinfield.com", "http://127.0.0.1:9000/twinfield")
+            .with_base_url(
+                "https://login.twinfield.com",
+                "http://127.0.0.1:9000/twinfield",
+            )
             .unwrap();
         assert!(sandbox.check_addresses(local).is_ok());
         let err = sandbox.check_addresses(production).unwrap_err().to_string();
