@@ -67,9 +67,14 @@ impl BrokerContext {
         let public_base_url = parse_public_url(&raw)?;
         let backend = Backend::connect(&BackendConfig::from_env()).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let http = ProviderHttp::new(HttpSettings::default())
-            .map_err(|e| ContextError::Http(e.to_string()))?;
-        let providers = Providers::new(Catalogue::from_env()?, http, clock.clone());
+        // Public addresses only, and deliberately no setting to change it: a typo in a function's
+        // configuration must not open the VPC or the metadata service to provider URLs. Local runs
+        // build their context with `BrokerContext::new` and allow loopback there.
+        let settings = HttpSettings::default();
+        let catalogue = Catalogue::from_env()?;
+        catalogue.check_addresses(settings.addresses)?;
+        let http = ProviderHttp::new(settings).map_err(|e| ContextError::Http(e.to_string()))?;
+        let providers = Providers::new(catalogue, http, clock.clone());
         Ok(Self::new(
             backend,
             providers,

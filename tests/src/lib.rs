@@ -9,5 +9,8 @@ pub mod backends;
 pub mod clock;
 pub mod moto;
 pub mod oidc;
+pub mod provider_http;
 pub mod providers;
 pub mod tools;
+
+pub use provider_http::{provider_http, provider_http_settings};

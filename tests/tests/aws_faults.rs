@@ -129,7 +129,7 @@ impl World {
             self.catalogue.clone(),
             ProviderHttp::new(HttpSettings {
                 total_timeout: std::time::Duration::from_secs(4),
-                ..HttpSettings::default()
+                ..broker_tests::provider_http_settings()
             })
             .unwrap(),
             self.clock.clone(),

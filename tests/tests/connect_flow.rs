@@ -16,7 +16,7 @@ use broker_core::domain::{
 };
 use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::{Fence, PageRequest};
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::{ClientSecret, LegacyAccessSecret, LegacyAccessToken};
 use broker_core::CredentialKeeper;
@@ -244,11 +244,7 @@ async fn finish_world(
         Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap(),
     ));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let providers = Providers::new(
-        catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
-        dyn_clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), dyn_clock.clone());
     let ctx = BrokerContext::new(
         CoreBackend {
             store: backend.store.clone(),
@@ -999,6 +995,44 @@ async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend)
     world.check_logs();
 }
 
+/// An Acumatica registration whose instance URL is a private address (stored before registrations
+/// were checked, or by a tool that does not check): the connect start refuses to call it, with a
+/// page that says why and who can fix it.
+async fn an_instance_on_a_private_address_is_not_called(backend: Backend) {
+    let world = world(backend, Which::Acumatica).await;
+    let mut app = world
+        .ctx
+        .backend
+        .store
+        .get_app(&world.tenant, &world.app)
+        .await
+        .unwrap()
+        .unwrap();
+    app.settings = ProviderSettings::Acumatica {
+        instance_url: ServiceUrl::parse("https://10.0.0.1/acumatica/demo").unwrap(),
+        tenant: "Company".into(),
+        refresh_tokens: None,
+    };
+    world.ctx.backend.store.put_app(&app).await.unwrap();
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Acumatica)
+        .await;
+    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
+    let before = world.snapshot(&connection).await;
+    let page = world.get(&browser(), link.as_str()).await;
+    assert_page(
+        &page,
+        StatusCode::BAD_GATEWAY,
+        &[
+            "10.0.0.1 is a private network address",
+            "public addresses",
+            "the app registration needs fixing",
+        ],
+    );
+    assert_eq!(world.snapshot(&connection).await, before);
+    world.check_logs();
+}
+
 async fn a_tampered_nonce_is_refused(backend: Backend) {
     let world = world(backend, Which::Twinfield).await;
     let connection = world
@@ -1610,6 +1644,7 @@ on_both_backends!(
     a_reused_code_is_refused,
     a_tampered_nonce_is_refused,
     a_twinfield_cluster_outside_the_allow_list_is_refused,
+    an_instance_on_a_private_address_is_not_called,
     a_reconnect_by_the_wrong_person_is_refused,
     a_reconnect_without_the_bound_division_is_refused,
     an_exact_reconnect_after_switching_division_is_accepted,

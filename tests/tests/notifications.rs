@@ -12,7 +12,7 @@ use broker_core::domain::*;
 use broker_core::ids::{AppId, TenantId, WriteId};
 use broker_core::notify::*;
 use broker_core::ports::Fence;
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::{AccessToken, LegacyAccessSecret, LegacyAccessToken, RefreshToken};
 use broker_core::{Clock, CredentialKeeper, ManualClock};
@@ -42,7 +42,7 @@ async fn world(backend: Backend) -> World {
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let providers = Providers::new(
         Catalogue::built_in(),
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
+        broker_tests::provider_http(),
         clock_dyn.clone(),
     );
     let ctx = BrokerContext::new(

@@ -8,8 +8,7 @@ use broker_core::domain::{
 };
 use broker_core::ids::{AppId, TenantId};
 use broker_core::providers::{
-    Catalogue, ClientAuth, ErrorClass, HttpSettings, OAuthClient, ProviderError, ProviderHttp,
-    Providers,
+    Catalogue, ClientAuth, ErrorClass, OAuthClient, ProviderError, Providers,
 };
 use broker_core::secret::{AuthorizationCode, ClientSecret, PkceVerifier};
 use broker_tests::oidc::{OidcProvider, ACCOUNT};
@@ -53,11 +52,7 @@ fn client_with_clock(server: &OidcProvider, secret: &str, clock: Arc<dyn Clock>)
         "discovery": "userinfo"
     }]});
     catalogue.merge_json(&definition.to_string()).unwrap();
-    let providers = Providers::new(
-        catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
-        clock,
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock);
     let app = OAuthApp {
         tenant: TenantId::parse("acme").unwrap(),
         id: AppId::parse("oidc").unwrap(),
@@ -388,7 +383,7 @@ fn rogue_client(rogue: &rogue::Rogue, allowed_hosts: &[&str]) -> OAuthClient {
     catalogue.merge_json(&definition.to_string()).unwrap();
     let providers = Providers::new(
         catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
+        broker_tests::provider_http(),
         Arc::new(SystemClock),
     );
     let app = OAuthApp {
@@ -486,4 +481,36 @@ async fn a_discovered_endpoint_off_the_issuers_origin_gets_no_secret() {
         endpoints.token.as_str(),
         format!("{}/token", elsewhere.base)
     );
+}
+
+#[tokio::test]
+async fn a_discovered_endpoint_on_a_private_address_is_refused_before_any_call() {
+    let rogue = rogue::start("127.0.0.1").await;
+    for (endpoint, class) in [
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://10.0.0.1/token", "private network"),
+        ("https://[::ffff:a9fe:a9fe]/token", "link-local"),
+    ] {
+        rogue.settings.lock().unwrap().token_endpoint = Some(endpoint.to_string());
+        let host = url::Url::parse(endpoint)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_string();
+        // The catalogue entry trusts the host, so only the address policy stands in the way.
+        let client = rogue_client(&rogue, &[host.as_str()]);
+        let e = client.endpoints().await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::ClientMisconfigured, "{e}");
+        let said = e.to_string();
+        assert!(said.contains("token_endpoint"), "{said}");
+        assert!(said.contains(class), "{endpoint}: {said}");
+        assert!(said.contains("public https URL"), "{said}");
+        let e = client
+            .exchange_code(&AuthorizationCode::new("a-code"), None, Some(rogue::NONCE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::ClientMisconfigured, "{e}");
+        assert!(!e.outcome_unknown, "{e}");
+    }
+    assert!(rogue.settings.lock().unwrap().token_requests.is_empty());
 }

@@ -38,7 +38,7 @@ struct Env {
 }
 
 async fn env() -> Env {
-    env_with(|_| {}, HttpSettings::default()).await
+    env_with(|_| {}, broker_tests::provider_http_settings()).await
 }
 
 async fn env_with(knobs: impl FnOnce(&mut Knobs), http: HttpSettings) -> Env {
@@ -325,7 +325,7 @@ async fn twinfield_connects_discovers_refreshes_and_opens_a_session() {
 async fn twinfield_rotating_refresh_tokens_are_followed() {
     let env = env_with(
         |k| k.twinfield_rotate_refresh_tokens = true,
-        HttpSettings::default(),
+        broker_tests::provider_http_settings(),
     )
     .await;
     let client = env.twinfield();
@@ -499,7 +499,7 @@ async fn twinfield_expiry_and_unexpected_answers_are_classified() {
     // Twinfield answers invalid_grant for any dead refresh token; past its known expiry it is an expiry.
     let env = env_with(
         |k| k.twinfield_refresh_token_lifetime_secs = 3600,
-        HttpSettings::default(),
+        broker_tests::provider_http_settings(),
     )
     .await;
     let client = env.twinfield();
@@ -975,7 +975,7 @@ async fn exact_revoked_chains_rate_limits_and_outages() {
         |_| {},
         HttpSettings {
             total_timeout: std::time::Duration::from_secs(1),
-            ..HttpSettings::default()
+            ..broker_tests::provider_http_settings()
         },
     )
     .await;
@@ -1094,7 +1094,7 @@ async fn exact_rate_limited_reply_with_tokens_keeps_the_new_refresh_token() {
             k.exact_daily_token_cap = 2;
             k.exact_rate_limited_refresh_issues_tokens = true;
         },
-        HttpSettings::default(),
+        broker_tests::provider_http_settings(),
     )
     .await;
     let client = env.exact();
@@ -1172,7 +1172,7 @@ async fn exact_blocks_an_app_after_too_many_errors() {
 async fn acumatica_connects_with_pkce_discovers_and_rotates() {
     let env = env_with(
         |k| k.acumatica_expires_in_as_string = true,
-        HttpSettings::default(),
+        broker_tests::provider_http_settings(),
     )
     .await;
     let client = env.acumatica();
@@ -1252,7 +1252,7 @@ async fn acumatica_pkce_follows_what_the_instance_advertises() {
                 k.acumatica_discovery_document = document;
                 k.acumatica_advertises_pkce = advertised;
             },
-            HttpSettings::default(),
+            broker_tests::provider_http_settings(),
         )
         .await;
         let client = env.acumatica();
@@ -1536,4 +1536,76 @@ async fn the_refresh_engine_port_refreshes_and_classifies() {
         "{failure:?}"
     );
     assert!(!format!("{failure:?}").contains(old.expose()));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Addresses: the simulators listen on loopback, which the broker on AWS must never call.
+
+/// An Exact Online client whose catalogue names the simulator by a host name (`localhost`), so its
+/// calls go through DNS rather than to an IP literal.
+fn exact_by_name(env: &Env, http: HttpSettings) -> OAuthClient {
+    let base = env.sim.exact_base("nl").replace("127.0.0.1", "localhost");
+    assert!(base.contains("//localhost:"), "{base}");
+    let catalogue = Catalogue::built_in()
+        .with_base_url("https://start.exactonline.nl", &base)
+        .unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(env.sim.clock()));
+    let settings = ProviderSettings::ExactOnline {
+        country: ExactCountry::Netherlands,
+    };
+    Providers::new(catalogue, ProviderHttp::new(http).unwrap(), clock)
+        .oauth_client(&app(settings, EX_ID), ClientSecret::new(EX_SECRET))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_on_loopback_is_refused_in_production_and_reached_in_local_runs() {
+    let production = env_with(|_| {}, HttpSettings::default()).await;
+    let any_code = AuthorizationCode::new("any-code".to_string());
+
+    // By address (Exact's base is http://127.0.0.1:PORT): refused before anything is sent.
+    let refused = production
+        .exact()
+        .exchange_code(&any_code, None, None)
+        .await
+        .expect_err("a loopback token endpoint is refused");
+    assert_eq!(refused.class, ErrorClass::ClientMisconfigured, "{refused}");
+    assert!(!refused.class.is_transient());
+    assert!(!refused.outcome_unknown, "nothing was sent: {refused}");
+    let said = refused.to_string();
+    assert!(said.contains("127.0.0.1 is a loopback address"), "{said}");
+    assert!(said.contains("public https URL"), "{said}");
+
+    // By name: `localhost` resolves to loopback, and the resolver drops what it resolves to.
+    let refused = exact_by_name(&production, HttpSettings::default())
+        .exchange_code(&any_code, None, None)
+        .await
+        .expect_err("a name resolving to loopback is refused");
+    assert_eq!(refused.class, ErrorClass::ClientMisconfigured, "{refused}");
+    assert!(!refused.outcome_unknown, "{refused}");
+    let said = refused.to_string();
+    assert!(said.contains("localhost resolves to"), "{said}");
+    assert!(said.contains("a loopback address"), "{said}");
+
+    // Twinfield's session service goes through the same client.
+    let refused = production
+        .providers
+        .twinfield_sessions()
+        .unwrap()
+        .access_token_logon(&broker_core::secret::AccessToken::new("any-token"))
+        .await
+        .expect_err("a loopback session service is refused");
+    assert!(
+        matches!(refused, SessionError::AddressRefused(_)),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+
+    // The same simulators, with loopback allowed as local runs and the tests allow it.
+    let local = env().await;
+    let authorized = local.connect(&local.exact()).await;
+    assert!(authorized.tokens.refresh_token.is_some());
+    let by_name = exact_by_name(&local, broker_tests::provider_http_settings());
+    let authorized = local.connect(&by_name).await;
+    assert!(authorized.tokens.refresh_token.is_some());
 }

@@ -136,7 +136,7 @@ impl World {
             self.catalogue.clone(),
             ProviderHttp::new(HttpSettings {
                 total_timeout: std::time::Duration::from_secs(4),
-                ..HttpSettings::default()
+                ..broker_tests::provider_http_settings()
             })
             .unwrap(),
             self.clock.clone(),
@@ -1356,11 +1356,7 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
         vault: backend.vault.clone(),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = Providers::new(
-        catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
-        clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
     let ctx = BrokerContext::new(
         stores.clone(),
         providers,

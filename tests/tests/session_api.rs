@@ -12,7 +12,7 @@ use broker_core::domain::{
 };
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
 use broker_core::ports::{PageRequest, TokenVault, VaultError};
-use broker_core::providers::{HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::Providers;
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
@@ -200,11 +200,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
     .unwrap();
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
-    let providers = Providers::new(
-        catalogue,
-        ProviderHttp::new(HttpSettings::default()).unwrap(),
-        clock.clone(),
-    );
+    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
     let vault = Arc::new(CountingVault {
         inner: backend.vault.clone(),
         reads: AtomicU64::new(0),

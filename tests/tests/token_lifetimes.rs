@@ -11,7 +11,7 @@ use broker_core::context::BrokerContext;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::Fence;
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_core::CredentialKeeper;
@@ -74,7 +74,7 @@ impl World {
                 stores.clone(),
                 Providers::new(
                     catalogue.clone(),
-                    ProviderHttp::new(HttpSettings::default()).unwrap(),
+                    broker_tests::provider_http(),
                     clock.clone(),
                 ),
                 clock.clone(),

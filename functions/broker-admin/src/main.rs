@@ -5,6 +5,7 @@ use broker_core::backend::{Backend, BackendConfig};
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId};
 use broker_core::ports::PageRequest;
+use broker_core::providers::{AddressPolicy, HostCheck};
 use broker_core::secret::ClientSecret;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
@@ -104,6 +105,11 @@ struct RegisterApp {
     /// Read the client secret from this file instead of standard input.
     #[arg(long)]
     client_secret_file: Option<std::path::PathBuf>,
+    /// Accept an instance URL on this machine (loopback), for local runs on the embedded store.
+    /// Private and link-local addresses are refused regardless, and with BROKER_TABLE set (AWS)
+    /// this flag is refused: the functions there call public addresses only.
+    #[arg(long)]
+    allow_loopback: bool,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +255,22 @@ fn provider_settings(args: &RegisterApp) -> Result<ProviderSettings, Failure> {
     })
 }
 
+/// Public addresses only, unless the operator asks for loopback on a store only local runs read.
+fn address_policy(args: &RegisterApp) -> Result<AddressPolicy, Failure> {
+    if !args.allow_loopback {
+        return Ok(AddressPolicy::PublicOnly);
+    }
+    match BackendConfig::from_env() {
+        BackendConfig::Embedded { .. } => Ok(AddressPolicy::AllowLoopback),
+        BackendConfig::Aws { .. } => Err(Failure(
+            "--allow-loopback is for local runs on the embedded store: with BROKER_TABLE set the \
+             app is for the functions on AWS, which never call loopback addresses. Give the \
+             provider's public https URL instead"
+                .into(),
+        )),
+    }
+}
+
 fn read_client_secret(file: Option<&std::path::Path>) -> Result<ClientSecret, Failure> {
     let mut raw = String::new();
     match file {
@@ -273,6 +295,7 @@ fn read_client_secret(file: Option<&std::path::Path>) -> Result<ClientSecret, Fa
 async fn app(backend: &Backend, command: AppCommand) -> Result<(), Failure> {
     match command {
         AppCommand::Register(args) => {
+            let policy = address_policy(&args)?;
             let tenant = existing_tenant(backend, &args.tenant).await?;
             let app = OAuthApp {
                 tenant: tenant.clone(),
@@ -284,6 +307,13 @@ async fn app(backend: &Backend, command: AppCommand) -> Result<(), Failure> {
                 created_at: Utc::now(),
             };
             app.validate()?;
+            match policy.check_registration(&app.settings).await {
+                Ok(HostCheck::Allowed) => {}
+                Ok(HostCheck::Unresolved { detail }) => eprintln!(
+                    "warning: {detail}; registering it anyway (every call checks its addresses again)"
+                ),
+                Err(refused) => return Err(Failure(format!("--instance-url: {refused}"))),
+            }
             let secret = read_client_secret(args.client_secret_file.as_deref())?;
             // Secret first: an app record without its secret would fail every token call.
             backend

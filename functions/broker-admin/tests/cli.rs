@@ -221,3 +221,139 @@ fn help_explains_where_secrets_come_from() {
         "no flag takes the secret itself"
     );
 }
+
+/// A name other than `localhost` that the hosts file maps to loopback, when this machine has one:
+/// it reaches the DNS check, not the `localhost` name rule.
+fn loopback_name_in_hosts() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut fields = line.split('#').next()?.split_whitespace();
+        let address: std::net::IpAddr = fields.next()?.parse().ok()?;
+        if !address.is_loopback() {
+            return None;
+        }
+        fields
+            .find(|name| !name.to_ascii_lowercase().contains("localhost"))
+            .map(str::to_string)
+    })
+}
+
+#[tokio::test]
+async fn an_instance_url_on_a_private_address_is_refused() {
+    let dir = std::env::temp_dir().join(format!("broker-admin-addr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&admin(
+        &dir,
+        &["tenant", "create", "acme", "--name", "Acme Integrations"],
+        None,
+    ));
+    let register = |instance_url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "app",
+            "register",
+            "--tenant",
+            "acme",
+            "--id",
+            "acumatica",
+            "--provider",
+            "acumatica",
+            "--instance-url",
+            instance_url,
+            "--acumatica-tenant",
+            "AcmeCo",
+            "--client-id",
+            "7d1e@AcmeCo",
+            "--redirect-uri",
+            "https://broker.example.com/oauth/callback",
+        ];
+        args.extend_from_slice(extra);
+        admin(&dir, &args, Some(CLIENT_SECRET))
+    };
+
+    let mut refusals = vec![
+        (
+            "https://169.254.169.254/".to_string(),
+            "169.254.169.254 is a link-local address".to_string(),
+        ),
+        (
+            "https://10.0.0.1/".into(),
+            "10.0.0.1 is a private network address".into(),
+        ),
+        (
+            "https://[::ffff:127.0.0.1]/".into(),
+            "[::ffff:127.0.0.1] is a loopback address".into(),
+        ),
+        (
+            "https://localhost/".into(),
+            "localhost names this machine".into(),
+        ),
+        (
+            "http://127.0.0.1:9/acumatica".into(),
+            "127.0.0.1 is a loopback address".into(),
+        ),
+    ];
+    if let Some(name) = loopback_name_in_hosts() {
+        refusals.push((
+            format!("https://{name}/"),
+            format!("{name} resolves to 127."),
+        ));
+    }
+    for (url, says) in &refusals {
+        let output = register(url, &[]);
+        refused(&output, says);
+        refused(&output, "public https URL");
+    }
+    let store = EmbeddedStore::open(dir.join("broker.db")).unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let acumatica = AppId::parse("acumatica").unwrap();
+    assert!(store.get_app(&tenant, &acumatica).await.unwrap().is_none());
+    assert!(store
+        .get_client_secret(&tenant, &acumatica)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Local runs on the embedded store may name loopback, and nothing else.
+    ok(&register(
+        "http://127.0.0.1:9/acumatica",
+        &["--allow-loopback"],
+    ));
+    ok(&register("https://localhost/", &["--allow-loopback"]));
+    refused(
+        &register("https://10.0.0.1/", &["--allow-loopback"]),
+        "10.0.0.1 is a private network address",
+    );
+
+    // For AWS (BROKER_TABLE) the allowance is refused before anything is stored.
+    let output = Command::new(env!("CARGO_BIN_EXE_broker-admin"))
+        .args([
+            "app",
+            "register",
+            "--tenant",
+            "acme",
+            "--id",
+            "acumatica",
+            "--provider",
+            "acumatica",
+            "--instance-url",
+            "http://127.0.0.1:9/acumatica",
+            "--acumatica-tenant",
+            "AcmeCo",
+            "--client-id",
+            "7d1e@AcmeCo",
+            "--redirect-uri",
+            "https://broker.example.com/oauth/callback",
+            "--allow-loopback",
+        ])
+        .env("BROKER_TABLE", "broker")
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    refused(
+        &output,
+        "--allow-loopback is for local runs on the embedded store",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

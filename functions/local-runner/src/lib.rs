@@ -12,7 +12,7 @@ use broker_core::domain::*;
 use broker_core::ids::{AppId, TenantId};
 use broker_core::notify::{Notifier, NotifySettings};
 use broker_core::ports::StoreError;
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{AddressPolicy, Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use chrono::Utc;
@@ -143,7 +143,15 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
         None
     };
     let backend = Backend::connect(&BackendConfig::from_env()).await?;
-    let http = ProviderHttp::new(HttpSettings::default()).map_err(anyhow::Error::msg)?;
+    // The sandbox providers listen on loopback, and a local run may aim the catalogue at a provider
+    // on this machine: loopback is allowed here, where the Lambda functions refuse it. Private and
+    // link-local addresses stay refused.
+    let http_settings = HttpSettings {
+        addresses: AddressPolicy::AllowLoopback,
+        ..HttpSettings::default()
+    };
+    catalogue.check_addresses(http_settings.addresses)?;
+    let http = ProviderHttp::new(http_settings).map_err(anyhow::Error::msg)?;
     let providers = Providers::new(catalogue, http, clock.clone());
     let ctx = BrokerContext::new(
         backend,

@@ -22,7 +22,8 @@ pub enum ErrorClass {
     RateLimited,
     /// 5xx, timeout or connection failure. Retry later; see `outcome_unknown`.
     ProviderUnavailable,
-    /// The provider rejects the app's client id or secret, or the app is not allowed this grant.
+    /// The provider rejects the app's client id or secret, or the app is not allowed this grant; or
+    /// the app's provider settings point somewhere the broker does not call (a private address).
     ClientMisconfigured,
     /// Anything else: an answer the client does not recognise. Not a reason to give up on a grant: the
     /// caller keeps the connection, retries later within its bounds and raises an alert.
@@ -72,7 +73,9 @@ impl ErrorClass {
             Self::TooEarly => "it is too early to refresh",
             Self::RateLimited => "the provider is rate limiting",
             Self::ProviderUnavailable => "the provider is unavailable",
-            Self::ClientMisconfigured => "the provider rejects the app's client id or secret",
+            Self::ClientMisconfigured => {
+                "the app registration or its provider settings are not accepted"
+            }
             Self::Unexpected => "the provider gave an unexpected answer",
         }
     }

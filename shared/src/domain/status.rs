@@ -46,7 +46,8 @@ pub enum ReconnectKind {
     LegacyCredentialsRetired,
     /// Refreshing failed for too long to keep trying.
     RepeatedFailures,
-    /// The provider rejects the app's own credentials (client id or secret).
+    /// The provider rejects the app's own credentials (client id or secret), or the app's provider
+    /// settings name an address the broker refuses to call.
     ClientMisconfigured,
 }
 
@@ -67,11 +68,11 @@ impl ReconnectReason {
             ReconnectKind::RefreshInterrupted => "A token refresh was interrupted and the provider's new token could not be recovered.",
             ReconnectKind::LegacyCredentialsRetired => "The provider retired this connection's old-style credentials and now requires OAuth 2.0.",
             ReconnectKind::RepeatedFailures => "Refreshing the connection has failed for too long.",
-            ReconnectKind::ClientMisconfigured => "The provider rejects the app registration's client id or secret.",
+            ReconnectKind::ClientMisconfigured => "The provider rejects the app registration's client id or secret, or the registration points at an address the broker does not call.",
         };
         let todo = match self.kind {
             ReconnectKind::ClientMisconfigured => {
-                "Check the app registration's client id and secret, then reconnect."
+                "Check the app registration's client id, secret and provider URLs, then reconnect."
             }
             _ => "Open the reconnect link and authorize again.",
         };

@@ -1,6 +1,7 @@
 //! The HTTP client every provider call goes through: rustls, no redirects, connect and total timeouts,
-//! and answers read only up to a size cap.
+//! answers read only up to a size cap, and only the addresses the [`AddressPolicy`] allows.
 
+use super::address_policy::{AddressPolicy, AddressRefused, GuardedResolver};
 use std::time::Duration;
 
 /// Timeouts and limits for provider calls.
@@ -12,6 +13,9 @@ pub struct HttpSettings {
     /// Answers longer than this are refused unread (token replies are a few hundred bytes).
     pub max_response_bytes: usize,
     pub user_agent: String,
+    /// Which addresses calls may reach. The default, public only, is what runs on AWS; the local
+    /// runner and the tests allow loopback for their simulators.
+    pub addresses: AddressPolicy,
 }
 
 impl Default for HttpSettings {
@@ -21,6 +25,7 @@ impl Default for HttpSettings {
             total_timeout: Duration::from_secs(15),
             max_response_bytes: 1024 * 1024,
             user_agent: concat!("connection-broker/", env!("CARGO_PKG_VERSION")).to_string(),
+            addresses: AddressPolicy::PublicOnly,
         }
     }
 }
@@ -51,6 +56,21 @@ pub struct TransportFailure {
     pub outcome_unknown: bool,
     /// The answer was larger than the cap: the provider answered, but not with anything usable.
     pub too_large: bool,
+    /// Nothing was sent: the URL's host is, or resolves only to, an address the policy refuses. A
+    /// configuration problem (the app's instance URL, the catalogue, the provider's answer), not an
+    /// outage: trying again cannot help.
+    pub address_refused: bool,
+}
+
+impl TransportFailure {
+    fn refused(refused: &AddressRefused) -> Self {
+        Self {
+            detail: super::error::tidy(&format!("refused to connect: {refused}"), 600),
+            outcome_unknown: false,
+            too_large: false,
+            address_refused: true,
+        }
+    }
 }
 
 impl ProviderHttp {
@@ -61,6 +81,10 @@ impl ProviderHttp {
             .timeout(settings.total_timeout)
             .user_agent(settings.user_agent.clone())
             .https_only(false) // loopback http is allowed for tests; endpoint URLs are checked where built
+            .dns_resolver(GuardedResolver::new(
+                settings.addresses,
+                settings.connect_timeout,
+            ))
             .build()
             .map_err(|e| format!("cannot build the provider HTTP client: {}", e.without_url()))?;
         Ok(Self { client, settings })
@@ -79,7 +103,14 @@ impl ProviderHttp {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<HttpReply, TransportFailure> {
-        let mut response = request.send().await.map_err(|e| failure(&e))?;
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| failure(&e))?;
+        // The resolver never sees an IP-literal host: reqwest connects to it directly.
+        self.settings
+            .addresses
+            .check_ip_literal(request.url())
+            .map_err(|refused| TransportFailure::refused(&refused))?;
+        let mut response = client.execute(request).await.map_err(|e| failure(&e))?;
         let status = response.status().as_u16();
         let header = |name: reqwest::header::HeaderName| {
             response
@@ -118,10 +149,14 @@ fn too_large(cap: usize) -> TransportFailure {
         detail: format!("the answer is larger than {cap} bytes"),
         outcome_unknown: true,
         too_large: true,
+        address_refused: false,
     }
 }
 
 fn failure(error: &reqwest::Error) -> TransportFailure {
+    if let Some(refused) = refused_by_resolver(error) {
+        return TransportFailure::refused(refused);
+    }
     // A connect failure means nothing was sent; anything later may have been acted on.
     let outcome_unknown = !error.is_connect() && !error.is_builder();
     let what = if error.is_timeout() {
@@ -148,7 +183,20 @@ fn failure(error: &reqwest::Error) -> TransportFailure {
         detail: super::error::tidy(&detail, 300),
         outcome_unknown,
         too_large: false,
+        address_refused: false,
     }
+}
+
+/// The resolver's refusal, found among the error's causes (reqwest and hyper wrap it).
+fn refused_by_resolver(error: &reqwest::Error) -> Option<&AddressRefused> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<AddressRefused>() {
+            return Some(refused);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date, bounded to a day.

@@ -180,6 +180,18 @@ impl OAuthClient {
             };
             let url =
                 super::catalogue::checked_url(&self.provider.rewrite(named)).map_err(refuse)?;
+            // Refused here, before a person is sent to authorize, rather than at the token call.
+            self.http
+                .settings()
+                .addresses
+                .check_url_literal(&url)
+                .map_err(|refused| {
+                    self.error(
+                        ErrorClass::ClientMisconfigured,
+                        op,
+                        format!("{key}: {}", tidy(&refused.to_string(), 600)),
+                    )
+                })?;
             if !self.endpoint_host_allowed(issuer, &url, named) {
                 return Err(refuse(format!(
                     "the discovery document names {:?}, which is not on the issuer's origin; list its host in the catalogue entry's discovered_endpoint_hosts if it is genuine",

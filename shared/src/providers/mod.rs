@@ -10,6 +10,7 @@
 //! - [`token_response`]: the tolerant, pure token-answer reader.
 //! - [`refresh_grant`]: the refresh engine's [`crate::refresh::TokenGrant`] port, implemented by [`Providers`].
 
+pub mod address_policy;
 pub mod catalogue;
 mod clients;
 pub mod discovery;
@@ -25,6 +26,7 @@ pub mod token_response;
 pub mod twinfield_session;
 pub mod xml;
 
+pub use address_policy::{AddressPolicy, AddressRefused, HostCheck};
 pub use catalogue::{
     Catalogue, CatalogueError, ClientAuth, DiscoveryStep, EndpointOverrides, ProviderDefinition,
     RefreshExpiry, RefreshPolicy, RefreshRotation, ResolvedProvider,

@@ -88,6 +88,9 @@ impl OAuthClient {
         let op = Operation::Revocation;
         let reply = match tokio::time::timeout(REVOCATION_TIMEOUT, self.http.send(request)).await {
             Ok(Ok(reply)) => reply,
+            Ok(Err(f)) if f.address_refused => {
+                return Err(self.error(ErrorClass::ClientMisconfigured, op, f.detail))
+            }
             Ok(Err(f)) => return Err(self.error(ErrorClass::ProviderUnavailable, op, f.detail)),
             Err(_) => {
                 return Err(self.error(

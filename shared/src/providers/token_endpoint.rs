@@ -220,7 +220,11 @@ pub(super) fn transport_error(
     operation: Operation,
     f: TransportFailure,
 ) -> ProviderError {
-    let class = if f.too_large {
+    // A refused address is the configuration's fault (an instance URL, the catalogue, a discovery
+    // document): retrying as for an outage would only repeat the refusal.
+    let class = if f.address_refused {
+        ErrorClass::ClientMisconfigured
+    } else if f.too_large {
         ErrorClass::Unexpected
     } else {
         ErrorClass::ProviderUnavailable

@@ -7,7 +7,7 @@ use broker_core::context::BrokerContext;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::Fence;
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::{EngineSettings, TokenGrant};
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
@@ -97,7 +97,7 @@ impl World {
     pub fn process(&self, settings: EngineSettings) -> BrokerContext {
         let providers = Providers::new(
             self.catalogue.clone(),
-            ProviderHttp::new(HttpSettings::default()).expect("an HTTP client"),
+            broker_tests::provider_http(),
             self.clock.clone(),
         );
         BrokerContext::new(

@@ -3,7 +3,7 @@
 use crate::credential_keeper::KeeperError;
 use crate::domain::{BindingRefusal, ProviderKind};
 use crate::ports::{StoreError, VaultError};
-use crate::providers::ProviderError;
+use crate::providers::{ErrorClass, ProviderError};
 use url::Url;
 
 use super::STATE_LIFETIME;
@@ -162,6 +162,9 @@ impl ConnectError {
                 "Nothing was changed. To connect, start again and choose to allow access at {}.",
                 provider.display_name()
             ),
+            Self::Provider(e) if e.class == ErrorClass::ClientMisconfigured => {
+                "Nothing was changed. Contact the integration's support: the app registration needs fixing.".into()
+            }
             Self::ProviderRefused { .. } | Self::Provider(_) | Self::NonceUnverified { .. } => {
                 "Nothing was changed. Try again in a few minutes; if it keeps failing, contact the integration's support.".into()
             }

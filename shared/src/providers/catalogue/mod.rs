@@ -42,6 +42,7 @@ pub use definition::{
 pub use origins::OriginPattern;
 pub use overrides::EndpointOverrides;
 
+use super::address_policy::AddressPolicy;
 use crate::domain::{ExactCountry, ProviderKind, ProviderSettings, ServiceUrl};
 use serde::Deserialize;
 use serde_json::Value;
@@ -196,6 +197,45 @@ impl Catalogue {
     pub fn with_base_url(mut self, from: &str, to: &str) -> Result<Self, CatalogueError> {
         self.override_base_url(from, to)?;
         Ok(self)
+    }
+
+    /// Refuses a catalogue whose URLs (after the overrides) name an IP address the policy refuses.
+    /// Host names are left to the provider HTTP client, which checks what they resolve to on every
+    /// call: resolving them here would only hold up a cold start.
+    pub fn check_addresses(&self, policy: AddressPolicy) -> Result<(), CatalogueError> {
+        let mut named: Vec<(String, &str)> = Vec::new();
+        for d in self.definitions.values() {
+            let e = &d.endpoints;
+            let fields = [
+                ("base_url", &d.base_url),
+                ("issuer", &d.issuer),
+                ("endpoints.authorize", &e.authorize),
+                ("endpoints.token", &e.token),
+                ("endpoints.userinfo", &e.userinfo),
+                ("endpoints.token_validation", &e.token_validation),
+                ("endpoints.session_service", &e.session_service),
+                ("endpoints.current_user", &e.current_user),
+                ("endpoints.revocation", &e.revocation),
+            ];
+            for (field, value) in fields {
+                if let Some(value) = value {
+                    named.push((format!("definition {} {field}", d.id), value));
+                }
+            }
+        }
+        for (from, to) in self.overrides.iter() {
+            named.push((format!("the base URL override for {from}"), to));
+        }
+        for (what, value) in named {
+            // Paths and `{instance_url}` are not URLs yet: they are checked once joined, at the call.
+            let Ok(url) = Url::parse(&self.overrides.apply(value)) else {
+                continue;
+            };
+            policy
+                .check_url_literal(&url)
+                .map_err(|refused| CatalogueError(format!("{what}: {refused}")))?;
+        }
+        Ok(())
     }
 
     pub fn overrides(&self) -> &EndpointOverrides {
@@ -430,6 +470,39 @@ mod tests {
             .scopes
             .iter()
             .any(|s| s == "twf.organisationUser"));
+    }
+
+    #[test]
+    fn catalogue_urls_on_refused_addresses_are_refused_at_load() {
+        let production = AddressPolicy::PublicOnly;
+        let local = AddressPolicy::AllowLoopback;
+        assert!(Catalogue::built_in().check_addresses(production).is_ok());
+
+        let sandbox = Catalogue::built_in()
+            .with_base_url(
+                "https://login.twinfield.com",
+                "http://127.0.0.1:9000/twinfield",
+            )
+            .unwrap();
+        assert!(sandbox.check_addresses(local).is_ok());
+        let err = sandbox.check_addresses(production).unwrap_err().to_string();
+        assert!(err.contains("definition twinfield base_url"), "{err}");
+        assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
+
+        let mut metadata = Catalogue::built_in();
+        metadata
+            .merge_json(
+                r#"{"definitions": [{"id": "internal", "kind": "generic", "display_name": "Internal",
+                    "issuer": "https://idp.example.com",
+                    "endpoints": {"token": "https://169.254.169.254/latest/meta-data"},
+                    "lifetimes": {"access_token_secs": 3600},
+                    "refresh": {"rotation": "single_use", "expiry": {"kind": "unknown"}},
+                    "discovery": "userinfo"}]}"#,
+            )
+            .unwrap();
+        let err = metadata.check_addresses(local).unwrap_err().to_string();
+        assert!(err.contains("definition internal endpoints.token"), "{err}");
+        assert!(err.contains("link-local"), "{err}");
     }
 
     #[test]

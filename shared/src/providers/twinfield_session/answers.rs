@@ -236,6 +236,10 @@ pub enum SessionError {
     },
     #[error("Twinfield's answer could not be read: {0}")]
     Malformed(String),
+    /// The login host or cluster is at an address the broker does not call: a configuration
+    /// problem, not an outage.
+    #[error("Twinfield was not called: {0}")]
+    AddressRefused(String),
 }
 
 impl SessionError {

@@ -155,7 +155,9 @@ impl TwinfieldSessionClient {
             .header("SOAPAction", format!("\"{TWINFIELD_NS}{operation}\""))
             .body(body);
         let reply = self.http.send(request).await.map_err(|f| {
-            if f.too_large {
+            if f.address_refused {
+                SessionError::AddressRefused(f.detail)
+            } else if f.too_large {
                 SessionError::Malformed(f.detail)
             } else {
                 SessionError::Unavailable {
