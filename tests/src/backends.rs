@@ -163,13 +163,23 @@ fn remove_folders_of_finished_runs() {
 }
 
 /// Runs each named `async fn name(backend: Backend)` of the calling test file as two tests, one per
-/// backend: `embedded::name` (SQLite) and `aws::name` (DynamoDB + Secrets Manager on moto).
+/// backend: `embedded::name` (SQLite) and `aws::name` (DynamoDB + Secrets Manager on moto), on a
+/// multi-threaded runtime. `on_both_backends!(current_thread: ...)` runs them on the test's own
+/// thread instead, for tests that capture logs with a thread-local subscriber.
 #[macro_export]
 macro_rules! on_both_backends {
+    (current_thread: $($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(@tests [tokio::test] $($name),*);
+    };
     ($($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(
+            @tests [tokio::test(flavor = "multi_thread", worker_threads = 4)] $($name),*
+        );
+    };
+    (@tests [$runtime:meta] $($name:ident),*) => {
         mod embedded {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[$runtime]
                 async fn $name() {
                     super::$name($crate::backends::embedded()).await;
                 }
@@ -177,7 +187,7 @@ macro_rules! on_both_backends {
         }
         mod aws {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[$runtime]
                 async fn $name() {
                     super::$name($crate::backends::aws().await).await;
                 }

@@ -70,13 +70,7 @@ impl World {
             redirect_uris: vec![REDIRECT.into()],
         });
         sim.update_knobs(|k| k.hang_secs = 8);
-        let mut catalogue = Catalogue::built_in();
-        for country in ExactCountry::ALL {
-            let canonical = format!("https://start.exactonline.{}", country.tld());
-            catalogue
-                .override_base_url(&canonical, &sim.exact_base(country.tld()))
-                .unwrap();
-        }
+        let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
         let tenant = TenantId::parse("acme").unwrap();
         backend
             .store

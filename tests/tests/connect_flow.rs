@@ -20,7 +20,7 @@ use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::{ClientSecret, LegacyAccessSecret, LegacyAccessToken};
 use broker_core::CredentialKeeper;
-use broker_tests::backends::{aws, embedded, Backend};
+use broker_tests::backends::Backend;
 use broker_tests::oidc::OidcProvider;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
@@ -152,16 +152,7 @@ async fn world(backend: Backend, which: Which) -> World {
         },
     )
     .unwrap();
-    let mut catalogue = Catalogue::built_in();
-    catalogue
-        .override_base_url("https://login.twinfield.com", &sim.twinfield_login_base())
-        .unwrap();
-    for country in ExactCountry::ALL {
-        let canonical = format!("https://start.exactonline.{}", country.tld());
-        catalogue
-            .override_base_url(&canonical, &sim.exact_base(country.tld()))
-            .unwrap();
-    }
+    let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let (settings, client_id) = match which {
         Which::Twinfield => (ProviderSettings::Twinfield, TW_ID),
         Which::Exact(country) => (ProviderSettings::ExactOnline { country }, EX_ID),
@@ -1604,28 +1595,8 @@ async fn an_expired_link_is_refused(backend: Backend) {
     world.check_logs();
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::embedded()).await;
-                }
-            )*
-        }
-        mod aws_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::aws().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+broker_tests::on_both_backends!(
+    current_thread:
     twinfield_connects,
     exact_connects_in_the_netherlands,
     exact_connects_in_belgium,

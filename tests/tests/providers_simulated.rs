@@ -66,16 +66,7 @@ async fn env_with(knobs: impl FnOnce(&mut Knobs), http: HttpSettings) -> Env {
     .unwrap();
 
     // The point of the overrides: the built-in definitions, unchanged, aimed at the simulators.
-    let mut catalogue = Catalogue::built_in();
-    catalogue
-        .override_base_url("https://login.twinfield.com", &sim.twinfield_login_base())
-        .unwrap();
-    for country in ExactCountry::ALL {
-        let canonical = format!("https://start.exactonline.{}", country.tld());
-        catalogue
-            .override_base_url(&canonical, &sim.exact_base(country.tld()))
-            .unwrap();
-    }
+    let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(catalogue, ProviderHttp::new(http).unwrap(), clock);
     let browser = reqwest::Client::builder()

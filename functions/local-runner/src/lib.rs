@@ -130,11 +130,9 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
     let mut catalogue = Catalogue::from_env()?;
     let sandbox = if config.sandbox {
         let sim = start_sandbox(&config, &callback).await?;
-        catalogue.override_base_url("https://login.twinfield.com", &sim.twinfield_login_base())?;
-        for country in ExactCountry::ALL {
-            let canonical = format!("https://start.exactonline.{}", country.tld());
-            catalogue.override_base_url(&canonical, &sim.exact_base(country.tld()))?;
-        }
+        catalogue.aim_at_sandbox(&sim.twinfield_login_base(), |country| {
+            sim.exact_base(country.tld())
+        })?;
         // The broker keeps the sandbox's time, so moving the sandbox clock (POST /_sim/clock/advance)
         // shows a day's or a month's behaviour in seconds, on both sides at once.
         clock = Arc::new(SandboxTime(sim.clock()));

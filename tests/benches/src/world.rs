@@ -56,11 +56,7 @@ impl World {
             client_secret: SECRET.into(),
             redirect_uris: vec![REDIRECT.into()],
         });
-        let mut catalogue = Catalogue::built_in();
-        for country in ExactCountry::ALL {
-            let canonical = format!("https://start.exactonline.{}", country.tld());
-            catalogue.override_base_url(&canonical, &sim.exact_base(country.tld()))?;
-        }
+        let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
         let tenant = TenantId::parse("acme").unwrap();
         stores
             .store
