@@ -12,5 +12,6 @@ pub mod oidc;
 pub mod provider_http;
 pub mod providers;
 pub mod tools;
+pub mod vaults;
 
 pub use provider_http::{provider_http, provider_http_settings};

@@ -1,21 +1,21 @@
 //! The integration API end to end over HTTP: the session-exchange router served by axum on loopback,
 //! the provider simulators, and both storage backends (embedded, and the AWS adapters against moto).
 
-use async_trait::async_trait;
 use broker_core::api::{ApiSettings, IntegrationApi, ProblemKind, PROBLEM_BASE};
 use broker_core::backend::Backend as CoreBackend;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::{
-    new_one_time_secret, ApiKeyRecord, ApiKeyScope, Credentials, CredentialsPointer, ExactCountry,
-    OAuthApp, ProviderSettings, RedirectUri, ServiceUrl, StatusKind, Tenant, VaultSlot,
+    new_one_time_secret, ApiKeyRecord, ApiKeyScope, CredentialsPointer, ExactCountry, OAuthApp,
+    ProviderSettings, RedirectUri, ServiceUrl, StatusKind, Tenant,
 };
 use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
-use broker_core::ports::{PageRequest, TokenVault, VaultError};
+use broker_core::ports::PageRequest;
 use broker_core::providers::Providers;
 use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
+use broker_tests::vaults::RecordingVault;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators as sim;
 use provider_simulators::{
@@ -25,7 +25,6 @@ use provider_simulators::{
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 broker_tests::on_both_backends!(
@@ -59,68 +58,11 @@ const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
 const ACU_SECRET: &str = "acu-secret-value";
 const TW_SCOPE: &str = "openid twf.user twf.organisation twf.organisationUser offline_access";
 
-/// A vault that counts reads, to show the warm path does not call Secrets Manager each time.
-struct CountingVault {
-    inner: Arc<dyn TokenVault>,
-    reads: AtomicU64,
-    /// Credentials written per slot (A, B): each write is a new Secrets Manager version.
-    writes: [AtomicU64; 2],
-}
-
-#[async_trait]
-impl TokenVault for CountingVault {
-    async fn put_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-        slot: VaultSlot,
-        write: &WriteId,
-        credentials: &Credentials,
-    ) -> Result<(), VaultError> {
-        self.writes[usize::from(slot == VaultSlot::B)].fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .put_credentials(tenant, connection, slot, write, credentials)
-            .await
-    }
-    async fn get_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-        pointer: &CredentialsPointer,
-    ) -> Result<Option<Credentials>, VaultError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .get_credentials(tenant, connection, pointer)
-            .await
-    }
-    async fn delete_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-    ) -> Result<(), VaultError> {
-        self.inner.delete_credentials(tenant, connection).await
-    }
-    async fn put_client_secret(
-        &self,
-        tenant: &TenantId,
-        app: &AppId,
-        secret: &ClientSecret,
-    ) -> Result<(), VaultError> {
-        self.inner.put_client_secret(tenant, app, secret).await
-    }
-    async fn get_client_secret(
-        &self,
-        tenant: &TenantId,
-        app: &AppId,
-    ) -> Result<Option<ClientSecret>, VaultError> {
-        self.inner.get_client_secret(tenant, app).await
-    }
-}
-
 struct Env {
     sim: SimulatorHandle,
     ctx: BrokerContext,
-    vault: Arc<CountingVault>,
+    /// Records reads and writes, to show the warm path does not call Secrets Manager each time.
+    vault: Arc<RecordingVault>,
     base: String,
     http: reqwest::Client,
     /// acme's keys: full access, session-only, and limited to no connection at all.
@@ -201,11 +143,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
-    let vault = Arc::new(CountingVault {
-        inner: backend.vault.clone(),
-        reads: AtomicU64::new(0),
-        writes: Default::default(),
-    });
+    let vault = RecordingVault::around(backend.vault.clone(), clock.clone());
     let core = CoreBackend {
         store: backend.store.clone(),
         vault: vault.clone(),
@@ -1172,13 +1110,13 @@ async fn a_warm_instance_answers_repeated_sessions_without_reading_the_vault(bac
     let (id, minted) = env.connected("acu").await;
     let first = env.session(&id).await;
     assert_eq!(first.status, 200);
-    let reads = env.vault.reads.load(Ordering::SeqCst);
+    let reads = env.vault.reads();
     for _ in 0..10 {
         let again = env.session(&id).await;
         assert_eq!(again.json["access_token"], minted.access_token.as_str());
     }
     assert_eq!(
-        env.vault.reads.load(Ordering::SeqCst),
+        env.vault.reads(),
         reads,
         "a still-valid token is served from memory"
     );
@@ -1186,11 +1124,11 @@ async fn a_warm_instance_answers_repeated_sessions_without_reading_the_vault(bac
     env.advance(3605);
     let refreshed = env.session(&id).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
-    let after = env.vault.reads.load(Ordering::SeqCst);
+    let after = env.vault.reads();
     for _ in 0..5 {
         env.session(&id).await;
     }
-    assert_eq!(env.vault.reads.load(Ordering::SeqCst), after);
+    assert_eq!(env.vault.reads(), after);
 
     // Concurrent requests for an expired Exact token: one refresh (single flight), one new token.
     let (id, minted) = env.connected("ex").await;
@@ -1950,11 +1888,7 @@ async fn a_day_of_continuous_use_with_short_tokens(backend: Backend) {
     env.sim
         .update_knobs(|k| k.acumatica_access_token_lifetime_secs = 60);
     let (id, _) = env.connected("acu").await;
-    let writes_before = env
-        .vault
-        .writes
-        .each_ref()
-        .map(|w| w.load(Ordering::SeqCst));
+    let writes_before = env.vault.writes_per_slot();
     let calls_before = env.sim.token_calls(sim::Provider::Acumatica);
     let (mut served, mut waited) = (0u32, 0u32);
     for _ in 0..(24 * 360) {
@@ -1978,10 +1912,10 @@ async fn a_day_of_continuous_use_with_short_tokens(backend: Backend) {
     }
     let writes: Vec<u64> = env
         .vault
-        .writes
+        .writes_per_slot()
         .iter()
         .zip(writes_before)
-        .map(|(w, before)| w.load(Ordering::SeqCst) - before)
+        .map(|(w, before)| w - before)
         .collect();
     let refreshes = env.sim.token_calls(sim::Provider::Acumatica) - calls_before;
     eprintln!(

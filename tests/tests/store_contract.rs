@@ -1,7 +1,6 @@
 //! The storage contract: every test here runs unchanged against both backends — the embedded store,
 //! and the AWS adapters (the real aws-sdk clients) against moto server.
 
-use async_trait::async_trait;
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use broker_core::ports::*;
@@ -10,9 +9,9 @@ use broker_core::secret::{
 };
 use broker_core::{Clock, CredentialKeeper, ManualClock};
 use broker_tests::backends::Backend;
+use broker_tests::vaults::RecordingVault;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -619,74 +618,9 @@ async fn due_for_refresh_pages_in_order_and_skips_what_is_not_due(backend: Backe
     assert!(page.items.iter().all(|d| d.id != first.id));
 }
 
-/// Counts vault writes per secret (connection slot), passing everything through.
-struct CountingVault {
-    inner: Arc<dyn TokenVault>,
-    writes: Mutex<HashMap<(ConnectionId, VaultSlot), Vec<DateTime<Utc>>>>,
-    clock: ManualClock,
-}
-
-#[async_trait]
-impl TokenVault for CountingVault {
-    async fn put_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-        slot: VaultSlot,
-        write: &WriteId,
-        credentials: &Credentials,
-    ) -> Result<(), VaultError> {
-        self.writes
-            .lock()
-            .unwrap()
-            .entry((connection.clone(), slot))
-            .or_default()
-            .push(self.clock.now());
-        self.inner
-            .put_credentials(tenant, connection, slot, write, credentials)
-            .await
-    }
-    async fn get_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-        pointer: &CredentialsPointer,
-    ) -> Result<Option<Credentials>, VaultError> {
-        self.inner
-            .get_credentials(tenant, connection, pointer)
-            .await
-    }
-    async fn delete_credentials(
-        &self,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-    ) -> Result<(), VaultError> {
-        self.inner.delete_credentials(tenant, connection).await
-    }
-    async fn put_client_secret(
-        &self,
-        tenant: &TenantId,
-        app: &AppId,
-        secret: &ClientSecret,
-    ) -> Result<(), VaultError> {
-        self.inner.put_client_secret(tenant, app, secret).await
-    }
-    async fn get_client_secret(
-        &self,
-        tenant: &TenantId,
-        app: &AppId,
-    ) -> Result<Option<ClientSecret>, VaultError> {
-        self.inner.get_client_secret(tenant, app).await
-    }
-}
-
 async fn a_day_of_exact_rotation_writes_at_most_100_versions_to_any_secret(backend: Backend) {
     let clock = ManualClock::starting_at(t0());
-    let vault = Arc::new(CountingVault {
-        inner: backend.vault.clone(),
-        writes: Mutex::default(),
-        clock: clock.clone(),
-    });
+    let vault = RecordingVault::around(backend.vault.clone(), Arc::new(clock.clone()));
     let keeper = CredentialKeeper::new(backend.store.clone(), vault.clone());
     let mut connection = new_connection(&tenant("acme"), clock.now());
     insert(&backend, &connection).await;
@@ -711,7 +645,7 @@ async fn a_day_of_exact_rotation_writes_at_most_100_versions_to_any_secret(backe
         clock.advance(Duration::seconds(570));
     }
     assert_eq!(rotations, 152);
-    let writes = vault.writes.lock().unwrap().clone();
+    let writes = vault.writes();
     assert_eq!(writes.len(), 2, "both slots are used");
     for ((_, slot), times) in &writes {
         // Any 24 h window: here the whole run is one window.
