@@ -6,7 +6,8 @@ use super::clients::Providers;
 use super::error::{ErrorClass, ProviderError};
 use crate::domain::{AcumaticaRefreshTokens, OAuthApp, ProviderSettings};
 use crate::refresh::{
-    FailureClass, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant,
+    AppUserLimits, FailureClass, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry,
+    TokenGrant,
 };
 use crate::secret::{ClientSecret, RefreshToken};
 use async_trait::async_trait;
@@ -112,6 +113,17 @@ impl TokenGrant for Providers {
     fn max_token_calls_per_day(&self, app: &OAuthApp) -> Option<u32> {
         let resolved = self.catalogue().resolve(&app.settings).ok()?;
         resolved.definition.refresh.max_token_calls_per_day
+    }
+
+    fn app_user_limits(&self, app: &OAuthApp) -> AppUserLimits {
+        let Ok(resolved) = self.catalogue().resolve(&app.settings) else {
+            return AppUserLimits::default();
+        };
+        let policy = &resolved.definition.refresh;
+        AppUserLimits {
+            token_calls_per_day: policy.max_token_calls_per_app_user_per_day,
+            failed_token_calls_per_hour: policy.max_failed_token_calls_per_app_user_per_hour,
+        }
     }
 
     async fn refresh(

@@ -1,6 +1,7 @@
 //! Refreshing tokens: the provider's rules, the grant port the provider clients implement, and the
 //! engine that does it safely.
 
+pub mod app_user;
 pub mod engine;
 pub mod grant;
 pub mod rules;
@@ -9,6 +10,6 @@ pub mod run;
 pub use engine::{
     Demand, EngineError, EngineSettings, Outcome, RefreshEngine, RefreshReport, Trigger,
 };
-pub use grant::{FailureClass, GrantFailure, GrantedTokens, TokenGrant};
+pub use grant::{AppUserLimits, FailureClass, GrantFailure, GrantedTokens, TokenGrant};
 pub use rules::{RefreshRules, RefreshTokenExpiry};
 pub use run::{run_scheduled, RunSettings, RunSummary};
