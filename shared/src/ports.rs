@@ -342,6 +342,7 @@ pub trait MetadataStore:
     + AuthorizationStateStore
     + ConnectLinkStore
     + NotificationStore
+    + UsageStore
 {
 }
 impl<T> MetadataStore for T where
@@ -351,6 +352,7 @@ impl<T> MetadataStore for T where
         + AuthorizationStateStore
         + ConnectLinkStore
         + NotificationStore
+        + UsageStore
 {
 }
 
@@ -399,4 +401,133 @@ pub trait NotificationStore: Send + Sync {
         claimed_at: DateTime<Utc>,
         release: &crate::notify::Release,
     ) -> Result<(), StoreError>;
+}
+
+/// What a shared usage counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageCounter {
+    /// Calls to the provider's token endpoint.
+    TokenCalls,
+    /// Token-endpoint calls the provider refused.
+    FailedTokenCalls,
+}
+
+impl UsageCounter {
+    /// Its name in stored keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenCalls => "token_calls",
+            Self::FailedTokenCalls => "failed_token_calls",
+        }
+    }
+}
+
+/// A counter shared by every connection one provider user authorized under one app: providers limit
+/// per app and user (Exact Online: 200 token calls a day, blocked after 10 failures in an hour), and
+/// one user may authorize several connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UsageKey {
+    pub tenant: TenantId,
+    pub app: AppId,
+    /// The provider's id of the user, trimmed and lowercased (Exact's `UserID` compares so).
+    user: String,
+    pub counter: UsageCounter,
+}
+
+impl UsageKey {
+    /// `None` for a blank user: who it is must be known to share a count.
+    pub fn new(tenant: TenantId, app: AppId, user: &str, counter: UsageCounter) -> Option<Self> {
+        let user = user.trim().to_lowercase();
+        (!user.is_empty()).then_some(Self {
+            tenant,
+            app,
+            user,
+            counter,
+        })
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The same user and app, another counter.
+    pub fn with_counter(&self, counter: UsageCounter) -> Self {
+        Self {
+            counter,
+            ..self.clone()
+        }
+    }
+}
+
+/// A fixed window of time, `[start, end)`. It is part of a counter's identity, so a new window starts
+/// at zero whether or not the store has deleted the old one yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UsageWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl UsageWindow {
+    /// The UTC day `at` falls in.
+    pub fn utc_day(at: DateTime<Utc>) -> Self {
+        let start = at
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
+        Self {
+            start,
+            end: start + Duration::days(1),
+        }
+    }
+
+    /// The UTC clock hour `at` falls in.
+    pub fn utc_hour(at: DateTime<Utc>) -> Self {
+        let start = DateTime::from_timestamp(at.timestamp().div_euclid(3600) * 3600, 0)
+            .expect("an hour boundary of a valid time is valid");
+        Self {
+            start,
+            end: start + Duration::hours(1),
+        }
+    }
+
+    /// The window of the same length just before this one.
+    pub fn previous(&self) -> Self {
+        Self {
+            start: self.start - (self.end - self.start),
+            end: self.start,
+        }
+    }
+
+    /// When a store may forget the window: a day after it ended, so one still being read around its
+    /// end is never missing.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.end + Duration::days(1)
+    }
+}
+
+/// The answer to taking one unit from a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageTake {
+    /// Taken: the window's count is now `used`.
+    Granted { used: u32 },
+    /// The window's count had reached the limit; nothing was taken.
+    Refused { used: u32 },
+}
+
+/// Atomic bounded counters shared across connections and processes.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Takes one unit from the counter's window unless `limit` units are already taken, atomically:
+    /// of any number of concurrent takers, exactly as many as the limit leaves room for are granted.
+    /// A take whose answer was lost may have counted all the same (over-counting is the safe side).
+    async fn take_unit(
+        &self,
+        key: &UsageKey,
+        window: UsageWindow,
+        limit: u32,
+    ) -> Result<UsageTake, StoreError>;
+
+    /// The units taken in the window (0 for a window nobody took from). Strongly consistent.
+    async fn units_used(&self, key: &UsageKey, window: UsageWindow) -> Result<u32, StoreError>;
 }

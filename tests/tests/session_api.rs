@@ -42,6 +42,7 @@ broker_tests::on_both_backends!(
     every_route_answers_every_key_scope_as_the_scope_says,
     bodies_must_be_declared_json_and_labels_lose_control_characters,
     an_unknown_key_is_refused_without_a_store_read_for_a_while,
+    exact_connections_of_one_user_wait_together_and_keep_serving_valid_tokens,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2284,4 +2285,55 @@ async fn an_unknown_key_is_refused_without_a_store_read_for_a_while(backend: Bac
         .call_raw("GET", "/v1/connections", Some(&key), None)
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+/// Exact blocks an app for an hour after more than 10 failed token calls per app and user. Two
+/// connections of one Exact user stop calling together after 8; while held, a session answers 503 with
+/// the time the limit allows a call again, and a connection of the same user whose token is still
+/// valid keeps handing it out.
+async fn exact_connections_of_one_user_wait_together_and_keep_serving_valid_tokens(
+    backend: Backend,
+) {
+    let env = env(backend).await;
+    let (first, _) = env.connected("ex").await;
+    let (second, _) = env.connected("ex").await;
+    // Every refresh is refused as too early: a 400 Exact counts toward its block.
+    env.sim
+        .update_knobs(|k| k.exact_min_refresh_interval_secs = 7_200);
+    env.advance(700);
+    let calls = env.sim.token_calls(sim::Provider::Exact);
+    for _ in 0..4 {
+        for id in [&first, &second] {
+            let reply = env.session(id).await;
+            reply.problem(ProblemKind::TemporarilyUnavailable);
+            assert!(
+                reply.text.contains("does not allow a refresh yet"),
+                "{}",
+                reply.text
+            );
+        }
+    }
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact) - calls, 8);
+    let reply = env.session(&first).await;
+    reply.problem(ProblemKind::TemporarilyUnavailable);
+    assert!(
+        reply.text.contains("this user's connections"),
+        "{}",
+        reply.text
+    );
+    // All eight failures fell in the 12:00 hour: they count through the 13:00 hour too.
+    let until = Utc.with_ymd_and_hms(2025, 6, 2, 14, 0, 0).unwrap();
+    let wait = (until - env.sim.clock().now()).num_seconds();
+    assert_eq!(reply.retry_after, Some(wait.to_string()));
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact) - calls, 8);
+
+    // A third connection of the same user, its token nearly spent (but valid): handed out as it is.
+    env.sim
+        .update_knobs(|k| k.exact_min_refresh_interval_secs = 570);
+    let (third, minted) = env.connected("ex").await;
+    env.advance(580);
+    let reply = env.session(&third).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["access_token"], minted.access_token.as_str());
+    assert_eq!(env.sim.token_calls(sim::Provider::Exact) - calls, 8);
 }

@@ -70,7 +70,8 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
                     {"Name": "AwsThrottles", "Unit": "Count"},
                     {"Name": "RetriedInRun", "Unit": "Count"},
                     {"Name": "LowestConcurrency", "Unit": "Count"},
-                    {"Name": "RefreshBudgetLimited", "Unit": "Count"}
+                    {"Name": "RefreshBudgetLimited", "Unit": "Count"},
+                    {"Name": "RefreshAppUserLimited", "Unit": "Count"}
                 ]
             }]
         },
@@ -87,6 +88,9 @@ pub fn metrics_record(summary: &RunSummary, function_name: &str, timestamp_milli
         // Connections whose refresh the vault write budget held back: tokens that live shorter than the
         // budget's pace (also said once per connection in the logs and its view).
         "RefreshBudgetLimited": count(OutcomeKind::BudgetLimited),
+        // Connections held back by a provider's limit per app and user, shared by all that user's
+        // connections under the app (Exact Online's daily token calls and hourly failures).
+        "RefreshAppUserLimited": count(OutcomeKind::AppUserLimited),
         "outcomes": summary.outcomes,
     })
 }
@@ -108,10 +112,12 @@ mod tests {
         summary.outcomes.insert(OutcomeKind::ReconnectRequired, 1);
         summary.aws_throttles = 7;
         summary.outcomes.insert(OutcomeKind::BudgetLimited, 3);
+        summary.outcomes.insert(OutcomeKind::AppUserLimited, 2);
         let record = metrics_record(&summary, "token-refresh", 1);
         assert_eq!(record["AwsThrottles"], 7);
         assert_eq!(record["RefreshFailures"], 4);
         assert_eq!(record["RefreshBudgetLimited"], 3);
+        assert_eq!(record["RefreshAppUserLimited"], 2);
         assert_eq!(record["Refreshed"], 2);
         assert_eq!(record["outcomes"]["failed:provider_unavailable"], 2);
         assert_eq!(

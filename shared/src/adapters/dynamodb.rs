@@ -5,10 +5,11 @@
 //! # Table
 //!
 //! - Primary key `pk` (S, partition key) + `sk` (S, sort key); billing mode `PAY_PER_REQUEST`.
-//! - TTL attribute `ttl` (N, epoch seconds), set on pending authorizations only.
-//! - Every item has `entity` (S: `tenant`, `app`, `connection`, `transition`, `api_key`, `pending`), so
-//!   exports and the console tell items apart without parsing keys, and `data` (S): the record as JSON
-//!   (serde of the domain type). A value that a condition or an index needs lives in its own top-level
+//! - TTL attribute `ttl` (N, epoch seconds), set on pending authorizations, connect links and usage
+//!   counter windows.
+//! - Every item has `entity` (S: `tenant`, `app`, `connection`, `transition`, `api_key`, `pending`,
+//!   `usage`), so exports and the console tell items apart without parsing keys, and `data` (S): the
+//!   record as JSON (serde of the domain type); a usage counter is only its count. A value that a condition or an index needs lives in its own top-level
 //!   attribute and is left *out* of `data`, so every value has exactly one source of truth.
 //!
 //! | item                  | `pk`                       | `sk`                            | other attributes |
@@ -19,6 +20,7 @@
 //! | status transition     | `CONN#<id>`                | `TRANSITION#<at>#<version>#<n>` | `data` |
 //! | API key               | `APIKEY#<prefix>`          | `APIKEY`                        | `tenant`, `data` (without `revoked_at`), `revoked_at`?, `gsi1pk`, `gsi1sk` |
 //! | pending authorization | `STATE#<sha256 of state>`  | `STATE`                         | `data`, `expires_at` (N), `ttl` (N) |
+//! | usage counter window  | `USAGE#<tenant>#<app>#<provider user>` | `<counter>#<window start>` | `used` (N), `window_end` (N), `ttl` (N) |
 //!
 //! Identifiers are validated slugs or generated ids ([`crate::ids`]) and never contain `#`.
 //!
@@ -107,6 +109,7 @@ mod paging;
 mod records;
 mod schema;
 pub mod stream;
+mod usage;
 mod writes;
 
 use crate::ports::StoreError;

@@ -18,6 +18,7 @@
 //! | `vault_versions`         | `seq`; unique `(tenant, connection, slot, write_id)` | `content` (credentials JSON), `created_at` |
 //! | `client_secrets`         | `(tenant, app)`                       | `content`, `updated_at` |
 //! | `notices` (version 2)    | `key`                                 | `connection`, `created_at`, `state`, `claimed_at`, `attempts`, `subject`, `outcome` (see `notifications.rs`) |
+//! | `usage_counters` (version 5) | `(tenant, app, provider_user, counter, window_start)` | `used`, `expires_at` (see `usage.rs`) |
 //!
 //! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
 //! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
@@ -74,6 +75,7 @@ mod sealing;
 mod sealing_tests;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod vault;
 mod writer;
 

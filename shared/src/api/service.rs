@@ -522,6 +522,13 @@ impl IntegrationApi {
             Outcome::BudgetLimited { until } => {
                 return self.while_budget_limited(connection, until, rejected).await
             }
+            // The provider's limit for this user's connections under the app is reached: the
+            // current token serves while it is valid, then the caller waits for the limit's window.
+            Outcome::AppUserLimited(hold) => {
+                return self
+                    .while_app_user_limited(connection, hold.until(), rejected)
+                    .await
+            }
             Outcome::OutOfTime => {
                 return Err(ApiError::new(
                     ProblemKind::TemporarilyUnavailable,
@@ -593,6 +600,31 @@ impl IntegrationApi {
         Err(ApiError::new(
             ProblemKind::TemporarilyUnavailable,
             "this connection's tokens expire faster than the broker may store new ones (the vault's write budget): the current token has expired and the next refresh is allowed after Retry-After",
+        )
+        .retry_after((until - now).num_seconds().max(1) as u64))
+    }
+
+    /// While the provider's limit per app and user holds refreshes back (until `until`): the current
+    /// token as long as it is valid (and not the one the caller said the provider refused), then a 503
+    /// saying when to ask again.
+    async fn while_app_user_limited(
+        &self,
+        connection: Connection,
+        until: chrono::DateTime<chrono::Utc>,
+        rejected: bool,
+    ) -> Result<(Connection, Credentials), ApiError> {
+        let credentials = self.current_credentials(&connection).await?;
+        let now = self.ctx.clock.now();
+        if !rejected
+            && credentials
+                .token_set()
+                .is_some_and(|t| t.access_expires_at > now)
+        {
+            return Ok((connection, credentials));
+        }
+        Err(ApiError::new(
+            ProblemKind::TemporarilyUnavailable,
+            "the provider's limit on token requests for this user's connections under this app is reached (Exact Online: per app and user, shared by all their connections): the next refresh is allowed after Retry-After",
         )
         .retry_after((until - now).num_seconds().max(1) as u64))
     }

@@ -5,7 +5,9 @@ use super::catalogue::{RefreshExpiry, RefreshPolicy, RefreshRotation};
 use super::clients::Providers;
 use super::error::{ErrorClass, ProviderError};
 use crate::domain::{AcumaticaRefreshTokens, OAuthApp, ProviderSettings};
-use crate::refresh::{GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant};
+use crate::refresh::{
+    AppUserLimits, GrantFailure, GrantedTokens, RefreshRules, RefreshTokenExpiry, TokenGrant,
+};
 use crate::secret::{ClientSecret, RefreshToken};
 use async_trait::async_trait;
 use chrono::Duration;
@@ -95,6 +97,17 @@ impl TokenGrant for Providers {
     fn max_token_calls_per_day(&self, app: &OAuthApp) -> Option<u32> {
         let resolved = self.catalogue().resolve(&app.settings).ok()?;
         resolved.definition.refresh.max_token_calls_per_day
+    }
+
+    fn app_user_limits(&self, app: &OAuthApp) -> AppUserLimits {
+        let Ok(resolved) = self.catalogue().resolve(&app.settings) else {
+            return AppUserLimits::default();
+        };
+        let policy = &resolved.definition.refresh;
+        AppUserLimits {
+            token_calls_per_day: policy.max_token_calls_per_app_user_per_day,
+            failed_token_calls_per_hour: policy.max_failed_token_calls_per_app_user_per_hour,
+        }
     }
 
     async fn refresh(

@@ -60,11 +60,13 @@
 //! the provider's `Retry-After`. An unavailable provider is retried within the call (bounded, with
 //! jitter; never for a single-use refresh token, which the failed call may have spent) and then across
 //! runs with exponential backoff; a ceiling of failed attempts per hour stops a broken connection from
-//! storming the provider, a provider's daily cap on token calls is never reached, and failing for
+//! storming the provider, a provider's daily cap on token calls is never reached (limits per app and
+//! user are held for all of one user's connections together, see [`super::app_user`]), and failing for
 //! longer than `give_up_after` ends in reconnect required. An answer the provider gives that is not
 //! recognised keeps the connection: it is retried within those bounds and logged as a warning. A
 //! refresh token found in an error reply is stored before anything else.
 
+use super::app_user::{AppUserBudget, AppUserHold};
 use super::grant::{GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{access_token_fresh, backoff, jitter_unit};
 use crate::clock::Clock;
@@ -234,6 +236,9 @@ pub enum Outcome {
     BudgetLimited {
         until: DateTime<Utc>,
     },
+    /// A provider's limit per app and user, shared with the user's other connections under the app,
+    /// allows no token call until `hold.until()`; the current token (if still valid) is all there is.
+    AppUserLimited(AppUserHold),
     /// An on-demand caller's deadline leaves too little time to refresh; whoever asks next (or the
     /// scheduled run) does it.
     OutOfTime,
@@ -255,6 +260,7 @@ impl Outcome {
             Self::CoolingDown => OutcomeKind::CoolingDown,
             Self::NotUsable(status) => OutcomeKind::NotUsable(*status),
             Self::BudgetLimited { .. } => OutcomeKind::BudgetLimited,
+            Self::AppUserLimited(_) => OutcomeKind::AppUserLimited,
             Self::OutOfTime => OutcomeKind::OutOfTime,
             Self::ReconnectRequired(_) => OutcomeKind::ReconnectRequired,
             Self::Failed(class) => OutcomeKind::Failed(*class),
@@ -277,6 +283,7 @@ pub enum OutcomeKind {
     CoolingDown,
     NotUsable(StatusKind),
     BudgetLimited,
+    AppUserLimited,
     OutOfTime,
     ReconnectRequired,
     Failed(ErrorClass),
@@ -299,6 +306,7 @@ impl OutcomeKind {
             Self::CoolingDown => "cooling_down".into(),
             Self::NotUsable(status) => format!("not_usable:{status}"),
             Self::BudgetLimited => "budget_limited".into(),
+            Self::AppUserLimited => "app_user_limited".into(),
             Self::OutOfTime => "out_of_time".into(),
             Self::ReconnectRequired => "reconnect_required".into(),
             Self::Failed(class) => format!("failed:{}", class.as_str()),
@@ -669,6 +677,7 @@ impl RefreshEngine {
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let mut interrupted = false;
+        let left_behind = connection.refresh_in_flight.clone();
         if let Some(marker) = connection.refresh_in_flight.clone() {
             if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
                 return self
@@ -765,6 +774,19 @@ impl RefreshEngine {
             None => None,
         };
 
+        // The provider's limits per app and user are shared with the user's other connections: checked,
+        // and a call counted, in the store before the provider sees anything.
+        let app_user = AppUserBudget::of(&connection, self.grant.app_user_limits(app));
+        if let Some(budget) = &app_user {
+            if let Some(hold) = budget.before_call(&*self.store, now).await? {
+                // An interrupted refresh's marker stays until a call is made in its place.
+                connection.refresh_in_flight = left_behind;
+                return self
+                    .hold_for_app_user(connection, owner, trigger, budget, hold)
+                    .await;
+            }
+        }
+
         // The marker goes down before the provider sees the token.
         let target = CredentialKeeper::next_target(&connection);
         let spending = connection
@@ -804,19 +826,65 @@ impl RefreshEngine {
                 .await
             }
             Err(failure) => {
-                self.store_failure(
-                    connection,
-                    owner,
-                    target,
-                    previous,
-                    failure,
-                    interrupted,
-                    &rules,
-                    lease_ends,
-                )
-                .await
+                // Exact counts refusals (4xx) toward its hourly block; an unavailable provider answered
+                // nothing to count, and each connection's own backoff spaces those retries.
+                let counted =
+                    app_user.filter(|_| failure.class != ErrorClass::ProviderUnavailable);
+                let id = connection.id.clone();
+                let report = self
+                    .store_failure(
+                        connection,
+                        owner,
+                        target,
+                        previous,
+                        failure,
+                        interrupted,
+                        &rules,
+                        lease_ends,
+                    )
+                    .await;
+                // After the failure is stored: a refresh token in the reply comes before anything else.
+                if let Some(budget) = counted {
+                    if let Err(e) = budget.count_failure(&*self.store, received_at).await {
+                        tracing::warn!(connection = %id, error = %e, "a failed token call could not be counted toward the provider's limit per app and user");
+                    }
+                }
+                report
             }
         }
+    }
+
+    /// A provider's limit per app and user holds this refresh back: say so, and move a scheduled look
+    /// to when the limit allows (the lease is given up in the same write).
+    async fn hold_for_app_user(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        trigger: &Trigger,
+        budget: &AppUserBudget,
+        hold: AppUserHold,
+    ) -> Result<RefreshReport, EngineError> {
+        tracing::warn!(
+            connection = %connection.id,
+            app = %connection.app,
+            provider_user = %budget.user(),
+            limit = hold.as_str(),
+            next_call_allowed_at = %hold.until(),
+            "the provider's limit per app and user, shared with this user's other connections, holds the refresh back: the current token stays in use"
+        );
+        let connection = match trigger {
+            Trigger::Scheduled => {
+                connection.next_refresh_at = Some(hold.until());
+                self.store
+                    .save_connection(&connection, Fence::LeaseReleased(owner), &[])
+                    .await?
+            }
+            Trigger::OnDemand(_) => connection,
+        };
+        Ok(RefreshReport {
+            outcome: Outcome::AppUserLimited(hold),
+            connection,
+        })
     }
 
     /// Calls the provider, retrying an unavailable one (bounded). `window`, when given, is all the time

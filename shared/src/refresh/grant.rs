@@ -39,6 +39,15 @@ impl GrantFailure {
     }
 }
 
+/// A provider's limits per app and user, less room (see [`super::app_user`]). `None`: no such limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppUserLimits {
+    /// Token-endpoint calls per UTC day.
+    pub token_calls_per_day: Option<u32>,
+    /// Failed token-endpoint calls in the current and the previous UTC hour together.
+    pub failed_token_calls_per_hour: Option<u32>,
+}
+
 #[async_trait]
 pub trait TokenGrant: Send + Sync {
     /// The provider's refresh rules for this app.
@@ -47,6 +56,11 @@ pub trait TokenGrant: Send + Sync {
     /// Token-endpoint calls one connection may make per UTC day (a provider's daily cap, less room).
     fn max_token_calls_per_day(&self, _app: &OAuthApp) -> Option<u32> {
         None
+    }
+
+    /// Limits the provider sets per app and user, held for all of one user's connections under the app.
+    fn app_user_limits(&self, _app: &OAuthApp) -> AppUserLimits {
+        AppUserLimits::default()
     }
 
     /// One refresh-token grant. Must be bounded by the client's own timeouts.

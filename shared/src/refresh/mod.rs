@@ -1,6 +1,7 @@
 //! Refreshing tokens: the provider's rules, the grant port the provider clients implement, and the
 //! engine that does it safely.
 
+pub mod app_user;
 pub mod engine;
 pub mod grant;
 pub mod rules;
@@ -10,6 +11,6 @@ pub use engine::{
     Demand, EngineError, EngineSettings, Outcome, OutcomeKind, RefreshEngine, RefreshReport,
     Trigger,
 };
-pub use grant::{GrantFailure, GrantedTokens, TokenGrant};
+pub use grant::{AppUserLimits, GrantFailure, GrantedTokens, TokenGrant};
 pub use rules::{RefreshRules, RefreshTokenExpiry};
 pub use run::{run_scheduled, RunSettings, RunSummary};

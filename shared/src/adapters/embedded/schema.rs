@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
 /// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// How long SQLite itself waits for another connection's (or process's) write lock before reporting
 /// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
@@ -141,6 +141,22 @@ CREATE TABLE IF NOT EXISTS local_keys (
     name TEXT PRIMARY KEY,
     key  BLOB NOT NULL
 );
+";
+
+/// Version 5: `usage_counters`, counters shared by the connections of one provider user under one app
+/// (see `usage.rs`), one row per counter and window; `expires_at` lets old windows be swept.
+const SCHEMA_V5_USAGE: &str = "
+CREATE TABLE IF NOT EXISTS usage_counters (
+    tenant        TEXT NOT NULL,
+    app           TEXT NOT NULL,
+    provider_user TEXT NOT NULL,
+    counter       TEXT NOT NULL,
+    window_start  TEXT NOT NULL,
+    used          INTEGER NOT NULL CHECK (used >= 0),
+    expires_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant, app, provider_user, counter, window_start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_counters_by_expiry ON usage_counters (expires_at);
 ";
 
 /// Fills `awaiting_since` from each connection's own record: the schema alone cannot say which
@@ -277,6 +293,9 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
             "INSERT OR IGNORE INTO local_keys (name, key) VALUES ('escrow', ?1)",
             [&key.0[..]],
         )?;
+    }
+    if version < 5 {
+        tx.execute_batch(SCHEMA_V5_USAGE)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -73,6 +73,16 @@ pub struct RefreshPolicy {
     /// provider's daily cap, leaving room for connects (Exact Online: 200 per app per user per day).
     #[serde(default)]
     pub max_token_calls_per_day: Option<u32>,
+    /// Token-endpoint calls the refresh engine makes per UTC day for all the connections one provider
+    /// user authorized under one app, at most (Exact Online caps per app and user, and one user may
+    /// authorize several connections). Counted in the store, so every process shares the count.
+    #[serde(default)]
+    pub max_token_calls_per_app_user_per_day: Option<u32>,
+    /// Failed token-endpoint calls per app and user after which that user's connections stop calling
+    /// the token endpoint, counted over the current and the previous UTC hour so that no sliding hour
+    /// holds more (Exact Online blocks the app for an hour after more than 10 in an hour).
+    #[serde(default)]
+    pub max_failed_token_calls_per_app_user_per_hour: Option<u32>,
 }
 
 impl RefreshPolicy {
@@ -329,6 +339,8 @@ mod tests {
             min_interval_secs: Some(570),
             health_check_secs: None,
             max_token_calls_per_day: None,
+            max_token_calls_per_app_user_per_day: None,
+            max_failed_token_calls_per_app_user_per_hour: None,
         };
         assert_eq!(
             policy(RefreshExpiry::Idle { days: 30 }).refresh_expiry(now, None, None),

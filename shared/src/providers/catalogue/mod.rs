@@ -27,7 +27,9 @@
 //! too), and must be on the issuer's origin unless `discovered_endpoint_hosts` lists their host;
 //! id_tokens must name the issuer. `endpoints.revocation` names an RFC 7009 endpoint a provider
 //! without a discovery document offers; `refresh.max_token_calls_per_day` caps the refresh engine's
-//! token calls per connection per day (Exact Online). In `authorize_params`, the value `{random}` is a
+//! token calls per connection per day, and `refresh.max_token_calls_per_app_user_per_day` /
+//! `refresh.max_failed_token_calls_per_app_user_per_hour` those of all the connections of one provider
+//! user under one app (Exact Online). In `authorize_params`, the value `{random}` is a
 //! fresh random value per request (Twinfield's mandatory `nonce`). A definition may `extend` another
 //! and change only some fields.
 
