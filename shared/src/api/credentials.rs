@@ -12,7 +12,7 @@ use super::types::{ConnectionView, RegisterCredentials};
 use crate::credential_keeper::{CredentialKeeper, KeeperError};
 use crate::domain::{
     bind_authorization, BindingRefusal, Connection, ConnectionStatus, Credentials,
-    LegacyTwinfieldCredentials, OAuthApp, ProviderContext, ProviderKind, RedirectUri, StatusEvent,
+    LegacyTwinfieldCredentials, NewGrant, OAuthApp, ProviderContext, ProviderKind, RedirectUri,
     TokenSet,
 };
 use crate::ports::{Fence, StoreError};
@@ -350,31 +350,24 @@ impl IntegrationApi {
         let rules = self.ctx.providers.rules(app);
         for _ in 0..3 {
             let now = self.ctx.clock.now();
-            match credentials.token_set() {
-                Some(tokens) => {
-                    connection.last_refresh_at = Some(tokens.received_at);
-                    connection.next_refresh_at = Some(
-                        rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at),
-                    );
-                }
-                None => {
-                    connection.access_expires_at = None;
-                    connection.refresh_expires_at = None;
-                    connection.next_refresh_at = None;
-                }
+            let schedule = credentials.token_set().map(|tokens| {
+                let next =
+                    rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
+                (tokens.received_at, next)
+            });
+            if schedule.is_none() {
+                // Credentials the broker does not refresh (Twinfield's legacy ones) expire unseen.
+                connection.access_expires_at = None;
+                connection.refresh_expires_at = None;
             }
-            if let Some(found) = &discovered {
-                connection.context = Some(found.context.clone());
-                if found.identity.is_some() {
-                    connection.authorized_by = found.identity.clone();
-                }
-            }
-            connection.failures.clear();
-            connection.refresh_in_flight = None;
+            let grant = NewGrant {
+                context: discovered.as_ref().map(|found| found.context.clone()),
+                authorized_by: discovered.as_ref().and_then(|found| found.identity.clone()),
+                schedule,
+            };
             // Credentials registered here complete the connection: the links issued for it are spent.
-            connection.spend_links();
             let transition = connection
-                .apply(StatusEvent::Authorized, caller.actor(), now)
+                .authorized(grant, caller.actor(), now)
                 .map_err(|_| disconnected())?;
             let target = CredentialKeeper::next_target(&connection);
             match keeper

@@ -390,14 +390,9 @@ impl IntegrationApi {
             crate::providers::revocation::revoke_connection(&self.ctx, &connection).await;
         let now = self.ctx.clock.now();
         let mut transition = connection
-            .apply(StatusEvent::Disconnect, caller.actor(), now)
+            .disconnect(caller.actor(), now)
             .map_err(|e| ApiError::new(ProblemKind::ConnectionDisconnected, e.to_string()))?;
         transition.reason = format!("{}; {}", transition.reason, revocation.describe());
-        connection.credentials = None;
-        connection.access_expires_at = None;
-        connection.refresh_expires_at = None;
-        connection.next_refresh_at = None;
-        connection.refresh_in_flight = None;
         self.ctx
             .backend
             .store
@@ -675,12 +670,6 @@ impl IntegrationApi {
                     Ok(t) => t,
                     Err(_) => return Ok(connection),
                 };
-            if matches!(
-                connection.status,
-                ConnectionStatus::ReconnectRequired { .. } | ConnectionStatus::Disabled { .. }
-            ) {
-                connection.next_refresh_at = None;
-            }
             match store
                 .save_connection(&connection, Fence::Version, &[transition])
                 .await

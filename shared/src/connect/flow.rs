@@ -29,8 +29,8 @@ use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
     bind_authorization, new_one_time_secret, Actor, ConnectLink, Connection, ConnectionStatus,
-    Consumed, Credentials, Identity, OAuthApp, OneTimeKey, PendingAuthorization, ProviderContext,
-    ProviderKind, StatusEvent, StatusKind,
+    Consumed, Credentials, Identity, NewGrant, OAuthApp, OneTimeKey, PendingAuthorization,
+    ProviderContext, ProviderKind, StatusKind,
 };
 use crate::ids::{ConnectionId, TenantId};
 use crate::ports::Fence;
@@ -412,24 +412,25 @@ impl ConnectFlow {
                 .as_ref()
                 .map_or_else(|| "unidentified".to_string(), |i| i.subject.clone()),
         );
-        let transition = connection
-            .apply(StatusEvent::Authorized, actor, now)
-            .map_err(|_| ConnectError::ConnectionGone)?;
         let tokens = authorized.tokens;
         let rules = self.ctx.providers.rules(&target.app);
         let next_refresh_at =
             rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
+        // Spends every link issued so far (a forwarded one cannot authorize it again) and forgets a
+        // refresh interrupted on the old grant: this grant replaces it.
+        let transition = connection
+            .authorized(
+                NewGrant {
+                    context: Some(context.clone()),
+                    authorized_by: discovered.identity.clone(),
+                    schedule: Some((tokens.received_at, next_refresh_at)),
+                },
+                actor,
+                now,
+            )
+            .map_err(|_| ConnectError::ConnectionGone)?;
         let offer = self.division_offer(&target.connection, &context, now);
         connection.division_choice = offer.as_ref().map(|(choice, _)| choice.clone());
-        connection.context = Some(context.clone());
-        connection.authorized_by = discovered.identity.clone();
-        connection.last_refresh_at = Some(tokens.received_at);
-        connection.next_refresh_at = Some(next_refresh_at);
-        connection.failures.clear();
-        // Every link issued so far is spent: a forwarded one cannot authorize it again.
-        connection.spend_links();
-        // A refresh interrupted on the old grant has nothing left to recover: this grant replaces it.
-        connection.refresh_in_flight = None;
         let keeper = CredentialKeeper::new(
             self.ctx.backend.store.clone(),
             self.ctx.backend.vault.clone(),
@@ -584,7 +585,7 @@ fn person(identity: &Identity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Recipients, ServiceUrl};
+    use crate::domain::{Recipients, ServiceUrl, StatusEvent};
     use crate::ids::AppId;
 
     fn twinfield(organisation: &str) -> ProviderContext {

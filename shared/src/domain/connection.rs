@@ -2,7 +2,7 @@
 
 use super::people::{Identity, Recipients};
 use super::provider::{ProviderContext, ProviderKind};
-use super::status::{Actor, ConnectionStatus, InvalidTransition, StatusEvent, StatusTransition};
+use super::status::ConnectionStatus;
 use super::write_budget::VaultWriteBudget;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -317,26 +317,6 @@ impl Connection {
     pub fn awaiting_person_since(&self) -> Option<DateTime<Utc>> {
         let on_legacy = self.legacy_credentials && self.status.is_usable();
         (self.status.needs_person() || on_legacy).then(|| self.status_since())
-    }
-
-    /// Applies a status event in place and returns the transition to store with the change.
-    pub fn apply(
-        &mut self,
-        event: StatusEvent,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<StatusTransition, InvalidTransition> {
-        let authorized = matches!(event, StatusEvent::Authorized);
-        let (next, transition) = self.status.apply(event, actor, at)?;
-        if authorized {
-            self.authorized_at = Some(at);
-        }
-        if transition.from != transition.to {
-            self.status_changed_at = Some(at);
-        }
-        self.status = next;
-        self.updated_at = at;
-        Ok(transition)
     }
 
     /// Whether a link of `generation` still works: the newest issued, and none completed since.

@@ -11,6 +11,7 @@ pub mod people;
 pub mod provider;
 pub mod status;
 pub mod tenant;
+pub mod transitions;
 pub mod write_budget;
 
 pub use api_key::{ApiKeyPrefix, ApiKeyRecord, ApiKeyScope, NewApiKey};
@@ -36,4 +37,5 @@ pub use status::{
     StatusKind, StatusTransition,
 };
 pub use tenant::{OAuthApp, RedirectUri, Tenant};
+pub use transitions::NewGrant;
 pub use write_budget::{VaultWriteBudget, WriteBudgetPolicy};

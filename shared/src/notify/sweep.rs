@@ -275,7 +275,6 @@ impl Notifier {
         ) else {
             return Ok(());
         };
-        connection.next_refresh_at = None;
         match self
             .ctx
             .backend

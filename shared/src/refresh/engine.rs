@@ -74,7 +74,7 @@ use crate::credential_keeper::{CredentialKeeper, KeeperError};
 use crate::domain::ErrorClass;
 use crate::domain::{
     Actor, Connection, Credentials, FailureRecord, OAuthApp, ReconnectKind, ReconnectReason,
-    RefreshInFlight, StatusEvent, StatusKind, StatusTransition, TokenSet,
+    RefreshInFlight, StatusKind, StatusTransition, TokenSet,
 };
 use crate::domain::{CredentialsPointer, VaultSlot, WriteBudgetPolicy};
 use crate::ids::{ConnectionId, LeaseOwner};
@@ -337,6 +337,10 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The connection's status changed under the lease in a way the engine did not expect (a broken
+    /// invariant, reported for this connection alone instead of ending the whole run).
+    #[error("connection status: {0}")]
+    Transition(#[from] crate::domain::InvalidTransition),
 }
 
 impl From<KeeperError> for EngineError {
@@ -828,8 +832,7 @@ impl RefreshEngine {
             Err(failure) => {
                 // Exact counts refusals (4xx) toward its hourly block; an unavailable provider answered
                 // nothing to count, and each connection's own backoff spaces those retries.
-                let counted =
-                    app_user.filter(|_| failure.class != ErrorClass::ProviderUnavailable);
+                let counted = app_user.filter(|_| failure.class != ErrorClass::ProviderUnavailable);
                 let id = connection.id.clone();
                 let report = self
                     .store_failure(
@@ -984,24 +987,11 @@ impl RefreshEngine {
         lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let marked = connection.clone();
-        connection.refresh_in_flight = None;
-        connection.failures.clear();
-        connection.last_refresh_at = Some(received_at);
-        connection.next_refresh_at =
-            Some(rules.next_scheduled_refresh(received_at, tokens.refresh_expires_at));
-        let mut transitions = Vec::new();
-        if connection.status.kind() != StatusKind::Connected {
-            transitions.push(
-                connection
-                    .apply(
-                        StatusEvent::RefreshSucceeded,
-                        self.actor.clone(),
-                        received_at,
-                    )
-                    .expect("usable"),
-            );
-        }
-        connection.updated_at = received_at;
+        let next = rules.next_scheduled_refresh(received_at, tokens.refresh_expires_at);
+        let transitions: Vec<_> = connection
+            .refreshed(Some((received_at, next)), self.actor.clone(), received_at)?
+            .into_iter()
+            .collect();
         self.spend_write_budget(&mut connection, target.slot, received_at);
         let credentials = Credentials::OAuth2(tokens);
         let saved = self
@@ -1244,18 +1234,14 @@ impl RefreshEngine {
             }
             _ => backoff(connection.failures.consecutive, jitter_unit()),
         };
-        connection.next_refresh_at = Some(now + wait.max(Duration::seconds(1)));
-        let mut transitions = Vec::new();
-        if failure.class != ErrorClass::TooEarly {
-            let event = StatusEvent::RefreshFailed {
-                error: format!("{}: {}", failure.class.as_str(), failure.message),
-            };
-            transitions.push(
-                connection
-                    .apply(event, self.actor.clone(), now)
-                    .expect("usable"),
-            );
-        }
+        // Too early for the provider is no failure of the connection's: it waits, status unchanged.
+        let error = (failure.class != ErrorClass::TooEarly)
+            .then(|| format!("{}: {}", failure.class.as_str(), failure.message));
+        let retry_at = now + wait.max(Duration::seconds(1));
+        let transitions: Vec<_> = connection
+            .refresh_failed(error, retry_at, self.actor.clone(), now)?
+            .into_iter()
+            .collect();
         let saved = self
             .store
             .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
@@ -1283,23 +1269,16 @@ impl RefreshEngine {
         let app = self.app_of(&connection, app).await?;
         let rules = self.grant.rules(app);
         tracing::info!(connection = %connection.id, from = adopted.as_str(), "adopting tokens stored by an interrupted refresh");
-        if let Some(tokens) = found.token_set() {
+        let schedule = found.token_set().map(|tokens| {
             connection.access_expires_at = Some(tokens.access_expires_at);
             connection.refresh_expires_at = tokens.refresh_expires_at;
-            connection.last_refresh_at = Some(tokens.received_at);
-            connection.next_refresh_at =
-                Some(rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at));
-        }
-        connection.refresh_in_flight = None;
-        connection.failures.clear();
-        let mut transitions = Vec::new();
-        if connection.status.kind() != StatusKind::Connected {
-            transitions.push(
-                connection
-                    .apply(StatusEvent::RefreshSucceeded, self.actor.clone(), now)
-                    .expect("usable"),
-            );
-        }
+            let next = rules.next_scheduled_refresh(tokens.received_at, tokens.refresh_expires_at);
+            (tokens.received_at, next)
+        });
+        let transitions: Vec<_> = connection
+            .refreshed(schedule, self.actor.clone(), now)?
+            .into_iter()
+            .collect();
         let saved = match adopted {
             Adopted::FromVault => {
                 connection.credentials = Some(marker.target);
@@ -1348,15 +1327,7 @@ impl RefreshEngine {
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let kind = reason.kind;
-        connection.refresh_in_flight = None;
-        connection.next_refresh_at = None;
-        let transition = connection
-            .apply(
-                StatusEvent::ReconnectNeeded(reason),
-                self.actor.clone(),
-                now,
-            )
-            .expect("usable");
+        let transition = connection.require_reconnect(reason, self.actor.clone(), now)?;
         let saved = self
             .store
             .save_connection(&connection, Fence::LeaseReleased(owner), &[transition])
