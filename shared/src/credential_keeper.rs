@@ -100,7 +100,7 @@ impl CredentialKeeper {
     /// connection. Best effort; the failure is logged, and a repeated disconnect deletes again.
     async fn forget_if_disconnected(&self, written: &Connection) {
         let gone = match self.store.get_connection(&written.id).await {
-            Ok(Some(now)) => now.status == ConnectionStatus::Disconnected,
+            Ok(Some(now)) => now.status() == ConnectionStatus::Disconnected,
             Ok(None) => true,
             Err(e) => {
                 tracing::warn!(connection = %written.id, error = %e, "could not check whether a fenced-off write outlived a disconnect");

@@ -250,7 +250,7 @@ impl World {
     /// What every scenario ends with.
     async fn assert_kept(&self, id: &ConnectionId, what: &str) {
         let (stored, tokens) = self.current(id).await;
-        assert_eq!(stored.status, ConnectionStatus::Connected, "{what}");
+        assert_eq!(stored.status(), ConnectionStatus::Connected, "{what}");
         assert!(stored.refresh_in_flight.is_none(), "{what}: marker left");
         let tokens = tokens.unwrap_or_else(|| panic!("{what}: no tokens"));
         assert!(

@@ -366,8 +366,8 @@ impl World {
             .items
             .len();
         Snapshot {
-            status: c.status.kind(),
-            version: c.version,
+            status: c.status().kind(),
+            version: c.version(),
             credentials: c.credentials,
             context: c.context,
             transitions,
@@ -473,7 +473,7 @@ impl World {
         let page = self.finish(&attempt).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.html);
         let stored = self.connection(connection).await;
-        assert_eq!(stored.status.kind(), StatusKind::Connected);
+        assert_eq!(stored.status().kind(), StatusKind::Connected);
         assert!(stored.context.is_some() && stored.last_refresh_at.is_some());
         assert!(stored
             .next_refresh_at
@@ -612,7 +612,7 @@ async fn connect_and_check(backend: Backend, which: Which, organisation: &str) {
     );
     let stored = world.connection(&connection).await;
     // Two writes: the link (retiring older ones), then the completed authorization.
-    assert_eq!(stored.version, connection.version + 2);
+    assert_eq!(stored.version(), connection.version() + 2);
     if let Which::Exact(country) = which {
         let Some(ProviderContext::ExactOnline { base_url, .. }) = &stored.context else {
             panic!("{:?}", stored.context)
@@ -870,7 +870,7 @@ async fn concurrent_callbacks_with_one_state_complete_once(backend: Backend) {
     let after = world.snapshot(&connection).await;
     assert_eq!(
         (after.version, after.transitions),
-        (connection.version + 2, 1) // the link's write, then one completion
+        (connection.version() + 2, 1) // the link's write, then one completion
     );
     world.check_logs();
 }
@@ -1211,7 +1211,7 @@ async fn an_exact_reconnect_after_switching_division_is_accepted(backend: Backen
     let page = world.finish(&world.authorize(&link).await).await;
     assert_page(&page, StatusCode::OK, &["division 123456"]);
     let stored = world.connection(&connection).await;
-    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert_eq!(stored.status().kind(), StatusKind::Connected);
     assert_eq!(
         bound_division(&stored),
         (123456, vec![123456, 654321], user)
@@ -1310,7 +1310,7 @@ async fn a_customer_chooses_among_several_granted_divisions(backend: Backend) {
     assert!(offered, "{:?}", page.headers);
     // Durable before any choice: connected, tokens stored, provisionally bound.
     let stored = world.connection(&connection).await;
-    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert_eq!(stored.status().kind(), StatusKind::Connected);
     assert!(stored.credentials.is_some() && stored.division_choice.is_some());
     assert_eq!(bound_division(&stored).0, 123456);
 
@@ -1338,7 +1338,7 @@ async fn a_customer_chooses_among_several_granted_divisions(backend: Backend) {
     let stored = world.connection(&connection).await;
     assert_eq!(bound_division(&stored).0, 654321);
     assert!(stored.division_choice.is_none());
-    assert_eq!(stored.status.kind(), StatusKind::Connected);
+    assert_eq!(stored.status().kind(), StatusKind::Connected);
 
     // Single use.
     let again = world.choose(&attempt.browser, &page, "123456").await;
@@ -1388,7 +1388,7 @@ async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Bac
                     StatusCode::FORBIDDEN,
                     &["did not say which divisions", "open one of the divisions"],
                 );
-                assert_eq!(stored.status.kind(), StatusKind::NotConnected);
+                assert_eq!(stored.status().kind(), StatusKind::NotConnected);
             } else {
                 assert_page(&page, StatusCode::OK, &["is connected", "division 654321"]);
                 assert_eq!(bound_division(&stored).0, 654321, "{checks_url} {named:?}");

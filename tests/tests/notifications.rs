@@ -532,7 +532,7 @@ async fn absolute_expiry_warns_at_lead_times_then_requires_reconnect_and_stops_o
         .unwrap()
         .unwrap();
     assert!(matches!(
-        stored.status,
+        stored.status(),
         ConnectionStatus::ReconnectRequired { .. }
     ));
 
@@ -940,7 +940,7 @@ async fn reminders_stop_at_the_configured_limit() {
         .collect();
     assert_eq!(days, vec![0, 3, 6]);
     assert!(matches!(
-        w.stored(&c).await.status,
+        w.stored(&c).await.status(),
         ConnectionStatus::ReconnectRequired { .. }
     ));
 }

@@ -504,7 +504,7 @@ async fn a_lease_holder_that_outlives_its_lease_cannot_overwrite_and_no_token_is
     );
     assert_eq!(world.sim.token_calls(Provider::Exact), 1);
     let (stored, tokens) = world.current(&id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     assert!(stored.refresh_in_flight.is_none());
     assert!(world
         .sim
@@ -553,7 +553,7 @@ async fn a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind(backend: B
     assert_eq!(view.status, "disconnected");
     let _ = slow_task.await.unwrap();
     let (stored, _) = world.current(&id).await;
-    assert_eq!(stored.status, ConnectionStatus::Disconnected);
+    assert_eq!(stored.status(), ConnectionStatus::Disconnected);
     for pointer in [connection.credentials.clone().unwrap(), late_write] {
         assert!(
             world
@@ -744,7 +744,7 @@ async fn a_crash_before_the_provider_call_ends_in_a_working_connection(backend: 
         .unwrap();
     assert_eq!(report.outcome, Outcome::Refreshed);
     let (stored, tokens) = world.current(&connection.id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     assert!(world
         .sim
         .is_access_token_valid(tokens.unwrap().access_token.expose()));
@@ -787,8 +787,8 @@ async fn a_crash_after_the_answer_before_the_vault_write_ends_in_reconnect_requi
         Outcome::ReconnectRequired(ReconnectKind::RefreshInterrupted)
     );
     let (stored, _) = world.current(&connection.id).await;
-    let ConnectionStatus::ReconnectRequired { reason } = &stored.status else {
-        panic!("{:?}", stored.status)
+    let ConnectionStatus::ReconnectRequired { reason } = &stored.status() else {
+        panic!("{:?}", stored.status())
     };
     assert!(
         reason.explain().contains("interrupted"),
@@ -851,7 +851,7 @@ async fn a_crash_after_the_vault_write_before_the_metadata_is_recovered(backend:
         "the stored answer is adopted"
     );
     let (stored, tokens) = world.current(&connection.id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     assert!(stored.refresh_in_flight.is_none());
     assert!(world
         .sim
@@ -888,9 +888,9 @@ async fn issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in
     );
     let (stored, _) = world.current(&lost.id).await;
     assert!(
-        matches!(stored.status, ConnectionStatus::RefreshFailing { .. }),
+        matches!(stored.status(), ConnectionStatus::RefreshFailing { .. }),
         "{:?}",
-        stored.status
+        stored.status()
     );
     // The pair Exact issued never arrived and no public source says it honours the old token again:
     // the spaced retry learns it was spent, and the connection asks for a person, once.
@@ -973,7 +973,7 @@ async fn an_unrecognised_early_refusal_keeps_the_connection(status: u16, body: s
         report.outcome
     );
     let (stored, tokens) = world.current(&connection.id).await;
-    assert!(stored.status.is_usable(), "{body}: {:?}", stored.status);
+    assert!(stored.status().is_usable(), "{body}: {:?}", stored.status());
     assert!(tokens.is_some(), "the tokens are kept");
     world.advance(Duration::seconds(300));
     let report = ctx
@@ -982,7 +982,7 @@ async fn an_unrecognised_early_refusal_keeps_the_connection(status: u16, body: s
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Refreshed, "{body}");
-    assert_eq!(report.connection.status, ConnectionStatus::Connected);
+    assert_eq!(report.connection.status(), ConnectionStatus::Connected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1049,7 +1049,7 @@ async fn the_daily_token_call_budget_is_never_exceeded() {
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Refreshed, "a new day");
-    assert_eq!(report.connection.status, ConnectionStatus::Connected);
+    assert_eq!(report.connection.status(), ConnectionStatus::Connected);
 }
 
 /// Runs the schedule once a day (as a stand-in for every few minutes) for `days` days.
@@ -1095,7 +1095,7 @@ async fn an_idle_exact_connection_survives_ninety_days(backend: Backend) {
         "kept alive every ~25 days, not more: {refreshed}"
     );
     let (stored, tokens) = world.current(&connection.id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     let tokens = tokens.unwrap();
     assert!(
         tokens.refresh_expires_at.unwrap() > world.clock.now() + Duration::days(4),
@@ -1127,7 +1127,7 @@ async fn acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_require
     let summaries = run_daily(&world, &ctx, 25).await;
     assert!(summaries.iter().all(|s| s.errors == 0));
     let (stored, _) = world.current(&connection.id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     let end = stored
         .refresh_expires_at
         .expect("the absolute end is known ahead, for the notifier");
@@ -1137,8 +1137,8 @@ async fn acumatica_absolute_expiry_is_marked_ahead_and_ends_in_reconnect_require
     );
     run_daily(&world, &ctx, 10).await;
     let (stored, _) = world.current(&connection.id).await;
-    let ConnectionStatus::ReconnectRequired { reason } = &stored.status else {
-        panic!("{:?}", stored.status)
+    let ConnectionStatus::ReconnectRequired { reason } = &stored.status() else {
+        panic!("{:?}", stored.status())
     };
     assert_eq!(
         reason.kind,
@@ -1161,7 +1161,7 @@ async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend:
     run_daily(&world, &ctx, 31).await;
     let (expired, _) = world.current(&connection.id).await;
     assert!(matches!(
-        expired.status,
+        expired.status(),
         ConnectionStatus::ReconnectRequired { .. }
     ));
     let reconnected_at = world.clock.now();
@@ -1178,10 +1178,10 @@ async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend:
     );
     let (stored, tokens) = world.current(&connection.id).await;
     assert_eq!(
-        stored.status,
+        stored.status(),
         ConnectionStatus::Connected,
         "{:?}",
-        stored.status
+        stored.status()
     );
     let end = stored.refresh_expires_at.unwrap();
     assert!(
@@ -1195,7 +1195,7 @@ async fn acumatica_absolute_expiry_counts_from_the_latest_authorization(backend:
     run_daily(&world, &ctx, 10).await;
     let (stored, _) = world.current(&connection.id).await;
     assert!(matches!(
-        stored.status,
+        stored.status(),
         ConnectionStatus::ReconnectRequired { .. }
     ));
 }
@@ -1243,10 +1243,10 @@ async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {
     assert!(mailed.is_empty(), "emails on days {mailed:?}");
     let (stored, tokens) = world.current(&connection.id).await;
     assert_eq!(
-        stored.status,
+        stored.status(),
         ConnectionStatus::Connected,
         "{:?}",
-        stored.status
+        stored.status()
     );
     assert!(
         tokens.unwrap().refresh_expires_at.unwrap() > world.clock.now(),
@@ -1279,9 +1279,9 @@ async fn acumatica_capped_sliding_expiry_is_warned_of_and_ends_at_its_cap(backen
     assert_eq!(mailed, vec![38, 41, 44, 45, 48]);
     let (stored, _) = world.current(&connection.id).await;
     assert!(
-        matches!(stored.status, ConnectionStatus::ReconnectRequired { .. }),
+        matches!(stored.status(), ConnectionStatus::ReconnectRequired { .. }),
         "{:?}",
-        stored.status
+        stored.status()
     );
 }
 
@@ -1305,9 +1305,9 @@ async fn a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down(backen
     );
     let (stored, _) = world.current(&revoked.id).await;
     assert!(
-        matches!(stored.status, ConnectionStatus::ReconnectRequired { .. }),
+        matches!(stored.status(), ConnectionStatus::ReconnectRequired { .. }),
         "{:?}",
-        stored.status
+        stored.status()
     );
     // An outage: attempts per hour stay under the ceiling, whatever the callers do.
     let broken = world.connected(&app).await;
@@ -1334,9 +1334,9 @@ async fn a_revoked_connection_is_not_retried_and_an_outage_is_cooled_down(backen
     );
     let (stored, _) = world.current(&broken.id).await;
     assert!(
-        matches!(stored.status, ConnectionStatus::RefreshFailing { .. }),
+        matches!(stored.status(), ConnectionStatus::RefreshFailing { .. }),
         "{:?}",
-        stored.status
+        stored.status()
     );
 }
 
@@ -1506,7 +1506,7 @@ async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(connection.status, ConnectionStatus::Connected);
+        assert_eq!(connection.status(), ConnectionStatus::Connected);
     }
     // The grant is intact: a reuse would have made oidc-provider revoke it, failing this refresh.
     let tokens = keeper
@@ -1566,7 +1566,7 @@ async fn the_schedule_keeps_the_refresh_token_alive_and_ignores_idle_short_acces
         "{token_calls} refreshes in two days of 60-s tokens nobody asked for"
     );
     let (stored, tokens) = world.current(&connection.id).await;
-    assert_eq!(stored.status, ConnectionStatus::Connected);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
     assert!(tokens.unwrap().refresh_expires_at.unwrap() > world.clock.now());
 }
 
@@ -1712,7 +1712,7 @@ async fn one_exact_users_connections_stop_together_at_the_shared_daily_cap(backe
         .unwrap();
     assert_eq!(report.outcome, held);
     assert_eq!(report.connection.next_refresh_at, Some(midnight));
-    assert_eq!(report.connection.status, ConnectionStatus::Connected);
+    assert_eq!(report.connection.status(), ConnectionStatus::Connected);
     assert_eq!(
         world.sim.token_calls(Provider::Exact),
         calls,

@@ -124,7 +124,7 @@ async fn thirty_two_tasks_race_for_one_lease_and_exactly_one_wins(backend: Backe
         backend.name
     );
     let (owner, leased) = &winners[0];
-    assert_eq!(leased.version, 1, "taking the lease bumps the version");
+    assert_eq!(leased.version(), 1, "taking the lease bumps the version");
     assert!(leased.lease_held_by(owner, t0()));
     let stored = backend
         .store
@@ -132,7 +132,7 @@ async fn thirty_two_tasks_race_for_one_lease_and_exactly_one_wins(backend: Backe
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.lease.as_ref().map(|l| &l.owner), Some(owner));
+    assert_eq!(stored.lease().as_ref().map(|l| &l.owner), Some(owner));
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_off(backend: Backend) {
@@ -206,7 +206,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_off(backend:
         .save_connection(&fresh, Fence::Lease(&new), &[])
         .await
         .unwrap();
-    assert_eq!(saved.version, read_by_new.version + 1);
+    assert_eq!(saved.version(), read_by_new.version() + 1);
     assert!(
         saved.lease_held_by(&new, later),
         "{}: a save must not drop the lease",
@@ -276,8 +276,8 @@ async fn a_stale_version_is_refused_and_its_transitions_are_not_written(backend:
         .save_connection(&connection, Fence::Version, &[authorized.clone()])
         .await
         .unwrap();
-    assert_eq!(saved.version, 1);
-    assert_eq!(saved.status, ConnectionStatus::Connected);
+    assert_eq!(saved.version(), 1);
+    assert_eq!(saved.status(), ConnectionStatus::Connected);
 
     let mut stale = stale_copy;
     let refused = stale
@@ -311,8 +311,8 @@ async fn a_stale_version_is_refused_and_its_transitions_are_not_written(backend:
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.status, ConnectionStatus::Connected);
-    assert_eq!(stored.version, 1);
+    assert_eq!(stored.status(), ConnectionStatus::Connected);
+    assert_eq!(stored.version(), 1);
 }
 
 fn pending(
@@ -1054,8 +1054,7 @@ async fn a_last_save_gives_the_lease_up_in_the_same_write(backend: Backend) {
         else {
             panic!("an expired lease must be taken over")
         };
-        let mut stale = read_by_old.clone();
-        stale.version = mine.version;
+        let stale = read_by_old.clone().read_at_version(mine.version());
         assert!(
             matches!(
                 backend
@@ -1084,15 +1083,15 @@ async fn a_last_save_gives_the_lease_up_in_the_same_write(backend: Backend) {
             .save_connection(&mine, Fence::LeaseReleased(&new), &transitions)
             .await
             .unwrap();
-        assert_eq!(saved.lease, None, "{}", backend.name);
-        assert_eq!(saved.version, mine.version + 1);
+        assert_eq!(saved.lease(), None, "{}", backend.name);
+        assert_eq!(saved.version(), mine.version() + 1);
         let stored = backend
             .store
             .get_connection(&connection.id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(stored.lease, None, "{}", backend.name);
+        assert_eq!(stored.lease(), None, "{}", backend.name);
         assert_eq!(stored.display_name.as_deref(), Some("refreshed"));
         // Free at once, long before the lease would have expired.
         let again = backend

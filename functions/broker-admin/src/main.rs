@@ -416,7 +416,7 @@ async fn connection(backend: &Backend, command: ConnectionCommand) -> Result<(),
                         "{}\t{}\t{}\t{}",
                         c.id,
                         c.provider.display_name(),
-                        c.status.kind(),
+                        c.status().kind(),
                         place
                     );
                 }
@@ -438,9 +438,9 @@ async fn connection(backend: &Backend, command: ConnectionCommand) -> Result<(),
                 "connection {}\nprovider   {}\nstatus     {}",
                 c.id,
                 c.provider.display_name(),
-                c.status.kind()
+                c.status().kind()
             );
-            if let ConnectionStatus::ReconnectRequired { reason } = &c.status {
+            if let ConnectionStatus::ReconnectRequired { reason } = &c.status() {
                 println!("why        {}", reason.explain());
             }
             if let Some(context) = &c.context {

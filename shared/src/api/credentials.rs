@@ -109,7 +109,7 @@ impl IntegrationApi {
         caller.require_full_access()?;
         let kind = classify(request)?;
         let connection = self.connection_for(caller, id).await?;
-        if connection.status == ConnectionStatus::Disconnected {
+        if connection.status() == ConnectionStatus::Disconnected {
             return Err(disconnected());
         }
         let store = &self.ctx.backend.store;
@@ -390,7 +390,7 @@ impl IntegrationApi {
                         .await
                         .map_err(|e| ApiError::internal("the connection could not be read", e))?
                         .ok_or_else(ApiError::connection_not_found)?;
-                    if connection.status == ConnectionStatus::Disconnected {
+                    if connection.status() == ConnectionStatus::Disconnected {
                         return Err(disconnected());
                     }
                 }

@@ -341,7 +341,7 @@ impl IntegrationApi {
         caller.require_full_access()?;
         let connection = self.connection_for(caller, id).await?;
         let store = &self.ctx.backend.store;
-        let connection = if connection.status == ConnectionStatus::Disconnected {
+        let connection = if connection.status() == ConnectionStatus::Disconnected {
             connection
         } else {
             let owner = LeaseOwner::generate();
@@ -404,7 +404,7 @@ impl IntegrationApi {
     pub async fn reconnect_link(&self, caller: &Caller, id: &str) -> Result<LinkView, ApiError> {
         caller.require_full_access()?;
         let connection = self.connection_for(caller, id).await?;
-        if connection.status == ConnectionStatus::Disconnected {
+        if connection.status() == ConnectionStatus::Disconnected {
             return Err(disconnected());
         }
         let url = issue_link(
@@ -721,7 +721,7 @@ pub(super) fn disconnected() -> ApiError {
 
 /// Refuses a connection whose status does not allow handing out tokens, saying what to do.
 pub(super) fn usable(connection: &Connection) -> Result<(), ApiError> {
-    match &connection.status {
+    match &connection.status() {
         ConnectionStatus::Connected | ConnectionStatus::RefreshFailing { .. } => Ok(()),
         ConnectionStatus::NotConnected => Err(ApiError::new(
             ProblemKind::NotConnected,

@@ -114,7 +114,7 @@ pub struct ConnectionView {
 
 impl From<&Connection> for ConnectionView {
     fn from(c: &Connection) -> Self {
-        let status_detail = match &c.status {
+        let status_detail = match &c.status() {
             ConnectionStatus::NotConnected => {
                 Some("open the connect link, or register credentials obtained elsewhere".into())
             }
@@ -135,7 +135,7 @@ impl From<&Connection> for ConnectionView {
             app_id: c.app.to_string(),
             provider: c.provider,
             display_name: c.display_name.clone(),
-            status: c.status.kind().as_str().into(),
+            status: c.status().kind().as_str().into(),
             status_detail,
             context: c.context.clone(),
             recipients: c

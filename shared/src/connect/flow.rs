@@ -405,7 +405,7 @@ impl ConnectFlow {
     ) -> Result<Completed, ConnectError> {
         let now = self.ctx.clock.now();
         let mut connection = target.connection.clone();
-        let previous = connection.status.kind();
+        let previous = connection.status().kind();
         let actor = Actor::EndUser(
             discovered
                 .identity
@@ -483,7 +483,7 @@ impl ConnectFlow {
             .get_tenant_connection(tenant, connection)
             .await?
             .ok_or(ConnectError::LinkUnknown)?;
-        if matches!(connection.status, ConnectionStatus::Disconnected) {
+        if matches!(connection.status(), ConnectionStatus::Disconnected) {
             return Err(ConnectError::ConnectionGone.into());
         }
         let misconfigured = |why: String| ConnectFailure {
@@ -528,7 +528,7 @@ fn link_no_longer_current(connection: &Connection, link: &ConnectLink) -> Option
         .authorized_at
         .is_some_and(|at| at >= link.created_at);
     let (provider, name) = (connection.provider, connection.display_name.clone());
-    let status = connection.status.kind().to_string().replace('_', " ");
+    let status = connection.status().kind().to_string().replace('_', " ");
     Some(if spent {
         ConnectError::LinkSpent {
             provider,

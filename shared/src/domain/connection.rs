@@ -166,7 +166,8 @@ pub struct Connection {
     pub display_name: Option<String>,
     /// Discovered after authorization.
     pub context: Option<ProviderContext>,
-    pub status: ConnectionStatus,
+    /// Changed only by the transitions (`domain::transitions`); read it with [`Connection::status`].
+    pub(super) status: ConnectionStatus,
     pub recipients: Recipients,
     pub authorized_by: Option<Identity>,
     /// When set, only this person may authorize (e.g. Acumatica's designated integration user).
@@ -191,9 +192,10 @@ pub struct Connection {
     pub token_calls: DailyTokenCalls,
     pub refresh_in_flight: Option<RefreshInFlight>,
     /// Managed by the store's lease operations only; a save never changes it.
-    pub lease: Option<Lease>,
+    pub(crate) lease: Option<Lease>,
     /// Optimistic concurrency: every successful write (and every lease acquisition) increments it.
-    pub version: u64,
+    /// Only the stores set it.
+    pub(crate) version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When a person last authorized it (connect, reconnect, registered credentials): when its current
@@ -317,6 +319,27 @@ impl Connection {
     pub fn awaiting_person_since(&self) -> Option<DateTime<Utc>> {
         let on_legacy = self.legacy_credentials && self.status.is_usable();
         (self.status.needs_person() || on_legacy).then(|| self.status_since())
+    }
+
+    pub fn status(&self) -> &ConnectionStatus {
+        &self.status
+    }
+
+    /// The version this copy was read or written at (see the stores' fences).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// This copy as if it had been read at `version`: for tests of the stores' fences only.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn read_at_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The refresh lease, as last read.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// Whether a link of `generation` still works: the newest issued, and none completed since.

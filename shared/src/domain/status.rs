@@ -398,3 +398,10 @@ mod tests {
             .is_err());
     }
 }
+
+/// Lets `connection.status() == ConnectionStatus::Connected` read as it says.
+impl PartialEq<ConnectionStatus> for &ConnectionStatus {
+    fn eq(&self, other: &ConnectionStatus) -> bool {
+        **self == *other
+    }
+}

@@ -155,7 +155,7 @@ fn reminder(r: &Reminder, n: &Names<'_>) -> Wording {
         (n.connection, n.provider, &n.label, n.tenant, &n.sign_in);
     let days = (r.created_at - r.since).num_days().max(1);
     let waited = format!("{days} day{}", if days == 1 { "" } else { "s" });
-    match &c.status {
+    match &c.status() {
         ConnectionStatus::Disabled { reason } => (
             format!("Reminder: {provider} still refuses the connection for {tenant}"),
             format!(

@@ -306,9 +306,9 @@ fn why_not_send(
     settings: &NotifySettings,
 ) -> Option<&'static str> {
     let superseded = match subject {
-        NoticeSubject::Transition(t) => connection.status.kind() != t.to,
+        NoticeSubject::Transition(t) => connection.status().kind() != t.to,
         NoticeSubject::Warning(w) => {
-            !connection.status.is_usable()
+            !connection.status().is_usable()
                 || (w.kind == WarningKind::LegacyCredentials && !connection.legacy_credentials)
         }
         // Reconnected meanwhile, or waiting again for a new reason: that wait has its own email.

@@ -126,7 +126,7 @@ impl Notifier {
         let Some(connection) = store.get_connection(id).await? else {
             return Ok(());
         };
-        if !connection.status.is_usable() {
+        if !connection.status().is_usable() {
             return Ok(());
         }
         let Some(deadline) = connection.refresh_expires_at else {
@@ -142,7 +142,7 @@ impl Notifier {
         };
         let kind = if absolute {
             WarningKind::AbsoluteExpiry
-        } else if matches!(connection.status, ConnectionStatus::RefreshFailing { .. }) {
+        } else if matches!(connection.status(), ConnectionStatus::RefreshFailing { .. }) {
             WarningKind::IdleExpiry
         } else {
             return Ok(());
@@ -189,7 +189,7 @@ impl Notifier {
         let Some(since) = connection.awaiting_person_since() else {
             return Ok(());
         };
-        if connection.status.is_usable() {
+        if connection.status().is_usable() {
             let Some(number) = periods_since(since, now, self.settings.reminder_every)
                 .filter(|n| *n <= self.settings.max_reminders)
             else {
@@ -217,7 +217,7 @@ impl Notifier {
         };
         let name = format!("reminder#{}#{number}", since.timestamp());
         let reminder = NoticeSubject::Reminder(Reminder {
-            status: connection.status.kind(),
+            status: connection.status().kind(),
             since,
             number,
             created_at: now,

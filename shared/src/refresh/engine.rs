@@ -538,8 +538,8 @@ impl RefreshEngine {
         app: &OnceCell<OAuthApp>,
     ) -> Result<Option<Outcome>, EngineError> {
         let now = self.clock.now();
-        if !connection.status.is_usable() {
-            return Ok(Some(Outcome::NotUsable(connection.status.kind())));
+        if !connection.status().is_usable() {
+            return Ok(Some(Outcome::NotUsable(connection.status().kind())));
         }
         if connection.refresh_in_flight.is_some() {
             return Ok(None); // recovery needed, whatever the trigger

@@ -129,7 +129,7 @@ async fn run(n: usize, faults: Faults) -> anyhow::Result<Outcome> {
                     .as_ref()
                     .and_then(|t| t.token_set())
                     .is_some_and(|t| sim.is_access_token_valid(t.access_token.expose()));
-                if stored.status == broker_core::domain::ConnectionStatus::Connected
+                if stored.status() == broker_core::domain::ConnectionStatus::Connected
                     && stored.refresh_in_flight.is_none()
                     && valid
                 {

@@ -157,14 +157,11 @@ impl ConnectionStore for DynamoStore {
         // caller read it (only a save fenced by version can meet that). If someone wrote after us, or
         // the read fails, what we wrote is the input with the next version; its lease is as the caller
         // read it, exact under a lease fence (acquiring bumps the version, and only we could release).
-        let written = Connection {
-            version: connection.version + 1,
-            lease: match fence {
-                Fence::LeaseReleased(_) => None,
-                _ => connection.lease.clone(),
-            },
-            ..connection.clone()
-        };
+        let mut written = connection.clone();
+        written.version = connection.version + 1;
+        if let Fence::LeaseReleased(_) = fence {
+            written.lease = None;
+        }
         match self.get_connection(&connection.id).await {
             Ok(Some(stored)) if stored.version == written.version => Ok(stored),
             _ => Ok(written),

@@ -196,11 +196,10 @@ impl ConnectionStore for EmbeddedStore {
             })
             .await
             .map_err(|f| f.into_store(OPERATION))?;
-        Ok(Connection {
-            version: new_version,
-            lease,
-            ..connection.clone()
-        })
+        let mut written = connection.clone();
+        written.version = new_version;
+        written.lease = lease;
+        Ok(written)
     }
 
     async fn acquire_lease(
