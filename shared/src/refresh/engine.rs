@@ -673,84 +673,39 @@ impl RefreshEngine {
 
     async fn refresh_under_lease(
         &self,
-        mut connection: Connection,
+        connection: Connection,
         owner: &LeaseOwner,
         trigger: &Trigger,
         app: &OnceCell<OAuthApp>,
         lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
-        let mut interrupted = false;
         let left_behind = connection.refresh_in_flight.clone();
-        if let Some(marker) = connection.refresh_in_flight.clone() {
-            if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
-                return self
-                    .adopt(
-                        connection,
-                        owner,
-                        marker,
-                        found,
-                        Adopted::FromVault,
-                        app,
-                        lease_ends,
-                    )
-                    .await;
-            }
-            if let Some(sealed) = &marker.escrow {
-                // The answer is known: no reason to wait for the original call, and its token must
-                // never be presented again.
-                let found = self
-                    .vault
-                    .open_escrow(
-                        &connection.tenant,
-                        &connection.id,
-                        &marker.target.write,
-                        sealed,
-                    )
-                    .await?;
-                return self
-                    .adopt(
-                        connection,
-                        owner,
-                        marker,
-                        found,
-                        Adopted::FromEscrow,
-                        app,
-                        lease_ends,
-                    )
-                    .await;
-            }
-            if now < marker.started_at + self.settings.call_budget() {
-                // The original call may still be running: presenting its token now could spend it twice.
-                return Ok(RefreshReport {
-                    outcome: Outcome::Busy,
-                    connection,
-                });
-            }
-            tracing::warn!(connection = %connection.id, "an interrupted refresh left no tokens; refreshing once more with the last known token");
-            interrupted = true;
-            connection.refresh_in_flight = None;
-        }
-        let Some(current) = self.keeper.current(&connection).await? else {
-            let reason = ReconnectReason::new(
-                ReconnectKind::GrantRevoked,
-                "the broker holds no tokens for this connection",
-            );
-            return self.end_in_reconnect(connection, owner, reason).await;
-        };
-        let Some(previous) = current.token_set().cloned() else {
-            // Legacy credentials have no refresh: nothing to do until the connection moves to OAuth 2.0.
-            return Ok(RefreshReport {
-                outcome: Outcome::NotDue,
+        let (mut connection, interrupted) = match self
+            .recover_interrupted(connection, owner, app, lease_ends, now)
+            .await?
+        {
+            Recovery::Settled(report) => return Ok(report),
+            Recovery::RefreshAgain {
                 connection,
-            });
+                interrupted,
+            } => (connection, interrupted),
         };
-        let Some(refresh_token) = previous.refresh_token.clone() else {
-            let reason = ReconnectReason::new(
-                ReconnectKind::RefreshTokenExpired,
-                "the provider issued no refresh token (was offline_access granted?)",
-            );
-            return self.end_in_reconnect(connection, owner, reason).await;
+        let (spending, previous, refresh_token) = match self.spendable(&connection).await? {
+            Spendable::Token {
+                spending,
+                previous,
+                refresh_token,
+            } => (spending, previous, refresh_token),
+            Spendable::Nothing => {
+                return Ok(RefreshReport {
+                    outcome: Outcome::NotDue,
+                    connection,
+                })
+            }
+            Spendable::OnlyByAPerson(reason) => {
+                return self.end_in_reconnect(connection, owner, reason).await
+            }
         };
         let app = self.app_of(&connection, app).await?;
         let secret = self
@@ -760,22 +715,11 @@ impl RefreshEngine {
             .ok_or_else(|| {
                 EngineError::AppMissing(format!("{} (client secret)", connection.app))
             })?;
-
-        // A caller with a deadline starts a provider call only if a whole call (its full timeout) and
-        // the writes after it fit before the deadline. A call cut short could still be answered at the
-        // provider, spending a single-use token whose successor nobody receives; and an invocation the
-        // platform ends mid-refresh leaves a marker that holds everyone off for the whole call budget.
-        let call_window = match trigger.demand().and_then(Demand::time_left) {
-            Some(left) => match left.checked_sub(self.settings.write_reserve) {
-                Some(window) if window >= self.settings.call_timeout => Some(window),
-                _ => {
-                    return Ok(RefreshReport {
-                        outcome: Outcome::OutOfTime,
-                        connection,
-                    })
-                }
-            },
-            None => None,
+        let Some(call_window) = self.call_window(trigger) else {
+            return Ok(RefreshReport {
+                outcome: Outcome::OutOfTime,
+                connection,
+            });
         };
 
         // The provider's limits per app and user are shared with the user's other connections: checked,
@@ -791,61 +735,192 @@ impl RefreshEngine {
             }
         }
 
-        // The marker goes down before the provider sees the token.
         let target = CredentialKeeper::next_target(&connection);
-        let spending = connection
-            .credentials
-            .clone()
-            .expect("credentials were just read through this pointer");
+        let connection = self
+            .mark_in_flight(connection, owner, spending, &target, now)
+            .await?;
+        let answer = self
+            .call_provider(app, &secret, &refresh_token, call_window)
+            .await;
+        let call = Call {
+            owner,
+            target,
+            previous,
+            interrupted,
+            rules: self.grant.rules(app),
+            lease_ends,
+        };
+        self.store_answer(connection, call, answer, app_user).await
+    }
+
+    /// Settles what an interrupted refresh left behind, if anything: its answer in the vault or
+    /// escrowed in its marker is adopted; a call that may still be running holds everyone off; a marker
+    /// that left nothing means refreshing once more, with the last known token.
+    async fn recover_interrupted(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        app: &OnceCell<OAuthApp>,
+        lease_ends: tokio::time::Instant,
+        now: DateTime<Utc>,
+    ) -> Result<Recovery, EngineError> {
+        let Some(marker) = connection.refresh_in_flight.clone() else {
+            return Ok(Recovery::RefreshAgain {
+                connection,
+                interrupted: false,
+            });
+        };
+        if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
+            let report = self
+                .adopt(
+                    connection,
+                    owner,
+                    marker,
+                    found,
+                    Adopted::FromVault,
+                    app,
+                    lease_ends,
+                )
+                .await?;
+            return Ok(Recovery::Settled(report));
+        }
+        if let Some(sealed) = &marker.escrow {
+            // The answer is known: no reason to wait for the original call, and its token must never
+            // be presented again.
+            let found = self
+                .vault
+                .open_escrow(
+                    &connection.tenant,
+                    &connection.id,
+                    &marker.target.write,
+                    sealed,
+                )
+                .await?;
+            let report = self
+                .adopt(
+                    connection,
+                    owner,
+                    marker,
+                    found,
+                    Adopted::FromEscrow,
+                    app,
+                    lease_ends,
+                )
+                .await?;
+            return Ok(Recovery::Settled(report));
+        }
+        if now < marker.started_at + self.settings.call_budget() {
+            // The original call may still be running: presenting its token now could spend it twice.
+            return Ok(Recovery::Settled(RefreshReport {
+                outcome: Outcome::Busy,
+                connection,
+            }));
+        }
+        tracing::warn!(connection = %connection.id, "an interrupted refresh left no tokens; refreshing once more with the last known token");
+        connection.refresh_in_flight = None;
+        Ok(Recovery::RefreshAgain {
+            connection,
+            interrupted: true,
+        })
+    }
+
+    /// The refresh token a refresh would spend, and the credentials it comes from.
+    async fn spendable(&self, connection: &Connection) -> Result<Spendable, EngineError> {
+        let no_tokens = || {
+            Spendable::OnlyByAPerson(ReconnectReason::new(
+                ReconnectKind::GrantRevoked,
+                "the broker holds no tokens for this connection",
+            ))
+        };
+        let Some(spending) = connection.credentials.clone() else {
+            return Ok(no_tokens());
+        };
+        let Some(current) = self.keeper.current(connection).await? else {
+            return Ok(no_tokens());
+        };
+        let Some(previous) = current.token_set().cloned() else {
+            // Legacy credentials have no refresh: nothing to do until the connection moves to OAuth 2.0.
+            return Ok(Spendable::Nothing);
+        };
+        let Some(refresh_token) = previous.refresh_token.clone() else {
+            return Ok(Spendable::OnlyByAPerson(ReconnectReason::new(
+                ReconnectKind::RefreshTokenExpired,
+                "the provider issued no refresh token (was offline_access granted?)",
+            )));
+        };
+        Ok(Spendable::Token {
+            spending,
+            previous,
+            refresh_token,
+        })
+    }
+
+    /// How long a provider call may take: `Some(None)` without a deadline; `Some(window)` when a
+    /// caller's deadline leaves room for a whole call (its full timeout) and the writes after it;
+    /// `None` when it does not. A call cut short could still be answered at the provider, spending a
+    /// single-use token whose successor nobody receives; and an invocation the platform ends
+    /// mid-refresh leaves a marker that holds everyone off for the whole call budget.
+    fn call_window(&self, trigger: &Trigger) -> Option<Option<std::time::Duration>> {
+        match trigger.demand().and_then(Demand::time_left) {
+            None => Some(None),
+            Some(left) => left
+                .checked_sub(self.settings.write_reserve)
+                .filter(|window| *window >= self.settings.call_timeout)
+                .map(Some),
+        }
+    }
+
+    /// Puts the in-flight marker down before the provider sees the token, and counts the call with
+    /// the marker's own write: a call is counted before the provider sees it.
+    async fn mark_in_flight(
+        &self,
+        mut connection: Connection,
+        owner: &LeaseOwner,
+        spending: CredentialsPointer,
+        target: &CredentialsPointer,
+        now: DateTime<Utc>,
+    ) -> Result<Connection, EngineError> {
         connection.refresh_in_flight = Some(RefreshInFlight {
             started_at: now,
             spending,
             target: target.clone(),
             escrow: None,
         });
-        // Counted with the marker's own write: a call is counted before the provider sees it.
         connection.token_calls.record(now);
-        let connection = self
+        Ok(self
             .store
             .save_connection(&connection, Fence::Lease(owner), &[])
-            .await?;
+            .await?)
+    }
 
-        let answer = self
-            .call_provider(&app, &secret, &refresh_token, call_window)
-            .await;
-        let rules = self.grant.rules(&app);
+    /// Stores what the provider answered: new tokens, or the failure (and counts a refusal toward the
+    /// provider's limit per app and user once it is stored).
+    async fn store_answer(
+        &self,
+        connection: Connection,
+        call: Call<'_>,
+        answer: Result<GrantedTokens, GrantFailure>,
+        app_user: Option<AppUserBudget>,
+    ) -> Result<RefreshReport, EngineError> {
         let received_at = self.clock.now();
         match answer {
             Ok(granted) => {
-                let tokens = self.token_set(&connection, &previous, granted, received_at, &rules);
-                self.store_refreshed(
-                    connection,
-                    owner,
-                    target,
-                    tokens,
+                let tokens = self.token_set(
+                    &connection,
+                    &call.previous,
+                    granted,
                     received_at,
-                    &rules,
-                    lease_ends,
-                )
-                .await
+                    &call.rules,
+                );
+                self.store_refreshed(connection, call, tokens, received_at)
+                    .await
             }
             Err(failure) => {
                 // Exact counts refusals (4xx) toward its hourly block; an unavailable provider answered
                 // nothing to count, and each connection's own backoff spaces those retries.
                 let counted = app_user.filter(|_| failure.class != ErrorClass::ProviderUnavailable);
                 let id = connection.id.clone();
-                let report = self
-                    .store_failure(
-                        connection,
-                        owner,
-                        target,
-                        previous,
-                        failure,
-                        interrupted,
-                        &rules,
-                        lease_ends,
-                    )
-                    .await;
+                let report = self.store_failure(connection, call, failure).await;
                 // After the failure is stored: a refresh token in the reply comes before anything else.
                 if let Some(budget) = counted {
                     if let Err(e) = budget.count_failure(&*self.store, received_at).await {
@@ -975,17 +1050,20 @@ impl RefreshEngine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn store_refreshed(
         &self,
         mut connection: Connection,
-        owner: &LeaseOwner,
-        target: crate::domain::CredentialsPointer,
+        call: Call<'_>,
         tokens: TokenSet,
         received_at: DateTime<Utc>,
-        rules: &super::rules::RefreshRules,
-        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
+        let Call {
+            owner,
+            target,
+            rules,
+            lease_ends,
+            ..
+        } = call;
         let marked = connection.clone();
         let next = rules.next_scheduled_refresh(received_at, tokens.refresh_expires_at);
         let transitions: Vec<_> = connection
@@ -1132,17 +1210,14 @@ impl RefreshEngine {
             .await?)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Stores a failed refresh: a refresh token the reply carried first, then reconnect required when
+    /// the failure means only a person can help (or the refresh token is past its end, or failures
+    /// have lasted `give_up_after`), else the failure recorded and a later try scheduled.
     async fn store_failure(
         &self,
         mut connection: Connection,
-        owner: &LeaseOwner,
-        target: crate::domain::CredentialsPointer,
-        previous: TokenSet,
+        call: Call<'_>,
         failure: GrantFailure,
-        interrupted: bool,
-        rules: &super::rules::RefreshRules,
-        lease_ends: tokio::time::Instant,
     ) -> Result<RefreshReport, EngineError> {
         let now = self.clock.now();
         let marked = connection.clone();
@@ -1154,54 +1229,15 @@ impl RefreshEngine {
         } else {
             tracing::info!(connection = %connection.id, class = failure.class.as_str(), message = %failure.message, "refresh failed");
         }
-        // A refresh token in an error reply replaces the one just spent: keep it before anything else.
         if let Some(issued) = failure.issued_refresh_token.clone() {
-            let mut kept = previous.clone();
-            kept.refresh_token = Some(issued);
-            kept.refresh_expires_at = rules.refresh_token_expiry_after_refresh(
-                now,
-                connection.grant_started_at(),
-                previous.refresh_expires_at,
-            );
-            connection.last_refresh_at = Some(now);
-            self.spend_write_budget(&mut connection, target.slot, now);
             connection = self
-                .commit_with_retry(
-                    connection,
-                    target,
-                    &Credentials::OAuth2(kept),
-                    Fence::Lease(owner),
-                    &[],
-                    Some(marked),
-                    lease_ends,
-                )
+                .keep_issued_token(connection, &call, issued, marked, now)
                 .await?;
         }
-        if let Some(kind) = failure.class.reconnect_kind() {
-            // Providers often answer an expired refresh token with a bare invalid_grant; past the
-            // token's known end, that is what it means.
-            let past_end = connection.refresh_expires_at.is_some_and(|end| end <= now);
-            let kind = if kind == ReconnectKind::GrantRevoked && past_end {
-                ReconnectKind::RefreshTokenExpired
-            } else {
-                kind
-            };
-            let kind = if interrupted
-                && matches!(
-                    kind,
-                    ReconnectKind::RefreshTokenReused | ReconnectKind::GrantRevoked
-                ) {
-                ReconnectKind::RefreshInterrupted
-            } else {
-                kind
-            };
-            return self
-                .end_in_reconnect(
-                    connection,
-                    owner,
-                    ReconnectReason::new(kind, failure.message),
-                )
-                .await;
+        let past_end = connection.refresh_expires_at.is_some_and(|end| end <= now);
+        if let Some(kind) = reconnect_kind(failure.class, past_end, call.interrupted) {
+            let reason = ReconnectReason::new(kind, failure.message);
+            return self.end_in_reconnect(connection, call.owner, reason).await;
         }
         connection.failures.record(FailureRecord {
             at: now,
@@ -1209,47 +1245,64 @@ impl RefreshEngine {
             message: failure.message.clone(),
         });
         let failing_since = connection.failures.first_failure_at.unwrap_or(now);
-        let expired = connection.refresh_expires_at.is_some_and(|end| end <= now);
-        if expired || now - failing_since >= self.settings.give_up_after {
-            let kind = if expired {
+        if past_end || now - failing_since >= self.settings.give_up_after {
+            let kind = if past_end {
                 ReconnectKind::RefreshTokenExpired
             } else {
                 ReconnectKind::RepeatedFailures
             };
-            return self
-                .end_in_reconnect(
-                    connection,
-                    owner,
-                    ReconnectReason::new(kind, failure.message),
-                )
-                .await;
+            let reason = ReconnectReason::new(kind, failure.message);
+            return self.end_in_reconnect(connection, call.owner, reason).await;
         }
-        let wait = match failure.class {
-            ErrorClass::RateLimited => failure
-                .retry_after
-                .unwrap_or(Duration::minutes(1))
-                .max(Duration::seconds(1)),
-            ErrorClass::TooEarly => {
-                rules.earliest_refresh(connection.last_refresh_at.unwrap_or(now)) - now
-            }
-            _ => backoff(connection.failures.consecutive, jitter_unit()),
-        };
+        let earliest = call
+            .rules
+            .earliest_refresh(connection.last_refresh_at.unwrap_or(now));
+        let wait = retry_wait(&failure, connection.failures.consecutive, earliest - now);
         // Too early for the provider is no failure of the connection's: it waits, status unchanged.
         let error = (failure.class != ErrorClass::TooEarly)
             .then(|| format!("{}: {}", failure.class.as_str(), failure.message));
-        let retry_at = now + wait.max(Duration::seconds(1));
         let transitions: Vec<_> = connection
-            .refresh_failed(error, retry_at, self.actor.clone(), now)?
+            .refresh_failed(error, now + wait, self.actor.clone(), now)?
             .into_iter()
             .collect();
         let saved = self
             .store
-            .save_connection(&connection, Fence::LeaseReleased(owner), &transitions)
+            .save_connection(&connection, Fence::LeaseReleased(call.owner), &transitions)
             .await?;
         Ok(RefreshReport {
             outcome: Outcome::Failed(failure.class),
             connection: saved,
         })
+    }
+
+    /// A refresh token in an error reply replaces the one just spent: kept before anything else.
+    async fn keep_issued_token(
+        &self,
+        mut connection: Connection,
+        call: &Call<'_>,
+        issued: crate::secret::RefreshToken,
+        marked: Connection,
+        now: DateTime<Utc>,
+    ) -> Result<Connection, EngineError> {
+        let mut kept = call.previous.clone();
+        kept.refresh_token = Some(issued);
+        kept.refresh_expires_at = call.rules.refresh_token_expiry_after_refresh(
+            now,
+            connection.grant_started_at(),
+            call.previous.refresh_expires_at,
+        );
+        connection.last_refresh_at = Some(now);
+        self.spend_write_budget(&mut connection, call.target.slot, now);
+        self.commit_with_retry(
+            connection,
+            call.target.clone(),
+            &Credentials::OAuth2(kept),
+            Fence::Lease(call.owner),
+            &[],
+            Some(marked),
+            call.lease_ends,
+        )
+        .await
     }
 
     /// Finishes an interrupted refresh with the answer it left: in the vault already, or escrowed in
@@ -1339,10 +1392,141 @@ impl RefreshEngine {
     }
 }
 
+/// The reconnect reason a failure stands for, when only a person can help. Providers often answer an
+/// expired refresh token with a bare `invalid_grant`: past the token's known end, that is what it
+/// means. A reuse or revocation right after an interrupted refresh is most likely that refresh's own
+/// doing (its token was spent and the answer lost), and is said so.
+fn reconnect_kind(class: ErrorClass, past_end: bool, interrupted: bool) -> Option<ReconnectKind> {
+    let kind = class.reconnect_kind()?;
+    let kind = if kind == ReconnectKind::GrantRevoked && past_end {
+        ReconnectKind::RefreshTokenExpired
+    } else {
+        kind
+    };
+    Some(
+        if interrupted
+            && matches!(
+                kind,
+                ReconnectKind::RefreshTokenReused | ReconnectKind::GrantRevoked
+            )
+        {
+            ReconnectKind::RefreshInterrupted
+        } else {
+            kind
+        },
+    )
+}
+
+/// How long a failed refresh waits before the next try (at least a second): what a rate limit asks
+/// (a minute when it does not say), until the provider's earliest refresh when it was too early, else
+/// exponential backoff with jitter over the consecutive failures.
+fn retry_wait(failure: &GrantFailure, consecutive: u32, until_earliest: Duration) -> Duration {
+    let wait = match failure.class {
+        ErrorClass::RateLimited => failure.retry_after.unwrap_or(Duration::minutes(1)),
+        ErrorClass::TooEarly => until_earliest,
+        _ => backoff(consecutive, jitter_unit()),
+    };
+    wait.max(Duration::seconds(1))
+}
+
+/// One provider call under the lease: where its answer goes and what it spends.
+struct Call<'a> {
+    owner: &'a LeaseOwner,
+    /// Where the new credentials go.
+    target: CredentialsPointer,
+    /// The tokens whose refresh token the call spends.
+    previous: TokenSet,
+    /// The call replaces one an interrupted refresh made (whose token may already be spent).
+    interrupted: bool,
+    rules: super::rules::RefreshRules,
+    lease_ends: tokio::time::Instant,
+}
+
+/// What an interrupted refresh left, once looked at.
+enum Recovery {
+    /// Adopted, or still possibly running: this is the outcome.
+    Settled(RefreshReport),
+    /// Nothing to recover: refresh (once more, when `interrupted`).
+    RefreshAgain {
+        connection: Connection,
+        interrupted: bool,
+    },
+}
+
+/// What a refresh would spend.
+enum Spendable {
+    Token {
+        spending: CredentialsPointer,
+        previous: TokenSet,
+        refresh_token: crate::secret::RefreshToken,
+    },
+    /// Credentials without a refresh (Twinfield's legacy ones).
+    Nothing,
+    /// No tokens, or no refresh token: only a person can help.
+    OnlyByAPerson(ReconnectReason),
+}
+
 /// The vault slot a refresh of `connection` writes to: the one that is not current.
 fn next_slot(connection: &Connection) -> VaultSlot {
     connection
         .credentials
         .as_ref()
         .map_or(VaultSlot::A, |current| current.slot.other())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_named_for_what_most_likely_caused_it() {
+        use ReconnectKind as K;
+        let kind = |class, past_end, interrupted| reconnect_kind(class, past_end, interrupted);
+        assert_eq!(
+            kind(ErrorClass::GrantRevoked, false, false),
+            Some(K::GrantRevoked)
+        );
+        assert_eq!(
+            kind(ErrorClass::GrantRevoked, true, false),
+            Some(K::RefreshTokenExpired),
+            "a bare invalid_grant past the token's end"
+        );
+        assert_eq!(
+            kind(ErrorClass::RefreshTokenReused, false, true),
+            Some(K::RefreshInterrupted),
+            "reuse right after an interrupted refresh is that refresh's own doing"
+        );
+        assert_eq!(
+            kind(ErrorClass::ClientMisconfigured, false, true),
+            Some(K::ClientMisconfigured)
+        );
+        assert_eq!(kind(ErrorClass::ProviderUnavailable, true, true), None);
+        assert_eq!(kind(ErrorClass::Unexpected, false, false), None);
+    }
+
+    #[test]
+    fn a_failed_refresh_waits_as_the_provider_asks_and_never_less_than_a_second() {
+        let failure = |class| GrantFailure::new(class, "x");
+        let mut limited = failure(ErrorClass::RateLimited);
+        assert_eq!(
+            retry_wait(&limited, 1, Duration::zero()),
+            Duration::minutes(1)
+        );
+        limited.retry_after = Some(Duration::seconds(90));
+        assert_eq!(
+            retry_wait(&limited, 1, Duration::zero()),
+            Duration::seconds(90)
+        );
+        let early = failure(ErrorClass::TooEarly);
+        assert_eq!(
+            retry_wait(&early, 1, Duration::seconds(200)),
+            Duration::seconds(200)
+        );
+        assert_eq!(
+            retry_wait(&early, 1, Duration::seconds(-5)),
+            Duration::seconds(1)
+        );
+        let down = failure(ErrorClass::ProviderUnavailable);
+        assert!(retry_wait(&down, 6, Duration::zero()) > retry_wait(&down, 1, Duration::zero()));
+    }
 }
