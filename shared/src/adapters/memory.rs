@@ -144,9 +144,9 @@ impl Cursor {
     }
 }
 
-/// The page of `sorted` (in listing order, keyed by position) that follows `after`.
+/// The page of `sorted` (keyed by position in the listing's order) that follows `after`.
 fn page_after<K: Ord, T>(
-    sorted: Vec<(K, T)>,
+    sorted: BTreeMap<K, T>,
     after: Option<K>,
     page: &PageRequest,
     cursor_of: impl Fn(&K) -> Cursor,
@@ -396,14 +396,13 @@ impl ConnectionStore for MemoryStore {
             } if &t == tenant => Some((created_at, id)),
             _ => None,
         })?;
-        let mut sorted: Vec<_> = self
+        let sorted: BTreeMap<_, _> = self
             .state()
             .connections
             .values()
             .filter(|c| &c.tenant == tenant)
             .map(|c| ((c.created_at, c.id.clone()), c.clone()))
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(page_after(sorted, after, &page, |(created_at, id)| {
             Cursor::Connections {
                 tenant: tenant.clone(),
@@ -422,7 +421,7 @@ impl ConnectionStore for MemoryStore {
             Cursor::Due { at, id } => Some((at, id)),
             _ => None,
         })?;
-        let mut sorted: Vec<_> = self
+        let sorted: BTreeMap<_, _> = self
             .state()
             .connections
             .values()
@@ -438,7 +437,6 @@ impl ConnectionStore for MemoryStore {
                 _ => None,
             })
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(page_after(sorted, after, &page, |(at, id)| Cursor::Due {
             at: *at,
             id: id.clone(),
@@ -453,7 +451,7 @@ impl ConnectionStore for MemoryStore {
             Cursor::Awaiting { since, id } => Some((since, id)),
             _ => None,
         })?;
-        let mut sorted: Vec<_> = self
+        let sorted: BTreeMap<_, _> = self
             .state()
             .connections
             .values()
@@ -469,7 +467,6 @@ impl ConnectionStore for MemoryStore {
                 _ => None,
             })
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(page_after(sorted, after, &page, |(since, id)| {
             Cursor::Awaiting {
                 since: *since,
@@ -491,7 +488,7 @@ impl ConnectionStore for MemoryStore {
             } if &connection == id => Some((at, seq)),
             _ => None,
         })?;
-        let mut sorted: Vec<_> = self
+        let sorted: BTreeMap<_, _> = self
             .state()
             .transitions
             .get(id)
@@ -499,7 +496,6 @@ impl ConnectionStore for MemoryStore {
             .flatten()
             .map(|(seq, t)| ((t.at, *seq), t.clone()))
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(page_after(sorted, after, &page, |(at, seq)| {
             Cursor::Transitions {
                 connection: id.clone(),
