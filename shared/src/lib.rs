@@ -11,6 +11,8 @@ pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod credential_keeper;
+#[cfg(test)]
+mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
 pub mod html;

@@ -3,6 +3,8 @@
 
 pub mod app_user;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod grant;
 pub mod rules;
 pub mod run;
