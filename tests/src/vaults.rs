@@ -12,11 +12,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// When each vault slot of each connection was written.
+pub type WritesBySlot = HashMap<(ConnectionId, VaultSlot), Vec<DateTime<Utc>>>;
+
 pub struct RecordingVault {
     inner: Arc<dyn TokenVault>,
     clock: Arc<dyn Clock>,
     reads: AtomicU64,
-    writes: Mutex<HashMap<(ConnectionId, VaultSlot), Vec<DateTime<Utc>>>>,
+    writes: Mutex<WritesBySlot>,
 }
 
 impl RecordingVault {
@@ -36,7 +39,7 @@ impl RecordingVault {
     }
 
     /// When each slot of each connection was written (each write is a new Secrets Manager version).
-    pub fn writes(&self) -> HashMap<(ConnectionId, VaultSlot), Vec<DateTime<Utc>>> {
+    pub fn writes(&self) -> WritesBySlot {
         self.writes.lock().unwrap().clone()
     }
 

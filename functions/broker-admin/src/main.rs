@@ -26,6 +26,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Tenants: the customers of the broker.
@@ -56,6 +58,7 @@ enum TenantCommand {
     Show { id: String },
 }
 
+#[allow(clippy::large_enum_variant)] // parsed once per run, as `Command`
 #[derive(Subcommand)]
 enum AppCommand {
     /// Register (or replace) an OAuth app. The client secret is read from standard input, or from

@@ -102,9 +102,11 @@ mod tests {
 
     #[test]
     fn the_metrics_record_counts_failures_of_every_kind() {
-        let mut summary = RunSummary::default();
-        summary.taken = 6;
-        summary.errors = 1;
+        let mut summary = RunSummary {
+            taken: 6,
+            errors: 1,
+            ..RunSummary::default()
+        };
         summary.outcomes.insert(OutcomeKind::Refreshed, 2);
         summary
             .outcomes

@@ -359,6 +359,10 @@ impl Connection {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,8 +380,4 @@ mod tests {
         calls.record(next);
         assert_eq!((calls.on(next), calls.on(day)), (1, 0));
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

@@ -307,6 +307,13 @@ impl ConnectionStatus {
     }
 }
 
+/// Lets `connection.status() == ConnectionStatus::Connected` read as it says.
+impl PartialEq<ConnectionStatus> for &ConnectionStatus {
+    fn eq(&self, other: &ConnectionStatus) -> bool {
+        **self == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,12 +403,5 @@ mod tests {
                 now
             )
             .is_err());
-    }
-}
-
-/// Lets `connection.status() == ConnectionStatus::Connected` read as it says.
-impl PartialEq<ConnectionStatus> for &ConnectionStatus {
-    fn eq(&self, other: &ConnectionStatus) -> bool {
-        **self == *other
     }
 }
