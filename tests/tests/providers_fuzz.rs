@@ -251,7 +251,7 @@ fn soap_case(bytes: &[u8], content_type: Option<&str>, status: u16) {
         retry_after: None,
         body: bytes,
     };
-    let same = |u: &str| ServiceUrl::parse(u);
+    let same = |u: &str| ServiceUrl::parse(u).map_err(String::from);
     let _ = read_logon(reply, "AccessTokenLogon", &same);
     let _ = read_logon(reply, "OAuthLogon", &same);
     let _ = read_select_company(reply);
@@ -336,7 +336,7 @@ fn token_case(bytes: &[u8], status: u16) {
                 },
             );
         }
-        let _ = twinfield_discovery(&map, &|u| ServiceUrl::parse(u));
+        let _ = twinfield_discovery(&map, &|u| ServiceUrl::parse(u).map_err(String::from));
         let _ = exact_discovery(
             &map,
             ServiceUrl::parse("https://start.exactonline.nl").unwrap(),
@@ -425,7 +425,7 @@ fn verdicts(bytes: &[u8], content_type: Option<&str>) -> [String; 2] {
         retry_after: None,
         body: bytes,
     };
-    let same = |u: &str| ServiceUrl::parse(u);
+    let same = |u: &str| ServiceUrl::parse(u).map_err(String::from);
     // "Ok(Invalid)", "Err(AccessTokenInvalid", "Err(Malformed": the variants, not their texts.
     let variant = |debug: String| {
         let end = debug

@@ -1,6 +1,7 @@
 //! Which provider an app talks to, the settings that select its endpoints, and the context discovered
 //! after authorization that integrations need to call the provider.
 
+use super::InvalidValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use url::Url;
@@ -70,9 +71,12 @@ impl ExactCountry {
         }
     }
 
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
         Self::ALL.into_iter().find(|c| c.tld() == value).ok_or_else(|| {
-            format!("unknown Exact Online country {value:?}: use one of nl, be, de, co.uk, com, fr, es")
+            InvalidValue::new(
+                "Exact Online country",
+                format!("unknown Exact Online country {value:?}: use one of nl, be, de, co.uk, com, fr, es"),
+            )
         })
     }
 }
@@ -84,22 +88,26 @@ impl ExactCountry {
 pub struct ServiceUrl(Url);
 
 impl ServiceUrl {
-    pub fn parse(value: &str) -> Result<Self, String> {
-        let url = Url::parse(value.trim()).map_err(|e| format!("{value:?} is not a URL ({e})"))?;
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let invalid = |why: String| Err(InvalidValue::new("service URL", why));
+        let url = match Url::parse(value.trim()) {
+            Ok(url) => url,
+            Err(e) => return invalid(format!("{value:?} is not a URL ({e})")),
+        };
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
-            _ => return Err(format!("{value:?} must be an https:// URL")),
+            _ => return invalid(format!("{value:?} must be an https:// URL")),
         }
         if url.host_str().is_none() {
-            return Err(format!("{value:?} has no host"));
+            return invalid(format!("{value:?} has no host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("{value:?} must not contain credentials"));
+            return invalid(format!("{value:?} must not contain credentials"));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!("{value:?} must not have a query or fragment"));
+            return invalid(format!("{value:?} must not have a query or fragment"));
         }
         Ok(Self(url))
     }
@@ -115,8 +123,8 @@ impl ServiceUrl {
 }
 
 impl TryFrom<String> for ServiceUrl {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(&value)
     }
 }
@@ -175,13 +183,18 @@ pub enum AcumaticaRefreshTokens {
 
 impl AcumaticaRefreshTokens {
     /// Reads the command-line form: `absolute:30`, `sliding:15` (infinite) or `sliding:15:90`.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let invalid = |why: String| InvalidValue::new("Acumatica refresh-token mode", why);
         let parts: Vec<&str> = value.trim().split(':').collect();
-        let days = |s: &str| -> Result<u32, String> {
+        let days = |s: &str| -> Result<u32, InvalidValue> {
             s.parse::<u32>()
                 .ok()
                 .filter(|d| (1..=3650).contains(d))
-                .ok_or_else(|| format!("{s:?} is not a whole number of days from 1 to 3650"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{s:?} is not a whole number of days from 1 to 3650"
+                    ))
+                })
         };
         let mode = match parts.as_slice() {
             ["absolute", d] => Self::Absolute { days: days(d)? },
@@ -194,16 +207,16 @@ impl AcumaticaRefreshTokens {
                 absolute_days: Some(days(cap)?),
             },
             _ => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "{value:?} is not a refresh-token mode: write absolute:30, sliding:15 (infinite) or sliding:15:90 (sliding, at most 90 days)"
-                ))
+                )))
             }
         };
         mode.validate()?;
         Ok(mode)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
         let ok = |d: u32| (1..=3650).contains(&d);
         match *self {
             Self::Absolute { days } if ok(days) => Ok(()),
@@ -215,7 +228,7 @@ impl AcumaticaRefreshTokens {
                 days,
                 absolute_days: Some(cap),
             } if ok(days) && ok(cap) && cap >= days => Ok(()),
-            _ => Err("Acumatica refresh-token lifetimes are 1 to 3650 days, and a sliding token's absolute lifetime is at least its sliding one".into()),
+            _ => Err(InvalidValue::new("Acumatica refresh-token mode", "Acumatica refresh-token lifetimes are 1 to 3650 days, and a sliding token's absolute lifetime is at least its sliding one")),
         }
     }
 }
@@ -230,18 +243,19 @@ impl ProviderSettings {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
         match self {
             Self::Acumatica { tenant, .. } if tenant.trim().is_empty() => {
-                Err("the Acumatica tenant is empty: give the tenant (company) name the client id was created in".into())
+                Err(InvalidValue::new("Acumatica tenant", "the Acumatica tenant is empty: give the tenant (company) name the client id was created in"))
             }
             Self::Acumatica {
                 refresh_tokens: Some(mode),
                 ..
             } => mode.validate(),
-            Self::Generic { definition } if definition.trim().is_empty() => {
-                Err("the generic provider definition name is empty".into())
-            }
+            Self::Generic { definition } if definition.trim().is_empty() => Err(InvalidValue::new(
+                "provider definition",
+                "the generic provider definition name is empty",
+            )),
             _ => Ok(()),
         }
     }
@@ -358,6 +372,9 @@ mod tests {
         for country in ExactCountry::ALL {
             assert_eq!(ExactCountry::parse(country.tld()).unwrap(), country);
         }
-        assert!(ExactCountry::parse("uk").unwrap_err().contains("co.uk"));
+        assert!(ExactCountry::parse("uk")
+            .unwrap_err()
+            .message
+            .contains("co.uk"));
     }
 }

@@ -93,10 +93,11 @@ impl OAuthApp {
         self.settings.kind()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let invalid = |why: String| Err(InvalidValue::new("app registration", why));
         self.settings.validate()?;
         if self.client_id.trim().is_empty() {
-            return Err(
+            return invalid(
                 "the client id is empty: copy it from the provider's app registration".into(),
             );
         }
@@ -104,7 +105,7 @@ impl OAuthApp {
             // Acumatica client ids are `<GUID>@<Tenant>`; a token only reaches that tenant.
             let suffix = self.client_id.rsplit_once('@').map(|(_, t)| t);
             if !suffix.is_some_and(|t| t.eq_ignore_ascii_case(tenant)) {
-                return Err(format!(
+                return invalid(format!(
                     "an Acumatica client id looks like <GUID>@{tenant}: check the Connected Applications screen"
                 ));
             }
@@ -114,7 +115,7 @@ impl OAuthApp {
             .iter()
             .any(|s| s.is_empty() || s.contains(char::is_whitespace))
         {
-            return Err("each scope must be one word without spaces".into());
+            return invalid("each scope must be one word without spaces".into());
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ impl Providers {
         app: &OAuthApp,
         client_secret: ClientSecret,
     ) -> Result<OAuthClient, CatalogueError> {
-        app.validate().map_err(CatalogueError)?;
+        app.validate().map_err(CatalogueError::from)?;
         let resolved = self.catalogue.resolve(&app.settings)?;
         let mut client = OAuthClient::new(
             resolved,

@@ -398,6 +398,7 @@ mod tests {
             ServiceUrl::parse(
                 &u.replace("https://accounting.twinfield.com", "http://127.0.0.1:1/c"),
             )
+            .map_err(String::from)
         };
         let found = twinfield_discovery(&claims, &rewrite).unwrap();
         assert_eq!(
@@ -409,7 +410,7 @@ mod tests {
             }
         );
         assert_eq!(found.identity.unwrap().subject, "USER1");
-        let as_is = |u: &str| ServiceUrl::parse(u);
+        let as_is = |u: &str| ServiceUrl::parse(u).map_err(String::from);
         assert!(
             twinfield_discovery(&object(json!({"twf.organisationCode": "X"})), &as_is).is_err()
         );

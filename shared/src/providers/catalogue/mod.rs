@@ -66,6 +66,12 @@ const INSTANCE_PLACEHOLDER: &str = "{instance_url}";
 #[error("provider catalogue: {0}")]
 pub struct CatalogueError(pub String);
 
+impl From<crate::domain::InvalidValue> for CatalogueError {
+    fn from(invalid: crate::domain::InvalidValue) -> Self {
+        Self(invalid.message)
+    }
+}
+
 fn err<T>(message: impl Into<String>) -> Result<T, CatalogueError> {
     Err(CatalogueError(message.into()))
 }
@@ -264,7 +270,7 @@ impl Catalogue {
 
     /// The concrete endpoints for an app's settings, with overrides applied.
     pub fn resolve(&self, settings: &ProviderSettings) -> Result<ResolvedProvider, CatalogueError> {
-        settings.validate().map_err(CatalogueError)?;
+        settings.validate().map_err(CatalogueError::from)?;
         let id = Self::definition_id(settings);
         let Some(definition) = self.definitions.get(&id).cloned() else {
             return err(format!(
@@ -346,7 +352,7 @@ impl Catalogue {
     }
 
     fn service_url(&self, url: &str) -> Result<ServiceUrl, String> {
-        ServiceUrl::parse(&self.overrides.apply(url))
+        ServiceUrl::parse(&self.overrides.apply(url)).map_err(String::from)
     }
 }
 
@@ -428,7 +434,7 @@ impl ResolvedProvider {
                 self.definition.cluster_origins.join(", ")
             ));
         }
-        ServiceUrl::parse(&self.rewrite(url.as_str()))
+        ServiceUrl::parse(&self.rewrite(url.as_str())).map_err(String::from)
     }
 }
 

@@ -28,7 +28,7 @@ impl EndpointOverrides {
         if from_url.host_str().is_none() {
             return err(format!("base URL {from:?} has no host"));
         }
-        let to = ServiceUrl::parse(to).map_err(CatalogueError)?;
+        let to = ServiceUrl::parse(to).map_err(CatalogueError::from)?;
         self.0.insert(
             from.trim().trim_end_matches('/').to_string(),
             to.base().to_string(),

@@ -503,7 +503,7 @@ mod tests {
     }
 
     fn same(u: &str) -> Result<ServiceUrl, String> {
-        ServiceUrl::parse(u)
+        ServiceUrl::parse(u).map_err(String::from)
     }
 
     const OK_11: &str = r#"<?xml version="1.0" encoding="utf-8"?>
