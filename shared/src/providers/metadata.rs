@@ -16,7 +16,7 @@
 use super::catalogue::ClientAuth;
 use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
 use super::oauth::{EffectiveEndpoints, OAuthClient};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use url::Url;
@@ -167,52 +167,9 @@ impl OAuthClient {
                 ),
             ));
         }
-        let endpoint = |key: &str| -> Result<Option<Url>, ProviderError> {
-            let Some(named) = doc.get(key).and_then(Value::as_str) else {
-                return Ok(None);
-            };
-            let refuse = |why: String| {
-                self.error(
-                    ErrorClass::ClientMisconfigured,
-                    op,
-                    format!("{key}: {}", tidy(&why, 300)),
-                )
-            };
-            let url =
-                super::catalogue::checked_url(&self.provider.rewrite(named)).map_err(refuse)?;
-            // Refused here, before a person is sent to authorize, rather than at the token call.
-            self.http
-                .settings()
-                .addresses
-                .check_url_literal(&url)
-                .map_err(|refused| {
-                    self.error(
-                        ErrorClass::ClientMisconfigured,
-                        op,
-                        format!("{key}: {}", tidy(&refused.to_string(), 600)),
-                    )
-                })?;
-            if !self.endpoint_host_allowed(issuer, &url, named) {
-                return Err(refuse(format!(
-                    "the discovery document names {:?}, which is not on the issuer's origin; list its host in the catalogue entry's discovered_endpoint_hosts if it is genuine",
-                    tidy(named, 200)
-                )));
-            }
-            Ok(Some(url))
-        };
-        let list = |key: &str| -> Vec<String> {
-            doc.get(key)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let auth_methods = list("token_endpoint_auth_methods_supported");
+        let endpoint = |key: &str| self.discovered_endpoint(&doc, key, issuer);
         // RFC 8414: client_secret_basic is the default when the list is absent.
+        let auth_methods = string_list(&doc, "token_endpoint_auth_methods_supported");
         let client_auth =
             if auth_methods.is_empty() || auth_methods.iter().any(|m| m == "client_secret_basic") {
                 ClientAuth::Basic
@@ -233,10 +190,45 @@ impl OAuthClient {
             jwks: endpoint("jwks_uri")?,
             revocation: endpoint("revocation_endpoint")?,
             client_auth: Some(client_auth),
-            pkce_s256: list("code_challenge_methods_supported")
+            pkce_s256: string_list(&doc, "code_challenge_methods_supported")
                 .iter()
                 .any(|m| m == "S256"),
         })
+    }
+
+    /// The endpoint the discovery document names under `key`, if any, once it is a URL the broker may
+    /// call: well formed, not on a refused address (refused here, before a person is sent to
+    /// authorize, rather than at the token call), and on the issuer's origin or an allowed host.
+    fn discovered_endpoint(
+        &self,
+        doc: &Map<String, Value>,
+        key: &str,
+        issuer: &Url,
+    ) -> Result<Option<Url>, ProviderError> {
+        let Some(named) = doc.get(key).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let refuse = |why: String| {
+            self.error(
+                ErrorClass::ClientMisconfigured,
+                Operation::Metadata,
+                format!("{key}: {}", tidy(&why, 600)),
+            )
+        };
+        let url = super::catalogue::checked_url(&self.provider.rewrite(named))
+            .map_err(|why| refuse(tidy(&why, 300)))?;
+        self.http
+            .settings()
+            .addresses
+            .check_url_literal(&url)
+            .map_err(|refused| refuse(refused.to_string()))?;
+        if !self.endpoint_host_allowed(issuer, &url, named) {
+            return Err(refuse(format!(
+                "the discovery document names {:?}, which is not on the issuer's origin; list its host in the catalogue entry's discovered_endpoint_hosts if it is genuine",
+                tidy(named, 200)
+            )));
+        }
+        Ok(Some(url))
     }
 
     /// Whether a discovered endpoint may be used: on the issuer's origin, or on a host the catalogue
@@ -251,4 +243,17 @@ impl OAuthClient {
         let allowed = &self.provider.definition.discovered_endpoint_hosts;
         named_host.is_some_and(|host| allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)))
     }
+}
+
+/// The strings of the array the document holds under `key` (empty when there is none).
+fn string_list(doc: &Map<String, Value>, key: &str) -> Vec<String> {
+    doc.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
