@@ -19,11 +19,6 @@ impl OneTimeKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Rebuilds a key read back from a store.
-    pub fn from_stored(hash: String) -> Self {
-        Self(hash)
-    }
 }
 
 /// A new random one-time secret (256 bits) and the key it is stored under.

@@ -33,12 +33,6 @@ impl Providers {
         }
     }
 
-    /// The same, with other session-pool settings (tests shorten the recheck interval).
-    pub fn with_pool_settings(mut self, settings: PoolSettings) -> Self {
-        self.twinfield_pool = Arc::new(SessionPool::new(settings));
-        self
-    }
-
     /// The process's pool of open Twinfield sessions.
     pub fn twinfield_pool(&self) -> &SessionPool {
         &self.twinfield_pool
