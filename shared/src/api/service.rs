@@ -496,7 +496,9 @@ impl IntegrationApi {
         }
         // A limit the connection records still holds: the engine would only say so.
         if let Some(until) = self.ctx.engine.recorded_budget_limit(&connection, now) {
-            return self.while_budget_limited(connection, until, rejected).await;
+            return self
+                .while_limited(connection, RefreshLimit::VaultWriteBudget, until, rejected)
+                .await;
         }
         let mut demand = Demand::valid_for(wanted).by(options.deadline);
         demand = match (&connection.credentials, rejected) {
@@ -515,13 +517,18 @@ impl IntegrationApi {
             // The budget's pace is slower than the provider's tokens live: the current token serves
             // while it is valid (checked below), and after that the caller waits for the budget.
             Outcome::BudgetLimited { until } => {
-                return self.while_budget_limited(connection, until, rejected).await
+                return self.while_limited(connection, RefreshLimit::VaultWriteBudget, until, rejected).await
             }
             // The provider's limit for this user's connections under the app is reached: the
             // current token serves while it is valid, then the caller waits for the limit's window.
             Outcome::AppUserLimited(hold) => {
                 return self
-                    .while_app_user_limited(connection, hold.until(), rejected)
+                    .while_limited(
+                        connection,
+                        RefreshLimit::ProviderPerAppUser,
+                        hold.until(),
+                        rejected,
+                    )
                     .await
             }
             Outcome::OutOfTime => {
@@ -574,12 +581,13 @@ impl IntegrationApi {
         Ok((connection, credentials))
     }
 
-    /// While the vault write budget holds the next refresh back (until `until`): the current token as
-    /// long as it is valid (and not the one the caller said the provider refused), then a 503 saying
-    /// when to ask again.
-    async fn while_budget_limited(
+    /// While a limit holds the next refresh back (until `until`): the current token as long as it is
+    /// valid (and not the one the caller said the provider refused), then a 503 that says which limit
+    /// and when to ask again.
+    async fn while_limited(
         &self,
         connection: Connection,
+        limit: RefreshLimit,
         until: chrono::DateTime<chrono::Utc>,
         rejected: bool,
     ) -> Result<(Connection, Credentials), ApiError> {
@@ -592,36 +600,12 @@ impl IntegrationApi {
         {
             return Ok((connection, credentials));
         }
-        Err(ApiError::new(
-            ProblemKind::TemporarilyUnavailable,
-            "this connection's tokens expire faster than the broker may store new ones (the vault's write budget): the current token has expired and the next refresh is allowed after Retry-After",
-        )
-        .retry_after((until - now).num_seconds().max(1) as u64))
-    }
-
-    /// While the provider's limit per app and user holds refreshes back (until `until`): the current
-    /// token as long as it is valid (and not the one the caller said the provider refused), then a 503
-    /// saying when to ask again.
-    async fn while_app_user_limited(
-        &self,
-        connection: Connection,
-        until: chrono::DateTime<chrono::Utc>,
-        rejected: bool,
-    ) -> Result<(Connection, Credentials), ApiError> {
-        let credentials = self.current_credentials(&connection).await?;
-        let now = self.ctx.clock.now();
-        if !rejected
-            && credentials
-                .token_set()
-                .is_some_and(|t| t.access_expires_at > now)
-        {
-            return Ok((connection, credentials));
-        }
-        Err(ApiError::new(
-            ProblemKind::TemporarilyUnavailable,
-            "the provider's limit on token requests for this user's connections under this app is reached (Exact Online: per app and user, shared by all their connections): the next refresh is allowed after Retry-After",
-        )
-        .retry_after((until - now).num_seconds().max(1) as u64))
+        let why = match limit {
+            RefreshLimit::VaultWriteBudget => "this connection's tokens expire faster than the broker may store new ones (the vault's write budget): the current token has expired and the next refresh is allowed after Retry-After",
+            RefreshLimit::ProviderPerAppUser => "the provider's limit on token requests for this user's connections under this app is reached (Exact Online: per app and user, shared by all their connections): the next refresh is allowed after Retry-After",
+        };
+        Err(ApiError::new(ProblemKind::TemporarilyUnavailable, why)
+            .retry_after((until - now).num_seconds().max(1) as u64))
     }
 
     /// The credentials the connection points at, from the cache when its entry is for that pointer.
@@ -777,4 +761,13 @@ fn is_current_token(credentials: &Credentials, refused: Option<&AccessToken>) ->
         ),
         _ => false,
     }
+}
+
+/// What holds a connection's next refresh back.
+#[derive(Debug, Clone, Copy)]
+enum RefreshLimit {
+    /// The vault's version ceiling, paced per slot (`domain::write_budget`).
+    VaultWriteBudget,
+    /// A provider's limit per app and user (Exact Online), shared by all that user's connections.
+    ProviderPerAppUser,
 }

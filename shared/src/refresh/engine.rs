@@ -770,42 +770,29 @@ impl RefreshEngine {
                 interrupted: false,
             });
         };
-        if let Some(found) = self.keeper.read(&connection, &marker.target).await? {
+        // Its answer, if it left one: in the vault already, or escrowed in the marker. Known, it needs
+        // no wait for the original call, and the token that call spent is never presented again.
+        let answer = match self.keeper.read(&connection, &marker.target).await? {
+            Some(found) => Some((found, Adopted::FromVault)),
+            None => match &marker.escrow {
+                Some(sealed) => {
+                    let found = self
+                        .vault
+                        .open_escrow(
+                            &connection.tenant,
+                            &connection.id,
+                            &marker.target.write,
+                            sealed,
+                        )
+                        .await?;
+                    Some((found, Adopted::FromEscrow))
+                }
+                None => None,
+            },
+        };
+        if let Some((found, adopted)) = answer {
             let report = self
-                .adopt(
-                    connection,
-                    owner,
-                    marker,
-                    found,
-                    Adopted::FromVault,
-                    app,
-                    lease_ends,
-                )
-                .await?;
-            return Ok(Recovery::Settled(report));
-        }
-        if let Some(sealed) = &marker.escrow {
-            // The answer is known: no reason to wait for the original call, and its token must never
-            // be presented again.
-            let found = self
-                .vault
-                .open_escrow(
-                    &connection.tenant,
-                    &connection.id,
-                    &marker.target.write,
-                    sealed,
-                )
-                .await?;
-            let report = self
-                .adopt(
-                    connection,
-                    owner,
-                    marker,
-                    found,
-                    Adopted::FromEscrow,
-                    app,
-                    lease_ends,
-                )
+                .adopt(connection, owner, marker, found, adopted, app, lease_ends)
                 .await?;
             return Ok(Recovery::Settled(report));
         }
