@@ -8,7 +8,7 @@ use crate::domain::Credentials;
 use crate::escrow::{self, DataKey, SealedCredentials};
 use crate::ids::{ConnectionId, TenantId, WriteId};
 use crate::ports::VaultError;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
@@ -100,10 +100,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: Debug,
 {
-    let detail = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(error).to_string(),
-    };
+    let detail = super::aws_failure_detail(error);
     VaultError::Unavailable(format!("KMS {operation} for the escrow failed: {detail}"))
 }

@@ -30,3 +30,21 @@ pub(crate) fn json_failure(what: &str, error: &serde_json::Error) -> String {
         error.column()
     )
 }
+
+/// What an AWS call's failure says, for an error message: the service's error code and message when it
+/// answered (AWS messages name resources, never their contents), else the whole chain of causes (a
+/// timeout, a network error, ...).
+pub(crate) fn aws_failure_detail<E, R>(
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_smithy_types::error::display::DisplayErrorContext(error).to_string(),
+    }
+}

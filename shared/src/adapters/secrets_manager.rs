@@ -49,7 +49,7 @@ use crate::ids::{AppId, ConnectionId, TenantId, WriteId};
 use crate::ports::{TokenVault, VaultError};
 use crate::secret::ClientSecret;
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 use aws_sdk_secretsmanager::Client;
 use serde::Deserialize;
@@ -421,12 +421,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: Debug,
 {
-    let detail = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        // Not an answer from Secrets Manager (a timeout, a network error, ...): the chain of causes.
-        _ => DisplayErrorContext(error).to_string(),
-    };
+    let detail = super::aws_failure_detail(error);
     VaultError::Unavailable(format!(
         "Secrets Manager {operation} on {name} failed: {detail}"
     ))

@@ -2,7 +2,7 @@
 //! never an item (DynamoDB's own messages do not quote attribute values).
 
 use crate::ports::StoreError;
-use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
 use std::fmt::Debug;
@@ -13,12 +13,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: Debug,
 {
-    let detail = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        // Not an answer from DynamoDB (a timeout, a network error, ...): the whole chain of causes.
-        _ => DisplayErrorContext(error).to_string(),
-    };
+    let detail = crate::adapters::aws_failure_detail(error);
     StoreError::Unavailable(format!("DynamoDB {operation} failed: {detail}"))
 }
 
