@@ -21,6 +21,7 @@ use broker_core::refresh::EngineSettings;
 use broker_core::secret::{ClientSecret, LegacyAccessSecret, LegacyAccessToken};
 use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
+use broker_tests::logs::Captured;
 use broker_tests::oidc::OidcProvider;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
@@ -29,7 +30,6 @@ use provider_simulators::{
 };
 use reqwest::StatusCode;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 mod connecting;
@@ -41,35 +41,6 @@ const TW_ID: &str = "tw-client";
 const EX_ID: &str = "ex-client";
 const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
 const CLIENT_SECRET: &str = "client-secret-value-7f3a";
-
-// ---------------------------------------------------------------------------------------------------
-// Log capture: every broker log line of a test, to check none carries a secret.
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // The world of one test.
