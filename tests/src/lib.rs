@@ -7,11 +7,13 @@
 pub mod aws_faults;
 pub mod backends;
 pub mod clock;
+pub mod logs;
 pub mod moto;
 pub mod oidc;
 pub mod provider_http;
 pub mod providers;
 pub mod tools;
 pub mod vaults;
+pub mod world;
 
 pub use provider_http::{provider_http, provider_http_settings};

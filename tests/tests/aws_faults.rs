@@ -12,7 +12,6 @@ use broker_core::ports::{Fence, TokenVault, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::{EngineError, EngineSettings, Outcome, OutcomeKind, Trigger};
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use broker_core::CredentialKeeper;
 use broker_tests::aws_faults::{Fault, FaultProxy, FaultRule};
 use broker_tests::backends::Backend;
 use chrono::{Duration, TimeZone, Utc};
@@ -180,29 +179,11 @@ impl World {
             .unwrap();
         connection.last_refresh_at = Some(now);
         connection.next_refresh_at = Some(now);
-        let keeper = CredentialKeeper::new(self.stores.store.clone(), self.stores.vault.clone());
-        let target = CredentialKeeper::next_target(&connection);
-        keeper
-            .commit(
-                connection,
-                target,
-                &Credentials::OAuth2(tokens),
-                Fence::Version,
-                &[transition],
-            )
-            .await
-            .unwrap()
+        broker_tests::world::store_authorized(&self.stores, connection, tokens, transition).await
     }
 
     async fn current(&self, id: &ConnectionId) -> (Connection, Option<TokenSet>) {
-        let connection = self.stores.store.get_connection(id).await.unwrap().unwrap();
-        let keeper = CredentialKeeper::new(self.stores.store.clone(), self.stores.vault.clone());
-        let tokens = keeper
-            .current(&connection)
-            .await
-            .unwrap()
-            .and_then(|c| c.token_set().cloned());
-        (connection, tokens)
+        broker_tests::world::stored_with_tokens(&self.stores, id).await
     }
 
     fn advance(&self, by: Duration) {

@@ -13,34 +13,14 @@ use broker_core::ports::{Fence, TokenVault};
 use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use broker_tests::backends::{self, Backend};
+use broker_tests::logs::Captured;
 use chrono::{Duration, Utc};
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const ACCESS: &str = "ACCESS-TOKEN-SENTINEL-7f3a";
 const REFRESH: &str = "REFRESH-TOKEN-SENTINEL-91bc";
 const CLIENT_SECRET: &str = "CLIENT-SECRET-SENTINEL-44de";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [ACCESS, REFRESH, CLIENT_SECRET] {

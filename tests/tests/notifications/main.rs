@@ -1,0 +1,286 @@
+//! The expiry notifier end to end: the outbox on both stores, SES through moto (sent mail read back
+//! from moto's `/moto-api/data.json`, where SES v2 raw sends are recorded under `ses` → `RawMessage`),
+//! and the local outbox folder.
+
+use async_trait::async_trait;
+use base64::Engine;
+use broker_core::adapters::{OutboxMailer, SesMailer};
+use broker_core::backend::Backend as CoreBackend;
+use broker_core::connect::resolve_link;
+use broker_core::context::BrokerContext;
+use broker_core::domain::*;
+use broker_core::ids::{AppId, TenantId, WriteId};
+use broker_core::notify::*;
+use broker_core::ports::Fence;
+use broker_core::providers::{Catalogue, Providers};
+use broker_core::refresh::EngineSettings;
+use broker_core::secret::{AccessToken, LegacyAccessSecret, LegacyAccessToken, RefreshToken};
+use broker_core::{Clock, CredentialKeeper, ManualClock};
+use broker_tests::backends::{self, shared_moto, Backend};
+use broker_tests::moto::unique_name;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use url::Url;
+
+mod delivery;
+mod reminders;
+mod sweep;
+
+const ACCESS_VALUE: &str = "ACCESS-TOKEN-VALUE-never-in-mail";
+const REFRESH_VALUE: &str = "REFRESH-TOKEN-VALUE-never-in-mail";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 6, 0, 0).unwrap()
+}
+
+struct World {
+    ctx: BrokerContext,
+    clock: ManualClock,
+    tenant: TenantId,
+    recipient: String,
+}
+
+async fn world(backend: Backend) -> World {
+    let clock = ManualClock::starting_at(t0());
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let providers = Providers::new(
+        Catalogue::built_in(),
+        broker_tests::provider_http(),
+        clock_dyn.clone(),
+    );
+    let ctx = BrokerContext::new(
+        CoreBackend {
+            store: backend.store.clone(),
+            vault: backend.vault.clone(),
+        },
+        providers,
+        clock_dyn,
+        Url::parse("https://broker.example.com/").unwrap(),
+        EngineSettings::default(),
+    );
+    let tenant = TenantId::parse(unique_name("acme")).unwrap();
+    ctx.backend
+        .store
+        .insert_tenant(&Tenant::new(tenant.clone(), "Acme Integrations", t0()).unwrap())
+        .await
+        .unwrap();
+    let app = OAuthApp {
+        tenant: tenant.clone(),
+        id: AppId::parse("acumatica").unwrap(),
+        settings: ProviderSettings::Acumatica {
+            instance_url: ServiceUrl::parse("https://acme.acumatica.com").unwrap(),
+            tenant: "AcmeCo".into(),
+            refresh_tokens: None,
+        },
+        client_id: "00000000-0000-0000-0000-000000000000@AcmeCo".into(),
+        redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback").unwrap(),
+        scopes: vec![],
+        created_at: t0(),
+    };
+    ctx.backend.store.put_app(&app).await.unwrap();
+    World {
+        ctx,
+        clock,
+        tenant,
+        recipient: format!("{}@example.com", unique_name("finance")),
+    }
+}
+
+impl World {
+    /// A connected Acumatica connection with tokens in the vault, its refresh token ending at `ends`.
+    async fn connected(&self, ends: DateTime<Utc>) -> Connection {
+        let now = self.clock.now();
+        let mut c = Connection::new(
+            self.tenant.clone(),
+            AppId::parse("acumatica").unwrap(),
+            ProviderKind::Acumatica,
+            Recipients::parse(&[self.recipient.as_str(), "ops@example.com"]).unwrap(),
+            now,
+        );
+        c.display_name = Some("Acme production".into());
+        c.context = Some(ProviderContext::Acumatica {
+            instance_url: ServiceUrl::parse("https://acme.acumatica.com").unwrap(),
+            tenant: "AcmeCo".into(),
+        });
+        let pointer = CredentialsPointer {
+            slot: VaultSlot::A,
+            write: WriteId::generate(),
+        };
+        self.ctx
+            .backend
+            .vault
+            .put_credentials(
+                &c.tenant,
+                &c.id,
+                pointer.slot,
+                &pointer.write,
+                &Credentials::OAuth2(TokenSet {
+                    access_token: AccessToken::new(ACCESS_VALUE),
+                    refresh_token: Some(RefreshToken::new(REFRESH_VALUE)),
+                    access_expires_at: now + Duration::hours(1),
+                    refresh_expires_at: Some(ends),
+                    scope: None,
+                    received_at: now,
+                }),
+            )
+            .await
+            .unwrap();
+        c.credentials = Some(pointer);
+        c.refresh_expires_at = Some(ends);
+        c.next_refresh_at = Some(now + Duration::days(7));
+        let t = c
+            .apply(
+                StatusEvent::Authorized,
+                Actor::EndUser("integration".into()),
+                now,
+            )
+            .unwrap();
+        self.ctx
+            .backend
+            .store
+            .insert_connection(&c, &[t])
+            .await
+            .unwrap();
+        c
+    }
+
+    /// What the refresh engine does when a person is needed: the event and a fenced save.
+    async fn reconnect_needed(&self, c: &Connection) -> Connection {
+        let mut c = self
+            .ctx
+            .backend
+            .store
+            .get_connection(&c.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let t = c
+            .apply(
+                StatusEvent::ReconnectNeeded(ReconnectReason::new(
+                    ReconnectKind::GrantRevoked,
+                    "invalid_grant",
+                )),
+                Actor::System("token-refresh".into()),
+                self.clock.now(),
+            )
+            .unwrap();
+        c.next_refresh_at = None;
+        self.ctx
+            .backend
+            .store
+            .save_connection(&c, Fence::Version, &[t])
+            .await
+            .unwrap()
+    }
+
+    async fn unsettled(&self) -> Vec<NoticeKey> {
+        self.ctx.backend.store.unsettled_notices(100).await.unwrap()
+    }
+}
+
+// ----- SES through moto ------------------------------------------------------------------------
+
+const SENDER: &str = "broker@example.com";
+
+async fn ses_mailer() -> Arc<dyn Mailer> {
+    let config = shared_moto().sdk_config().await;
+    let client = SesMailer::client(&config);
+    // moto refuses mail from an unverified sender, like SES outside the sandbox does.
+    let _ = client
+        .create_email_identity()
+        .email_identity(SENDER)
+        .send()
+        .await;
+    Arc::new(SesMailer::new(client))
+}
+
+fn settings() -> NotifySettings {
+    let mut s = NotifySettings::new(EmailAddress::parse(SENDER).unwrap());
+    s.reply_to = Some(EmailAddress::parse("support@example.com").unwrap());
+    s
+}
+
+/// The raw messages moto recorded for `recipient`.
+async fn moto_mail_to(recipient: &str) -> Vec<String> {
+    let url = format!("{}/moto-api/data.json", shared_moto().endpoint);
+    let data: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    data["ses"]["RawMessage"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m["destinations"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|a| a.as_str() == Some(recipient)))
+        })
+        .map(|m| m["raw_data"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A message's headers and decoded text and HTML parts.
+struct Parsed {
+    headers: String,
+    text: String,
+    html: String,
+}
+
+fn parse(raw: &str) -> Parsed {
+    let (headers, body) = raw
+        .split_once("\r\n\r\n")
+        .expect("headers end with an empty line");
+    let boundary = headers
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|b| b.split('"').next())
+        .expect("a multipart boundary");
+    let mut parts = Vec::new();
+    for part in body.split(&format!("--{boundary}")).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let (part_headers, content) = part.split_once("\r\n\r\n").expect("part headers");
+        assert!(part_headers.contains("Content-Transfer-Encoding: base64"));
+        let joined: String = content.split_whitespace().collect();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(joined)
+            .unwrap();
+        parts.push((
+            part_headers.to_string(),
+            String::from_utf8(decoded).unwrap(),
+        ));
+    }
+    assert_eq!(parts.len(), 2, "multipart/alternative with text and html");
+    assert!(parts[0].0.contains("text/plain") && parts[1].0.contains("text/html"));
+    Parsed {
+        headers: headers.to_string(),
+        text: parts[0].1.clone(),
+        html: parts[1].1.clone(),
+    }
+}
+
+fn link_token(text: &str) -> String {
+    let start = text
+        .find("https://broker.example.com/connect/")
+        .expect("a reconnect link");
+    text[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("https://broker.example.com/connect/")
+        .to_string()
+}
+
+/// Refuses every message, like SES with a throttled or suspended account.
+struct Refusing(AtomicUsize);
+
+#[async_trait]
+impl Mailer for Refusing {
+    async fn send(&self, _: &Email) -> Result<(), MailError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(MailError::NotSent(
+            "Throttling: Maximum sending rate exceeded".into(),
+        ))
+    }
+}
