@@ -1,6 +1,6 @@
 //! Ports: what the core needs from storage. Two backends implement every one of them with the same
 //! semantics — AWS (DynamoDB + Secrets Manager) and the embedded local store — and one contract test
-//! suite (`tests/tests/store_contract.rs`) holds them to it.
+//! suite (`tests/tests/store_contract/`) holds them to it.
 
 use crate::domain::{
     ApiKeyPrefix, ApiKeyRecord, ConnectLink, Connection, Consumed, Credentials, CredentialsPointer,

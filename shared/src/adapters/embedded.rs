@@ -3,7 +3,7 @@
 //! It is the backend when no AWS configuration is given: a person runs the broker (and the admin CLI
 //! beside it) on their own machine with no AWS account, and everything lives in one owner-only file
 //! (mode 0600, created so before SQLite opens it). It is not a test double: the contract suite
-//! (`tests/tests/store_contract.rs`) runs the same scenarios against it and against the AWS adapters.
+//! (`tests/tests/store_contract/`) runs the same scenarios against it and against the AWS adapters.
 //!
 //! # Schema (`PRAGMA user_version` = [`schema::SCHEMA_VERSION`])
 //!

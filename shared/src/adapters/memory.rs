@@ -1,5 +1,5 @@
 //! An in-memory store: every metadata port and the token vault in one process's memory, for unit tests
-//! only. It is not a backend the broker runs on; the contract suite (`tests/tests/store_contract.rs`)
+//! only. It is not a backend the broker runs on; the contract suite (`tests/tests/store_contract/`)
 //! runs on the real backends, and on this one too, so its semantics stay theirs.
 //!
 //! Every operation takes one `std::sync::Mutex` for its whole check-and-write, which is what the

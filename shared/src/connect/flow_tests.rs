@@ -1,6 +1,6 @@
 //! The callback's first step, redeeming the state, on the in-memory store: it ends before any provider
 //! is called, so no HTTP is needed (the whole flow runs against the simulators and oidc-provider in
-//! `tests/tests/connect_flow.rs`).
+//! `tests/tests/connect_flow/`).
 
 use super::flow::{BrowserCookies, ConnectError, ConnectFlow};
 use crate::adapters::memory::MemoryStore;

@@ -1,6 +1,6 @@
 //! The refresh engine's decisions, on the in-memory store with a scripted provider and a manual clock:
 //! fast, and each reaching a branch that is fiddly to reach end to end. The same engine runs against
-//! SQLite, moto and the provider simulators in `tests/tests/refresh_engine.rs`.
+//! SQLite, moto and the provider simulators in `tests/tests/refresh_engine/`.
 
 use super::engine::{Demand, EngineSettings, Outcome, RefreshEngine, Trigger};
 use super::grant::{GrantFailure, GrantedTokens, TokenGrant};

@@ -193,7 +193,11 @@ async fn a_stale_version_is_refused_and_its_transitions_are_not_written(backend:
         .unwrap();
     let saved = backend
         .store
-        .save_connection(&connection, Fence::Version, &[authorized.clone()])
+        .save_connection(
+            &connection,
+            Fence::Version,
+            std::slice::from_ref(&authorized),
+        )
         .await
         .unwrap();
     assert_eq!(saved.version(), 1);
