@@ -207,6 +207,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
         ApiKeyScope {
             session_only: true,
             connections: None,
+            manage_apps: false,
         },
     );
     let (other, other_record) = key("other", ApiKeyScope::default());
@@ -886,6 +887,7 @@ async fn refusals_are_clean_problems(backend: Backend) {
         ApiKeyScope {
             session_only: false,
             connections: Some(vec![ConnectionId::generate()]),
+            manage_apps: false,
         },
         now,
     );
@@ -2086,6 +2088,7 @@ async fn every_route_answers_every_key_scope_as_the_scope_says(backend: Backend)
             ApiKeyScope {
                 session_only,
                 connections,
+                manage_apps: false,
             },
             Utc::now(),
         );
