@@ -11,9 +11,10 @@ pub const PROBLEM_BASE: &str = "https://broker.example/problems/";
 pub enum ProblemKind {
     /// 401: no API key, a malformed one, an unknown one or a revoked one.
     Unauthorized,
-    /// 403: the key may not do this (session-only key, or a key limited to other connections).
+    /// 403: the key may not do this (session-only key, a key limited to other connections, or, for
+    /// app registrations, a key without the manage_apps scope).
     Forbidden,
-    /// 404: no such connection for this tenant (another tenant's connections do not exist).
+    /// 404: no such connection or app registration for this tenant (another tenant's do not exist).
     NotFound,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
