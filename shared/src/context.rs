@@ -86,10 +86,19 @@ impl BrokerContext {
 
     /// A URL under the public base, e.g. `connect/<token>`.
     pub fn public_url(&self, path: &str) -> Url {
-        let base = self.public_base_url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}/{}", path.trim_start_matches('/')))
-            .expect("a valid base joined with a path")
+        public_url_under(&self.public_base_url, path)
     }
+}
+
+/// Where providers send the browser back after authorization, under the public base URL.
+pub const CALLBACK_PATH: &str = "oauth/callback";
+
+/// `path` under `base`, whether or not `base` ends in a slash (unlike `Url::join`, which would drop
+/// the last segment of a base without one).
+pub fn public_url_under(base: &Url, path: &str) -> Url {
+    let base = base.as_str().trim_end_matches('/');
+    Url::parse(&format!("{base}/{}", path.trim_start_matches('/')))
+        .expect("a valid base joined with a path")
 }
 
 pub fn parse_public_url(raw: &str) -> Result<Url, ContextError> {

@@ -214,6 +214,9 @@ pub trait TenantStore: Send + Sync {
     async fn put_app(&self, app: &OAuthApp) -> Result<(), StoreError>;
     async fn get_app(&self, tenant: &TenantId, id: &AppId) -> Result<Option<OAuthApp>, StoreError>;
     async fn list_apps(&self, tenant: &TenantId) -> Result<Vec<OAuthApp>, StoreError>;
+    /// Deletes an app registration; `false` when the tenant has none by that id. Whether connections
+    /// still use it is the caller's to check first.
+    async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -304,6 +307,10 @@ pub trait TokenVault: Send + Sync {
         tenant: &TenantId,
         app: &AppId,
     ) -> Result<Option<ClientSecret>, VaultError>;
+
+    /// Deletes an app's client secret (the app registration is deleted). Deleting one that is not
+    /// there is not an error.
+    async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError>;
 
     /// Seals credentials that could not be written to the vault, for keeping in the metadata until
     /// they can be (see [`crate::escrow`]): with a key independent of the vault's storage, bound to

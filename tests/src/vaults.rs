@@ -110,4 +110,8 @@ impl TokenVault for RecordingVault {
     ) -> Result<Option<ClientSecret>, VaultError> {
         self.inner.get_client_secret(tenant, app).await
     }
+
+    async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
+        self.inner.delete_client_secret(tenant, app).await
+    }
 }

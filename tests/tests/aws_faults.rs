@@ -500,6 +500,9 @@ impl TokenVault for RefusingVault {
     ) -> Result<Option<ClientSecret>, VaultError> {
         self.inner.get_client_secret(t, a).await
     }
+    async fn delete_client_secret(&self, t: &TenantId, a: &AppId) -> Result<(), VaultError> {
+        self.inner.delete_client_secret(t, a).await
+    }
     async fn seal_escrow(
         &self,
         t: &TenantId,

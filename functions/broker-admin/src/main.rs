@@ -1,11 +1,13 @@
 //! `broker-admin`: the operators' command line. It works on whatever backend the environment selects
 //! (the embedded store by default; DynamoDB + Secrets Manager with `BROKER_TABLE`).
 
+use broker_core::api::{AppRules, ProviderFields};
 use broker_core::backend::{Backend, BackendConfig};
+use broker_core::context::{parse_public_url, BrokerContext};
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, TenantId};
 use broker_core::ports::PageRequest;
-use broker_core::providers::{AddressPolicy, HostCheck};
+use broker_core::providers::{AddressPolicy, Catalogue, HostCheck};
 use broker_core::secret::ClientSecret;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
@@ -129,6 +131,10 @@ enum KeyCommand {
         /// Limit the key to this connection (repeatable).
         #[arg(long = "connection")]
         connections: Vec<String>,
+        /// Also allow registering, changing and deleting the tenant's OAuth apps (/v1/apps). Only
+        /// for a key without --session-only or --connection limits.
+        #[arg(long)]
+        manage_apps: bool,
     },
     /// List a tenant's keys (prefixes only).
     List {
@@ -227,34 +233,34 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
 }
 
 fn provider_settings(args: &RegisterApp) -> Result<ProviderSettings, Failure> {
-    let need = |value: &Option<String>, flag: &str| {
-        value
-            .clone()
-            .ok_or_else(|| Failure(format!("--provider {} needs {flag}", args.provider)))
-    };
-    Ok(match args.provider.as_str() {
-        "twinfield" => ProviderSettings::Twinfield,
-        "exact" | "exact-online" => ProviderSettings::ExactOnline {
-            country: ExactCountry::parse(&need(&args.country, "--country")?)?,
-        },
-        "acumatica" => ProviderSettings::Acumatica {
-            instance_url: ServiceUrl::parse(&need(&args.instance_url, "--instance-url")?)?,
-            tenant: need(&args.acumatica_tenant, "--acumatica-tenant")?,
-            refresh_tokens: args
-                .acumatica_refresh_tokens
-                .as_deref()
-                .map(AcumaticaRefreshTokens::parse)
-                .transpose()
-                .map_err(|e| Failure(format!("--acumatica-refresh-tokens: {e}")))?,
-        },
-        "generic" => ProviderSettings::Generic {
-            definition: need(&args.definition, "--definition")?,
-        },
+    let provider = match args.provider.as_str() {
+        "twinfield" => ProviderKind::Twinfield,
+        "exact" | "exact-online" => ProviderKind::ExactOnline,
+        "acumatica" => ProviderKind::Acumatica,
+        "generic" => ProviderKind::Generic,
         other => {
             return Err(Failure(format!(
                 "unknown provider {other:?}: use twinfield, exact, acumatica or generic"
             )))
         }
+    };
+    let fields = ProviderFields {
+        country: args.country.clone(),
+        instance_url: args.instance_url.clone(),
+        acumatica_tenant: args.acumatica_tenant.clone(),
+        acumatica_refresh_tokens: args
+            .acumatica_refresh_tokens
+            .as_deref()
+            .map(AcumaticaRefreshTokens::parse)
+            .transpose()
+            .map_err(|e| Failure(format!("--acumatica-refresh-tokens: {e}")))?,
+        definition: args.definition.clone(),
+    };
+    // The shared rules name fields as the API does; each is the flag of the same name here.
+    fields.settings(provider).map_err(|e| {
+        Failure(format!(
+            "{e} (on the command line: --{{field}} with '-' for '_')"
+        ))
     })
 }
 
@@ -309,13 +315,18 @@ async fn app(backend: &Backend, command: AppCommand) -> Result<(), Failure> {
                 scopes: args.scopes.clone(),
                 created_at: Utc::now(),
             };
-            app.validate()?;
-            match policy.check_registration(&app.settings).await {
+            // The same rules as the integration API's `POST /v1/apps`, against the catalogue and
+            // public URL the functions run with (BROKER_CATALOGUE_FILE, BROKER_PUBLIC_URL).
+            let catalogue = Catalogue::from_env()?;
+            let public_url = std::env::var("BROKER_PUBLIC_URL")
+                .unwrap_or_else(|_| BrokerContext::DEFAULT_PUBLIC_URL.into());
+            let rules = AppRules::new(&catalogue, &parse_public_url(&public_url)?, policy);
+            match rules.check(&app).await {
                 Ok(HostCheck::Allowed) => {}
                 Ok(HostCheck::Unresolved { detail }) => eprintln!(
                     "warning: {detail}; registering it anyway (every call checks its addresses again)"
                 ),
-                Err(refused) => return Err(Failure(format!("--instance-url: {refused}"))),
+                Err(refused) => return Err(Failure(refused.to_string())),
             }
             let secret = read_client_secret(args.client_secret_file.as_deref())?;
             // Secret first: an app record without its secret would fail every token call.
@@ -353,7 +364,13 @@ async fn key(backend: &Backend, command: KeyCommand) -> Result<(), Failure> {
             label,
             session_only,
             connections,
+            manage_apps,
         } => {
+            if manage_apps && (session_only || !connections.is_empty()) {
+                return Err(Failure(
+                    "--manage-apps needs a key that reaches the whole tenant: leave out --session-only and --connection, or make a separate key for managing apps".into(),
+                ));
+            }
             let tenant = existing_tenant(backend, &tenant).await?;
             let connections = connections
                 .into_iter()
@@ -362,6 +379,7 @@ async fn key(backend: &Backend, command: KeyCommand) -> Result<(), Failure> {
             let scope = ApiKeyScope {
                 session_only,
                 connections: (!connections.is_empty()).then_some(connections),
+                manage_apps,
             };
             let key = ApiKeyRecord::generate(tenant, &label, scope, Utc::now());
             backend.store.insert_api_key(&key.record).await?;

@@ -1,7 +1,7 @@
 //! The admin command line against a fresh embedded store: what an operator does on day one.
 
 use broker_core::adapters::embedded::EmbeddedStore;
-use broker_core::domain::{AcumaticaRefreshTokens, ApiKeyPrefix, ProviderSettings};
+use broker_core::domain::{AcumaticaRefreshTokens, ApiKeyPrefix, ApiKeyRecord, ProviderSettings};
 use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::{ApiKeyStore, TenantStore, TokenVault};
 use broker_core::secret::ApiKeySecret;
@@ -15,6 +15,7 @@ fn admin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_broker-admin"))
         .args(args)
         .env("BROKER_DATA_DIR", data_dir)
+        .env("BROKER_PUBLIC_URL", "https://broker.example.com")
         .env_remove("BROKER_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -355,5 +356,77 @@ async fn an_instance_url_on_a_private_address_is_refused() {
         &output,
         "--allow-loopback is for local runs on the embedded store",
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `app register` applies the integration API's rules (one check for both), and `key create` grants
+/// app management only to a key that reaches the whole tenant.
+#[tokio::test]
+async fn registrations_follow_the_apis_rules_and_keys_may_be_granted_app_management() {
+    let dir = std::env::temp_dir().join(format!("broker-admin-rules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&admin(
+        &dir,
+        &["tenant", "create", "acme", "--name", "Acme"],
+        None,
+    ));
+    let register = |extra: &[&str], redirect: &str| {
+        let mut args = vec![
+            "app",
+            "register",
+            "--tenant",
+            "acme",
+            "--id",
+            "app",
+            "--client-id",
+            "c",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--redirect-uri", redirect]);
+        admin(&dir, &args, Some(CLIENT_SECRET))
+    };
+    let callback = "https://broker.example.com/oauth/callback";
+    let twinfield = ["--provider", "twinfield"];
+    refused(
+        &register(&twinfield, "https://broker.example.com/callback"),
+        "must be the broker's callback URL https://broker.example.com/oauth/callback",
+    );
+    refused(
+        &register(&["--provider", "twinfield", "--country", "nl"], callback),
+        "country applies to Exact Online apps only",
+    );
+    refused(
+        &register(
+            &["--provider", "generic", "--definition", "nowhere"],
+            callback,
+        ),
+        "has no definition \"nowhere\"",
+    );
+    ok(&register(&twinfield, callback));
+
+    refused(
+        &admin(
+            &dir,
+            &[
+                "key",
+                "create",
+                "--tenant",
+                "acme",
+                "--session-only",
+                "--manage-apps",
+            ],
+            None,
+        ),
+        "--manage-apps needs a key that reaches the whole tenant",
+    );
+    let key = ok(&admin(
+        &dir,
+        &["key", "create", "--tenant", "acme", "--manage-apps"],
+        None,
+    ));
+    let store = EmbeddedStore::open(dir.join("broker.db")).unwrap();
+    let prefix = ApiKeyRecord::prefix_of(&ApiKeySecret::new(key.trim())).unwrap();
+    let record = store.get_api_key(&prefix).await.unwrap().unwrap();
+    assert!(record.scope.manage_apps && !record.scope.session_only);
     let _ = std::fs::remove_dir_all(&dir);
 }

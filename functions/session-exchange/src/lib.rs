@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+mod apps;
+
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -39,9 +41,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/connections/{id}/credentials"),
     ("POST", "/v1/connections/{id}/session"),
     ("POST", "/v1/connections/{id}/twinfield-session"),
+    ("POST", "/v1/apps"),
+    ("GET", "/v1/apps"),
+    ("GET", "/v1/apps/{id}"),
+    ("PATCH", "/v1/apps/{id}"),
+    ("DELETE", "/v1/apps/{id}"),
 ];
 
-type Api = Arc<IntegrationApi>;
+pub(crate) type Api = Arc<IntegrationApi>;
 
 /// The router, with a fresh [`IntegrationApi`] (and its caches) over `ctx`.
 pub fn router(ctx: BrokerContext) -> Router {
@@ -63,13 +70,14 @@ pub fn router_with(api: Api) -> Router {
             "/v1/connections/{id}/twinfield-session",
             post(twinfield_session),
         )
+        .merge(apps::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
 
-type Body = Result<Bytes, BytesRejection>;
+pub(crate) type Body = Result<Bytes, BytesRejection>;
 
 async fn create(
     State(api): State<Api>,
@@ -277,7 +285,7 @@ async fn method_not_allowed() -> Response {
 /// The caller a request's `Authorization` header authenticates. A handler that takes it runs only for
 /// an authenticated caller; any other request is answered with the problem (401, or 503 when the keys
 /// cannot be read).
-struct Authenticated(Caller);
+pub(crate) struct Authenticated(pub(crate) Caller);
 
 impl FromRequestParts<Api> for Authenticated {
     type Rejection = Response;
@@ -302,7 +310,7 @@ impl FromRequestParts<Api> for Authenticated {
 /// otherwise: a body sent as a form or as text is not what the caller meant to send). serde's messages
 /// name fields, never values: a wrong-typed value would be quoted in them, so those are replaced by the
 /// position only.
-fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     let declared_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -351,7 +359,7 @@ fn json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiEr
     })
 }
 
-async fn answer<T: Serialize>(
+pub(crate) async fn answer<T: Serialize>(
     work: impl std::future::Future<Output = Result<(StatusCode, T), ApiError>>,
 ) -> Response {
     match work.await {

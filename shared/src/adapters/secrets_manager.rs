@@ -258,6 +258,15 @@ impl SecretsManagerVault {
         }
     }
 
+    /// Cancels a secret's scheduled deletion, if it has one. Its outcome is not needed: a secret that
+    /// does not exist or is not deleted has nothing to restore, and a restore that failed leaves the
+    /// write that follows to report the error.
+    async fn restore(&self, name: &str) {
+        if let Err(e) = self.client.restore_secret().secret_id(name).send().await {
+            tracing::debug!(secret = name, error = %super::aws_failure_detail(&e), "RestoreSecret: nothing restored");
+        }
+    }
+
     /// Schedules a secret's deletion; one that is gone or already scheduled is fine.
     async fn delete(&self, name: &str) -> Result<(), VaultError> {
         let deleted_now = self
@@ -343,8 +352,13 @@ impl TokenVault for SecretsManagerVault {
         secret: &ClientSecret,
     ) -> Result<(), VaultError> {
         let value = serde_json::json!({ "client_secret": secret.expose() }).to_string();
-        self.put(&self.client_secret_secret(tenant, app), value, None)
-            .await
+        let spec = self.client_secret_secret(tenant, app);
+        // An app deleted within the recovery window keeps its secret's name until then, and a deleted
+        // secret takes no new value: registering the id again takes the secret back first (its old
+        // versions stay behind the new current one). Client secrets are written rarely, so the extra
+        // call is cheaper than telling that case apart by error message.
+        self.restore(&spec.name).await;
+        self.put(&spec, value, None).await
     }
 
     async fn get_client_secret(
@@ -354,6 +368,11 @@ impl TokenVault for SecretsManagerVault {
     ) -> Result<Option<ClientSecret>, VaultError> {
         let name = self.client_secret_secret(tenant, app).name;
         Ok(self.get(&name, None).await?.map(client_secret_of))
+    }
+
+    async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
+        self.delete(&self.client_secret_secret(tenant, app).name)
+            .await
     }
 
     async fn seal_escrow(

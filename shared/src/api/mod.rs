@@ -6,6 +6,8 @@
 //! or an [`ApiError`] that knows its RFC 9457 problem (`type`, `title`, `status`, `detail`). The
 //! `session-exchange` function only maps HTTP onto it.
 
+mod app_rules;
+mod apps;
 pub(crate) mod caches;
 mod credentials;
 mod problem;
@@ -13,6 +15,8 @@ mod service;
 mod twinfield;
 mod types;
 
+pub use app_rules::{AppRefused, AppRules, ProviderFields};
+pub use apps::{AppChanges, AppList, AppView, NewApp};
 pub use caches::ApiSettings;
 pub use problem::{ApiError, Problem, ProblemKind, PROBLEM_BASE};
 pub use service::{Caller, IntegrationApi, SessionOptions, MAX_REQUESTED_VALIDITY};

@@ -11,9 +11,10 @@ pub const PROBLEM_BASE: &str = "https://broker.example/problems/";
 pub enum ProblemKind {
     /// 401: no API key, a malformed one, an unknown one or a revoked one.
     Unauthorized,
-    /// 403: the key may not do this (session-only key, or a key limited to other connections).
+    /// 403: the key may not do this (session-only key, a key limited to other connections, or, for
+    /// app registrations, a key without the manage_apps scope).
     Forbidden,
-    /// 404: no such connection for this tenant (another tenant's connections do not exist).
+    /// 404: no such connection or app registration for this tenant (another tenant's do not exist).
     NotFound,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
@@ -42,6 +43,10 @@ pub enum ProblemKind {
     /// 409: the app registration (or its client secret) the connection uses is gone: an operator must
     /// register it again.
     AppNotRegistered,
+    /// 409: an app registration by that id exists already: change it with PATCH.
+    AppExists,
+    /// 409: connections that are not disconnected use the app: disconnect them before deleting it.
+    AppInUse,
     /// 429: the provider is rate limiting.
     RateLimited,
     /// 503: the provider, or a refresh under way, keeps us from answering now; retry shortly.
@@ -53,7 +58,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 20] = [
+    pub const ALL: [ProblemKind; 22] = [
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
@@ -70,6 +75,8 @@ impl ProblemKind {
         Self::NotApplicable,
         Self::TwinfieldLogonRefused,
         Self::AppNotRegistered,
+        Self::AppExists,
+        Self::AppInUse,
         Self::RateLimited,
         Self::TemporarilyUnavailable,
         Self::ProviderError,
@@ -94,6 +101,8 @@ impl ProblemKind {
             Self::NotApplicable => "not-applicable",
             Self::TwinfieldLogonRefused => "twinfield-logon-refused",
             Self::AppNotRegistered => "app-not-registered",
+            Self::AppExists => "app-exists",
+            Self::AppInUse => "app-in-use",
             Self::RateLimited => "rate-limited",
             Self::TemporarilyUnavailable => "temporarily-unavailable",
             Self::ProviderError => "provider-error",
@@ -119,6 +128,8 @@ impl ProblemKind {
             Self::NotApplicable => "Not applicable to this connection",
             Self::TwinfieldLogonRefused => "Twinfield refused the logon",
             Self::AppNotRegistered => "The connection's app registration is missing",
+            Self::AppExists => "The app registration exists already",
+            Self::AppInUse => "Connections still use the app registration",
             Self::RateLimited => "The provider is rate limiting",
             Self::TemporarilyUnavailable => "Temporarily unavailable",
             Self::ProviderError => "The provider gave an unusable answer",
@@ -142,7 +153,9 @@ impl ProblemKind {
             | Self::ConnectionDisconnected
             | Self::NotApplicable
             | Self::TwinfieldLogonRefused
-            | Self::AppNotRegistered => 409,
+            | Self::AppNotRegistered
+            | Self::AppExists
+            | Self::AppInUse => 409,
             Self::RateLimited => 429,
             Self::TemporarilyUnavailable => 503,
             Self::ProviderError => 502,

@@ -108,7 +108,7 @@ impl ConnectFlow {
 
     /// The redirect URI the broker answers at; app registrations name it at their provider.
     pub fn callback_url(&self) -> Url {
-        self.ctx.public_url("oauth/callback")
+        self.ctx.public_url(crate::context::CALLBACK_PATH)
     }
 
     /// The connect link for a token (to offer it again).

@@ -60,6 +60,10 @@ pub struct ApiKeyScope {
     pub session_only: bool,
     /// When set, the key reaches only these connections.
     pub connections: Option<Vec<ConnectionId>>,
+    /// May register, change and delete the tenant's OAuth app registrations (`/v1/apps`). Keys made
+    /// before this existed read as `false`: managing apps is granted, never assumed.
+    #[serde(default)]
+    pub manage_apps: bool,
 }
 
 /// The stored form of a key.
@@ -193,6 +197,7 @@ mod tests {
         let scope = ApiKeyScope {
             session_only: true,
             connections: Some(vec![allowed.clone()]),
+            manage_apps: false,
         };
         let key = ApiKeyRecord::generate(tenant(), "ci", scope, Utc::now());
         assert!(key.record.may_use(&allowed));

@@ -491,6 +491,15 @@ fn expected_grants(binary: &str) -> BTreeSet<String> {
          secretsmanager:GetSecretValue {TOKENS_B}"
     );
     let read_client_secrets = format!("secretsmanager:GetSecretValue {CLIENT_SECRETS}");
+    // Registering, rotating and deleting apps through the API (session-exchange): client secrets
+    // only, and no UpdateSecret or resource policy.
+    let manage_client_secrets = format!(
+        "secretsmanager:PutSecretValue {CLIENT_SECRETS}
+         secretsmanager:CreateSecret {CLIENT_SECRETS}
+         secretsmanager:TagResource {CLIENT_SECRETS}
+         secretsmanager:RestoreSecret {CLIENT_SECRETS}
+         secretsmanager:DeleteSecret {CLIENT_SECRETS}"
+    );
     // Disconnecting (session-exchange), and removing tokens a write landed after a disconnect (every
     // function that writes tokens): tokens only, never a client secret.
     let delete_tokens = format!(
@@ -513,11 +522,14 @@ fn expected_grants(binary: &str) -> BTreeSet<String> {
              {table_key}"
         ),
         // The API: hands out, refreshes, imports and deletes (disconnect) tokens; lists a tenant's
-        // connections (gsi1).
+        // connections (gsi1); lists (Query on the table) and deletes app registrations.
         "session-exchange" => format!(
             "{items}
              dynamodb:Query ${{Table.Arn}}/index/gsi1
+             dynamodb:Query ${{Table.Arn}}
+             dynamodb:DeleteItem ${{Table.Arn}}
              {read_client_secrets}
+             {manage_client_secrets}
              {read_tokens}
              {write_tokens}
              {delete_tokens}

@@ -38,19 +38,29 @@ fn secrets_are_told_apart_by_name_and_each_role_reaches_only_its_own() {
     let role = |binary: &str| template.role_of(binary);
     for binary in FUNCTIONS {
         let role = role(binary);
+        // Registering apps is broker-admin's and, for keys with the manage_apps scope, the API's.
+        let manages_apps = binary == "session-exchange";
         for app in &apps {
             for action in SECRET_WRITES {
-                assert!(
-                    !deployment.may(&template, &role, action, app),
-                    "{binary} may {action} the client secret {app}: registering an app is broker-admin's"
+                let allowed = manages_apps
+                    && ![
+                        "secretsmanager:UpdateSecret",
+                        "secretsmanager:PutResourcePolicy",
+                    ]
+                    .contains(action);
+                assert_eq!(
+                    deployment.may(&template, &role, action, app),
+                    allowed,
+                    "{binary} {action} on the client secret {app}"
                 );
             }
         }
         for secret in tokens.iter().chain(&apps) {
             assert_eq!(
                 deployment.may(&template, &role, "secretsmanager:DeleteSecret", secret),
-                binary != "expiry-notifier" && tokens.contains(secret),
-                "{binary} DeleteSecret on {secret}: only functions that write tokens, only tokens"
+                (binary != "expiry-notifier" && tokens.contains(secret))
+                    || (manages_apps && apps.contains(secret)),
+                "{binary} DeleteSecret on {secret}: functions that write tokens delete tokens; the API deletes client secrets"
             );
         }
     }
@@ -114,7 +124,8 @@ fn secrets_are_told_apart_by_name_and_each_role_reaches_only_its_own() {
     }
 }
 
-/// The operators' role is the one principal that writes client secrets, and it cannot touch a token.
+/// The operators' role writes client secrets (as the API does for keys that may manage apps), and it
+/// cannot touch a token.
 #[test]
 fn only_the_operator_role_registers_client_secrets_and_it_reaches_no_token() {
     let template = Template::load();
@@ -295,14 +306,18 @@ async fn secret_names_the_vault_writes_are_told_apart_by_the_policies() {
             may(binary, "secretsmanager:GetSecretValue", app_secret),
             "{binary}: {app_secret}"
         );
-        assert!(
-            !may(binary, "secretsmanager:PutSecretValue", app_secret),
-            "{binary}: {app_secret}"
-        );
-        assert!(
-            !may(binary, "secretsmanager:DeleteSecret", app_secret),
-            "{binary}: {app_secret}"
-        );
+        // Only the API manages apps (keys with the manage_apps scope).
+        let manages_apps = binary == "session-exchange";
+        for action in [
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:DeleteSecret",
+        ] {
+            assert_eq!(
+                may(binary, action, app_secret),
+                manages_apps,
+                "{binary} {action}: {app_secret}"
+            );
+        }
     }
     assert!(deployment.may(
         &template,

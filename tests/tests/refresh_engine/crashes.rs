@@ -83,6 +83,9 @@ impl TokenVault for CrashAfterVaultWrite {
     ) -> Result<Option<ClientSecret>, VaultError> {
         self.0.get_client_secret(t, a).await
     }
+    async fn delete_client_secret(&self, t: &TenantId, a: &AppId) -> Result<(), VaultError> {
+        self.0.delete_client_secret(t, a).await
+    }
 }
 
 /// Runs a refresh that "dies" (its task is aborted) once it has recorded its in-flight marker and done

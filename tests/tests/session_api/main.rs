@@ -191,6 +191,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
         ApiKeyScope {
             session_only: true,
             connections: None,
+            manage_apps: false,
         },
     );
     let (other, other_record) = key("other", ApiKeyScope::default());

@@ -87,6 +87,7 @@ async fn refusals_are_clean_problems(backend: Backend) {
         ApiKeyScope {
             session_only: false,
             connections: Some(vec![ConnectionId::generate()]),
+            manage_apps: false,
         },
         now,
     );
@@ -282,6 +283,7 @@ async fn every_route_answers_every_key_scope_as_the_scope_says(backend: Backend)
             ApiKeyScope {
                 session_only,
                 connections,
+                manage_apps: false,
             },
             Utc::now(),
         );

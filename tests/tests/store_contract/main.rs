@@ -44,6 +44,7 @@ macro_rules! contract {
     };
 }
 
+mod apps;
 mod concurrency;
 mod credentials;
 mod records;

@@ -68,6 +68,28 @@ impl TenantStore for DynamoStore {
         let items = self.query_all(query, "Query (list apps)").await?;
         items.iter().map(decode_data).collect()
     }
+
+    async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<bool, StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant_pk(tenant), &app_sk(id))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable("DeleteItem (app)", &e)),
+        }
+    }
 }
 
 #[async_trait]

@@ -126,6 +126,18 @@ impl TenantStore for EmbeddedStore {
         .await
         .map_err(|f| f.into_store("listing a tenant's app registrations"))
     }
+
+    async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.write(move |db| {
+            let deleted = db
+                .prepare_cached("DELETE FROM apps WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant, id])?;
+            Ok(deleted > 0)
+        })
+        .await
+        .map_err(|f| f.into_store("deleting an app registration"))
+    }
 }
 
 #[async_trait]

@@ -188,6 +188,18 @@ impl TokenVault for EmbeddedStore {
         .map_err(|f| f.into_vault("reading an app's client secret"))
     }
 
+    async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
+        let (tenant, app) = (tenant.to_string(), app.to_string());
+        // Scrubbed, as on replacing it: a deleted secret must not linger in free pages.
+        self.write_and_scrub(move |db| {
+            db.prepare_cached("DELETE FROM client_secrets WHERE tenant = ?1 AND app = ?2")?
+                .execute(params![tenant, app])?;
+            Ok(())
+        })
+        .await
+        .map_err(|f| f.into_vault("deleting an app's client secret"))
+    }
+
     async fn seal_escrow(
         &self,
         tenant: &TenantId,

@@ -41,6 +41,14 @@ impl TenantStore for MemoryStore {
             .cloned()
             .collect())
     }
+
+    async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .apps
+            .remove(&(tenant.clone(), id.clone()))
+            .is_some())
+    }
 }
 
 #[async_trait]

@@ -87,6 +87,13 @@ impl TokenVault for MemoryStore {
             .cloned())
     }
 
+    async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
+        self.state()
+            .client_secrets
+            .remove(&(tenant.clone(), app.clone()));
+        Ok(())
+    }
+
     async fn seal_escrow(
         &self,
         tenant: &TenantId,
