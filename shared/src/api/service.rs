@@ -517,7 +517,9 @@ impl IntegrationApi {
             // The budget's pace is slower than the provider's tokens live: the current token serves
             // while it is valid (checked below), and after that the caller waits for the budget.
             Outcome::BudgetLimited { until } => {
-                return self.while_limited(connection, RefreshLimit::VaultWriteBudget, until, rejected).await
+                return self
+                    .while_limited(connection, RefreshLimit::VaultWriteBudget, until, rejected)
+                    .await
             }
             // The provider's limit for this user's connections under the app is reached: the
             // current token serves while it is valid, then the caller waits for the limit's window.
@@ -531,41 +533,7 @@ impl IntegrationApi {
                     )
                     .await
             }
-            Outcome::OutOfTime => {
-                return Err(ApiError::new(
-                    ProblemKind::TemporarilyUnavailable,
-                    "too little time was left in this request to refresh the token safely: retry in a few seconds",
-                )
-                .retry_after(2))
-            }
-            Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
-                self.credentials.forget(&connection.id);
-                usable(&connection)?;
-                return Err(ApiError::new(
-                    ProblemKind::ReconnectRequired,
-                    "the connection needs a person: open its reconnect link",
-                ));
-            }
-            Outcome::Busy => {
-                // An interrupted refresh holds everyone off until its call could no longer be running.
-                let wait = connection.refresh_in_flight.as_ref().map_or(5, |marker| {
-                    let ends = marker.started_at + self.ctx.engine.settings().call_budget();
-                    (ends - self.ctx.clock.now()).num_seconds().clamp(1, 120) as u64
-                });
-                return Err(ApiError::new(
-                    ProblemKind::TemporarilyUnavailable,
-                    "another worker is refreshing this connection's token: retry after Retry-After",
-                )
-                .retry_after(wait))
-            }
-            Outcome::CoolingDown | Outcome::NotDue => {
-                return Err(ApiError::new(
-                    ProblemKind::TemporarilyUnavailable,
-                    "refreshing this connection failed repeatedly in the last hour and is cooling down: retry later",
-                )
-                .retry_after(300))
-            }
-            Outcome::Failed(class) => return Err(refresh_failed(class)),
+            refused => return Err(self.refused_by_engine(refused, &connection)),
         }
         let credentials = self.current_credentials(&connection).await?;
         let now = self.ctx.clock.now();
@@ -579,6 +547,46 @@ impl IntegrationApi {
             }
         }
         Ok((connection, credentials))
+    }
+
+    /// Why the engine's outcome leaves the caller without a token, as the problem to answer.
+    fn refused_by_engine(&self, outcome: Outcome, connection: &Connection) -> ApiError {
+        match outcome {
+            Outcome::OutOfTime => ApiError::new(
+                ProblemKind::TemporarilyUnavailable,
+                "too little time was left in this request to refresh the token safely: retry in a few seconds",
+            )
+            .retry_after(2),
+            Outcome::NotUsable(_) | Outcome::ReconnectRequired(_) => {
+                self.credentials.forget(&connection.id);
+                match usable(connection) {
+                    Err(status_problem) => status_problem,
+                    Ok(()) => ApiError::new(
+                        ProblemKind::ReconnectRequired,
+                        "the connection needs a person: open its reconnect link",
+                    ),
+                }
+            }
+            Outcome::Busy => {
+                // An interrupted refresh holds everyone off until its call could no longer be running.
+                let wait = connection.refresh_in_flight.as_ref().map_or(5, |marker| {
+                    let ends = marker.started_at + self.ctx.engine.settings().call_budget();
+                    (ends - self.ctx.clock.now()).num_seconds().clamp(1, 120) as u64
+                });
+                ApiError::new(
+                    ProblemKind::TemporarilyUnavailable,
+                    "another worker is refreshing this connection's token: retry after Retry-After",
+                )
+                .retry_after(wait)
+            }
+            Outcome::Failed(class) => refresh_failed(class),
+            // Cooling down after repeated failures (and anything not yet refreshable).
+            _ => ApiError::new(
+                ProblemKind::TemporarilyUnavailable,
+                "refreshing this connection failed repeatedly in the last hour and is cooling down: retry later",
+            )
+            .retry_after(300),
+        }
     }
 
     /// While a limit holds the next refresh back (until `until`): the current token as long as it is
