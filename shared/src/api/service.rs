@@ -232,14 +232,14 @@ impl IntegrationApi {
             .map_err(|e| ApiError::internal("the app registration could not be read", e))?
             .ok_or_else(|| {
                 invalid(format!(
-                    "your tenant has no app registration {app_id:?}: use the id of one of its registered apps"
+                    "your tenant has no app registration \"{app_id}\": use the id of one of its registered apps"
                 ))
             })?;
         let requested_division = match request.exact_division {
             None => None,
             Some(_) if app.provider() != ProviderKind::ExactOnline => {
                 return Err(invalid(format!(
-                    "exact_division applies to Exact Online connections only; app {app_id:?} is for {}: leave it out",
+                    "exact_division applies to Exact Online connections only; app \"{app_id}\" is for {}: leave it out",
                     app.provider().display_name()
                 )))
             }

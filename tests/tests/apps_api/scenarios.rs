@@ -366,7 +366,7 @@ pub(crate) async fn an_app_is_deleted_only_once_no_connection_needs_it(backend: 
         .await
         .problem(
             ProblemKind::ValidationFailed,
-            "your tenant has no app registration",
+            "your tenant has no app registration \"acu\"",
         );
 
     // The id is free again, for another customer's app.
