@@ -104,7 +104,11 @@ impl ServiceUrl {
             return invalid(format!("{value:?} has no host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return invalid(format!("{value:?} must not contain credentials"));
+            // The URL is not quoted: its user part may be a password, and this message reaches logs.
+            let host = url.host_str().unwrap_or_default();
+            return invalid(format!(
+                "the URL for {host} must not contain credentials: remove the user:password@ part"
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return invalid(format!("{value:?} must not have a query or fragment"));
@@ -356,6 +360,14 @@ impl ProviderContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_quoting_them() {
+        let err = ServiceUrl::parse("https://admin:hunter2@erp.example.com/").unwrap_err();
+        assert!(err.message.contains("erp.example.com"), "{err}");
+        assert!(!err.message.contains("hunter2"), "{err}");
+        assert!(!err.message.contains("admin"), "{err}");
+    }
 
     #[test]
     fn service_urls_must_be_https_except_on_loopback() {

@@ -370,8 +370,10 @@ pub(crate) fn checked_url(value: &str) -> Result<Url, String> {
         return Err(format!("{value:?} must be an https:// URL"));
     }
     if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        // Not quoted: a user part may be a password, and this message reaches logs and pages.
+        let host = url.host_str().unwrap_or_default();
         return Err(format!(
-            "{value:?} must not contain credentials or a fragment"
+            "the URL for {host} must not contain credentials (user:password@) or a fragment"
         ));
     }
     Ok(url)
