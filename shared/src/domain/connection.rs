@@ -1,5 +1,6 @@
 //! A connection: one authorized link between a tenant's app and one provider organisation.
 
+use super::locale::{Locale, TimeZone};
 use super::people::{Identity, Recipients};
 use super::provider::{ProviderContext, ProviderKind};
 use super::status::ConnectionStatus;
@@ -172,6 +173,12 @@ pub struct Connection {
     pub authorized_by: Option<Identity>,
     /// When set, only this person may authorize (e.g. Acumatica's designated integration user).
     pub required_identity: Option<Identity>,
+    /// The language its pages and emails are written in; `None` leaves it to the tenant's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
+    /// The time zone its people read times in; `None` leaves it to the tenant's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZone>,
     pub credentials: Option<CredentialsPointer>,
     /// The current credentials are Twinfield's legacy (pre-OAuth 2.0) ones: they cannot be refreshed,
     /// the provider is retiring them, and only a person reconnecting moves the connection on.
@@ -259,6 +266,8 @@ impl Connection {
             recipients,
             authorized_by: None,
             required_identity: None,
+            locale: None,
+            time_zone: None,
             credentials: None,
             legacy_credentials: false,
             access_expires_at: None,

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod credentials;
 pub mod failure;
 pub mod invalid;
+pub mod locale;
 pub mod people;
 pub mod provider;
 pub mod status;
@@ -27,6 +28,7 @@ pub use connection::{
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use failure::ErrorClass;
 pub use invalid::InvalidValue;
+pub use locale::{Locale, TimeZone};
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
