@@ -24,6 +24,7 @@ pub mod random;
 pub mod refresh;
 pub mod secret;
 pub mod telemetry;
+pub mod wording;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credential_keeper::{CredentialKeeper, KeeperError};

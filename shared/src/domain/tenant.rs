@@ -13,6 +13,12 @@ pub struct Tenant {
     pub id: TenantId,
     /// Shown to people in pages and emails.
     pub display_name: String,
+    /// The language of its connections' pages and emails, where a connection names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<super::Locale>,
+    /// The time zone of its connections' people, where a connection names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<super::TimeZone>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -28,6 +34,8 @@ impl Tenant {
         Ok(Self {
             id,
             display_name: display_name.to_string(),
+            locale: None,
+            time_zone: None,
             created_at: now,
         })
     }

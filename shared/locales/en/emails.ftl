@@ -1,0 +1,3 @@
+# Words of the emails sent to the people named on a connection.
+
+email-details-heading = Details for your IT contact

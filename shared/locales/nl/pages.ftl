@@ -1,0 +1,3 @@
+# Words of the pages people see in their browser.
+
+page-health-ok = De dienst draait.
