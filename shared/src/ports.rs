@@ -350,6 +350,7 @@ pub trait MetadataStore:
     + ConnectLinkStore
     + NotificationStore
     + UsageStore
+    + HistoryStore
 {
 }
 impl<T> MetadataStore for T where
@@ -360,6 +361,7 @@ impl<T> MetadataStore for T where
         + ConnectLinkStore
         + NotificationStore
         + UsageStore
+        + HistoryStore
 {
 }
 

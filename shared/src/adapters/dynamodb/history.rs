@@ -197,7 +197,10 @@ impl HistoryStore for DynamoStore {
                 (PK.to_string(), s(connection_pk(&connection.id))),
                 (SK.to_string(), s(change_sk(change.at, version))),
                 (ENTITY.to_string(), s("change")),
-                (DATA.to_string(), s(encode_data(change, "connection change")?)),
+                (
+                    DATA.to_string(),
+                    s(encode_data(change, "connection change")?),
+                ),
             ])))
             .build()
             .map_err(incomplete)?;
@@ -238,7 +241,13 @@ impl HistoryStore for DynamoStore {
         limit: u32,
     ) -> Result<Vec<Keyed<ConnectionChange>>, StoreError> {
         let items = self
-            .newest(id, CHANGE_SK_PREFIX, until, limit, "Query (connection changes)")
+            .newest(
+                id,
+                CHANGE_SK_PREFIX,
+                until,
+                limit,
+                "Query (connection changes)",
+            )
             .await?;
         items
             .iter()
@@ -372,7 +381,10 @@ mod tests {
         let at = DateTime::from_timestamp(1_793_523_600, 0).unwrap();
         let change = change_sk(at, 7);
         let item = Item::from([(SK.to_string(), s(change.clone()))]);
-        assert_eq!(id_of(&item, CHANGE_SK_PREFIX).unwrap(), format!("{:020}", 7));
+        assert_eq!(
+            id_of(&item, CHANGE_SK_PREFIX).unwrap(),
+            format!("{:020}", 7)
+        );
         assert!(change < change_sk(at + chrono::Duration::nanoseconds(1), 0));
         let reads = reads_sk(at, "abcdefghijkl");
         let item = Item::from([(SK.to_string(), s(reads))]);

@@ -265,8 +265,9 @@ impl HistoryStore for EmbeddedStore {
                 Ok(Keyed {
                     id: key_prefix.clone(),
                     item: SessionReads {
-                        connection: ConnectionId::parse(&id)
-                            .map_err(|_| Failure::Corrupt(format!("{what}: not a connection id")))?,
+                        connection: ConnectionId::parse(&id).map_err(|_| {
+                            Failure::Corrupt(format!("{what}: not a connection id"))
+                        })?,
                         tenant: crate::ids::TenantId::parse(&tenant)
                             .map_err(|_| Failure::Corrupt(format!("{what}: not a tenant id")))?,
                         key_prefix,
