@@ -273,3 +273,101 @@ pub fn describe_fields(fields: &[FieldChange]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::{Actor, Connection, ProviderKind, Recipients, StatusEvent};
+    use crate::ids::{AppId, TenantId};
+    use crate::ports::{ConnectionStore, Fence, HistoryStore};
+    use chrono::{Duration, TimeZone};
+
+    /// Every page of the history, `limit` at a time.
+    async fn all_pages(store: &MemoryStore, id: &ConnectionId, limit: u32) -> Vec<HistoryEvent> {
+        let mut events = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = connection_history(store, id, limit, cursor.as_deref())
+                .await
+                .unwrap();
+            assert!(page.events.len() <= limit as usize);
+            events.extend(page.events);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return events,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_hold_every_entry_once_even_when_many_share_one_instant() {
+        let store = MemoryStore::new();
+        let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+        let mut c = Connection::new(
+            TenantId::parse("acme").unwrap(),
+            AppId::parse("exact-nl").unwrap(),
+            ProviderKind::ExactOnline,
+            Recipients::default(),
+            t0,
+        );
+        store.insert_connection(&c, &[]).await.unwrap();
+        // Five transitions in one write, all at one instant: more than a page of one fetches.
+        let at = t0 + Duration::minutes(1);
+        let mut transitions = Vec::new();
+        for _ in 0..5 {
+            transitions.push(
+                c.apply(StatusEvent::Authorized, Actor::EndUser("u".into()), at)
+                    .unwrap(),
+            );
+        }
+        c = store
+            .save_connection(&c, Fence::Version, &transitions)
+            .await
+            .unwrap();
+        for minutes in [1, 2] {
+            let at = t0 + Duration::minutes(minutes);
+            c = store
+                .save_connection_change(
+                    &c,
+                    Fence::Version,
+                    &ConnectionChange {
+                        at,
+                        actor: Actor::ApiKey("abcdefghijkl".into()),
+                        fields: vec![],
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .add_session_reads(&[SessionReads::one(
+                c.tenant.clone(),
+                c.id.clone(),
+                "abcdefghijkl",
+                at,
+            )])
+            .await
+            .unwrap();
+
+        let whole = all_pages(&store, &c.id, MAX_LIMIT).await;
+        assert_eq!(whole.len(), 8);
+        let kinds: Vec<u8> = whole.iter().map(HistoryEvent::rank).collect();
+        // Newest first; at 09:01, the transitions before the change of that minute.
+        assert_eq!(kinds, [1, 2, 2, 2, 2, 2, 1, 0]);
+        assert!(whole.windows(2).all(|w| w[0].at() >= w[1].at()));
+        for limit in [1, 2, 3] {
+            assert_eq!(
+                all_pages(&store, &c.id, limit).await,
+                whole,
+                "limit {limit}"
+            );
+        }
+        assert_eq!(
+            connection_history(&store, &c.id, 5, Some("not-a-cursor"))
+                .await
+                .unwrap_err(),
+            StoreError::InvalidCursor
+        );
+    }
+}

@@ -9,6 +9,7 @@ broker_tests::on_both_backends!(
     a_patch_changes_each_field_and_get_shows_it,
     a_patch_refuses_bad_values_naming_the_field,
     a_patch_of_another_tenants_connection_is_not_found,
+    a_key_limited_to_some_connections_changes_and_reads_only_those,
     a_patch_waits_for_a_refresh_in_progress_and_keeps_its_result,
     the_next_notice_goes_to_the_recipients_a_patch_named,
 );
@@ -139,6 +140,42 @@ async fn a_patch_of_another_tenants_connection_is_not_found(backend: Backend) {
         .call("GET", &format!("/v1/connections/{id}"), None)
         .await;
     assert_eq!(view.ok()["display_name"], "Acme books");
+}
+
+async fn a_key_limited_to_some_connections_changes_and_reads_only_those(backend: Backend) {
+    let env = env(backend).await;
+    let (a, b) = (env.create().await, env.create().await);
+    let limited = ApiKeyRecord::generate(
+        tenant("acme"),
+        "limited",
+        ApiKeyScope {
+            connections: Some(vec![ConnectionId::parse(&a).unwrap()]),
+            ..ApiKeyScope::default()
+        },
+        env.ctx.clock.now(),
+    );
+    env.ctx
+        .backend
+        .store
+        .insert_api_key(&limited.record)
+        .await
+        .unwrap();
+    let key = limited.plaintext.expose().to_string();
+    let body = || Some(json!({"display_name": "Mine"}));
+    let changed = env
+        .call_as(&key, "PATCH", &format!("/v1/connections/{a}"), body())
+        .await;
+    assert_eq!(changed.ok()["display_name"], "Mine");
+    let events = env
+        .call_as(&key, "GET", &format!("/v1/connections/{a}/events"), None)
+        .await;
+    assert_eq!(events.ok()["events"][0]["kind"], "change");
+    env.call_as(&key, "PATCH", &format!("/v1/connections/{b}"), body())
+        .await
+        .problem(ProblemKind::Forbidden, "limited to other connections");
+    env.call_as(&key, "GET", &format!("/v1/connections/{b}/events"), None)
+        .await
+        .problem(ProblemKind::Forbidden, "limited to other connections");
 }
 
 /// A refresh holds the lease when the change arrives: the change waits for it, the refresh's save
