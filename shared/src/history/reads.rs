@@ -1,18 +1,19 @@
 //! The token-read audit, counted in the process and written in the background.
 //!
 //! Every token or session handed out is counted per connection, API key and UTC hour in memory; the
-//! counts are written to the store (one upsert per key and hour, `count + n`) by a background task at
-//! most every [`FLUSH_EVERY`] — started by the first read after that much time — when the buffer
-//! reaches [`FLUSH_AT`] counts, and whenever the history is read. A session answer never waits for a
-//! store write.
+//! counts are written to the store (one upsert per key and hour, `count + n`) by a background task
+//! started by the first request after they waited [`FLUSH_EVERY`], when the buffer reaches
+//! [`FLUSH_AT`] counts, and whenever the history is read. A session answer never waits for a store
+//! write.
 //!
 //! The price: counts not yet written live only in this process. On Lambda a process is frozen between
 //! invocations (its background write resumes at the next one) and may be shut down while idle without
-//! notice: the reads of its last [`FLUSH_EVERY`] before that can be lost, and a write whose answer was
-//! lost and is repeated counts twice. The audit is a count of who read what, when, within an hour; it
-//! is not a ledger. Each handout is also logged ("credential handed out"), which is the record that
-//! cannot be lost. If the store refuses a write, the counts are kept for the next one, up to
-//! [`MAX_PENDING`] entries; beyond that new counts are dropped and the drop is logged.
+//! notice: counts made after its last write, with no request after them to start another, are lost;
+//! and a write whose answer was lost and is repeated counts twice. The audit is a count of who read
+//! what, when, within an hour; it is not a ledger. Each handout is also logged ("credential handed
+//! out"), which is the record that cannot be lost. If the store refuses a write, the counts are kept
+//! for the next one, up to [`MAX_PENDING`] entries; beyond that new counts are dropped and the drop is
+//! logged.
 
 use crate::domain::SessionReads;
 use crate::ids::ConnectionId;
@@ -78,19 +79,22 @@ impl SessionReadLog {
 
     /// Counts one read; starts a background write when one is due. Never waits for the store.
     pub fn count(self: &Arc<Self>, read: SessionReads) {
-        let due = {
+        self.pending().add(read);
+        self.write_if_due();
+    }
+
+    /// Starts a background write if counts have waited [`FLUSH_EVERY`] or the buffer holds
+    /// [`FLUSH_AT`]: called on every request, so counts wait at most until the next one.
+    pub fn write_if_due(self: &Arc<Self>) {
+        {
             let mut pending = self.pending();
-            pending.add(read);
             let due = !pending.flushing
                 && (pending.counts.len() >= FLUSH_AT
                     || pending.since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY));
-            if due {
-                pending.flushing = true;
+            if !due {
+                return;
             }
-            due
-        };
-        if !due {
-            return;
+            pending.flushing = true;
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -197,5 +201,34 @@ mod tests {
             ]
         );
         assert_eq!(stored[1].item.last, at + chrono::Duration::minutes(20));
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_is_written_in_the_background() {
+        let store = MemoryStore::new();
+        let log = SessionReadLog::new(Arc::new(store.clone()));
+        let tenant = TenantId::parse("acme").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 3, 2, 10, 15, 0).unwrap();
+        let ids: Vec<ConnectionId> = (0..FLUSH_AT).map(|_| ConnectionId::generate()).collect();
+        for id in &ids {
+            log.count(SessionReads::one(
+                tenant.clone(),
+                id.clone(),
+                "aaaaaaaaaaaa",
+                at,
+            ));
+        }
+        for _ in 0..100 {
+            if log.unwritten() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(log.unwritten(), 0);
+        let last = store
+            .list_session_reads(&ids[FLUSH_AT - 1], None, 1)
+            .await
+            .unwrap();
+        assert_eq!(last[0].item.count, 1);
     }
 }
