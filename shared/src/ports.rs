@@ -350,6 +350,7 @@ pub trait MetadataStore:
     + ConnectLinkStore
     + NotificationStore
     + UsageStore
+    + HistoryStore
 {
 }
 impl<T> MetadataStore for T where
@@ -360,6 +361,7 @@ impl<T> MetadataStore for T where
         + ConnectLinkStore
         + NotificationStore
         + UsageStore
+        + HistoryStore
 {
 }
 
@@ -537,4 +539,68 @@ pub trait UsageStore: Send + Sync {
 
     /// The units taken in the window (0 for a window nobody took from). Strongly consistent.
     async fn units_used(&self, key: &UsageKey, window: UsageWindow) -> Result<u32, StoreError>;
+}
+
+// ----- A connection's history ------------------------------------------------------------------
+
+/// One entry of a history listing with its id: unique within the connection and its kind of entry,
+/// and ordered as the store orders entries of the same time (so "newest first" is `(time, id)`
+/// descending everywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed<T> {
+    pub id: String,
+    pub item: T,
+}
+
+/// What a connection's history reads and writes beyond its transitions (see [`crate::history`]).
+/// Listings are newest first, at or before `until` when given, at most `limit` entries: the history
+/// merges them page by page.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// As [`ConnectionStore::save_connection`] (same fence, same result), and records `change` in the
+    /// same atomic write: a refused save records nothing.
+    async fn save_connection_change(
+        &self,
+        connection: &Connection,
+        fence: Fence<'_>,
+        change: &crate::domain::ConnectionChange,
+    ) -> Result<Connection, StoreError>;
+
+    async fn list_changes(
+        &self,
+        id: &ConnectionId,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Keyed<crate::domain::ConnectionChange>>, StoreError>;
+
+    /// The connection's transitions newest first (ids order transitions of the same time).
+    async fn list_recent_transitions(
+        &self,
+        id: &ConnectionId,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Keyed<StatusTransition>>, StoreError>;
+
+    /// Adds counts of session reads to the stored counts of their key, connection and hour (creating
+    /// them): the count is the sum, `first` the earliest, `last` the latest. Not idempotent: a write
+    /// whose answer was lost and is repeated counts twice (over-counting is the safe side of an audit).
+    async fn add_session_reads(
+        &self,
+        reads: &[crate::domain::SessionReads],
+    ) -> Result<(), StoreError>;
+
+    /// Counts by hour (newest first; the id is the key prefix).
+    async fn list_session_reads(
+        &self,
+        id: &ConnectionId,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Keyed<crate::domain::SessionReads>>, StoreError>;
+
+    /// Every notice about the connection, settled or not (a connection has few: one per transition
+    /// that needs a person, and the sweep's warnings and reminders).
+    async fn list_connection_notices(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<Vec<crate::notify::NoticeRecord>, StoreError>;
 }

@@ -475,21 +475,64 @@ async fn connection(backend: &Backend, command: ConnectionCommand) -> Result<(),
                 time(c.refresh_expires_at),
                 time(c.next_refresh_at)
             );
-            println!("history:");
-            let history = backend
-                .store
-                .list_transitions(&id, PageRequest::first(100))
-                .await?;
-            for t in history.items {
-                println!(
-                    "  {}  {} -> {}  {}",
-                    t.at.to_rfc3339(),
-                    t.from,
-                    t.to,
-                    t.reason
-                );
-            }
+            println!("history (newest first):");
+            print_history(backend, &id).await?;
         }
     }
     Ok(())
+}
+
+/// A connection's whole history, newest first: the list `GET /v1/connections/{id}/events` pages
+/// through.
+async fn print_history(backend: &Backend, id: &ConnectionId) -> Result<(), Failure> {
+    use broker_core::history::{connection_history, describe_fields, HistoryEvent, MAX_LIMIT};
+    let actor = |a: &Actor| match a {
+        Actor::System(who) => format!("system {who}"),
+        Actor::ApiKey(prefix) => format!("API key {prefix}"),
+        Actor::Operator(who) => format!("operator {who}"),
+        Actor::EndUser(who) => format!("user {who}"),
+    };
+    let mut cursor = None;
+    loop {
+        let page =
+            connection_history(backend.store.as_ref(), id, MAX_LIMIT, cursor.as_deref()).await?;
+        for event in &page.events {
+            let at = event.at().to_rfc3339();
+            match event {
+                HistoryEvent::Transition(t) => println!(
+                    "  {at}  status {} -> {}  {}  ({})",
+                    t.from,
+                    t.to,
+                    t.reason,
+                    actor(&t.actor)
+                ),
+                HistoryEvent::Notice(n) => println!(
+                    "  {at}  notice {}: {}{}{}",
+                    n.notice,
+                    n.state,
+                    n.recipients
+                        .map_or(String::new(), |r| format!(" to {r} recipient(s)")),
+                    n.detail
+                        .as_ref()
+                        .map_or(String::new(), |d| format!(" ({d})"))
+                ),
+                HistoryEvent::Change(c) => println!(
+                    "  {at}  changed by {}: {}",
+                    actor(&c.actor),
+                    describe_fields(&c.fields)
+                ),
+                HistoryEvent::Sessions(s) => println!(
+                    "  {at}  {} token(s) handed out to API key {} ({} .. {})",
+                    s.count,
+                    s.key_prefix,
+                    s.first.to_rfc3339(),
+                    s.last.to_rfc3339()
+                ),
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 mod apps;
+mod history;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,7 +37,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/connections"),
     ("GET", "/v1/connections"),
     ("GET", "/v1/connections/{id}"),
+    ("PATCH", "/v1/connections/{id}"),
     ("DELETE", "/v1/connections/{id}"),
+    ("GET", "/v1/connections/{id}/events"),
     ("POST", "/v1/connections/{id}/reconnect-link"),
     ("POST", "/v1/connections/{id}/credentials"),
     ("POST", "/v1/connections/{id}/session"),
@@ -62,7 +65,11 @@ pub fn router(ctx: BrokerContext) -> Router {
 pub fn router_with(api: Api) -> Router {
     Router::new()
         .route("/v1/connections", post(create).get(list))
-        .route("/v1/connections/{id}", get(show).delete(disconnect))
+        .route(
+            "/v1/connections/{id}",
+            get(show).patch(history::update).delete(disconnect),
+        )
+        .route("/v1/connections/{id}/events", get(history::events))
         .route("/v1/connections/{id}/reconnect-link", post(reconnect_link))
         .route("/v1/connections/{id}/credentials", post(credentials))
         .route("/v1/connections/{id}/session", post(session))

@@ -21,6 +21,8 @@
 //! | API key               | `APIKEY#<prefix>`          | `APIKEY`                        | `tenant`, `data` (without `revoked_at`), `revoked_at`?, `gsi1pk`, `gsi1sk` |
 //! | pending authorization | `STATE#<sha256 of state>`  | `STATE`                         | `data`, `expires_at` (N), `ttl` (N) |
 //! | usage counter window  | `USAGE#<tenant>#<app>#<provider user>` | `<counter>#<window start>` | `used` (N), `window_end` (N), `ttl` (N) |
+//! | API change            | `CONN#<id>`                | `CHANGE#<at>#<version>`         | `data` (see `history.rs`) |
+//! | session reads         | `CONN#<id>`                | `READS#<hour>#<key prefix>`     | `tenant`, `count` (N), `first`, `last`, `ttl` (N) |
 //!
 //! Identifiers are validated slugs or generated ids ([`crate::ids`]) and never contain `#`.
 //!
@@ -102,6 +104,7 @@
 mod accounts;
 mod connections;
 mod errors;
+mod history;
 mod keys;
 mod links;
 mod notifications;

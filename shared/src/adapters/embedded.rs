@@ -19,6 +19,8 @@
 //! | `client_secrets`         | `(tenant, app)`                       | `content`, `updated_at` |
 //! | `notices` (version 2)    | `key`                                 | `connection`, `created_at`, `state`, `claimed_at`, `attempts`, `subject`, `outcome` (see `notifications.rs`) |
 //! | `usage_counters` (version 5) | `(tenant, app, provider_user, counter, window_start)` | `used`, `expires_at` (see `usage.rs`) |
+//! | `connection_changes` (version 6) | `(connection, version)`      | `at`, `data` (see `history.rs`) |
+//! | `session_reads` (version 6) | `(connection, hour, key_prefix)` | `tenant`, `count`, `first`, `last`, `expires_at` |
 //!
 //! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
 //! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
@@ -66,6 +68,7 @@
 
 mod codec;
 mod connections;
+mod history;
 mod links;
 mod notifications;
 mod records;

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod accounts;
 mod connections;
+mod history;
 mod notifications;
 mod vault;
 
@@ -52,6 +53,7 @@ struct Inner {
     faults: Mutex<Faults>,
     /// Seals escrows, as the embedded store's local escrow key does.
     escrow_key: DataKey,
+    history: Mutex<history::History>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -210,6 +212,7 @@ impl MemoryStore {
                 state: Mutex::default(),
                 faults: Mutex::default(),
                 escrow_key: DataKey::generate().expect("the system has randomness"),
+                history: Mutex::default(),
             }),
         }
     }

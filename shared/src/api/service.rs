@@ -9,16 +9,19 @@ use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
 use crate::domain::plain_label;
 use crate::domain::ErrorClass;
+use crate::domain::SessionReads;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
     ProviderKind, Recipients, StatusEvent, StatusTransition,
 };
+use crate::history::SessionReadLog;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
 use crate::refresh::rules::access_token_fresh;
 use crate::refresh::{Demand, Outcome, Trigger};
 use crate::secret::{AccessToken, ApiKeySecret};
 use chrono::Duration;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// A session is handed out with a token valid for at least this long, unless the caller names another
@@ -103,6 +106,8 @@ pub struct IntegrationApi {
     settings: ApiSettings,
     keys: KeyCache,
     pub(super) credentials: CredentialsCache,
+    /// The token-read audit, counted per key and hour and written in the background.
+    reads: Arc<SessionReadLog>,
 }
 
 impl IntegrationApi {
@@ -114,6 +119,7 @@ impl IntegrationApi {
         Self {
             keys: KeyCache::new(&settings),
             credentials: CredentialsCache::new(&settings),
+            reads: SessionReadLog::new(ctx.backend.store.clone()),
             settings,
             ctx,
         }
@@ -127,9 +133,16 @@ impl IntegrationApi {
         &self.ctx
     }
 
+    /// The session-read counts not yet written: flush them before the process ends.
+    pub fn session_reads(&self) -> &SessionReadLog {
+        &self.reads
+    }
+
     /// Checks `Authorization: Bearer <key>`. Every failure is the same 401, so a caller learns nothing
     /// about which keys exist.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        // Any request may carry the counts of earlier handouts to the store (in the background).
+        self.reads.write_if_due();
         let header = authorization.ok_or_else(ApiError::unauthorized)?;
         let (scheme, value) = header
             .trim()
@@ -456,7 +469,7 @@ impl IntegrationApi {
             ));
         };
         let now = self.ctx.clock.now();
-        record_handout(
+        self.record_handout(
             caller,
             &connection.id,
             "access_token",
@@ -685,23 +698,34 @@ impl IntegrationApi {
     }
 }
 
-/// Every token or session handed out is recorded: which key, which connection, when. Never the token.
-pub(super) fn record_handout(
-    caller: &Caller,
-    connection: &ConnectionId,
-    kind: &str,
-    at: chrono::DateTime<chrono::Utc>,
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
-) {
-    tracing::info!(
-        key_prefix = caller.prefix(),
-        at = %at,
-        tenant = %caller.tenant(),
-        connection = %connection,
-        kind,
-        expires_at = ?expires_at,
-        "credential handed out"
-    );
+impl IntegrationApi {
+    /// Every token or session handed out is recorded: which key, which connection, when (never the
+    /// token): logged, and counted per key and hour for the connection's history without waiting for
+    /// a store write (see [`SessionReadLog`]).
+    pub(super) fn record_handout(
+        &self,
+        caller: &Caller,
+        connection: &ConnectionId,
+        kind: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        tracing::info!(
+            key_prefix = caller.prefix(),
+            at = %at,
+            tenant = %caller.tenant(),
+            connection = %connection,
+            kind,
+            expires_at = ?expires_at,
+            "credential handed out"
+        );
+        self.reads.count(SessionReads::one(
+            caller.tenant().clone(),
+            connection.clone(),
+            caller.prefix(),
+            at,
+        ));
+    }
 }
 
 pub(super) fn disconnected() -> ApiError {

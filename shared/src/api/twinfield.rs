@@ -18,7 +18,7 @@
 //! | `Disabled`, `Deleted`, `OrganisationInactive` | `connection-disabled` | `disabled` |
 
 use super::problem::{ApiError, ProblemKind};
-use super::service::{record_handout, Caller, IntegrationApi, SessionOptions};
+use super::service::{Caller, IntegrationApi, SessionOptions};
 use super::types::TwinfieldSessionGrant;
 use crate::domain::{
     Connection, Credentials, ProviderKind, ReconnectKind, ReconnectReason, StatusEvent, TokenSet,
@@ -154,7 +154,7 @@ impl IntegrationApi {
     ) -> TwinfieldSessionGrant {
         let idle = Duration::seconds(self.session_idle_secs() as i64);
         let idle_expires_at = pooled.touched_at + idle;
-        record_handout(
+        self.record_handout(
             caller,
             &connection.id,
             "twinfield_session",

@@ -1,7 +1,9 @@
 //! Request and response bodies of the integration API. Request bodies refuse unknown fields, so a
 //! misspelt field is an error rather than silently ignored.
 
-use crate::domain::{Connection, ConnectionStatus, Identity, ProviderContext, ProviderKind};
+use crate::domain::{
+    Connection, ConnectionStatus, Identity, Locale, ProviderContext, ProviderKind, TimeZone,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -95,6 +97,10 @@ pub struct ConnectionView {
     pub context: Option<ProviderContext>,
     pub recipients: Vec<String>,
     pub required_identity: Option<Identity>,
+    /// The language of its pages and emails (`nl`, `en`); `None` leaves it to the tenant's choice.
+    pub locale: Option<Locale>,
+    /// The IANA time zone its people read times in; `None` leaves it to the tenant's choice.
+    pub time_zone: Option<TimeZone>,
     /// Exact Online: the division the integration named on creation (the binding is the context's
     /// `division` once connected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +151,8 @@ impl From<&Connection> for ConnectionView {
                 .map(|a| a.as_str().to_string())
                 .collect(),
             required_identity: c.required_identity.clone(),
+            locale: c.locale,
+            time_zone: c.time_zone,
             exact_division: c.requested_division,
             allow_user_change: c.allow_user_change,
             authorized_by: c.authorized_by.clone(),

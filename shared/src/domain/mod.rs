@@ -6,6 +6,7 @@ pub mod binding;
 pub mod connection;
 pub mod credentials;
 pub mod failure;
+pub mod history;
 pub mod invalid;
 pub mod locale;
 pub mod people;
@@ -27,6 +28,7 @@ pub use connection::{
 };
 pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use failure::ErrorClass;
+pub use history::{ConnectionChange, FieldChange, SessionReads};
 pub use invalid::InvalidValue;
 pub use locale::{Locale, TimeZone};
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`. A migration to version n runs
 /// in [`migrate`] as `if version < n { ... }`, inside the same transaction as the version bump.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// How long SQLite itself waits for another connection's (or process's) write lock before reporting
 /// SQLITE_BUSY. Writes are short, so this is only reached when something holds the file locked.
@@ -296,6 +296,9 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
     }
     if version < 5 {
         tx.execute_batch(SCHEMA_V5_USAGE)?;
+    }
+    if version < 6 {
+        tx.execute_batch(super::history::SCHEMA_V6_HISTORY)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
