@@ -147,6 +147,11 @@ impl ConnectionStore for EmbeddedStore {
         transitions: &[StatusTransition],
     ) -> Result<Connection, StoreError> {
         const OPERATION: &str = "saving a connection";
+        #[cfg(any(test, feature = "testing"))]
+        if self.told_to_fail(|f| &mut f.connection_saves) {
+            let told = super::testing::TOLD_TO_FAIL;
+            return Err(StoreError::Unavailable(format!("{OPERATION}: {told}")));
+        }
         let columns = ConnectionColumns::of(connection).map_err(|f| f.into_store(OPERATION))?;
         let transitions = transition_rows(transitions).map_err(|f| f.into_store(OPERATION))?;
         let new_version =
