@@ -3,10 +3,7 @@
 
 use crate::adapters::embedded::{EmbeddedStore, Faults};
 use crate::credential_keeper::{CredentialKeeper, KeeperError};
-use crate::domain::{
-    Actor, Connection, Credentials, ProviderKind, Recipients, StatusEvent, TokenSet,
-};
-use crate::ids::{AppId, TenantId};
+use crate::domain::{Actor, Connection, Credentials, StatusEvent, TokenSet};
 use crate::ports::{ConnectionStore, Fence, StoreError, TokenVault, VaultError};
 use crate::secret::{AccessToken, RefreshToken};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -38,13 +35,7 @@ fn access_token(credentials: Option<Credentials>) -> Option<String> {
 async fn setup() -> (EmbeddedStore, CredentialKeeper, Connection) {
     let store = EmbeddedStore::in_memory().unwrap();
     let keeper = CredentialKeeper::new(Arc::new(store.clone()), Arc::new(store.clone()));
-    let mut c = Connection::new(
-        TenantId::parse("acme").unwrap(),
-        AppId::parse("exact-nl").unwrap(),
-        ProviderKind::ExactOnline,
-        Recipients::parse(&["ops@example.com"]).unwrap(),
-        t0(),
-    );
+    let mut c = crate::fixtures::acme_connection(t0());
     c.apply(StatusEvent::Authorized, Actor::System("test".into()), t0())
         .unwrap();
     store.insert_connection(&c, &[]).await.unwrap();

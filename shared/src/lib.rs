@@ -16,6 +16,8 @@ pub mod credential_keeper;
 mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
+#[cfg(test)]
+mod fixtures;
 pub mod html;
 pub mod ids;
 pub mod notify;

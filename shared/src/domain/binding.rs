@@ -150,18 +150,12 @@ fn person(identity: &Identity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ExactDivision, ProviderKind, Recipients, ServiceUrl};
-    use crate::ids::{AppId, TenantId};
+    use crate::domain::{ExactDivision, ServiceUrl};
+
     use chrono::Utc;
 
     fn connection() -> Connection {
-        Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["ops@example.com".to_string()]).unwrap(),
-            Utc::now(),
-        )
+        crate::fixtures::acme_connection(Utc::now())
     }
 
     fn exact(current: i64, user: Option<&str>, granted: &[i64]) -> ProviderContext {

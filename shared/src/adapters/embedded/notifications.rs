@@ -192,10 +192,8 @@ impl NotificationStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Actor, Connection, ProviderKind, Recipients, StatusKind, StatusTransition,
-    };
-    use crate::ids::{AppId, TenantId};
+    use crate::domain::{Actor, StatusKind, StatusTransition};
+
     use crate::ports::ConnectionStore;
 
     fn temp_file() -> std::path::PathBuf {
@@ -230,13 +228,7 @@ mod tests {
             .unwrap();
         assert_eq!(version, super::super::schema::SCHEMA_VERSION);
         let now = Utc::now();
-        let c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            now,
-        );
+        let c = crate::fixtures::acme_connection(now);
         let t = StatusTransition {
             from: StatusKind::Connected,
             to: StatusKind::Disabled,
@@ -258,13 +250,7 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let began = Utc::now() - chrono::Duration::days(4);
         let connection = |status: Option<StatusEvent>| {
-            let mut c = Connection::new(
-                TenantId::parse("acme").unwrap(),
-                AppId::parse("exact-nl").unwrap(),
-                ProviderKind::ExactOnline,
-                Recipients::parse(&["finance@example.com"]).unwrap(),
-                began - chrono::Duration::days(1),
-            );
+            let mut c = crate::fixtures::acme_connection(began - chrono::Duration::days(1));
             c.apply(
                 StatusEvent::Authorized,
                 Actor::System("test".into()),

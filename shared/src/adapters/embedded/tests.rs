@@ -5,7 +5,7 @@ use super::codec::time_key;
 use super::vault::VERSIONS_KEPT_PER_SLOT;
 use super::EmbeddedStore;
 use crate::domain::*;
-use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
+use crate::ids::{ConnectionId, LeaseOwner, TenantId, WriteId};
 use crate::ports::*;
 use crate::secret::{AccessToken, RefreshToken};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -37,19 +37,7 @@ pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
 }
 
-pub(super) fn acme() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-pub(super) fn connection(tenant: &TenantId, created: DateTime<Utc>) -> Connection {
-    Connection::new(
-        tenant.clone(),
-        AppId::parse("exact-nl").unwrap(),
-        ProviderKind::ExactOnline,
-        Recipients::parse(&["finance@example.com"]).unwrap(),
-        created,
-    )
-}
+pub(super) use crate::fixtures::{acme, connection};
 
 fn tokens(n: usize) -> Credentials {
     Credentials::OAuth2(TokenSet {
