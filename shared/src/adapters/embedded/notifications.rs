@@ -28,17 +28,7 @@ type Row = (
 fn select(db: &Db, key: &str) -> Result<Option<Row>, Failure> {
     Ok(db
         .prepare_cached(&format!("SELECT {COLUMNS} FROM notices WHERE key = ?1"))?
-        .query_row([key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
+        .query_row([key], |r| r.try_into())
         .optional()?)
 }
 

@@ -531,16 +531,7 @@ fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<Sealed, Failure> {
             "SELECT seq, tenant, connection, slot, write_id, content FROM vault_versions
              WHERE typeof(content) = 'text'",
         )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
+        .query_map([], |r| r.try_into())?
         .collect::<Result<_, _>>()?;
     for (seq, tenant, connection, slot, write, content) in credentials {
         let entry = Entry::Credentials {
