@@ -80,11 +80,11 @@ pub fn bind_authorization(
             if !same {
                 return Err(BindingRefusal::OtherUser {
                     expected: match &connection.authorized_by {
-                        Some(who) if who.subject.eq_ignore_ascii_case(&expected) => person(who),
+                        Some(who) if who.subject.eq_ignore_ascii_case(&expected) => who.describe(),
                         _ => expected,
                     },
                     actual: identity
-                        .map(person)
+                        .map(Identity::describe)
                         .or(user_id)
                         .unwrap_or_else(|| "an unidentified user".into()),
                 });
@@ -133,18 +133,11 @@ fn check_same_account(
         return Ok(());
     }
     Err(BindingRefusal::OtherUser {
-        expected: person(previous),
+        expected: previous.describe(),
         actual: identity
-            .map(person)
+            .map(Identity::describe)
             .unwrap_or_else(|| "an unidentified account".into()),
     })
-}
-
-fn person(identity: &Identity) -> String {
-    match &identity.display_name {
-        Some(name) => format!("{name} ({})", identity.subject),
-        None => identity.subject.clone(),
-    }
 }
 
 #[cfg(test)]

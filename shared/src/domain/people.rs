@@ -167,6 +167,14 @@ impl Identity {
         })
     }
 
+    /// The person for a message: the name with the user id, or the id alone.
+    pub fn describe(&self) -> String {
+        match &self.display_name {
+            Some(name) => format!("{name} ({})", self.subject),
+            None => self.subject.clone(),
+        }
+    }
+
     /// Providers differ in case handling of user codes; compare without case.
     pub fn same_person(&self, other: &Identity) -> bool {
         self.subject.eq_ignore_ascii_case(&other.subject)
