@@ -269,20 +269,15 @@ impl ConnectionStore for DynamoStore {
             .key_condition_expression("#pk = :pk")
             .expression_attribute_names("#pk", GSI1_PK)
             .expression_attribute_values(":pk", s(tenant_connections_pk(tenant)));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (list connections)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_connection)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (list connections)",
+            decode_connection,
+        )
+        .await
     }
 
     async fn due_for_refresh(
@@ -315,17 +310,15 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_names("#sk", GSI2_SK)
             .expression_attribute_values(":due", s(DUE_PK))
             .expression_attribute_values(":bound", s(bound));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (due for refresh)",
-            )
-            .await?;
-        let items = items.iter().map(decode_due).collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (due for refresh)",
+            decode_due,
+        )
+        .await
     }
 
     async fn awaiting_person(
@@ -342,20 +335,15 @@ impl ConnectionStore for DynamoStore {
             .key_condition_expression("#pk = :awaiting")
             .expression_attribute_names("#pk", GSI2_PK)
             .expression_attribute_values(":awaiting", s(AWAITING_PK));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (awaiting a person)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_awaiting)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (awaiting a person)",
+            decode_awaiting,
+        )
+        .await
     }
 
     async fn list_transitions(
@@ -375,19 +363,14 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_names("#sk", SK)
             .expression_attribute_values(":pk", s(connection_pk(id)))
             .expression_attribute_values(":prefix", s(TRANSITION_SK_PREFIX));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (list transitions)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_transition)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (list transitions)",
+            decode_transition,
+        )
+        .await
     }
 }
