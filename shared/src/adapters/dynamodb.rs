@@ -116,7 +116,7 @@ use crate::ports::StoreError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use errors::unavailable;
+use errors::{condition_held, unavailable};
 use keys::{PK, SK};
 use records::s;
 use std::collections::HashMap;
@@ -199,16 +199,26 @@ impl DynamoStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists(what()))
-            }
-            Err(e) => Err(unavailable(operation, &e)),
+        if condition_held(written, operation, |e| {
+            e.is_conditional_check_failed_exception()
+        })? {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(what()))
         }
+    }
+
+    /// A strongly consistent query of the items of partition `pk` whose sort key starts with `prefix`.
+    fn prefix_query(&self, pk: String, prefix: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
     }
 
     /// Every item a query finds, following DynamoDB's pages (for the short, unpaged listings).

@@ -1,6 +1,6 @@
 //! [`TenantStore`], [`ApiKeyStore`] and [`AuthorizationStateStore`] on the table.
 
-use super::errors::unavailable;
+use super::errors::{condition_held, unavailable};
 use super::keys::*;
 use super::records::*;
 use super::{DynamoStore, Item};
@@ -55,16 +55,7 @@ impl TenantStore for DynamoStore {
     }
 
     async fn list_apps(&self, tenant: &TenantId) -> Result<Vec<OAuthApp>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-            .expression_attribute_values(":prefix", s(APP_SK_PREFIX));
+        let query = self.prefix_query(tenant_pk(tenant), APP_SK_PREFIX);
         let items = self.query_all(query, "Query (list apps)").await?;
         items.iter().map(decode_data).collect()
     }
@@ -79,16 +70,11 @@ impl TenantStore for DynamoStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("DeleteItem (app)", &e)),
-        }
+        condition_held(
+            deleted,
+            "DeleteItem (app)",
+            DeleteItemError::is_conditional_check_failed_exception,
+        )
     }
 }
 
@@ -141,16 +127,11 @@ impl ApiKeyStore for DynamoStore {
             .expression_attribute_values(":tenant", s(tenant.as_str()))
             .send()
             .await;
-        match revoked {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("UpdateItem (revoke API key)", &e)),
-        }
+        condition_held(
+            revoked,
+            "UpdateItem (revoke API key)",
+            UpdateItemError::is_conditional_check_failed_exception,
+        )
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -1,6 +1,8 @@
 //! [`ConnectionStore`] on the table: connections, their leases, the due index and status transitions.
 
-use super::errors::{incomplete, transaction_refusal, unavailable, TransactionRefusal};
+use super::errors::{
+    condition_held, incomplete, transaction_refusal, unavailable, TransactionRefusal,
+};
 use super::keys::*;
 use super::paging::{key_string, Listing};
 use super::records::*;
@@ -241,17 +243,14 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_values(":owner", s(owner.as_str()))
             .send()
             .await;
-        match released {
-            Ok(_) => Ok(()),
-            // Taken over, released already, or no such connection: nothing of ours to give up.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable("UpdateItem (release lease)", &e)),
-        }
+        // A failed condition: taken over, released already, or no such connection; nothing of ours
+        // to give up.
+        condition_held(
+            released,
+            "UpdateItem (release lease)",
+            UpdateItemError::is_conditional_check_failed_exception,
+        )
+        .map(|_| ())
     }
 
     async fn list_connections(
@@ -353,16 +352,7 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<StatusTransition>, StoreError> {
         let listing = Listing::Transitions(id.clone());
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(connection_pk(id)))
-            .expression_attribute_values(":prefix", s(TRANSITION_SK_PREFIX));
+        let query = self.prefix_query(connection_pk(id), TRANSITION_SK_PREFIX);
         self.page(
             &listing,
             query,
