@@ -171,6 +171,18 @@ impl DynamoStore {
         Ok(out.item.filter(|item| !item.is_empty()))
     }
 
+    /// As [`DynamoStore::get_item`], the item decoded by `decode`.
+    async fn get_decoded<T>(
+        &self,
+        pk: String,
+        sk: &str,
+        operation: &str,
+        decode: impl Fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let item = self.get_item(pk, sk, operation).await?;
+        item.as_ref().map(decode).transpose()
+    }
+
     /// Writes `item`, replacing whatever has its key.
     async fn put_item(&self, item: Item, operation: &str) -> Result<(), StoreError> {
         self.client

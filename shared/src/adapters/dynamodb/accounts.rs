@@ -31,10 +31,8 @@ impl TenantStore for DynamoStore {
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        let item = self
-            .get_item(tenant_pk(id), TENANT_SK, "GetItem (tenant)")
-            .await?;
-        item.as_ref().map(decode_data).transpose()
+        self.get_decoded(tenant_pk(id), TENANT_SK, "GetItem (tenant)", decode_data)
+            .await
     }
 
     async fn put_app(&self, app: &OAuthApp) -> Result<(), StoreError> {
@@ -48,10 +46,8 @@ impl TenantStore for DynamoStore {
     }
 
     async fn get_app(&self, tenant: &TenantId, id: &AppId) -> Result<Option<OAuthApp>, StoreError> {
-        let item = self
-            .get_item(tenant_pk(tenant), &app_sk(id), "GetItem (app)")
-            .await?;
-        item.as_ref().map(decode_data).transpose()
+        self.get_decoded(tenant_pk(tenant), &app_sk(id), "GetItem (app)", decode_data)
+            .await
     }
 
     async fn list_apps(&self, tenant: &TenantId) -> Result<Vec<OAuthApp>, StoreError> {
@@ -100,10 +96,13 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn get_api_key(&self, prefix: &ApiKeyPrefix) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let item = self
-            .get_item(api_key_pk(prefix), API_KEY_SK, "GetItem (API key)")
-            .await?;
-        item.as_ref().map(decode_api_key).transpose()
+        self.get_decoded(
+            api_key_pk(prefix),
+            API_KEY_SK,
+            "GetItem (API key)",
+            decode_api_key,
+        )
+        .await
     }
 
     async fn revoke_api_key(

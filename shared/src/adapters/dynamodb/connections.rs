@@ -69,10 +69,13 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
-        let item = self
-            .get_item(connection_pk(id), CONNECTION_SK, "GetItem (connection)")
-            .await?;
-        item.as_ref().map(decode_connection).transpose()
+        self.get_decoded(
+            connection_pk(id),
+            CONNECTION_SK,
+            "GetItem (connection)",
+            decode_connection,
+        )
+        .await
     }
 
     async fn save_connection(
