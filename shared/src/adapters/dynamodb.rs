@@ -220,6 +220,17 @@ impl DynamoStore {
         }
     }
 
+    /// A query of the items of the partition `pk` of `index`, whose partition key is `pk_attribute`.
+    fn index_query(&self, index: &str, pk_attribute: &str, pk: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_attribute)
+            .expression_attribute_values(":pk", s(pk))
+    }
+
     /// A strongly consistent query of the items of partition `pk` whose sort key starts with `prefix`.
     fn prefix_query(&self, pk: String, prefix: &str) -> QueryFluentBuilder {
         self.client

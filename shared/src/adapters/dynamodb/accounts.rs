@@ -134,14 +134,7 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI1_PK)
-            .expression_attribute_values(":pk", s(tenant_api_keys_pk(tenant)));
+        let query = self.index_query(GSI1, GSI1_PK, tenant_api_keys_pk(tenant));
         let items = self.query_all(query, "Query (list API keys)").await?;
         items.iter().map(decode_api_key).collect()
     }

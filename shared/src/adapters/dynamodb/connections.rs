@@ -263,14 +263,7 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<Connection>, StoreError> {
         let listing = Listing::Connections(tenant.clone());
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI1_PK)
-            .expression_attribute_values(":pk", s(tenant_connections_pk(tenant)));
+        let query = self.index_query(GSI1, GSI1_PK, tenant_connections_pk(tenant));
         self.page(
             &listing,
             query,
@@ -329,14 +322,7 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<AwaitingConnection>, StoreError> {
         let listing = Listing::Awaiting;
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI2)
-            .key_condition_expression("#pk = :awaiting")
-            .expression_attribute_names("#pk", GSI2_PK)
-            .expression_attribute_values(":awaiting", s(AWAITING_PK));
+        let query = self.index_query(GSI2, GSI2_PK, AWAITING_PK.to_string());
         self.page(
             &listing,
             query,
