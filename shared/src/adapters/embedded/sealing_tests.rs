@@ -555,7 +555,7 @@ async fn processes_opening_a_new_store_at_once_agree_on_one_key() {
         .unwrap();
     for store in &stores {
         assert_eq!(
-            tokens_at(&store, &c, &write).await,
+            tokens_at(store, &c, &write).await,
             Some(json(&sentinel_tokens("")))
         );
     }
