@@ -1,12 +1,9 @@
 //! The keeper's commit order (vault first, then the fenced metadata switch) and what a writer that
-//! loses its fence leaves behind, on the in-memory store.
+//! loses its fence leaves behind, on the embedded store in memory.
 
-use crate::adapters::memory::{Faults, MemoryStore};
+use crate::adapters::embedded::{EmbeddedStore, Faults};
 use crate::credential_keeper::{CredentialKeeper, KeeperError};
-use crate::domain::{
-    Actor, Connection, Credentials, ProviderKind, Recipients, StatusEvent, TokenSet,
-};
-use crate::ids::{AppId, TenantId};
+use crate::domain::{Actor, Connection, Credentials, StatusEvent, TokenSet};
 use crate::ports::{ConnectionStore, Fence, StoreError, TokenVault, VaultError};
 use crate::secret::{AccessToken, RefreshToken};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -35,16 +32,10 @@ fn access_token(credentials: Option<Credentials>) -> Option<String> {
     credentials.map(|c| c.token_set().unwrap().access_token.expose().to_string())
 }
 
-async fn setup() -> (MemoryStore, CredentialKeeper, Connection) {
-    let store = MemoryStore::new();
+async fn setup() -> (EmbeddedStore, CredentialKeeper, Connection) {
+    let store = EmbeddedStore::in_memory().unwrap();
     let keeper = CredentialKeeper::new(Arc::new(store.clone()), Arc::new(store.clone()));
-    let mut c = Connection::new(
-        TenantId::parse("acme").unwrap(),
-        AppId::parse("exact-nl").unwrap(),
-        ProviderKind::ExactOnline,
-        Recipients::parse(&["ops@example.com"]).unwrap(),
-        t0(),
-    );
+    let mut c = crate::fixtures::acme_connection(t0());
     c.apply(StatusEvent::Authorized, Actor::System("test".into()), t0())
         .unwrap();
     store.insert_connection(&c, &[]).await.unwrap();
@@ -191,5 +182,5 @@ async fn a_writer_fenced_off_by_a_disconnect_leaves_no_tokens_behind() {
         )
         .await;
     assert_eq!(late.unwrap_err(), KeeperError::Store(StoreError::Conflict));
-    assert_eq!(store.vault_versions(&current.tenant, &current.id), 0);
+    assert_eq!(store.vault_versions(&current.tenant, &current.id).await, 0);
 }

@@ -46,23 +46,16 @@ fn random_suffix() -> String {
     out
 }
 
-macro_rules! slug_id {
-    ($(#[$meta:meta])* $name:ident, $kind:literal) => {
+/// An identifier's type and what every identifier has beside its `parse`: its text, and serde
+/// through `parse`.
+macro_rules! text_id {
+    ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidId> {
-                let value = value.into();
-                if is_slug(&value) {
-                    Ok(Self(value))
-                } else {
-                    Err(InvalidId { kind: $kind, value, rule: SLUG_RULE })
-                }
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -89,12 +82,26 @@ macro_rules! slug_id {
     };
 }
 
+macro_rules! slug_id {
+    ($(#[$meta:meta])* $name:ident, $kind:literal) => {
+        text_id!($(#[$meta])* $name);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidId> {
+                let value = value.into();
+                if is_slug(&value) {
+                    Ok(Self(value))
+                } else {
+                    Err(InvalidId { kind: $kind, value, rule: SLUG_RULE })
+                }
+            }
+        }
+    };
+}
+
 macro_rules! generated_id {
     ($(#[$meta:meta])* $name:ident, $prefix:literal, $kind:literal) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        text_id!($(#[$meta])* $name);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
@@ -121,29 +128,6 @@ macro_rules! generated_id {
                         rule: concat!("expected '", $prefix, "' followed by 26 base32 characters"),
                     })
                 }
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = InvalidId;
-            fn try_from(value: String) -> Result<Self, InvalidId> {
-                Self::parse(value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
             }
         }
     };

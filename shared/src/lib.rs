@@ -11,11 +11,14 @@ pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod credential_keeper;
-#[cfg(test)]
+// On the embedded store in memory.
+#[cfg(all(test, feature = "embedded"))]
 mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
 pub mod history;
+#[cfg(test)]
+mod fixtures;
 pub mod html;
 pub mod ids;
 pub mod notify;

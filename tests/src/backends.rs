@@ -1,5 +1,4 @@
-//! The two storage backends, built the way the functions build them, for tests that must pass on both;
-//! and the in-memory store of the core's unit tests, which the contract suite holds to the same contract.
+//! The two storage backends, built the way the functions build them, for tests that must pass on both.
 
 use crate::aws_faults::FaultProxy;
 use crate::moto::{unique_name, Moto};
@@ -8,7 +7,6 @@ use broker_core::adapters::aws_throttles::ThrottleCounter;
 use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::embedded::EmbeddedStore;
 use broker_core::adapters::kms_escrow::KmsEscrowKey;
-use broker_core::adapters::memory::MemoryStore;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use broker_core::backend::AwsCallLimits;
 use broker_core::ports::{MetadataStore, TokenVault};
@@ -38,18 +36,6 @@ pub fn embedded() -> Backend {
     let store = EmbeddedStore::open(dir.join("broker.db")).expect("opening the embedded store");
     Backend {
         name: "embedded",
-        store: Arc::new(store.clone()),
-        vault: Arc::new(store),
-        aws: None,
-    }
-}
-
-/// The in-memory store of the core's unit tests, run by the contract suite so its semantics stay the
-/// real backends'.
-pub fn memory() -> Backend {
-    let store = MemoryStore::new();
-    Backend {
-        name: "memory",
         store: Arc::new(store.clone()),
         vault: Arc::new(store),
         aws: None,

@@ -119,7 +119,7 @@ use crate::ports::StoreError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use errors::unavailable;
+use errors::{condition_held, unavailable};
 use keys::{PK, SK};
 use records::s;
 use std::collections::HashMap;
@@ -174,6 +174,18 @@ impl DynamoStore {
         Ok(out.item.filter(|item| !item.is_empty()))
     }
 
+    /// As [`DynamoStore::get_item`], the item decoded by `decode`.
+    async fn get_decoded<T>(
+        &self,
+        pk: String,
+        sk: &str,
+        operation: &str,
+        decode: impl Fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let item = self.get_item(pk, sk, operation).await?;
+        item.as_ref().map(decode).transpose()
+    }
+
     /// Writes `item`, replacing whatever has its key.
     async fn put_item(&self, item: Item, operation: &str) -> Result<(), StoreError> {
         self.client
@@ -202,16 +214,37 @@ impl DynamoStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists(what()))
-            }
-            Err(e) => Err(unavailable(operation, &e)),
+        if condition_held(written, operation, |e| {
+            e.is_conditional_check_failed_exception()
+        })? {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(what()))
         }
+    }
+
+    /// A query of the items of the partition `pk` of `index`, whose partition key is `pk_attribute`.
+    fn index_query(&self, index: &str, pk_attribute: &str, pk: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_attribute)
+            .expression_attribute_values(":pk", s(pk))
+    }
+
+    /// A strongly consistent query of the items of partition `pk` whose sort key starts with `prefix`.
+    fn prefix_query(&self, pk: String, prefix: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
     }
 
     /// Every item a query finds, following DynamoDB's pages (for the short, unpaged listings).

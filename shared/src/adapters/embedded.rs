@@ -69,6 +69,8 @@
 mod codec;
 mod connections;
 mod history;
+#[cfg(test)]
+mod in_memory_tests;
 mod links;
 mod notifications;
 mod records;
@@ -76,6 +78,8 @@ mod schema;
 mod sealing;
 #[cfg(test)]
 mod sealing_tests;
+#[cfg(any(test, feature = "testing"))]
+mod testing;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -91,6 +95,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use writer::{AfterCommit, Writer};
 
+#[cfg(any(test, feature = "testing"))]
+pub use testing::Faults;
+
 /// The embedded store. Cheap to clone: clones share the file's connections.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -102,8 +109,11 @@ struct Inner {
     writer: Writer,
     /// Seals the vault's values; from the key file beside the store file (see `sealing.rs`).
     key: Arc<VaultKey>,
-    /// Idle read connections; more are opened on demand, at most [`IDLE_READERS`] are kept.
-    readers: Mutex<Vec<Db>>,
+    /// Idle read connections; more are opened on demand, at most [`IDLE_READERS`] are kept. `None`
+    /// for a database in memory, which no connection but the writer's sees: reads run there.
+    readers: Option<Mutex<Vec<Db>>>,
+    #[cfg(any(test, feature = "testing"))]
+    faults: Mutex<Faults>,
 }
 
 const IDLE_READERS: usize = 4;
@@ -133,6 +143,31 @@ impl EmbeddedStore {
         let key_file = sealing::key_path(&path);
         let key = with_busy_retry(|| sealing::unlock(&mut writer, &key_file))
             .map_err(|f| f.into_store(&what))?;
+        Self::start(path, writer, key, Some(Mutex::default()), &what)
+    }
+
+    /// A store on a private database in memory, gone with its last clone: the same SQL, transactions
+    /// and sealing as a store file, for tests that need a store but not a file. Its vault key is
+    /// random and held in memory; [`EmbeddedStore::path`] answers `:memory:`.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let what = "opening a store in memory";
+        let opened = schema::connect_in_memory().and_then(|mut db| {
+            schema::migrate(&mut db)?;
+            let key = sealing::unlock_in_memory(&mut db)?;
+            Ok((db, key))
+        });
+        let (db, key) = opened.map_err(|f| f.into_store(what))?;
+        Self::start(PathBuf::from(":memory:"), db, key, None, what)
+    }
+
+    fn start(
+        path: PathBuf,
+        writer: Db,
+        key: VaultKey,
+        readers: Option<Mutex<Vec<Db>>>,
+        what: &str,
+    ) -> Result<Self, StoreError> {
         let writer = Writer::start(writer).map_err(|e| {
             StoreError::Unavailable(format!("{what}: starting its writer thread: {e}"))
         })?;
@@ -140,7 +175,9 @@ impl EmbeddedStore {
             path,
             writer,
             key: Arc::new(key),
-            readers: Mutex::new(Vec::new()),
+            readers,
+            #[cfg(any(test, feature = "testing"))]
+            faults: Mutex::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -182,31 +219,42 @@ impl EmbeddedStore {
         self.inner.writer.run(job, AfterCommit::Scrub).await
     }
 
-    /// Runs `job` on a pooled read-only connection.
+    /// Runs `job` on a pooled read-only connection (on the writer's, for a database in memory).
     async fn read<T, F>(&self, mut job: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnMut(&Db) -> Result<T, Failure> + Send + 'static,
     {
+        if self.inner.readers.is_none() {
+            return self.write(job).await;
+        }
         let inner = self.inner.clone();
         blocking(move || {
-            let idle = inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let db = match idle {
+            let db = match inner.idle_reader() {
                 Some(db) => db,
                 None => with_busy_retry(|| schema::connect(&inner.path, schema::Role::Reader))?,
             };
             let out = with_busy_retry(|| job(&db));
-            let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < IDLE_READERS {
-                idle.push(db);
-            }
+            inner.keep_reader(db);
             out
         })
         .await
+    }
+}
+
+impl Inner {
+    fn idle_reader(&self) -> Option<Db> {
+        let pool = self.readers.as_ref()?;
+        pool.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn keep_reader(&self, db: Db) {
+        if let Some(pool) = &self.readers {
+            let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < IDLE_READERS {
+                idle.push(db);
+            }
+        }
     }
 }
 

@@ -6,8 +6,6 @@ pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod kms_escrow;
-#[cfg(any(test, feature = "testing"))]
-pub mod memory;
 pub mod outbox;
 pub mod secrets_manager;
 pub mod ses;

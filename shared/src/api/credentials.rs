@@ -112,20 +112,7 @@ impl IntegrationApi {
         if connection.status() == ConnectionStatus::Disconnected {
             return Err(disconnected());
         }
-        let store = &self.ctx.backend.store;
-        let app = store
-            .get_app(&connection.tenant, &connection.app)
-            .await
-            .map_err(|e| ApiError::internal("the app registration could not be read", e))?
-            .ok_or_else(|| app_missing(&connection))?;
-        let secret = self
-            .ctx
-            .backend
-            .vault
-            .get_client_secret(&connection.tenant, &connection.app)
-            .await
-            .map_err(|e| ApiError::internal("the app's client secret could not be read", e))?
-            .ok_or_else(|| app_missing(&connection))?;
+        let (app, secret) = self.app_of(&connection).await?;
 
         let (credentials, mut discovered) = match kind {
             Kind::Code {
@@ -402,6 +389,33 @@ impl IntegrationApi {
             "the connection kept changing while the credentials were stored: retry",
         )
         .retry_after(2))
+    }
+}
+
+impl IntegrationApi {
+    /// The connection's app registration and its client secret, both of which it needs to reach the
+    /// provider.
+    pub(super) async fn app_of(
+        &self,
+        connection: &Connection,
+    ) -> Result<(OAuthApp, ClientSecret), ApiError> {
+        let app = self
+            .ctx
+            .backend
+            .store
+            .get_app(&connection.tenant, &connection.app)
+            .await
+            .map_err(|e| ApiError::internal("the app registration could not be read", e))?
+            .ok_or_else(|| app_missing(connection))?;
+        let secret = self
+            .ctx
+            .backend
+            .vault
+            .get_client_secret(&connection.tenant, &connection.app)
+            .await
+            .map_err(|e| ApiError::internal("the app's client secret could not be read", e))?
+            .ok_or_else(|| app_missing(connection))?;
+        Ok((app, secret))
     }
 }
 

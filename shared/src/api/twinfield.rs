@@ -299,31 +299,11 @@ impl IntegrationApi {
     }
 
     async fn legacy_consumer(&self, connection: &Connection) -> Result<LegacyConsumer, ApiError> {
-        let store = &self.ctx.backend.store;
-        let app = store
-            .get_app(&connection.tenant, &connection.app)
-            .await
-            .map_err(|e| ApiError::internal("the app registration could not be read", e))?;
-        let secret = self
-            .ctx
-            .backend
-            .vault
-            .get_client_secret(&connection.tenant, &connection.app)
-            .await
-            .map_err(|e| ApiError::internal("the app's client secret could not be read", e))?;
-        match (app, secret) {
-            (Some(app), Some(secret)) => Ok(LegacyConsumer {
-                client_token: app.client_id,
-                client_secret: secret,
-            }),
-            _ => Err(ApiError::new(
-                ProblemKind::ValidationFailed,
-                format!(
-                    "the connection's app registration {} (or its client secret) is missing: register the app again",
-                    connection.app
-                ),
-            )),
-        }
+        let (app, secret) = self.app_of(connection).await?;
+        Ok(LegacyConsumer {
+            client_token: app.client_id,
+            client_secret: secret,
+        })
     }
 
     async fn map_logon(

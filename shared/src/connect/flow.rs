@@ -559,11 +559,11 @@ fn check_reconnect_target(
         if !matches {
             return Err(ConnectError::IdentityMismatch {
                 provider: connection.provider,
-                required: person(required),
+                required: required.describe(),
                 actual: discovered
                     .identity
                     .as_ref()
-                    .map_or_else(|| "an unidentified user".into(), person),
+                    .map_or_else(|| "an unidentified user".into(), Identity::describe),
             });
         }
     }
@@ -573,13 +573,6 @@ fn check_reconnect_target(
         discovered.identity.as_ref(),
     )
     .map_err(|why| ConnectError::refused_binding(connection.provider, why))
-}
-
-fn person(identity: &Identity) -> String {
-    match &identity.display_name {
-        Some(name) => format!("{name} ({})", identity.subject),
-        None => identity.subject.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! The callback's first step, redeeming the state, on the in-memory store: it ends before any provider
-//! is called, so no HTTP is needed (the whole flow runs against the simulators and oidc-provider in
-//! `tests/tests/connect_flow/`).
+//! The callback's first step, redeeming the state, on the embedded store in memory: it ends before any
+//! provider is called, so no HTTP is needed (the whole flow runs against the simulators and
+//! oidc-provider in `tests/tests/connect_flow/`).
 
 use super::flow::{BrowserCookies, ConnectError, ConnectFlow};
-use crate::adapters::memory::MemoryStore;
+use crate::adapters::embedded::EmbeddedStore;
 use crate::backend::Backend;
 use crate::clock::{Clock, ManualClock};
 use crate::context::BrokerContext;
@@ -17,13 +17,13 @@ use chrono::{Duration, TimeZone, Utc};
 use std::sync::Arc;
 
 struct World {
-    store: MemoryStore,
+    store: EmbeddedStore,
     clock: ManualClock,
     flow: ConnectFlow,
 }
 
 fn world() -> World {
-    let store = MemoryStore::new();
+    let store = EmbeddedStore::in_memory().unwrap();
     let clock = ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap());
     let shared_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let providers = Providers::new(

@@ -1,7 +1,8 @@
 //! Connecting and reconnecting: the links that start the OAuth flow.
 
 pub mod flow;
-#[cfg(test)]
+// On the embedded store in memory.
+#[cfg(all(test, feature = "embedded"))]
 mod flow_tests;
 pub mod links;
 

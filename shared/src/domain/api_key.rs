@@ -40,18 +40,7 @@ impl ApiKeyPrefix {
     }
 }
 
-impl TryFrom<String> for ApiKeyPrefix {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, InvalidValue> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ApiKeyPrefix> for String {
-    fn from(p: ApiKeyPrefix) -> String {
-        p.0
-    }
-}
+super::invalid::text_through_parse!(ApiKeyPrefix);
 
 /// What a key may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -80,11 +80,11 @@ pub fn bind_authorization(
             if !same {
                 return Err(BindingRefusal::OtherUser {
                     expected: match &connection.authorized_by {
-                        Some(who) if who.subject.eq_ignore_ascii_case(&expected) => person(who),
+                        Some(who) if who.subject.eq_ignore_ascii_case(&expected) => who.describe(),
                         _ => expected,
                     },
                     actual: identity
-                        .map(person)
+                        .map(Identity::describe)
                         .or(user_id)
                         .unwrap_or_else(|| "an unidentified user".into()),
                 });
@@ -133,35 +133,22 @@ fn check_same_account(
         return Ok(());
     }
     Err(BindingRefusal::OtherUser {
-        expected: person(previous),
+        expected: previous.describe(),
         actual: identity
-            .map(person)
+            .map(Identity::describe)
             .unwrap_or_else(|| "an unidentified account".into()),
     })
-}
-
-fn person(identity: &Identity) -> String {
-    match &identity.display_name {
-        Some(name) => format!("{name} ({})", identity.subject),
-        None => identity.subject.clone(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ExactDivision, ProviderKind, Recipients, ServiceUrl};
-    use crate::ids::{AppId, TenantId};
+    use crate::domain::{ExactDivision, ServiceUrl};
+
     use chrono::Utc;
 
     fn connection() -> Connection {
-        Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["ops@example.com".to_string()]).unwrap(),
-            Utc::now(),
-        )
+        crate::fixtures::acme_connection(Utc::now())
     }
 
     fn exact(current: i64, user: Option<&str>, granted: &[i64]) -> ProviderContext {

@@ -24,3 +24,23 @@ impl From<InvalidValue> for String {
         invalid.message
     }
 }
+
+/// Conversions to and from `String` through the type's `parse`, for serde (`try_from`/`into`): a
+/// value read from storage or a request is checked as one typed in is.
+macro_rules! text_through_parse {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = $crate::domain::InvalidValue;
+            fn try_from(value: String) -> Result<Self, $crate::domain::InvalidValue> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0.into()
+            }
+        }
+    };
+}
+pub(crate) use text_through_parse;

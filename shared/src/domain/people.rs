@@ -56,18 +56,7 @@ impl EmailAddress {
     }
 }
 
-impl TryFrom<String> for EmailAddress {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, InvalidValue> {
-        Self::parse(&value)
-    }
-}
-
-impl From<EmailAddress> for String {
-    fn from(email: EmailAddress) -> String {
-        email.0
-    }
-}
+super::invalid::text_through_parse!(EmailAddress);
 
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -165,6 +154,14 @@ impl Identity {
             subject,
             display_name: None,
         })
+    }
+
+    /// The person for a message: the name with the user id, or the id alone.
+    pub fn describe(&self) -> String {
+        match &self.display_name {
+            Some(name) => format!("{name} ({})", self.subject),
+            None => self.subject.clone(),
+        }
     }
 
     /// Providers differ in case handling of user codes; compare without case.

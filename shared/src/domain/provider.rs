@@ -126,18 +126,7 @@ impl ServiceUrl {
     }
 }
 
-impl TryFrom<String> for ServiceUrl {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, InvalidValue> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ServiceUrl> for String {
-    fn from(url: ServiceUrl) -> String {
-        url.0.into()
-    }
-}
+super::invalid::text_through_parse!(ServiceUrl);
 
 impl fmt::Display for ServiceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -333,24 +333,13 @@ mod tests {
             (t.from, t.to),
             (StatusKind::NotConnected, StatusKind::Connected)
         );
-        let (s, _) = s
-            .apply(
-                StatusEvent::RefreshFailed {
-                    error: "503".into(),
-                },
-                system(),
-                now,
-            )
-            .unwrap();
-        let (s, _) = s
-            .apply(
-                StatusEvent::RefreshFailed {
-                    error: "503".into(),
-                },
-                system(),
-                now,
-            )
-            .unwrap();
+        let mut s = s;
+        for _ in 0..2 {
+            let failed = StatusEvent::RefreshFailed {
+                error: "503".into(),
+            };
+            s = s.apply(failed, system(), now).unwrap().0;
+        }
         assert!(matches!(
             s,
             ConnectionStatus::RefreshFailing { attempts: 2, .. }

@@ -69,18 +69,7 @@ impl RedirectUri {
     }
 }
 
-impl TryFrom<String> for RedirectUri {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, InvalidValue> {
-        Self::parse(&value)
-    }
-}
-
-impl From<RedirectUri> for String {
-    fn from(uri: RedirectUri) -> String {
-        uri.0
-    }
-}
+super::invalid::text_through_parse!(RedirectUri);
 
 /// An OAuth app registered at a provider, on behalf of a tenant. Its client secret lives in the vault,
 /// never in this record.

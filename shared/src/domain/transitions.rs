@@ -162,10 +162,9 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::domain::{
-        CredentialsPointer, FailureRecord, ProviderKind, Recipients, ReconnectKind,
-        RefreshInFlight, VaultSlot,
+        CredentialsPointer, FailureRecord, ReconnectKind, RefreshInFlight, VaultSlot,
     };
-    use crate::ids::{AppId, TenantId, WriteId};
+    use crate::ids::WriteId;
     use chrono::Duration;
 
     fn actor() -> Actor {
@@ -181,13 +180,7 @@ mod tests {
 
     /// A connected connection with tokens, a schedule, a failure on record and a refresh in flight.
     fn busy_connection(at: DateTime<Utc>) -> Connection {
-        let mut c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            at,
-        );
+        let mut c = crate::fixtures::acme_connection(at);
         c.authorized(
             NewGrant {
                 schedule: Some((at, at + Duration::minutes(5))),

@@ -274,17 +274,17 @@ pub fn describe_fields(fields: &[FieldChange]) -> String {
         .join("; ")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded"))]
 mod tests {
     use super::*;
-    use crate::adapters::memory::MemoryStore;
+    use crate::adapters::embedded::EmbeddedStore;
     use crate::domain::{Actor, Connection, ProviderKind, Recipients, StatusEvent};
     use crate::ids::{AppId, TenantId};
     use crate::ports::{ConnectionStore, Fence, HistoryStore};
     use chrono::{Duration, TimeZone};
 
     /// Every page of the history, `limit` at a time.
-    async fn all_pages(store: &MemoryStore, id: &ConnectionId, limit: u32) -> Vec<HistoryEvent> {
+    async fn all_pages(store: &EmbeddedStore, id: &ConnectionId, limit: u32) -> Vec<HistoryEvent> {
         let mut events = Vec::new();
         let mut cursor = None;
         loop {
@@ -302,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_hold_every_entry_once_even_when_many_share_one_instant() {
-        let store = MemoryStore::new();
+        let store = EmbeddedStore::in_memory().unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
         let mut c = Connection::new(
             TenantId::parse("acme").unwrap(),

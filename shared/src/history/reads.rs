@@ -149,17 +149,17 @@ impl SessionReadLog {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded"))]
 mod tests {
     use super::*;
-    use crate::adapters::memory::MemoryStore;
+    use crate::adapters::embedded::EmbeddedStore;
     use crate::ids::TenantId;
     use crate::ports::HistoryStore;
     use chrono::{TimeZone, Utc};
 
     #[tokio::test]
     async fn reads_are_counted_per_key_and_hour_and_written_only_when_flushed() {
-        let store = MemoryStore::new();
+        let store = EmbeddedStore::in_memory().unwrap();
         let log = SessionReadLog::new(Arc::new(store.clone()));
         let tenant = TenantId::parse("acme").unwrap();
         let id = ConnectionId::generate();
@@ -205,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_is_written_in_the_background() {
-        let store = MemoryStore::new();
+        let store = EmbeddedStore::in_memory().unwrap();
         let log = SessionReadLog::new(Arc::new(store.clone()));
         let tenant = TenantId::parse("acme").unwrap();
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 10, 15, 0).unwrap();

@@ -227,19 +227,12 @@ fn render(facts: &EmailFacts<'_>, n: &Names<'_>, (subject, what, todo): Wording)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Actor, Recipients, StatusEvent};
-    use crate::ids::{AppId, TenantId};
+    use crate::domain::{Actor, StatusEvent};
 
     #[test]
     fn a_reconnect_email_says_what_happened_what_to_do_and_carries_the_link_once_escaped() {
         let now = Utc::now();
-        let mut c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            now,
-        );
+        let mut c = crate::fixtures::acme_connection(now);
         c.display_name = Some("Bakker & Zn".into());
         let transition = c
             .apply(StatusEvent::Authorized, Actor::System("test".into()), now)

@@ -64,47 +64,33 @@ pub fn warning_times(
     kept
 }
 
+/// The daily run's two passes over connections.
+#[derive(Debug, Clone, Copy)]
+enum Visit {
+    /// Connections due for refresh soon: expiry warnings, and expiries.
+    Expiry,
+    /// Connections waiting for a person: reminders.
+    Reminder,
+}
+
+impl Visit {
+    fn failed(self) -> &'static str {
+        match self {
+            Self::Expiry => "a connection could not be checked for expiry",
+            Self::Reminder => {
+                "a connection waiting for a person could not be checked for a reminder"
+            }
+        }
+    }
+}
+
 impl Notifier {
     /// The daily run: warnings, expiries, then every unsettled notice.
     pub async fn daily(&self) -> Result<RunSummary, NotifyError> {
         let mut summary = RunSummary::default();
-        let store = &self.ctx.backend.store;
         let now = self.ctx.clock.now();
-        let mut cursor = None;
-        loop {
-            let page = store
-                .due_for_refresh(now + HORIZON, PageRequest::after(200, cursor))
-                .await?;
-            for due in page.items {
-                match self.check(&due.id, now, &mut summary).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        summary.errors += 1;
-                        tracing::error!(connection = %due.id, error = %e, "a connection could not be checked for expiry");
-                    }
-                }
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        let mut cursor = None;
-        loop {
-            let page = store
-                .awaiting_person(PageRequest::after(200, cursor))
-                .await?;
-            for waiting in page.items {
-                if let Err(e) = self.remind(&waiting.id, now, &mut summary).await {
-                    summary.errors += 1;
-                    tracing::error!(connection = %waiting.id, error = %e, "a connection waiting for a person could not be checked for a reminder");
-                }
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
+        self.visit_all(Visit::Expiry, now, &mut summary).await?;
+        self.visit_all(Visit::Reminder, now, &mut summary).await?;
         let drained = self.drain_outbox().await?;
         summary.sent += drained.sent;
         summary.skipped += drained.skipped;
@@ -116,16 +102,58 @@ impl Notifier {
         Ok(summary)
     }
 
-    async fn check(
+    /// Visits every connection `visit`'s listing names. A connection that fails is counted and
+    /// logged, and the run goes on; a listing that fails ends it.
+    async fn visit_all(
         &self,
-        id: &crate::ids::ConnectionId,
+        visit: Visit,
         now: DateTime<Utc>,
         summary: &mut RunSummary,
     ) -> Result<(), StoreError> {
         let store = &self.ctx.backend.store;
-        let Some(connection) = store.get_connection(id).await? else {
-            return Ok(());
-        };
+        let mut cursor = None;
+        loop {
+            let request = PageRequest::after(200, cursor);
+            let (ids, next_cursor) = match visit {
+                Visit::Expiry => {
+                    let page = store.due_for_refresh(now + HORIZON, request).await?;
+                    let ids: Vec<_> = page.items.into_iter().map(|due| due.id).collect();
+                    (ids, page.next_cursor)
+                }
+                Visit::Reminder => {
+                    let page = store.awaiting_person(request).await?;
+                    let ids: Vec<_> = page.items.into_iter().map(|waiting| waiting.id).collect();
+                    (ids, page.next_cursor)
+                }
+            };
+            for id in ids {
+                let visited = match store.get_connection(&id).await {
+                    Ok(Some(connection)) => match visit {
+                        Visit::Expiry => self.check(connection, now, summary).await,
+                        Visit::Reminder => self.remind(connection, now, summary).await,
+                    },
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = visited {
+                    summary.errors += 1;
+                    tracing::error!(connection = %id, error = %e, "{}", visit.failed());
+                }
+            }
+            cursor = next_cursor;
+            if cursor.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn check(
+        &self,
+        connection: Connection,
+        now: DateTime<Utc>,
+        summary: &mut RunSummary,
+    ) -> Result<(), StoreError> {
+        let store = &self.ctx.backend.store;
         if !connection.status().is_usable() {
             return Ok(());
         }
@@ -178,14 +206,11 @@ impl Notifier {
     /// warning on the first sweep and then at the reminders' pace.
     async fn remind(
         &self,
-        id: &crate::ids::ConnectionId,
+        connection: Connection,
         now: DateTime<Utc>,
         summary: &mut RunSummary,
     ) -> Result<(), StoreError> {
         let store = &self.ctx.backend.store;
-        let Some(connection) = store.get_connection(id).await? else {
-            return Ok(());
-        };
         let Some(since) = connection.awaiting_person_since() else {
             return Ok(());
         };

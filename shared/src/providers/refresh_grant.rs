@@ -14,7 +14,6 @@ use chrono::Duration;
 
 /// The engine's rules for a definition's refresh policy.
 pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
-    let days = |d: u32| Duration::days(i64::from(d));
     RefreshRules {
         rotating: policy.rotation == RefreshRotation::SingleUse,
         expiry: match policy.expiry {
@@ -24,10 +23,7 @@ pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
             RefreshExpiry::Sliding {
                 days: d,
                 absolute_cap_days,
-            } => RefreshTokenExpiry::Sliding {
-                window: days(d),
-                cap: absolute_cap_days.map(days),
-            },
+            } => sliding(d, absolute_cap_days),
         },
         min_interval: policy
             .min_interval_secs
@@ -40,16 +36,24 @@ pub fn refresh_rules(policy: &RefreshPolicy) -> RefreshRules {
 
 /// The refresh-token expiry an Acumatica app's own setting gives, over the catalogue's.
 fn acumatica_expiry(mode: AcumaticaRefreshTokens) -> RefreshTokenExpiry {
-    let days = |d: u32| Duration::days(i64::from(d));
     match mode {
         AcumaticaRefreshTokens::Absolute { days: d } => RefreshTokenExpiry::Absolute(days(d)),
         AcumaticaRefreshTokens::Sliding {
             days: d,
             absolute_days,
-        } => RefreshTokenExpiry::Sliding {
-            window: days(d),
-            cap: absolute_days.map(days),
-        },
+        } => sliding(d, absolute_days),
+    }
+}
+
+fn days(d: u32) -> Duration {
+    Duration::days(i64::from(d))
+}
+
+/// A window of `window_days` that each use restarts, within `cap_days` of the grant if set.
+fn sliding(window_days: u32, cap_days: Option<u32>) -> RefreshTokenExpiry {
+    RefreshTokenExpiry::Sliding {
+        window: days(window_days),
+        cap: cap_days.map(days),
     }
 }
 

@@ -8,7 +8,6 @@
 
 use super::error::{tidy, ErrorClass, Operation, ProviderError, Redactor};
 use super::oauth::OAuthClient;
-use super::token_endpoint::basic_credentials;
 use crate::context::BrokerContext;
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::Connection;
@@ -54,37 +53,15 @@ impl OAuthClient {
         let Some(url) = endpoints.revocation.clone() else {
             return Ok(Revocation::NotOffered);
         };
-        let mut form = vec![
+        let form = vec![
             ("token", token.expose().to_string()),
             ("token_type_hint", "refresh_token".to_string()),
         ];
-        let mut request = self.http.client().post(url);
-        // RFC 7009 §2.1: the client authenticates as it does at the token endpoint.
-        match basic_credentials(
-            endpoints.client_auth,
-            &self.app.client_id,
-            self.app.client_secret.expose(),
-        ) {
-            Some(Ok(basic)) => {
-                request = request.header(reqwest::header::AUTHORIZATION, basic);
-            }
-            Some(Err(why)) => {
-                return Err(self.error(ErrorClass::ClientMisconfigured, Operation::Revocation, why))
-            }
-            None => {
-                form.push(("client_id", self.app.client_id.clone()));
-                form.push(("client_secret", self.app.client_secret.expose().to_string()));
-            }
-        }
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
-        let request = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body);
+        let request = self
+            .authenticated_form(self.http.client().post(url), endpoints.client_auth, form)
+            .map_err(|why| {
+                self.error(ErrorClass::ClientMisconfigured, Operation::Revocation, why)
+            })?;
         let op = Operation::Revocation;
         let reply = match tokio::time::timeout(REVOCATION_TIMEOUT, self.http.send(request)).await {
             Ok(Ok(reply)) => reply,

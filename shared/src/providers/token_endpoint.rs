@@ -16,52 +16,61 @@ use serde_json::{Map, Value};
 use url::Url;
 
 impl OAuthClient {
+    /// `request` carrying `form`, with the client authenticated as `style` says: by HTTP Basic, or by
+    /// its id and secret in the form. The revocation endpoint takes the same (RFC 7009 §2.1). `Err`
+    /// says why the client's credentials cannot be sent that way.
+    pub(super) fn authenticated_form(
+        &self,
+        request: reqwest::RequestBuilder,
+        style: ClientAuth,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let secret = self.app.client_secret.expose();
+        let request = match basic_credentials(style, &self.app.client_id, secret) {
+            Some(basic) => request.header(reqwest::header::AUTHORIZATION, basic?),
+            None => {
+                form.push(("client_id", self.app.client_id.clone()));
+                form.push(("client_secret", secret.to_string()));
+                request
+            }
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        Ok(request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body))
+    }
+
     /// POSTs to the token endpoint and reads the answer.
     pub(super) async fn token_request(
         &self,
         operation: Operation,
-        mut form: Vec<(&'static str, String)>,
+        form: Vec<(&'static str, String)>,
         mut redactor: Redactor,
         now: DateTime<Utc>,
     ) -> Result<ParsedTokens, TokenFailure> {
         let endpoints = self.endpoints().await.map_err(TokenFailure::Ready)?;
         redactor.add(self.app.client_secret.expose());
-        let mut request = self
+        let request = self
             .http
             .client()
             .post(endpoints.token.clone())
             .header(reqwest::header::ACCEPT, "application/json");
-        match basic_credentials(
-            endpoints.client_auth,
-            &self.app.client_id,
-            self.app.client_secret.expose(),
-        ) {
-            Some(Ok(basic)) => {
-                request = request.header(reqwest::header::AUTHORIZATION, basic);
-            }
-            Some(Err(why)) => {
+        let request = self
+            .authenticated_form(request, endpoints.client_auth, form)
+            .map_err(|why| {
                 let e = ProviderError::new(
                     ErrorClass::ClientMisconfigured,
                     self.kind(),
                     operation,
                     why,
                 );
-                return Err(TokenFailure::Ready(e));
-            }
-            None => {
-                form.push(("client_id", self.app.client_id.clone()));
-                form.push(("client_secret", self.app.client_secret.expose().to_string()));
-            }
-        }
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
-        request = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body);
+                TokenFailure::Ready(e)
+            })?;
         let reply = self
             .http
             .send(request)
@@ -114,7 +123,7 @@ impl OAuthClient {
 
 /// The `Authorization` header value for a Basic style, `None` for credentials in the body. The value
 /// holds the secret: it goes into the request and nowhere else.
-pub(super) fn basic_credentials(
+fn basic_credentials(
     style: ClientAuth,
     client_id: &str,
     secret: &str,

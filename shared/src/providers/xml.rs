@@ -115,11 +115,12 @@ pub fn parse(
                 ))
             }
         };
+        let self_closing = matches!(event, Event::Empty(_));
         match event {
             Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return fail("content after the root element")
             }
-            Event::Start(start) => {
+            Event::Start(start) | Event::Empty(start) => {
                 elements += 1;
                 if elements > limits.max_elements {
                     return fail(format!("more than {} elements", limits.max_elements));
@@ -127,18 +128,12 @@ pub fn parse(
                 if stack.len() >= limits.max_depth {
                     return fail(format!("nested deeper than {} levels", limits.max_depth));
                 }
-                stack.push(element(&start, namespace)?);
-            }
-            Event::Empty(start) => {
-                elements += 1;
-                if elements > limits.max_elements {
-                    return fail(format!("more than {} elements", limits.max_elements));
+                let opened = element(&start, namespace)?;
+                if self_closing {
+                    close(&mut stack, &mut root, opened);
+                } else {
+                    stack.push(opened);
                 }
-                if stack.len() >= limits.max_depth {
-                    return fail(format!("nested deeper than {} levels", limits.max_depth));
-                }
-                let done = element(&start, namespace)?;
-                close(&mut stack, &mut root, done);
             }
             Event::End(_) => {
                 let Some(mut done) = stack.pop() else {

@@ -131,51 +131,21 @@ fn provider_user(connection: &Connection) -> Option<&str> {
     }
 }
 
-#[cfg(test)]
+// The counters on the embedded store in memory.
+#[cfg(all(test, feature = "embedded"))]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderKind, Recipients, ServiceUrl};
-    use crate::ids::{AppId, TenantId};
-    use async_trait::async_trait;
+    use crate::adapters::embedded::EmbeddedStore;
+    use crate::domain::ServiceUrl;
+
     use chrono::TimeZone;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
 
-    /// Counters in memory, with the port's semantics.
-    #[derive(Default)]
-    struct Counters(Mutex<HashMap<(UsageKey, DateTime<Utc>), u32>>);
-
-    #[async_trait]
-    impl UsageStore for Counters {
-        async fn take_unit(
-            &self,
-            key: &UsageKey,
-            window: UsageWindow,
-            limit: u32,
-        ) -> Result<UsageTake, StoreError> {
-            let mut map = self.0.lock().unwrap();
-            let used = map.entry((key.clone(), window.start)).or_default();
-            if *used >= limit {
-                return Ok(UsageTake::Refused { used: *used });
-            }
-            *used += 1;
-            Ok(UsageTake::Granted { used: *used })
-        }
-
-        async fn units_used(&self, key: &UsageKey, window: UsageWindow) -> Result<u32, StoreError> {
-            let map = self.0.lock().unwrap();
-            Ok(map.get(&(key.clone(), window.start)).copied().unwrap_or(0))
-        }
+    fn counters() -> EmbeddedStore {
+        EmbeddedStore::in_memory().unwrap()
     }
 
     fn connection(user: Option<&str>) -> Connection {
-        let mut c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["ops@example.com".to_string()]).unwrap(),
-            Utc::now(),
-        );
+        let mut c = crate::fixtures::acme_connection(Utc::now());
         c.context = Some(ProviderContext::ExactOnline {
             base_url: ServiceUrl::parse("https://start.exactonline.nl").unwrap(),
             division: 1,
@@ -207,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_day_is_shared_and_ends_at_utc_midnight() {
-        let store = Counters::default();
+        let store = counters();
         let noon = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
         let first = AppUserBudget::of(&connection(Some("u1")), LIMITS).unwrap();
         let second = AppUserBudget::of(&connection(Some("u1")), LIMITS).unwrap();
@@ -226,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_count_over_this_hour_and_the_previous_one() {
-        let store = Counters::default();
+        let store = counters();
         let budget = AppUserBudget::of(&connection(Some("u1")), LIMITS).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 12, 50, 0).unwrap();
         for _ in 0..3 {

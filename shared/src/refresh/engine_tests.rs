@@ -1,11 +1,11 @@
-//! The refresh engine's decisions, on the in-memory store with a scripted provider and a manual clock:
+//! The refresh engine's decisions, on the embedded store in memory with a scripted provider and a manual clock:
 //! fast, and each reaching a branch that is fiddly to reach end to end. The same engine runs against
 //! SQLite, moto and the provider simulators in `tests/tests/refresh_engine/`.
 
 use super::engine::{Demand, EngineSettings, Outcome, RefreshEngine, Trigger};
 use super::grant::{GrantFailure, GrantedTokens, TokenGrant};
 use super::rules::{RefreshRules, RefreshTokenExpiry};
-use crate::adapters::memory::{Faults, MemoryStore};
+use crate::adapters::embedded::{EmbeddedStore, Faults};
 use crate::clock::{Clock, ManualClock};
 use crate::credential_keeper::CredentialKeeper;
 use crate::domain::{
@@ -96,7 +96,7 @@ impl TokenGrant for ScriptedProvider {
 }
 
 struct World {
-    store: MemoryStore,
+    store: EmbeddedStore,
     clock: ManualClock,
     provider: Arc<ScriptedProvider>,
     engine: Arc<RefreshEngine>,
@@ -109,7 +109,7 @@ impl World {
     }
 
     async fn with(provider: ScriptedProvider, settings: EngineSettings) -> Self {
-        let store = MemoryStore::new();
+        let store = EmbeddedStore::in_memory().unwrap();
         let clock = ManualClock::starting_at(t0());
         let provider = Arc::new(provider);
         let tenant = TenantId::parse("acme").unwrap();

@@ -3,7 +3,8 @@
 
 pub mod app_user;
 pub mod engine;
-#[cfg(test)]
+// On the embedded store in memory.
+#[cfg(all(test, feature = "embedded"))]
 mod engine_tests;
 pub mod grant;
 pub mod rules;

@@ -1,6 +1,6 @@
 //! The storage contract: every test here runs unchanged against both backends — the embedded store,
-//! and the AWS adapters (the real aws-sdk clients) against moto server — and against the in-memory
-//! store the core's unit tests use (`adapters::memory`), so that fake keeps the same semantics.
+//! and the AWS adapters (the real aws-sdk clients) against moto server. The core's unit tests run on
+//! the embedded store too (in memory), so they are held to this contract without a store of their own.
 
 use broker_core::domain::*;
 use broker_core::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
@@ -29,15 +29,6 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(broker_tests::backends::aws().await).await;
-                }
-            )*
-        }
-        // The unit tests' in-memory store, held to the same contract.
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(broker_tests::backends::memory()).await;
                 }
             )*
         }

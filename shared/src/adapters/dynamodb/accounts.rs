@@ -1,6 +1,6 @@
 //! [`TenantStore`], [`ApiKeyStore`] and [`AuthorizationStateStore`] on the table.
 
-use super::errors::unavailable;
+use super::errors::{condition_held, unavailable};
 use super::keys::*;
 use super::records::*;
 use super::{DynamoStore, Item};
@@ -31,10 +31,8 @@ impl TenantStore for DynamoStore {
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        let item = self
-            .get_item(tenant_pk(id), TENANT_SK, "GetItem (tenant)")
-            .await?;
-        item.as_ref().map(decode_data).transpose()
+        self.get_decoded(tenant_pk(id), TENANT_SK, "GetItem (tenant)", decode_data)
+            .await
     }
 
     async fn put_app(&self, app: &OAuthApp) -> Result<(), StoreError> {
@@ -48,23 +46,12 @@ impl TenantStore for DynamoStore {
     }
 
     async fn get_app(&self, tenant: &TenantId, id: &AppId) -> Result<Option<OAuthApp>, StoreError> {
-        let item = self
-            .get_item(tenant_pk(tenant), &app_sk(id), "GetItem (app)")
-            .await?;
-        item.as_ref().map(decode_data).transpose()
+        self.get_decoded(tenant_pk(tenant), &app_sk(id), "GetItem (app)", decode_data)
+            .await
     }
 
     async fn list_apps(&self, tenant: &TenantId) -> Result<Vec<OAuthApp>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-            .expression_attribute_values(":prefix", s(APP_SK_PREFIX));
+        let query = self.prefix_query(tenant_pk(tenant), APP_SK_PREFIX);
         let items = self.query_all(query, "Query (list apps)").await?;
         items.iter().map(decode_data).collect()
     }
@@ -79,16 +66,11 @@ impl TenantStore for DynamoStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("DeleteItem (app)", &e)),
-        }
+        condition_held(
+            deleted,
+            "DeleteItem (app)",
+            DeleteItemError::is_conditional_check_failed_exception,
+        )
     }
 }
 
@@ -114,10 +96,13 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn get_api_key(&self, prefix: &ApiKeyPrefix) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let item = self
-            .get_item(api_key_pk(prefix), API_KEY_SK, "GetItem (API key)")
-            .await?;
-        item.as_ref().map(decode_api_key).transpose()
+        self.get_decoded(
+            api_key_pk(prefix),
+            API_KEY_SK,
+            "GetItem (API key)",
+            decode_api_key,
+        )
+        .await
     }
 
     async fn revoke_api_key(
@@ -141,27 +126,15 @@ impl ApiKeyStore for DynamoStore {
             .expression_attribute_values(":tenant", s(tenant.as_str()))
             .send()
             .await;
-        match revoked {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("UpdateItem (revoke API key)", &e)),
-        }
+        condition_held(
+            revoked,
+            "UpdateItem (revoke API key)",
+            UpdateItemError::is_conditional_check_failed_exception,
+        )
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI1_PK)
-            .expression_attribute_values(":pk", s(tenant_api_keys_pk(tenant)));
+        let query = self.index_query(GSI1, GSI1_PK, tenant_api_keys_pk(tenant));
         let items = self.query_all(query, "Query (list API keys)").await?;
         items.iter().map(decode_api_key).collect()
     }

@@ -1,6 +1,8 @@
 //! [`ConnectionStore`] on the table: connections, their leases, the due index and status transitions.
 
-use super::errors::{incomplete, transaction_refusal, unavailable, TransactionRefusal};
+use super::errors::{
+    condition_held, incomplete, transaction_refusal, unavailable, TransactionRefusal,
+};
 use super::keys::*;
 use super::paging::{key_string, Listing};
 use super::records::*;
@@ -67,10 +69,13 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
-        let item = self
-            .get_item(connection_pk(id), CONNECTION_SK, "GetItem (connection)")
-            .await?;
-        item.as_ref().map(decode_connection).transpose()
+        self.get_decoded(
+            connection_pk(id),
+            CONNECTION_SK,
+            "GetItem (connection)",
+            decode_connection,
+        )
+        .await
     }
 
     async fn save_connection(
@@ -241,17 +246,14 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_values(":owner", s(owner.as_str()))
             .send()
             .await;
-        match released {
-            Ok(_) => Ok(()),
-            // Taken over, released already, or no such connection: nothing of ours to give up.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable("UpdateItem (release lease)", &e)),
-        }
+        // A failed condition: taken over, released already, or no such connection; nothing of ours
+        // to give up.
+        condition_held(
+            released,
+            "UpdateItem (release lease)",
+            UpdateItemError::is_conditional_check_failed_exception,
+        )
+        .map(|_| ())
     }
 
     async fn list_connections(
@@ -261,28 +263,16 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<Connection>, StoreError> {
         let listing = Listing::Connections(tenant.clone());
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI1_PK)
-            .expression_attribute_values(":pk", s(tenant_connections_pk(tenant)));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (list connections)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_connection)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        let query = self.index_query(GSI1, GSI1_PK, tenant_connections_pk(tenant));
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (list connections)",
+            decode_connection,
+        )
+        .await
     }
 
     async fn due_for_refresh(
@@ -315,17 +305,15 @@ impl ConnectionStore for DynamoStore {
             .expression_attribute_names("#sk", GSI2_SK)
             .expression_attribute_values(":due", s(DUE_PK))
             .expression_attribute_values(":bound", s(bound));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (due for refresh)",
-            )
-            .await?;
-        let items = items.iter().map(decode_due).collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (due for refresh)",
+            decode_due,
+        )
+        .await
     }
 
     async fn awaiting_person(
@@ -334,28 +322,16 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<AwaitingConnection>, StoreError> {
         let listing = Listing::Awaiting;
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI2)
-            .key_condition_expression("#pk = :awaiting")
-            .expression_attribute_names("#pk", GSI2_PK)
-            .expression_attribute_values(":awaiting", s(AWAITING_PK));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (awaiting a person)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_awaiting)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        let query = self.index_query(GSI2, GSI2_PK, AWAITING_PK.to_string());
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (awaiting a person)",
+            decode_awaiting,
+        )
+        .await
     }
 
     async fn list_transitions(
@@ -365,29 +341,15 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Page<StatusTransition>, StoreError> {
         let listing = Listing::Transitions(id.clone());
         let start = listing.start_of(&page)?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(connection_pk(id)))
-            .expression_attribute_values(":prefix", s(TRANSITION_SK_PREFIX));
-        let (items, next_cursor) = self
-            .page(
-                &listing,
-                query,
-                start,
-                page.limit,
-                "Query (list transitions)",
-            )
-            .await?;
-        let items = items
-            .iter()
-            .map(decode_transition)
-            .collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        let query = self.prefix_query(connection_pk(id), TRANSITION_SK_PREFIX);
+        self.page(
+            &listing,
+            query,
+            start,
+            page.limit,
+            "Query (list transitions)",
+            decode_transition,
+        )
+        .await
     }
 }

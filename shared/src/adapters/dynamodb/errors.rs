@@ -17,6 +17,24 @@ where
     StoreError::Unavailable(format!("DynamoDB {operation} failed: {detail}"))
 }
 
+/// Whether a conditional write was made: `Ok(false)` when DynamoDB refused it for its condition
+/// (`condition_failed` tells that error from the rest), any other failure as [`unavailable`].
+pub(super) fn condition_held<O, E, R>(
+    written: Result<O, SdkError<E, R>>,
+    operation: &str,
+    condition_failed: impl Fn(&E) -> bool,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: Debug,
+{
+    match written {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
+        Err(e) => Err(unavailable(operation, &e)),
+    }
+}
+
 /// A request the SDK refused to build: a missing required field, i.e. a bug here, not a retry.
 pub(super) fn incomplete(error: BuildError) -> StoreError {
     StoreError::Unavailable(format!("a DynamoDB request could not be built: {error}"))

@@ -106,13 +106,7 @@ where
 impl NotificationStore for DynamoStore {
     async fn unsettled_notices(&self, limit: u32) -> Result<Vec<NoticeKey>, StoreError> {
         let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI2)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI2_PK)
-            .expression_attribute_values(":pk", s(NOTIFY_PK))
+            .index_query(GSI2, GSI2_PK, NOTIFY_PK.to_string())
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
             .send()
             .await

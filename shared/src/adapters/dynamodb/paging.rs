@@ -12,7 +12,7 @@ use super::keys::*;
 use super::records::s;
 use super::{DynamoStore, Item};
 use crate::ids::{ConnectionId, TenantId};
-use crate::ports::{PageRequest, StoreError};
+use crate::ports::{Page, PageRequest, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -112,17 +112,18 @@ pub(super) fn key_string<'a>(key: &'a Item, name: &str) -> Option<&'a str> {
 }
 
 impl DynamoStore {
-    /// One page of a listing. It asks DynamoDB for one item beyond the limit, so the cursor is set
-    /// exactly when more follows, and goes on reading while a page came back short of that (DynamoDB
-    /// stops a page at 1 MB).
-    pub(super) async fn page(
+    /// One page of a listing, its items decoded by `decode`. It asks DynamoDB for one item beyond the
+    /// limit, so the cursor is set exactly when more follows, and goes on reading while a page came
+    /// back short of that (DynamoDB stops a page at 1 MB).
+    pub(super) async fn page<T>(
         &self,
         listing: &Listing,
         query: QueryFluentBuilder,
         mut start: Option<Item>,
         limit: u32,
         operation: &str,
-    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        decode: impl Fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
         let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
         let mut items: Vec<Item> = Vec::new();
         loop {
@@ -141,14 +142,23 @@ impl DynamoStore {
                     .last()
                     .map(|last| listing.cursor_after(last))
                     .transpose()?;
-                return Ok((items, cursor));
+                return decoded(&items, cursor, &decode);
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok((items, None)),
+                _ => return decoded(&items, None, &decode),
             }
         }
     }
+}
+
+fn decoded<T>(
+    items: &[Item],
+    next_cursor: Option<String>,
+    decode: impl Fn(&Item) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let items = items.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Page { items, next_cursor })
 }
 
 #[cfg(test)]

@@ -248,19 +248,13 @@ pub(super) fn decode_api_key(item: &Item) -> Result<ApiKeyRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderKind, Recipients};
-    use crate::ids::{AppId, ConnectionId, TenantId};
+
+    use crate::ids::{ConnectionId, TenantId};
     use chrono::{Duration, TimeZone, Utc};
 
     fn connection() -> Connection {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() + Duration::nanoseconds(7);
-        let mut c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            now,
-        );
+        let mut c = crate::fixtures::acme_connection(now);
         c.version = 7;
         c.next_refresh_at = Some(now + Duration::minutes(9));
         c

@@ -178,19 +178,13 @@ impl DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderKind, Recipients};
-    use crate::ids::{AppId, LeaseOwner, TenantId};
+
+    use crate::ids::LeaseOwner;
     use chrono::{Duration, TimeZone, Utc};
 
     fn connection() -> Connection {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
-        let mut c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            now,
-        );
+        let mut c = crate::fixtures::acme_connection(now);
         c.version = 4;
         c
     }

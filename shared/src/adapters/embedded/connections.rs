@@ -147,6 +147,11 @@ impl ConnectionStore for EmbeddedStore {
         transitions: &[StatusTransition],
     ) -> Result<Connection, StoreError> {
         const OPERATION: &str = "saving a connection";
+        #[cfg(any(test, feature = "testing"))]
+        if self.told_to_fail(|f| &mut f.connection_saves) {
+            let told = super::testing::TOLD_TO_FAIL;
+            return Err(StoreError::Unavailable(format!("{OPERATION}: {told}")));
+        }
         let columns = ConnectionColumns::of(connection).map_err(|f| f.into_store(OPERATION))?;
         let transitions = transition_rows(transitions).map_err(|f| f.into_store(OPERATION))?;
         let new_version =
@@ -325,27 +330,17 @@ impl ConnectionStore for EmbeddedStore {
                  WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= ?1 {keyset}
                  ORDER BY next_refresh_at, id LIMIT ?4"
             ))?;
-            let rows = query.query_map(
-                params![due_by, after_at, after_id, rows_to_fetch(&page)],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
-            )?;
+            let params = params![due_by, after_at, after_id, rows_to_fetch(&page)];
+            let rows = query.query_map(params, |r| r.try_into())?;
             let mut items = Vec::new();
             for row in rows {
-                let (id, tenant, at) = row?;
-                let what = format!("connection {id}");
+                let (id, tenant, at): (String, String, String) = row?;
+                let (parsed_id, tenant, next_refresh_at) =
+                    scheduled(&id, tenant, &at, "next_refresh_at")?;
                 let due = DueConnection {
-                    id: ConnectionId::parse(id.as_str())
-                        .map_err(|_| Failure::Corrupt(format!("{what}: the id is malformed")))?,
-                    tenant: TenantId::parse(tenant).map_err(|_| {
-                        Failure::Corrupt(format!("{what}: the tenant is malformed"))
-                    })?,
-                    next_refresh_at: parse_time_key(&at, &format!("{what}: next_refresh_at"))?,
+                    id: parsed_id,
+                    tenant,
+                    next_refresh_at,
                 };
                 items.push((
                     due,
@@ -381,25 +376,16 @@ impl ConnectionStore for EmbeddedStore {
                  WHERE awaiting_since IS NOT NULL {keyset}
                  ORDER BY awaiting_since, id LIMIT ?3"
             ))?;
-            let rows =
-                query.query_map(params![after_since, after_id, rows_to_fetch(&page)], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })?;
+            let params = params![after_since, after_id, rows_to_fetch(&page)];
+            let rows = query.query_map(params, |r| r.try_into())?;
             let mut items = Vec::new();
             for row in rows {
-                let (id, tenant, since) = row?;
-                let what = format!("connection {id}");
+                let (id, tenant, since): (String, String, String) = row?;
+                let (parsed_id, tenant, at) = scheduled(&id, tenant, &since, "awaiting_since")?;
                 let awaiting = AwaitingConnection {
-                    id: ConnectionId::parse(id.as_str())
-                        .map_err(|_| Failure::Corrupt(format!("{what}: the id is malformed")))?,
-                    tenant: TenantId::parse(tenant).map_err(|_| {
-                        Failure::Corrupt(format!("{what}: the tenant is malformed"))
-                    })?,
-                    since: parse_time_key(&since, &format!("{what}: awaiting_since"))?,
+                    id: parsed_id,
+                    tenant,
+                    since: at,
                 };
                 items.push((awaiting, Cursor::Awaiting { since, id }));
             }
@@ -462,4 +448,21 @@ impl ConnectionStore for EmbeddedStore {
         .await
         .map_err(|f| f.into_store("listing a connection's transitions"))
     }
+}
+
+/// A row of a schedule index: the connection's `id`, its `tenant`, and `at`, the time in `column`
+/// that the index orders by.
+fn scheduled(
+    id: &str,
+    tenant: String,
+    at: &str,
+    column: &str,
+) -> Result<(ConnectionId, TenantId, DateTime<Utc>), Failure> {
+    let what = format!("connection {id}");
+    let id = ConnectionId::parse(id)
+        .map_err(|_| Failure::Corrupt(format!("{what}: the id is malformed")))?;
+    let tenant = TenantId::parse(tenant)
+        .map_err(|_| Failure::Corrupt(format!("{what}: the tenant is malformed")))?;
+    let at = parse_time_key(at, &format!("{what}: {column}"))?;
+    Ok((id, tenant, at))
 }

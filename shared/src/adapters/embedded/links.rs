@@ -1,12 +1,13 @@
 //! Connect links in the `connect_links` table, keyed by the hash of their token.
 
-use super::codec::{decode, encode, parse_time_key, time_key};
-use super::{EmbeddedStore, Failure};
+use super::codec::{encode, time_key};
+use super::records::{insert_one_time, one_time};
+use super::EmbeddedStore;
 use crate::domain::{ConnectLink, Consumed, OneTimeKey};
 use crate::ports::{ConnectLinkStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 #[async_trait]
 impl ConnectLinkStore for EmbeddedStore {
@@ -18,20 +19,8 @@ impl ConnectLinkStore for EmbeddedStore {
         let now = time_key(link.created_at);
         self.write(move |db| {
             // Links long expired are of no use to anyone: sweep them as new ones arrive.
-            db.prepare_cached("DELETE FROM connect_links WHERE expires_at <= ?1")?
-                .execute([&now])?;
-            let inserted = db
-                .prepare_cached(
-                    "INSERT INTO connect_links (key, expires_at, data) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO NOTHING",
-                )?
-                .execute(params![key, expires_at, data])?;
-            if inserted == 0 {
-                return Err(Failure::Refused(StoreError::AlreadyExists(
-                    "the connect link".into(),
-                )));
-            }
-            Ok(())
+            let row = (key.as_str(), expires_at.as_str(), data.as_str());
+            insert_one_time(db, "connect_links", Some(&now), row, "the connect link")
         })
         .await
         .map_err(|f| f.into_store(OPERATION))
@@ -46,15 +35,9 @@ impl ConnectLinkStore for EmbeddedStore {
         self.read(move |db| {
             let row: Option<(String, String)> = db
                 .prepare_cached("SELECT expires_at, data FROM connect_links WHERE key = ?1")?
-                .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&key], |r| r.try_into())
                 .optional()?;
-            let Some((expires_at, data)) = row else {
-                return Ok(Consumed::Unknown);
-            };
-            if parse_time_key(&expires_at, "a connect link's expires_at")? <= now {
-                return Ok(Consumed::Expired);
-            }
-            Ok(Consumed::Fresh(decode(&data, "a connect link")?))
+            one_time(row, now, "a connect link")
         })
         .await
         .map_err(|f| f.into_store("reading a connect link"))

@@ -28,17 +28,7 @@ type Row = (
 fn select(db: &Db, key: &str) -> Result<Option<Row>, Failure> {
     Ok(db
         .prepare_cached(&format!("SELECT {COLUMNS} FROM notices WHERE key = ?1"))?
-        .query_row([key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
+        .query_row([key], |r| r.try_into())
         .optional()?)
 }
 
@@ -192,10 +182,8 @@ impl NotificationStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Actor, Connection, ProviderKind, Recipients, StatusKind, StatusTransition,
-    };
-    use crate::ids::{AppId, TenantId};
+    use crate::domain::{Actor, StatusKind, StatusTransition};
+
     use crate::ports::ConnectionStore;
 
     fn temp_file() -> std::path::PathBuf {
@@ -230,13 +218,7 @@ mod tests {
             .unwrap();
         assert_eq!(version, super::super::schema::SCHEMA_VERSION);
         let now = Utc::now();
-        let c = Connection::new(
-            TenantId::parse("acme").unwrap(),
-            AppId::parse("exact-nl").unwrap(),
-            ProviderKind::ExactOnline,
-            Recipients::parse(&["finance@example.com"]).unwrap(),
-            now,
-        );
+        let c = crate::fixtures::acme_connection(now);
         let t = StatusTransition {
             from: StatusKind::Connected,
             to: StatusKind::Disabled,
@@ -258,13 +240,7 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let began = Utc::now() - chrono::Duration::days(4);
         let connection = |status: Option<StatusEvent>| {
-            let mut c = Connection::new(
-                TenantId::parse("acme").unwrap(),
-                AppId::parse("exact-nl").unwrap(),
-                ProviderKind::ExactOnline,
-                Recipients::parse(&["finance@example.com"]).unwrap(),
-                began - chrono::Duration::days(1),
-            );
+            let mut c = crate::fixtures::acme_connection(began - chrono::Duration::days(1));
             c.apply(
                 StatusEvent::Authorized,
                 Actor::System("test".into()),

@@ -16,6 +16,46 @@ use serde::de::DeserializeOwned;
 /// `put_pending` sweeps it away (then it is `Unknown`), as DynamoDB's TTL deletes within a day or two.
 const PENDING_KEPT_AFTER_EXPIRY: Duration = Duration::days(1);
 
+/// Adds a row to a one-time table (`pending_authorizations`, `connect_links`: `key`, `expires_at`,
+/// `data`) unless its key is taken, first sweeping rows that expired by `sweep_before`.
+pub(super) fn insert_one_time(
+    db: &Db,
+    table: &str,
+    sweep_before: Option<&str>,
+    (key, expires_at, data): (&str, &str, &str),
+    what: &str,
+) -> Result<(), Failure> {
+    if let Some(before) = sweep_before {
+        db.prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
+            .execute([before])?;
+    }
+    let inserted = db
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (key, expires_at, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO NOTHING"
+        ))?
+        .execute(params![key, expires_at, data])?;
+    if inserted == 0 {
+        return Err(Failure::Refused(StoreError::AlreadyExists(what.into())));
+    }
+    Ok(())
+}
+
+/// What a one-time table's row (`expires_at`, `data`) answers at `now`.
+pub(super) fn one_time<T: DeserializeOwned>(
+    row: Option<(String, String)>,
+    now: DateTime<Utc>,
+    what: &str,
+) -> Result<Consumed<T>, Failure> {
+    let Some((expires_at, data)) = row else {
+        return Ok(Consumed::Unknown);
+    };
+    if parse_time_key(&expires_at, &format!("{what}'s expires_at"))? <= now {
+        return Ok(Consumed::Expired);
+    }
+    Ok(Consumed::Fresh(decode(&data, what)?))
+}
+
 /// The `data` of at most one row.
 fn one<T: DeserializeOwned>(
     db: &Db,
@@ -236,22 +276,15 @@ impl AuthorizationStateStore for EmbeddedStore {
             .checked_sub_signed(PENDING_KEPT_AFTER_EXPIRY)
             .map(time_key);
         self.write(move |db| {
-            if let Some(before) = &sweep_before {
-                db.prepare_cached("DELETE FROM pending_authorizations WHERE expires_at <= ?1")?
-                    .execute([before])?;
-            }
-            let inserted = db
-                .prepare_cached(
-                    "INSERT INTO pending_authorizations (key, expires_at, data) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO NOTHING",
-                )?
-                .execute(params![key, expires_at, data])?;
-            if inserted == 0 {
-                return Err(Failure::Refused(StoreError::AlreadyExists(
-                    "the authorization state".into(),
-                )));
-            }
-            Ok(())
+            let row = (key.as_str(), expires_at.as_str(), data.as_str());
+            let what = "the authorization state";
+            insert_one_time(
+                db,
+                "pending_authorizations",
+                sweep_before.as_deref(),
+                row,
+                what,
+            )
         })
         .await
         .map_err(|f| f.into_store(OPERATION))
@@ -268,15 +301,9 @@ impl AuthorizationStateStore for EmbeddedStore {
                 .prepare_cached(
                     "DELETE FROM pending_authorizations WHERE key = ?1 RETURNING expires_at, data",
                 )?
-                .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&key], |r| r.try_into())
                 .optional()?;
-            let Some((expires_at, data)) = row else {
-                return Ok(Consumed::Unknown);
-            };
-            if parse_time_key(&expires_at, "a pending authorization's expires_at")? <= now {
-                return Ok(Consumed::Expired);
-            }
-            Ok(Consumed::Fresh(decode(&data, "a pending authorization")?))
+            one_time(row, now, "a pending authorization")
         })
         .await
         .map_err(|f| f.into_store("consuming a pending authorization"))

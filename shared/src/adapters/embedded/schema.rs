@@ -243,13 +243,7 @@ pub(super) enum Role {
 pub(super) fn connect(path: &Path, role: Role) -> Result<Db, Failure> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let db = Db::open_with_flags(path, flags)?;
-    db.busy_timeout(BUSY_TIMEOUT)?;
-    db.pragma_update(None, "foreign_keys", true)?;
-    // FULL: a committed rotation must survive a power cut, or the provider's new refresh token is lost.
-    db.pragma_update(None, "synchronous", "FULL")?;
-    // Deleted and rewritten rows are zeroed, not left in free pages and free space of the file, where
-    // a copy of it would still show the (sealed) tokens a disconnect deleted.
-    db.pragma_update(None, "secure_delete", true)?;
+    configure(&db)?;
     match role {
         Role::Writer => {
             let mode: String =
@@ -262,6 +256,26 @@ pub(super) fn connect(path: &Path, role: Role) -> Result<Db, Failure> {
         Role::Reader => db.pragma_update(None, "query_only", true)?,
     }
     Ok(db)
+}
+
+/// A private database in memory, with the settings of a file's connections: the store's only
+/// connection, since no other can see it (so neither WAL nor read-only readers apply).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn connect_in_memory() -> Result<Db, Failure> {
+    let db = Db::open_in_memory()?;
+    configure(&db)?;
+    Ok(db)
+}
+
+fn configure(db: &Db) -> Result<(), Failure> {
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "foreign_keys", true)?;
+    // FULL: a committed rotation must survive a power cut, or the provider's new refresh token is lost.
+    db.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted and rewritten rows are zeroed, not left in free pages and free space of the file, where
+    // a copy of it would still show the (sealed) tokens a disconnect deleted.
+    db.pragma_update(None, "secure_delete", true)?;
+    Ok(())
 }
 
 /// Creates or upgrades the schema, in one transaction so two processes opening a new file at once

@@ -287,9 +287,32 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
             create_key_file(key_file)?
         }
     };
-    check_key(&tx, &key)?;
-    let sealed = seal_plain_rows(&tx, &key)?;
-    make_escrow_key(&tx, &key)?;
+    let sealed = take_into_use(tx, &key)?;
+    // A new file's escrow key too: schema version 4 writes it before there is a vault key.
+    if sealed.entries + sealed.local_keys > 0 {
+        scrub(db);
+    }
+    Ok(key)
+}
+
+/// A vault key for a database in memory: random, held only in memory, so its sealed values end with
+/// the process as the database does.
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn unlock_in_memory(db: &mut Db) -> Result<VaultKey, Failure> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut bytes = random_key()?;
+    let key = VaultKey::from_bytes(&bytes, Path::new(":memory:"));
+    bytes.fill(0);
+    let key = key?;
+    take_into_use(tx, &key)?;
+    Ok(key)
+}
+
+/// Checks that `key` is the database's and seals with it what is stored in the clear, in `tx`.
+fn take_into_use(tx: rusqlite::Transaction<'_>, key: &VaultKey) -> Result<Sealed, Failure> {
+    check_key(&tx, key)?;
+    let sealed = seal_plain_rows(&tx, key)?;
+    make_escrow_key(&tx, key)?;
     tx.commit()?;
     if sealed.entries > 0 {
         tracing::info!(
@@ -297,10 +320,14 @@ pub(super) fn unlock(db: &mut Db, key_file: &Path) -> Result<VaultKey, Failure> 
             "sealed the vault entries an earlier version stored in the clear"
         );
     }
-    // A new file's escrow key too: schema version 4 writes it before there is a vault key.
-    if sealed.entries + sealed.local_keys > 0 {
-        scrub(db);
-    }
+    Ok(sealed)
+}
+
+fn random_key() -> Result<[u8; 32], Failure> {
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| Failure::Bug("the system's random source failed"))?;
     Ok(key)
 }
 
@@ -393,10 +420,7 @@ fn create_key_file(path: &Path) -> Result<VaultKey, Failure> {
             path.display()
         ))
     };
-    let mut key = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut key)
-        .map_err(|_| Failure::Bug("the system's random source failed"))?;
+    let mut key = random_key()?;
     let mut text = format!("{KEY_FILE_HEADER}{}\n", BASE64.encode(key)).into_bytes();
     // Written whole under another name, then linked into place: a process that dies half-way leaves
     // no half-written key file. Only this process holds the write lock, so the temporary name is free
@@ -507,16 +531,7 @@ fn seal_plain_rows(db: &Db, key: &VaultKey) -> Result<Sealed, Failure> {
             "SELECT seq, tenant, connection, slot, write_id, content FROM vault_versions
              WHERE typeof(content) = 'text'",
         )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
+        .query_map([], |r| r.try_into())?
         .collect::<Result<_, _>>()?;
     for (seq, tenant, connection, slot, write, content) in credentials {
         let entry = Entry::Credentials {

@@ -7,7 +7,7 @@ use super::tests::mode;
 use super::tests::{acme, connection, t0, TempDir};
 use super::EmbeddedStore;
 use crate::domain::*;
-use crate::escrow::{self, DataKey};
+use crate::escrow::{self, DataKey, SealedCredentials};
 use crate::ids::{AppId, ConnectionId, WriteId};
 use crate::ports::*;
 use crate::secret::{AccessToken, ClientSecret, RefreshToken};
@@ -34,6 +34,43 @@ fn sentinel_tokens(suffix: &str) -> Credentials {
 /// Credentials compare as what they serialise to.
 fn json(credentials: &Credentials) -> serde_json::Value {
     serde_json::to_value(credentials).unwrap()
+}
+
+/// A new connection of `acme` with [`sentinel_tokens`] stored for it in slot A.
+async fn stored_sentinels(store: &EmbeddedStore) -> (Connection, WriteId) {
+    let c = connection(&acme(), t0());
+    store.insert_connection(&c, &[]).await.unwrap();
+    let write = WriteId::generate();
+    store
+        .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
+        .await
+        .unwrap();
+    (c, write)
+}
+
+/// The credentials `c` holds in slot A as version `write`, as JSON.
+async fn tokens_at(
+    store: &EmbeddedStore,
+    c: &Connection,
+    write: &WriteId,
+) -> Option<serde_json::Value> {
+    let pointer = CredentialsPointer {
+        slot: VaultSlot::A,
+        write: write.clone(),
+    };
+    let credentials = store.get_credentials(&acme(), &c.id, &pointer).await;
+    credentials.unwrap().as_ref().map(json)
+}
+
+/// What `sealed`, an escrow of `c`'s refresh to `write`, opens to, as JSON.
+async fn opened_escrow(
+    store: &EmbeddedStore,
+    c: &Connection,
+    write: &WriteId,
+    sealed: &SealedCredentials,
+) -> serde_json::Value {
+    let opened = store.open_escrow(&acme(), &c.id, write, sealed).await;
+    json(&opened.unwrap())
 }
 
 fn app(name: &str) -> AppId {
@@ -110,13 +147,7 @@ async fn no_file_in_the_data_folder_shows_a_token_or_client_secret() {
         .put_client_secret(&acme(), &app("exact-nl"), &ClientSecret::new(SECRET))
         .await
         .unwrap();
-    let c = connection(&acme(), t0());
-    store.insert_connection(&c, &[]).await.unwrap();
-    let write = WriteId::generate();
-    store
-        .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
-        .await
-        .unwrap();
+    let (c, write) = stored_sentinels(&store).await;
     let secrets = secret_forms(&[ACCESS, REFRESH, SECRET]);
 
     assert!(
@@ -127,17 +158,8 @@ async fn no_file_in_the_data_folder_shows_a_token_or_client_secret() {
     assert!(found.is_empty(), "at rest while open: {found:?}");
 
     // Read back through the ports, unchanged.
-    let pointer = CredentialsPointer {
-        slot: VaultSlot::A,
-        write,
-    };
     assert_eq!(
-        store
-            .get_credentials(&acme(), &c.id, &pointer)
-            .await
-            .unwrap()
-            .as_ref()
-            .map(json),
+        tokens_at(&store, &c, &write).await,
         Some(json(&sentinel_tokens("")))
     );
     let secret = store
@@ -344,17 +366,18 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
         .is_ok());
 }
 
+/// Opens the store file `store_file` with a copy of the key file of `key_owner` beside it.
+fn open_with_key_of(store_file: &Path, key_owner: &Path) -> Result<EmbeddedStore, StoreError> {
+    let key = EmbeddedStore::key_path(key_owner);
+    std::fs::copy(key, EmbeddedStore::key_path(store_file)).unwrap();
+    EmbeddedStore::open(store_file)
+}
+
 #[tokio::test]
 async fn a_database_copied_without_its_key_file_cannot_be_opened() {
     let (dir, copy, other) = (TempDir::new(), TempDir::new(), TempDir::new());
     let store = EmbeddedStore::open(dir.file()).unwrap();
-    let c = connection(&acme(), t0());
-    store.insert_connection(&c, &[]).await.unwrap();
-    let write = WriteId::generate();
-    store
-        .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
-        .await
-        .unwrap();
+    let (c, write) = stored_sentinels(&store).await;
     drop(store);
     drop(EmbeddedStore::open(other.file()).unwrap());
 
@@ -372,35 +395,16 @@ async fn a_database_copied_without_its_key_file_cannot_be_opened() {
     );
 
     // Another store's key file is refused as such.
-    std::fs::copy(
-        EmbeddedStore::key_path(other.file()),
-        EmbeddedStore::key_path(copy.file()),
-    )
-    .unwrap();
-    let err = EmbeddedStore::open(copy.file()).unwrap_err();
+    let err = open_with_key_of(&copy.file(), &other.file()).unwrap_err();
     assert!(
         matches!(&err, StoreError::Unavailable(m) if m.contains("belongs to another database")),
         "{err}"
     );
 
     // With its own key file beside it, the copy is a working backup.
-    std::fs::copy(
-        EmbeddedStore::key_path(dir.file()),
-        EmbeddedStore::key_path(copy.file()),
-    )
-    .unwrap();
-    let restored = EmbeddedStore::open(copy.file()).unwrap();
-    let pointer = CredentialsPointer {
-        slot: VaultSlot::A,
-        write,
-    };
+    let restored = open_with_key_of(&copy.file(), &dir.file()).unwrap();
     assert_eq!(
-        restored
-            .get_credentials(&acme(), &c.id, &pointer)
-            .await
-            .unwrap()
-            .as_ref()
-            .map(json),
+        tokens_at(&restored, &c, &write).await,
         Some(json(&sentinel_tokens("")))
     );
 }
@@ -519,28 +523,14 @@ async fn rows_an_earlier_version_stored_in_the_clear_are_read_and_sealed_when_th
     };
     assert_eq!(kinds, ["blob", "blob", "blob61"]);
 
-    let pointer = CredentialsPointer {
-        slot: VaultSlot::A,
-        write: write.clone(),
-    };
     assert_eq!(
-        store
-            .get_credentials(&acme(), &c.id, &pointer)
-            .await
-            .unwrap()
-            .as_ref()
-            .map(json),
+        tokens_at(&store, &c, &write).await,
         Some(json(&sentinel_tokens("")))
     );
     let secret = store.get_client_secret(&acme(), &app("exact-nl")).await;
     assert_eq!(secret.unwrap().unwrap().expose(), SECRET);
     assert_eq!(
-        store
-            .open_escrow(&acme(), &c.id, &write, &escrowed)
-            .await
-            .as_ref()
-            .map(json)
-            .unwrap(),
+        opened_escrow(&store, &c, &write, &escrowed).await,
         json(&sentinel_tokens("-escrow")),
         "an escrow sealed before still opens: its key was sealed, not replaced"
     );
@@ -563,18 +553,9 @@ async fn processes_opening_a_new_store_at_once_agree_on_one_key() {
         .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
         .await
         .unwrap();
-    let pointer = CredentialsPointer {
-        slot: VaultSlot::A,
-        write,
-    };
     for store in &stores {
         assert_eq!(
-            store
-                .get_credentials(&acme(), &c.id, &pointer)
-                .await
-                .unwrap()
-                .as_ref()
-                .map(json),
+            tokens_at(store, &c, &write).await,
             Some(json(&sentinel_tokens("")))
         );
     }
@@ -590,13 +571,7 @@ async fn a_lost_key_file_costs_the_sealed_values_but_not_the_rest_of_the_store()
     let dir = TempDir::new();
     let path = dir.file();
     let store = EmbeddedStore::open(&path).unwrap();
-    let c = connection(&acme(), t0());
-    store.insert_connection(&c, &[]).await.unwrap();
-    let write = WriteId::generate();
-    store
-        .put_credentials(&acme(), &c.id, VaultSlot::A, &write, &sentinel_tokens(""))
-        .await
-        .unwrap();
+    let (c, write) = stored_sentinels(&store).await;
     store
         .put_client_secret(&acme(), &app("exact-nl"), &ClientSecret::new(SECRET))
         .await
@@ -622,15 +597,7 @@ async fn a_lost_key_file_costs_the_sealed_values_but_not_the_rest_of_the_store()
         store.get_connection(&c.id).await.unwrap().is_some(),
         "the metadata is kept"
     );
-    let pointer = CredentialsPointer {
-        slot: VaultSlot::A,
-        write: write.clone(),
-    };
-    assert!(store
-        .get_credentials(&acme(), &c.id, &pointer)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(tokens_at(&store, &c, &write).await.is_none());
     assert!(store
         .get_client_secret(&acme(), &app("exact-nl"))
         .await
@@ -641,12 +608,7 @@ async fn a_lost_key_file_costs_the_sealed_values_but_not_the_rest_of_the_store()
         .await
         .unwrap();
     assert_eq!(
-        store
-            .open_escrow(&acme(), &c.id, &write, &escrowed)
-            .await
-            .as_ref()
-            .map(json)
-            .unwrap(),
+        opened_escrow(&store, &c, &write, &escrowed).await,
         json(&sentinel_tokens("-escrow")),
         "a new escrow key was made"
     );

@@ -5,7 +5,7 @@ use super::codec::time_key;
 use super::vault::VERSIONS_KEPT_PER_SLOT;
 use super::EmbeddedStore;
 use crate::domain::*;
-use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId, WriteId};
+use crate::ids::{ConnectionId, LeaseOwner, TenantId, WriteId};
 use crate::ports::*;
 use crate::secret::{AccessToken, RefreshToken};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -37,19 +37,7 @@ pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
 }
 
-pub(super) fn acme() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-pub(super) fn connection(tenant: &TenantId, created: DateTime<Utc>) -> Connection {
-    Connection::new(
-        tenant.clone(),
-        AppId::parse("exact-nl").unwrap(),
-        ProviderKind::ExactOnline,
-        Recipients::parse(&["finance@example.com"]).unwrap(),
-        created,
-    )
-}
+pub(super) use crate::fixtures::{acme, connection};
 
 fn tokens(n: usize) -> Credentials {
     Credentials::OAuth2(TokenSet {
@@ -169,8 +157,8 @@ async fn a_second_store_on_the_same_file_sees_the_first_ones_writes() {
         .is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thirty_two_tasks_on_two_stores_race_for_a_lease_without_a_busy_error() {
+/// Two stores on one new file, as two processes would open it, holding one connection.
+async fn two_stores_on_one_file() -> (TempDir, [EmbeddedStore; 2], Connection) {
     let dir = TempDir::new();
     let stores = [
         EmbeddedStore::open(dir.file()).unwrap(),
@@ -178,6 +166,12 @@ async fn thirty_two_tasks_on_two_stores_race_for_a_lease_without_a_busy_error() 
     ];
     let c = connection(&acme(), t0());
     stores[0].insert_connection(&c, &[]).await.unwrap();
+    (dir, stores, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_tasks_on_two_stores_race_for_a_lease_without_a_busy_error() {
+    let (_dir, stores, c) = two_stores_on_one_file().await;
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let store = stores[i % 2].clone();
@@ -212,13 +206,7 @@ async fn thirty_two_tasks_on_two_stores_race_for_a_lease_without_a_busy_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_saves_of_one_version_let_exactly_one_through() {
-    let dir = TempDir::new();
-    let stores = [
-        EmbeddedStore::open(dir.file()).unwrap(),
-        EmbeddedStore::open(dir.file()).unwrap(),
-    ];
-    let c = connection(&acme(), t0());
-    stores[0].insert_connection(&c, &[]).await.unwrap();
+    let (_dir, stores, c) = two_stores_on_one_file().await;
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let (store, mut copy) = (stores[i % 2].clone(), c.clone());

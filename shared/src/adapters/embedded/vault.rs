@@ -52,6 +52,11 @@ impl TokenVault for EmbeddedStore {
         credentials: &Credentials,
     ) -> Result<(), VaultError> {
         const OPERATION: &str = "writing credentials to the vault";
+        #[cfg(any(test, feature = "testing"))]
+        if self.told_to_fail(|f| &mut f.vault_writes) {
+            let told = super::testing::TOLD_TO_FAIL;
+            return Err(VaultError::Unavailable(format!("{OPERATION}: {told}")));
+        }
         let (tenant, connection, slot, write) = (
             tenant.to_string(),
             connection.to_string(),
