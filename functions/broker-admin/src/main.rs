@@ -55,6 +55,14 @@ enum TenantCommand {
         /// The name shown to people in pages and emails.
         #[arg(long)]
         name: String,
+        /// A logo shown at the top of the emails sent on its behalf: an https URL of an image about
+        /// 40 pixels high.
+        #[arg(long, value_name = "URL")]
+        logo_url: Option<String>,
+        /// The colour of the button and the band at the top of its emails, as #rrggbb. The button's
+        /// text is white or dark, whichever reads better on it.
+        #[arg(long, value_name = "#RRGGBB")]
+        accent_colour: Option<String>,
     },
     /// Show a tenant.
     Show { id: String },
@@ -209,8 +217,20 @@ async fn existing_tenant(backend: &Backend, value: &str) -> Result<TenantId, Fai
 
 async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure> {
     match command {
-        TenantCommand::Create { id, name } => {
-            let tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
+        TenantCommand::Create {
+            id,
+            name,
+            logo_url,
+            accent_colour,
+        } => {
+            let mut tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
+            tenant.branding = Branding::new(
+                logo_url.as_deref().map(LogoUrl::parse).transpose()?,
+                accent_colour
+                    .as_deref()
+                    .map(AccentColour::parse)
+                    .transpose()?,
+            );
             backend.store.insert_tenant(&tenant).await?;
             println!("created tenant {} ({})", tenant.id, tenant.display_name);
         }
@@ -227,6 +247,14 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
                 tenant.display_name,
                 tenant.created_at.to_rfc3339()
             );
+            if let Some(branding) = &tenant.branding {
+                if let Some(logo) = &branding.logo_url {
+                    println!("logo\t{}", logo.as_str());
+                }
+                if let Some(colour) = branding.accent_colour {
+                    println!("accent colour\t{colour}");
+                }
+            }
         }
     }
     Ok(())

@@ -207,7 +207,7 @@ async fn connect_session_refresh_and_an_email_in_the_outbox() {
         );
     }
     // The reconnect link in the email works: it starts the flow at the provider.
-    let reconnect = after(&text, "Reconnect: ");
+    let reconnect = after(&text, "Reconnect Exact Online:");
     assert!(
         reconnect.starts_with(&format!("{base}/connect/")),
         "{reconnect}"
@@ -221,28 +221,12 @@ async fn connect_session_refresh_and_an_email_in_the_outbox() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// The decoded text/plain part of a multipart message with base64 parts.
+/// The decoded text/plain part of the message, read by an independent MIME parser.
 fn plain_text_part(email: &str) -> String {
-    use base64::Engine;
-    let email = email.replace("\r\n", "\n");
-    let part = email
-        .split("Content-Type: text/plain")
-        .nth(1)
-        .expect("a text part");
-    let body = part
-        .split("\n\n")
-        .nth(1)
-        .unwrap()
-        .split("--")
-        .next()
-        .unwrap();
-    let compact: String = body.split_whitespace().collect();
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .expect("base64"),
-    )
-    .unwrap()
+    let message = mail_parser::MessageParser::default()
+        .parse(email.as_bytes())
+        .expect("a MIME message");
+    message.body_text(0).expect("a text part").into_owned()
 }
 
 /// A process manager stops the runner with SIGTERM: it stops as it does on Ctrl-C, saying so, with

@@ -36,12 +36,14 @@ impl SesMailer {
 #[async_trait]
 impl Mailer for SesMailer {
     async fn send(&self, email: &Email) -> Result<(), MailError> {
-        let raw = email.to_rfc5322(Utc::now(), &message_token());
+        let raw = email
+            .to_mime(Utc::now(), &message_token())
+            .map_err(|e| MailError::NotSent(e.to_string()))?;
         let destination = Destination::builder()
             .set_to_addresses(Some(email.to.iter().map(|a| a.to_string()).collect()))
             .build();
         let raw = RawMessage::builder()
-            .data(Blob::new(raw.into_bytes()))
+            .data(Blob::new(raw))
             .build()
             .map_err(|e| MailError::NotSent(format!("the SES request could not be built: {e}")))?;
         let sent = self

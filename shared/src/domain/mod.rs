@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod authorization;
 pub mod binding;
+pub mod branding;
 pub mod connection;
 pub mod credentials;
 pub mod failure;
@@ -22,6 +23,7 @@ pub use authorization::{
     PendingAuthorization,
 };
 pub use binding::{bind_authorization, BindingRefusal};
+pub use branding::{AccentColour, Branding, LogoUrl};
 pub use connection::{
     Connection, CredentialsPointer, DailyTokenCalls, FailureHistory, FailureRecord, Lease,
     RefreshInFlight, ScheduleEntry, VaultSlot,

@@ -19,6 +19,9 @@ pub struct Tenant {
     /// The time zone of its connections' people, where a connection names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<super::TimeZone>,
+    /// Its logo and colour in the emails sent on its behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<super::Branding>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -36,6 +39,7 @@ impl Tenant {
             display_name: display_name.to_string(),
             locale: None,
             time_zone: None,
+            branding: None,
             created_at: now,
         })
     }

@@ -1,10 +1,18 @@
 //! The words of each email: which connection, what happened or will happen and by when, what to do,
-//! and the reconnect link. Nothing internal: no token, no connection id, no secret.
+//! and the reconnect link, in the reader's language and time zone. Nothing internal: no token, no
+//! connection id, no secret. The provider's own words (an error code, its reason for blocking) go
+//! only into the details for the reader's IT contact, which the reader need not understand.
+//!
+//! The wording lives in `locales/<language>/emails.ftl`; the layout in `templates/emails/`.
 
 use super::email::Email;
 use super::record::{NoticeKind, NoticeSubject, Reminder, Warning, WarningKind};
-use crate::domain::{Connection, ConnectionStatus, EmailAddress, ProviderKind};
-use crate::html::escape as escape_html;
+use crate::domain::{
+    AccentColour, Connection, ConnectionStatus, EmailAddress, Locale, ProviderContext,
+    ProviderKind, ReconnectKind, ReconnectReason, Tenant, TimeZone,
+};
+use crate::wording::{words, WordValue, Words};
+use askama::Template;
 use chrono::{DateTime, Utc};
 use url::Url;
 
@@ -13,257 +21,444 @@ pub struct EmailFacts<'a> {
     pub kind: NoticeKind,
     pub subject: &'a NoticeSubject,
     pub connection: &'a Connection,
-    pub tenant_name: &'a str,
+    /// The tenant the connection belongs to; `None` when its record is gone.
+    pub tenant: Option<&'a Tenant>,
     /// The reconnect link and until when it works (none for "it works again").
     pub link: Option<(&'a Url, DateTime<Utc>)>,
     pub from: &'a EmailAddress,
     pub reply_to: Option<&'a EmailAddress>,
 }
 
-fn when(at: DateTime<Utc>) -> String {
-    at.format("%A %-d %B %Y, %H:%M UTC").to_string()
+/// The language and time zone of the people on a connection: the connection's own, else its
+/// tenant's, else English and UTC.
+pub fn reader(connection: &Connection, tenant: Option<&Tenant>) -> (Locale, TimeZone) {
+    let locale = connection
+        .locale
+        .or_else(|| tenant.and_then(|t| t.locale))
+        .unwrap_or(Locale::English);
+    let zone = connection
+        .time_zone
+        .or_else(|| tenant.and_then(|t| t.time_zone))
+        .unwrap_or(TimeZone::UTC);
+    (locale, zone)
 }
-
-/// "Exact Online, division 123 (Acme B.V.)".
-fn connection_label(c: &Connection) -> String {
-    let mut label = c.provider.display_name().to_string();
-    if let Some(context) = &c.context {
-        label.push_str(", ");
-        label.push_str(&context.describe());
-    }
-    if let Some(name) = c.display_name.as_deref().filter(|n| !n.trim().is_empty()) {
-        label.push_str(&format!(" ({})", name.trim()));
-    }
-    label
-}
-
-/// The names an email's sentences are made of.
-struct Names<'a> {
-    connection: &'a Connection,
-    provider: &'static str,
-    /// The connection as people know it (see [`connection_label`]).
-    label: String,
-    tenant: &'a str,
-    /// "Open the link below and sign in to … to authorize the connection again."
-    sign_in: String,
-}
-
-/// What an email says, before it is laid out: its subject line, what is happening, what to do.
-type Wording = (String, String, String);
 
 pub fn compose(facts: &EmailFacts<'_>) -> Email {
-    let n = names(facts);
-    let wording = wording(facts, &n);
-    render(facts, &n, wording)
-}
-
-fn names<'a>(facts: &EmailFacts<'a>) -> Names<'a> {
-    let c = facts.connection;
-    let provider = c.provider.display_name();
-    let who = c
-        .required_identity
-        .as_ref()
-        .map(|i| {
-            format!(
-                " as {}",
-                i.display_name.clone().unwrap_or_else(|| i.subject.clone())
-            )
-        })
-        .unwrap_or_default();
-    Names {
-        connection: c,
-        provider,
-        label: connection_label(c),
-        tenant: facts.tenant_name,
-        sign_in: format!(
-            "Open the link below and sign in to {provider}{who} to authorize the connection again."
-        ),
-    }
-}
-
-/// The wording for each kind of notice.
-fn wording(facts: &EmailFacts<'_>, n: &Names<'_>) -> Wording {
-    let (provider, label, tenant, sign_in) = (n.provider, &n.label, n.tenant, &n.sign_in);
-    match (facts.kind, facts.subject) {
-        (NoticeKind::ReconnectRequired, NoticeSubject::Transition(t)) => (
-            format!("Action needed: reconnect {provider} for {tenant}"),
-            format!(
-                "Since {}, {tenant} can no longer reach {label}. {}",
-                when(t.at),
-                t.reason
-            ),
-            sign_in.clone(),
-        ),
-        (NoticeKind::Disabled, NoticeSubject::Transition(t)) => (
-            format!("Action needed: {provider} disabled the connection for {tenant}"),
-            format!(
-                "Since {}, {provider} refuses {label}: it blocked, disabled or deleted the organisation. {provider} said: {}",
-                when(t.at),
-                t.reason
-            ),
-            format!("Resolve it with {provider} first; then open the link below and authorize the connection again."),
-        ),
-        (NoticeKind::Recovered, NoticeSubject::Transition(t)) => (
-            format!("{provider} works again for {tenant}"),
-            format!("Since {}, {label} is connected again.", when(t.at)),
-            "Nothing more to do.".to_string(),
-        ),
-        (NoticeKind::Warning(kind), NoticeSubject::Warning(w)) => warning(kind, w, n),
-        (NoticeKind::Reminder(_), NoticeSubject::Reminder(r)) => reminder(r, n),
-        // A subject that does not match its kind cannot be stored; say something true anyway.
-        (_, _) => (
-            format!("Check the {provider} connection for {tenant}"),
-            format!("{label} needs attention."),
-            sign_in.clone(),
-        ),
-    }
-}
-
-/// A warning that the connection is about to stop working.
-fn warning(kind: WarningKind, w: &Warning, n: &Names<'_>) -> Wording {
-    let (c, provider, label, tenant, sign_in) =
-        (n.connection, n.provider, &n.label, n.tenant, &n.sign_in);
-    let by = w.deadline.map(when);
-    match kind {
-        WarningKind::AbsoluteExpiry => {
-            let mut todo = format!("Reconnect before then to keep the integration running. {sign_in}");
-            if c.provider == ProviderKind::Acumatica {
-        todo.push_str(" On Acumatica 2024 R1 or newer, an administrator can set the connected application's refresh tokens to Sliding Expiration with an infinite lifetime (Connected Applications screen) so this stops recurring.");
-            }
-            (
-        format!("{provider} connection for {tenant} stops working {}", by.clone().map(|b| format!("on {b}")).unwrap_or_else(|| "soon".into())),
-        format!("{provider} ends the authorization of {label} on {}: it lasts a fixed time that refreshing cannot extend.", by.unwrap_or_else(|| "a date it does not tell".into())),
-        todo,
-            )
-        }
-        WarningKind::IdleExpiry => (
-            format!("{provider} connection for {tenant} is failing and will expire"),
-            format!("Refreshing {label} keeps failing. If it cannot be refreshed by {}, its authorization expires.", by.unwrap_or_else(|| "its expiry".into())),
-            format!("To be safe, reconnect now. {sign_in}"),
-        ),
-        WarningKind::LegacyCredentials => (
-            format!("{provider} connection for {tenant} uses retired credentials"),
-            format!("{label} still signs in with old-style credentials, which {provider} is retiring in favour of OAuth 2.0; once they are refused the integration stops."),
-            format!("Reconnect to move it to OAuth 2.0. {sign_in}"),
-        ),
-    }
-}
-
-/// A reminder while the connection waits for a person.
-fn reminder(r: &Reminder, n: &Names<'_>) -> Wording {
-    let (c, provider, label, tenant, sign_in) =
-        (n.connection, n.provider, &n.label, n.tenant, &n.sign_in);
-    let days = (r.created_at - r.since).num_days().max(1);
-    let waited = format!("{days} day{}", if days == 1 { "" } else { "s" });
-    match &c.status() {
-        ConnectionStatus::Disabled { reason } => (
-            format!("Reminder: {provider} still refuses the connection for {tenant}"),
-            format!(
-                "Since {} ({waited} ago), {provider} refuses {label}: it blocked, disabled or deleted the organisation. {provider} said: {reason}",
-                when(r.since)
-            ),
-            format!("Resolve it with {provider} first; then open the link below and authorize the connection again."),
-        ),
-        ConnectionStatus::ReconnectRequired { reason } => (
-            format!("Reminder: reconnect {provider} for {tenant}"),
-            format!(
-                "Since {} ({waited} ago), {tenant} can no longer reach {label}. {}",
-                when(r.since),
-                reason.explain()
-            ),
-            sign_in.clone(),
-        ),
-        // Sent only while the wait lasts (the notifier checks); say something true anyway.
-        _ => (
-            format!("Reminder: check the {provider} connection for {tenant}"),
-            format!("Since {}, {label} has needed attention.", when(r.since)),
-            sign_in.clone(),
-        ),
-    }
-}
-
-/// The email around the wording: greeting, the link and until when it works, why the reader gets it.
-fn render(facts: &EmailFacts<'_>, n: &Names<'_>, (subject, what, todo): Wording) -> Email {
-    let (c, provider, label, tenant) = (n.connection, n.provider, &n.label, n.tenant);
-    let mut text = format!(
-        "Hello,\n\nThis is about {tenant}'s connection to {label}.\n\nWhat is happening: {what}\n\nWhat to do: {todo}\n"
-    );
-    let mut html = format!(
-        "<!DOCTYPE html><html><body><p>Hello,</p><p>This is about {}&#39;s connection to <strong>{}</strong>.</p><p><strong>What is happening:</strong> {}</p><p><strong>What to do:</strong> {}</p>",
-        escape_html(tenant),
-        escape_html(label),
-        escape_html(&what),
-        escape_html(&todo)
-    );
-    if let Some((link, until)) = facts.link {
-        text.push_str(&format!(
-            "\nReconnect: {link}\n(The link works until {}. Do not forward it: anyone with it can reconnect.)\n",
-            when(until)
-        ));
-        html.push_str(&format!(
-            "<p><a href=\"{0}\">Reconnect {1}</a></p><p>Or copy this link into your browser: {0}<br>It works until {2}. Do not forward it: anyone with it can reconnect.</p>",
-            escape_html(link.as_str()),
-            escape_html(provider),
-            escape_html(&when(until))
-        ));
-    }
-    text.push_str(&format!(
-        "\nYou receive this because your address is named on this connection in {tenant}.\n"
-    ));
-    html.push_str(&format!(
-        "<p style=\"color:#666\">You receive this because your address is named on this connection in {}.</p></body></html>",
-        escape_html(tenant)
-    ));
+    let (locale, zone) = reader(facts.connection, facts.tenant);
+    let s = Sentences::new(facts, words(locale), zone);
+    let content = s.content(facts);
+    let view = s.view(facts, content);
     Email {
         from: facts.from.clone(),
         reply_to: facts.reply_to.cloned(),
-        to: c.recipients.addresses().to_vec(),
-        subject,
-        text,
-        html,
+        to: facts.connection.recipients.addresses().to_vec(),
+        subject: view.subject.clone(),
+        text: render(&TextEmail { v: &view }),
+        html: render(&HtmlEmail { v: &view }),
+        topic: format!(
+            "{}-{}",
+            facts.kind.as_str(),
+            facts.connection.provider.display_name()
+        )
+        .to_lowercase()
+        .replace(['_', ' '], "-"),
     }
+}
+
+/// Rendering writes into a String from fields that are all plain strings; it fails only if a
+/// `Display` implementation does, which none of these has.
+fn render(template: &impl Template) -> String {
+    template
+        .render()
+        .expect("an email template renders from plain strings")
+}
+
+/// What an email says, before it is laid out.
+struct Content {
+    subject: String,
+    what: String,
+    todo: String,
+    /// A provider-specific step that helps, after what to do.
+    hint: Option<String>,
+    /// What the provider said, word for word, for the details section.
+    provider_said: Option<String>,
+}
+
+/// The reader's words, with the names every sentence is made of filled in.
+struct Sentences<'a> {
+    words: &'static Words,
+    zone: TimeZone,
+    connection: &'a Connection,
+    provider: String,
+    /// The connection as people know it: "Exact Online, division 123 (Acme B.V.)".
+    label: String,
+    tenant: String,
+}
+
+impl<'a> Sentences<'a> {
+    fn new(facts: &EmailFacts<'a>, words: &'static Words, zone: TimeZone) -> Self {
+        let c = facts.connection;
+        let provider = match c.provider {
+            ProviderKind::Generic => words.text("email-provider-generic"),
+            other => other.display_name().to_owned(),
+        };
+        let tenant = facts
+            .tenant
+            .map(|t| t.display_name.clone())
+            .unwrap_or_else(|| words.text("email-tenant-unknown"));
+        let mut label = provider.clone();
+        if let Some(context) = &c.context {
+            label.push_str(", ");
+            label.push_str(&context_label(words, context));
+        }
+        if let Some(name) = c.display_name.as_deref().filter(|n| !n.trim().is_empty()) {
+            label.push_str(&format!(" ({})", name.trim()));
+        }
+        Self {
+            words,
+            zone,
+            connection: c,
+            provider,
+            label,
+            tenant,
+        }
+    }
+
+    fn moment(&self, at: DateTime<Utc>) -> String {
+        self.words.moment(at, self.zone)
+    }
+
+    /// The message `key` with the names and `extra` arguments filled in.
+    fn say(&self, key: &str, extra: &[(&str, WordValue<'_>)]) -> String {
+        let mut args: Vec<(&str, WordValue<'_>)> = vec![
+            ("provider", WordValue::from(self.provider.as_str())),
+            ("tenant", WordValue::from(self.tenant.as_str())),
+            ("connection", WordValue::from(self.label.as_str())),
+        ];
+        args.extend(extra.iter().cloned());
+        self.words.text_with(key, &args)
+    }
+
+    /// "Open the link below and sign in to … (as …) to authorize the connection again."
+    fn sign_in(&self) -> String {
+        match &self.connection.required_identity {
+            Some(person) => {
+                let name = person.display_name.as_deref().unwrap_or(&person.subject);
+                self.say("email-todo-sign-in-as", &[("person", name.into())])
+            }
+            None => self.say("email-todo-sign-in", &[]),
+        }
+    }
+
+    fn content(&self, facts: &EmailFacts<'_>) -> Content {
+        match (facts.kind, facts.subject) {
+            (NoticeKind::ReconnectRequired, NoticeSubject::Transition(t)) => {
+                self.waiting(t.at, None)
+            }
+            (NoticeKind::Disabled, NoticeSubject::Transition(t)) => self.waiting(t.at, None),
+            (NoticeKind::Recovered, NoticeSubject::Transition(t)) => Content {
+                subject: self.say("email-subject-recovered", &[]),
+                what: self.say(
+                    "email-what-recovered",
+                    &[("since", self.moment(t.at).into())],
+                ),
+                todo: self.say("email-todo-recovered", &[]),
+                hint: None,
+                provider_said: None,
+            },
+            (NoticeKind::Warning(kind), NoticeSubject::Warning(w)) => self.warning(kind, w),
+            (NoticeKind::Reminder(_), NoticeSubject::Reminder(r)) => self.reminder(r),
+            // A subject that does not match its kind cannot be stored; say something true anyway.
+            (_, subject) => self.check(subject_time(subject)),
+        }
+    }
+
+    /// A connection that waits for a person since `since` (a reminder says for how many days):
+    /// the words follow its current status, which holds the reason in full.
+    fn waiting(&self, since: DateTime<Utc>, days: Option<i64>) -> Content {
+        let since_words = self.moment(since);
+        let mut extra: Vec<(&str, WordValue<'_>)> = vec![("since", since_words.into())];
+        if let Some(days) = days {
+            extra.push(("days", days.into()));
+        }
+        let reminder = days.is_some();
+        match self.connection.status() {
+            ConnectionStatus::ReconnectRequired { reason } => {
+                let ReconnectReason { kind, detail } = reason;
+                extra.push(("reason", self.reason(*kind).into()));
+                let (subject, what) = if reminder {
+                    (
+                        "email-subject-reminder-reconnect",
+                        "email-what-reconnect-reminder",
+                    )
+                } else {
+                    ("email-subject-reconnect", "email-what-reconnect")
+                };
+                let todo = match kind {
+                    ReconnectKind::ClientMisconfigured => {
+                        self.say("email-todo-client-misconfigured", &[])
+                    }
+                    _ => self.sign_in(),
+                };
+                Content {
+                    subject: self.say(subject, &[]),
+                    what: self.say(what, &extra),
+                    todo,
+                    hint: None,
+                    provider_said: Some(detail.clone()).filter(|d| !d.trim().is_empty()),
+                }
+            }
+            ConnectionStatus::Disabled { reason } => {
+                let (subject, what) = if reminder {
+                    (
+                        "email-subject-reminder-disabled",
+                        "email-what-disabled-reminder",
+                    )
+                } else {
+                    ("email-subject-disabled", "email-what-disabled")
+                };
+                Content {
+                    subject: self.say(subject, &[]),
+                    what: self.say(what, &extra),
+                    todo: self.say("email-todo-disabled", &[]),
+                    hint: None,
+                    provider_said: Some(reason.clone()).filter(|r| !r.trim().is_empty()),
+                }
+            }
+            // Sent only while the wait lasts (the notifier checks); say something true anyway.
+            _ => self.check(since),
+        }
+    }
+
+    fn reason(&self, kind: ReconnectKind) -> String {
+        let key = match kind {
+            ReconnectKind::GrantRevoked => "email-reason-grant-revoked",
+            ReconnectKind::RefreshTokenExpired => "email-reason-refresh-token-expired",
+            ReconnectKind::RefreshTokenReused => "email-reason-refresh-token-reused",
+            ReconnectKind::RefreshInterrupted => "email-reason-refresh-interrupted",
+            ReconnectKind::LegacyCredentialsRetired => "email-reason-legacy-retired",
+            ReconnectKind::RepeatedFailures => "email-reason-repeated-failures",
+            ReconnectKind::ClientMisconfigured => "email-reason-client-misconfigured",
+        };
+        self.say(key, &[])
+    }
+
+    /// A warning that the connection is about to stop working.
+    fn warning(&self, kind: WarningKind, w: &Warning) -> Content {
+        let deadline = w.deadline.map(|d| self.moment(d));
+        let dated = |key: &str| match &deadline {
+            Some(d) => self.say(key, &[("deadline", d.as_str().into())]),
+            None => self.say(&format!("{key}-undated"), &[]),
+        };
+        let then_sign_in = |key: &str| format!("{} {}", self.say(key, &[]), self.sign_in());
+        match kind {
+            WarningKind::AbsoluteExpiry => Content {
+                subject: dated("email-subject-absolute-expiry"),
+                what: dated("email-what-absolute-expiry"),
+                todo: then_sign_in("email-todo-absolute-expiry"),
+                hint: (self.connection.provider == ProviderKind::Acumatica)
+                    .then(|| self.say("email-hint-acumatica-sliding", &[])),
+                provider_said: None,
+            },
+            WarningKind::IdleExpiry => Content {
+                subject: self.say("email-subject-idle-expiry", &[]),
+                what: dated("email-what-idle-expiry"),
+                todo: then_sign_in("email-todo-idle-expiry"),
+                hint: None,
+                provider_said: match self.connection.status() {
+                    ConnectionStatus::RefreshFailing { last_error, .. } => {
+                        Some(last_error.clone()).filter(|e| !e.trim().is_empty())
+                    }
+                    _ => None,
+                },
+            },
+            WarningKind::LegacyCredentials => Content {
+                subject: self.say("email-subject-legacy", &[]),
+                what: self.say("email-what-legacy", &[]),
+                todo: then_sign_in("email-todo-legacy"),
+                hint: None,
+                provider_said: None,
+            },
+        }
+    }
+
+    /// A reminder while the connection waits for a person.
+    fn reminder(&self, r: &Reminder) -> Content {
+        let days = (r.created_at - r.since).num_days().max(1);
+        self.waiting(r.since, Some(days))
+    }
+
+    fn check(&self, since: DateTime<Utc>) -> Content {
+        Content {
+            subject: self.say("email-subject-check", &[]),
+            what: self.say("email-what-check", &[("since", self.moment(since).into())]),
+            todo: self.sign_in(),
+            hint: None,
+            provider_said: None,
+        }
+    }
+
+    /// The email around the wording: the tenant's look, the call to action, the details.
+    fn view(&self, facts: &EmailFacts<'_>, content: Content) -> View {
+        let branding = facts.tenant.and_then(|t| t.branding.as_ref());
+        let accent = branding
+            .and_then(|b| b.accent_colour)
+            .unwrap_or(AccentColour::DEFAULT);
+        let action = facts.link.map(|(url, until)| Action {
+            label: self.say("email-action-reconnect", &[]),
+            url: url.to_string(),
+            until: self.say(
+                "email-action-until",
+                &[("until", self.moment(until).into())],
+            ),
+        });
+        let details = content.provider_said.map(|said| Details {
+            heading: self.say("email-details-heading", &[]),
+            intro: self.say("email-details-intro", &[]),
+            rows: vec![
+                Row {
+                    label: self.say("email-details-message", &[]),
+                    value: said,
+                    verbatim: true,
+                },
+                Row {
+                    label: self.say("email-details-connection", &[]),
+                    value: self.label.clone(),
+                    verbatim: false,
+                },
+                Row {
+                    label: self.say("email-details-time", &[]),
+                    value: self.moment(subject_time(facts.subject)),
+                    verbatim: false,
+                },
+            ],
+        });
+        View {
+            lang: self.words.locale().tag(),
+            subject: content.subject,
+            tenant: self.tenant.clone(),
+            logo_url: branding
+                .and_then(|b| b.logo_url.as_ref())
+                .map(|u| u.as_str().to_owned()),
+            accent: accent.to_string(),
+            accent_text: accent.text_colour().to_string(),
+            greeting: self.say("email-greeting", &[]),
+            about: self.say("email-about", &[]),
+            what_heading: self.say("email-what-heading", &[]),
+            what: content.what,
+            todo_heading: self.say("email-todo-heading", &[]),
+            todo: content.todo,
+            hint: content.hint,
+            action,
+            details,
+            footer: self.say("email-footer", &[]),
+        }
+    }
+}
+
+/// When what the email is about happened (or, for a warning, was noticed).
+fn subject_time(subject: &NoticeSubject) -> DateTime<Utc> {
+    match subject {
+        NoticeSubject::Transition(t) => t.at,
+        NoticeSubject::Warning(w) => w.created_at,
+        NoticeSubject::Reminder(r) => r.since,
+    }
+}
+
+/// "division 123 (Acme B.V.)", in the reader's language.
+fn context_label(words: &Words, context: &ProviderContext) -> String {
+    match context {
+        ProviderContext::Twinfield {
+            organisation_code, ..
+        } => words.text_with(
+            "email-context-twinfield",
+            &[("code", organisation_code.as_str().into())],
+        ),
+        ProviderContext::ExactOnline {
+            division,
+            divisions,
+            ..
+        } => {
+            let code = division.to_string();
+            match divisions
+                .iter()
+                .find(|d| d.code == *division)
+                .and_then(|d| d.name.as_deref())
+            {
+                Some(name) => words.text_with(
+                    "email-context-exact-named",
+                    &[("division", code.into()), ("name", name.into())],
+                ),
+                None => words.text_with("email-context-exact", &[("division", code.into())]),
+            }
+        }
+        ProviderContext::Acumatica { tenant, .. } => words.text_with(
+            "email-context-acumatica",
+            &[("tenant", tenant.as_str().into())],
+        ),
+        ProviderContext::Generic {
+            account: Some(account),
+        } => words.text_with(
+            "email-context-generic",
+            &[("account", account.as_str().into())],
+        ),
+        ProviderContext::Generic { account: None } => words.text("email-context-generic-unnamed"),
+    }
+}
+
+/// Everything the templates show, already in the reader's words. The HTML template escapes each
+/// value; the text template shows them as they are.
+struct View {
+    lang: &'static str,
+    subject: String,
+    tenant: String,
+    logo_url: Option<String>,
+    accent: String,
+    accent_text: String,
+    greeting: String,
+    about: String,
+    what_heading: String,
+    what: String,
+    todo_heading: String,
+    todo: String,
+    hint: Option<String>,
+    action: Option<Action>,
+    details: Option<Details>,
+    footer: String,
+}
+
+/// The one call to action: a button in HTML, the bare link in text.
+struct Action {
+    label: String,
+    url: String,
+    until: String,
+}
+
+struct Details {
+    heading: String,
+    intro: String,
+    rows: Vec<Row>,
+}
+
+struct Row {
+    label: String,
+    value: String,
+    /// The provider's own words, shown in a monospace font so they can be copied exactly.
+    verbatim: bool,
+}
+
+#[derive(Template)]
+#[template(path = "emails/notice.html")]
+struct HtmlEmail<'a> {
+    v: &'a View,
+}
+
+#[derive(Template)]
+#[template(path = "emails/notice.txt")]
+struct TextEmail<'a> {
+    v: &'a View,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Actor, StatusEvent};
-
-    #[test]
-    fn a_reconnect_email_says_what_happened_what_to_do_and_carries_the_link_once_escaped() {
-        let now = Utc::now();
-        let mut c = crate::fixtures::acme_connection(now);
-        c.display_name = Some("Bakker & Zn".into());
-        let transition = c
-            .apply(StatusEvent::Authorized, Actor::System("test".into()), now)
-            .unwrap();
-        let subject = NoticeSubject::Transition(transition);
-        let link = Url::parse("https://broker.example/connect/abc?x=1&y=2").unwrap();
-        let from = EmailAddress::parse("broker@example.com").unwrap();
-        let email = compose(&EmailFacts {
-            kind: NoticeKind::ReconnectRequired,
-            subject: &subject,
-            connection: &c,
-            tenant_name: "Acme <Books>",
-            link: Some((&link, now)),
-            from: &from,
-            reply_to: None,
-        });
-        assert_eq!(
-            email.subject,
-            "Action needed: reconnect Exact Online for Acme <Books>"
-        );
-        assert!(email
-            .text
-            .contains("What to do: Open the link below and sign in to Exact Online"));
-        assert!(email
-            .text
-            .contains("Reconnect: https://broker.example/connect/abc?x=1&y=2"));
-        assert!(email.html.contains("Acme &lt;Books&gt;"), "{}", email.html);
-        assert!(email.html.contains("(Bakker &amp; Zn)"), "{}", email.html);
-        assert!(email
-            .html
-            .contains("href=\"https://broker.example/connect/abc?x=1&amp;y=2\""));
-        assert_eq!(email.to.len(), 1);
-    }
-}
+#[path = "compose_tests.rs"]
+mod tests;

@@ -1,9 +1,11 @@
-//! One email: who, subject, plain text and HTML, rendered as an RFC 5322 message with a
+//! One email: who, subject, plain text and HTML, built as an RFC 5322 message with a
 //! multipart/alternative body. The same bytes go to SES (raw content) and to the local outbox.
 
 use crate::domain::EmailAddress;
-use base64::Engine;
 use chrono::{DateTime, Utc};
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::Message;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
@@ -13,95 +15,138 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// What the email is, in a few lowercase words joined by '-' ("reconnect-required-acumatica"):
+    /// the outbox names its files by it. Never an id or anything secret.
+    pub topic: String,
 }
+
+/// A message the MIME builder refused: an address it does not accept as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the email could not be built: {0}")]
+pub struct UnbuildableEmail(String);
 
 impl Email {
-    /// The message as RFC 5322 text (CRLF line ends). `unique` makes the Message-ID and the MIME
-    /// boundary; it must be random, never an internal id.
-    pub fn to_rfc5322(&self, date: DateTime<Utc>, unique: &str) -> String {
-        let boundary = format!("=_alt_{unique}");
+    /// The message as RFC 5322 bytes (CRLF line ends). `unique` makes the Message-ID; it must be
+    /// random, never an internal id.
+    ///
+    /// Both parts are quoted-printable: the text part stays readable as it travels (a reader or a
+    /// filter looking at the raw message sees words, not base64), and lines stay under the 998-byte
+    /// limit whatever the wording.
+    pub fn to_mime(&self, date: DateTime<Utc>, unique: &str) -> Result<Vec<u8>, UnbuildableEmail> {
         let domain = self.from.as_str().rsplit('@').next().unwrap_or("localhost");
-        let to: Vec<&str> = self.to.iter().map(EmailAddress::as_str).collect();
-        let mut out = String::new();
-        let mut header = |name: &str, value: &str| {
-            out.push_str(name);
-            out.push_str(": ");
-            out.push_str(value);
-            out.push_str("\r\n");
-        };
-        header("From", self.from.as_str());
-        header("To", &to.join(", "));
+        let mut message = Message::builder()
+            .from(mailbox(&self.from)?)
+            .subject(one_line(&self.subject))
+            .date(date.into())
+            .message_id(Some(format!("<{unique}@{domain}>")))
+            // Notifications must not trigger vacation replies (RFC 3834).
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".into(),
+            ));
+        for to in &self.to {
+            message = message.to(mailbox(to)?);
+        }
         if let Some(reply_to) = &self.reply_to {
-            header("Reply-To", reply_to.as_str());
+            message = message.reply_to(mailbox(reply_to)?);
         }
-        header("Subject", &encode_header(&self.subject));
-        header("Date", &date.to_rfc2822());
-        header("Message-ID", &format!("<{unique}@{domain}>"));
-        header("MIME-Version", "1.0");
-        header(
-            "Content-Type",
-            &format!("multipart/alternative; boundary=\"{boundary}\""),
-        );
-        // Notifications must not trigger vacation replies (RFC 3834).
-        header("Auto-Submitted", "auto-generated");
-        out.push_str("\r\n");
-        for (mime, body) in [("text/plain", &self.text), ("text/html", &self.html)] {
-            out.push_str(&format!("--{boundary}\r\n"));
-            out.push_str(&format!("Content-Type: {mime}; charset=utf-8\r\n"));
-            out.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
-            let encoded = base64::engine::general_purpose::STANDARD.encode(body.as_bytes());
-            for line in encoded.as_bytes().chunks(76) {
-                out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-                out.push_str("\r\n");
-            }
-        }
-        out.push_str(&format!("--{boundary}--\r\n"));
-        out
+        let part = |content_type: ContentType, body: &str| {
+            SinglePart::builder()
+                .header(content_type)
+                .header(ContentTransferEncoding::QuotedPrintable)
+                .body(body.to_owned())
+        };
+        let message = message
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, &self.text))
+                    .singlepart(part(ContentType::TEXT_HTML, &self.html)),
+            )
+            .map_err(|e| UnbuildableEmail(e.to_string()))?;
+        Ok(message.formatted())
     }
 }
 
-/// A header value: as is when it is printable ASCII, else an RFC 2047 encoded word. Line breaks are
-/// never kept (no header injection).
-fn encode_header(value: &str) -> String {
-    let flat: String = value
+fn mailbox(address: &EmailAddress) -> Result<Mailbox, UnbuildableEmail> {
+    address
+        .as_str()
+        .parse()
+        .map_err(|e| UnbuildableEmail(format!("{}: {e}", address.as_str())))
+}
+
+/// A header value on one line: a line break in a subject would start a header of its own.
+fn one_line(value: &str) -> String {
+    value
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.is_ascii() {
-        flat
-    } else {
-        format!(
-            "=?UTF-8?B?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(flat.as_bytes())
-        )
-    }
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::{MessageParser, MimeHeaders};
 
-    #[test]
-    fn a_message_has_the_headers_and_both_parts() {
-        let email = Email {
+    fn email(subject: &str, text: &str, html: &str) -> Email {
+        Email {
             from: EmailAddress::parse("broker@example.com").unwrap(),
             reply_to: Some(EmailAddress::parse("help@example.com").unwrap()),
             to: vec![
                 EmailAddress::parse("a@example.com").unwrap(),
                 EmailAddress::parse("b@example.com").unwrap(),
             ],
-            subject: "Reconnect Exact Online — déjà\r\nBcc: x@evil.example".into(),
-            text: "hello".into(),
-            html: "<p>hello</p>".into(),
-        };
-        let raw = email.to_rfc5322(Utc::now(), "abc123");
-        assert!(raw.contains("To: a@example.com, b@example.com\r\n"));
-        assert!(raw.contains("Reply-To: help@example.com\r\n"));
-        assert!(raw.contains("Subject: =?UTF-8?B?"));
-        assert!(!raw.contains("\r\nBcc:"));
-        assert!(raw.contains("boundary=\"=_alt_abc123\""));
-        assert_eq!(raw.matches("--=_alt_abc123\r\n").count(), 2);
-        assert!(raw.ends_with("--=_alt_abc123--\r\n"));
-        assert!(raw.lines().all(|l| l.len() <= 998));
+            subject: subject.into(),
+            text: text.into(),
+            html: html.into(),
+            topic: "reconnect-required-exact-online".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_has_the_headers_and_both_parts_readable_as_they_travel() {
+        let text =
+            "Sinds 1 juli 2026 om 15:05 CEST kan Bakkerij Ål de koppeling niet meer bereiken. "
+                .repeat(20);
+        let email = email(
+            "Koppel Exact Online opnieuw — déjà\r\nBcc: x@evil.example",
+            &text,
+            "<p>Hallo</p>",
+        );
+        let raw = email.to_mime(Utc::now(), "abc123").unwrap();
+        let raw_text = String::from_utf8(raw.clone()).unwrap();
+        assert!(!raw_text.contains("\r\nBcc:"), "{raw_text}");
+        assert!(raw_text.lines().all(|l| l.len() <= 998));
+        assert!(raw_text.contains("Auto-Submitted: auto-generated\r\n"));
+        // Words stay words in the raw message: quoted-printable, not base64.
+        assert!(raw_text.contains("Bakkerij"), "{raw_text}");
+
+        let parsed = MessageParser::default().parse(&raw).unwrap();
+        let subject = parsed.subject().unwrap();
+        assert!(
+            subject.starts_with("Koppel Exact Online opnieuw — déjà"),
+            "{subject}"
+        );
+        assert!(subject.ends_with("Bcc: x@evil.example"), "{subject}");
+        let to: Vec<_> = parsed
+            .to()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.address())
+            .collect();
+        assert_eq!(to, ["a@example.com", "b@example.com"]);
+        assert_eq!(
+            parsed.reply_to().unwrap().first().unwrap().address(),
+            Some("help@example.com")
+        );
+        assert_eq!(parsed.message_id(), Some("abc123@example.com"));
+        assert_eq!(parsed.body_text(0).unwrap(), text);
+        assert_eq!(parsed.body_html(0).unwrap(), "<p>Hallo</p>");
+        for part in &parsed.parts[1..] {
+            let encoding = part
+                .content_transfer_encoding()
+                .unwrap()
+                .to_ascii_lowercase();
+            assert_eq!(encoding, "quoted-printable");
+        }
     }
 }

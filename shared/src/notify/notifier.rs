@@ -176,9 +176,8 @@ impl Notifier {
             tracing::info!(notice = %key, kind = kind.as_str(), why, "notice settled without an email");
             return Ok(Delivery::Skipped(why.into()));
         }
-        let tenant_name = match store.get_tenant(&connection.tenant).await {
-            Ok(Some(t)) => t.display_name,
-            Ok(None) => "your integration".to_string(),
+        let tenant = match store.get_tenant(&connection.tenant).await {
+            Ok(tenant) => tenant,
             Err(e) => return Err(self.retry(&record, claimed_at, e.to_string()).await),
         };
         let link = if kind == NoticeKind::Recovered {
@@ -200,7 +199,7 @@ impl Notifier {
             kind,
             subject: &record.subject,
             connection: &connection,
-            tenant_name: &tenant_name,
+            tenant: tenant.as_ref(),
             link: link.as_ref().map(|(u, until)| (u, *until)),
             from: &self.settings.sender,
             reply_to: self.settings.reply_to.as_ref(),

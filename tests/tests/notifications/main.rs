@@ -3,7 +3,6 @@
 //! and the local outbox folder.
 
 use async_trait::async_trait;
-use base64::Engine;
 use broker_core::adapters::{OutboxMailer, SesMailer};
 use broker_core::backend::Backend as CoreBackend;
 use broker_core::connect::resolve_link;
@@ -24,6 +23,7 @@ use std::sync::Arc;
 use url::Url;
 
 mod delivery;
+mod email_content;
 mod reminders;
 mod sweep;
 
@@ -221,42 +221,63 @@ async fn moto_mail_to(recipient: &str) -> Vec<String> {
 
 /// A message's headers and decoded text and HTML parts.
 struct Parsed {
+    /// The header block unfolded (RFC 5322 section 2.2.3), with the subject decoded, so each header
+    /// reads as one line.
     headers: String,
     text: String,
     html: String,
 }
 
+/// Parses with mail-parser, independently of the builder that made the message; a multipart/
+/// alternative of a text and an HTML part, neither in base64.
 fn parse(raw: &str) -> Parsed {
-    let (headers, body) = raw
+    use mail_parser::{MessageParser, MimeHeaders};
+    let message = MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("a MIME message");
+    assert!(message
+        .content_type()
+        .is_some_and(|t| t.ctype() == "multipart" && t.subtype() == Some("alternative")));
+    assert_eq!(
+        message.parts.len(),
+        3,
+        "multipart/alternative with text and html"
+    );
+    for (part, subtype) in message.parts[1..].iter().zip(["plain", "html"]) {
+        let content_type = part.content_type().expect("a content type");
+        assert_eq!(
+            (content_type.ctype(), content_type.subtype()),
+            ("text", Some(subtype))
+        );
+        assert_ne!(
+            part.content_transfer_encoding()
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("base64"),
+            "a part people may read as it travels"
+        );
+    }
+    let (head, _) = raw
         .split_once("\r\n\r\n")
         .expect("headers end with an empty line");
-    let boundary = headers
-        .split("boundary=\"")
-        .nth(1)
-        .and_then(|b| b.split('"').next())
-        .expect("a multipart boundary");
-    let mut parts = Vec::new();
-    for part in body.split(&format!("--{boundary}")).skip(1) {
-        if part.starts_with("--") {
-            break;
-        }
-        let (part_headers, content) = part.split_once("\r\n\r\n").expect("part headers");
-        assert!(part_headers.contains("Content-Transfer-Encoding: base64"));
-        let joined: String = content.split_whitespace().collect();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(joined)
-            .unwrap();
-        parts.push((
-            part_headers.to_string(),
-            String::from_utf8(decoded).unwrap(),
-        ));
-    }
-    assert_eq!(parts.len(), 2, "multipart/alternative with text and html");
-    assert!(parts[0].0.contains("text/plain") && parts[1].0.contains("text/html"));
+    let subject = message.subject().expect("a subject");
+    let headers = head
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .lines()
+        .map(|line| {
+            if line.starts_with("Subject: ") {
+                format!("Subject: {subject}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
     Parsed {
-        headers: headers.to_string(),
-        text: parts[0].1.clone(),
-        html: parts[1].1.clone(),
+        headers,
+        text: message.body_text(0).expect("a text part").into_owned(),
+        html: message.body_html(0).expect("an HTML part").into_owned(),
     }
 }
 

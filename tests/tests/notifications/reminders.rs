@@ -419,7 +419,7 @@ async fn a_connection_that_cannot_refresh_is_warned_before_its_idle_expiry() {
     );
     let text = parse(&mail[0].1).text;
     assert!(
-        text.contains("Exact Online, division 123") && text.contains("Thursday 12 November 2026"),
+        text.contains("Exact Online, division 123") && text.contains("12 November 2026, 06:00 UTC"),
         "{text}"
     );
 }
