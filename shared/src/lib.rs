@@ -16,9 +16,9 @@ pub mod credential_keeper;
 mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
-pub mod history;
 #[cfg(test)]
 mod fixtures;
+pub mod history;
 pub mod html;
 pub mod ids;
 pub mod notify;

@@ -3,7 +3,7 @@
 //! whole. Every file holds the same messages in every language; a test fails when one is missing.
 
 use crate::domain::{Locale, TimeZone};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource};
 use std::sync::OnceLock;
@@ -118,21 +118,23 @@ impl Words {
     /// "1 December 2026, 15:05 CET" / "1 december 2026 om 15:05 CET".
     pub fn moment(&self, at: DateTime<Utc>, zone: TimeZone) -> String {
         let local = zone.local(at);
-        let abbreviation = local.format("%Z").to_string();
-        // Zones without a letter abbreviation (chrono-tz gives "-03" for them) are named instead.
-        let zone_shown = if abbreviation.chars().all(|c| c.is_ascii_alphabetic()) {
-            abbreviation
+        // Zones without a letter abbreviation (the tz database gives "-03" for them) are named instead.
+        let zone_shown = if local.abbreviation.chars().all(|c| c.is_ascii_alphabetic()) {
+            local.abbreviation
         } else {
             zone.name().to_owned()
         };
-        let month = self.text(&format!("month-{}", local.month()));
+        let month = self.text(&format!("month-{}", local.month));
         self.text_with(
             "moment",
             &[
-                ("day", WordValue::from(local.day())),
+                ("day", WordValue::from(local.day)),
                 ("month", WordValue::from(month)),
-                ("year", WordValue::from(local.year())),
-                ("time", WordValue::from(local.format("%H:%M").to_string())),
+                ("year", WordValue::from(local.year)),
+                (
+                    "time",
+                    WordValue::from(format!("{:02}:{:02}", local.hour, local.minute)),
+                ),
                 ("zone", WordValue::from(zone_shown)),
             ],
         )

@@ -92,26 +92,43 @@ impl From<Locale> for String {
 }
 
 /// An IANA time zone (`Europe/Amsterdam`, `Europe/Brussels`, `UTC`), in which a person's times are
-/// shown, summer time included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TimeZone(chrono_tz::Tz);
+/// shown, summer time included. Held by its canonical name; the rules come from the tz database
+/// compiled into the binary (jiff's compressed bundle), so Lambda needs no zoneinfo of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct TimeZone(&'static str);
+
+// By hand: a derived impl would borrow the `&'static str` from the input and so demand 'static input.
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A moment as a clock in one time zone shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTime {
+    pub year: i16,
+    pub month: i8,
+    pub day: i8,
+    pub hour: i8,
+    pub minute: i8,
+    /// The zone's abbreviation at that moment ("CET", "CEST"), or its offset ("-03") where the tz
+    /// database has no letters for it.
+    pub abbreviation: String,
+}
 
 impl TimeZone {
-    pub const UTC: TimeZone = TimeZone(chrono_tz::Tz::UTC);
+    pub const UTC: TimeZone = TimeZone("UTC");
 
-    /// Reads an IANA zone name, exactly as the tz database spells it (case-insensitive).
+    /// Reads an IANA zone name, as the tz database spells it (case-insensitive).
     pub fn parse(name: &str) -> Result<Self, InvalidValue> {
         let name = name.trim();
-        name.parse::<chrono_tz::Tz>()
-            .ok()
-            .or_else(|| {
-                chrono_tz::TZ_VARIANTS
-                    .iter()
-                    .copied()
-                    .find(|zone| zone.name().eq_ignore_ascii_case(name))
-            })
-            .map(Self)
+        zone_names()
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(name))
+            .map(|known| Self(known))
             .ok_or_else(|| {
                 InvalidValue::new(
                     "time zone",
@@ -124,13 +141,40 @@ impl TimeZone {
     }
 
     pub fn name(self) -> &'static str {
-        self.0.name()
+        self.0
     }
 
-    /// `at` in this zone.
-    pub fn local(self, at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono_tz::Tz> {
-        at.with_timezone(&self.0)
+    /// `at` on a clock in this zone.
+    pub fn local(self, at: chrono::DateTime<chrono::Utc>) -> LocalTime {
+        // Every name held was found in the same database, and every chrono time is within jiff's
+        // range; UTC stands in should either ever fail, rather than failing an email or a page.
+        let zone = jiff::tz::db()
+            .get(self.0)
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let instant =
+            jiff::Timestamp::from_second(at.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let local = instant.to_zoned(zone);
+        LocalTime {
+            year: local.year(),
+            month: local.month(),
+            day: local.day(),
+            hour: local.hour(),
+            minute: local.minute(),
+            abbreviation: local.strftime("%Z").to_string(),
+        }
     }
+}
+
+/// Every zone name of the compiled-in tz database, read once: a few hundred short names.
+fn zone_names() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        jiff::tz::db()
+            .available()
+            .map(|name| &*Box::leak(name.as_str().to_owned().into_boxed_str()))
+            .chain(["UTC"])
+            .collect()
+    })
 }
 
 impl fmt::Display for TimeZone {
@@ -207,14 +251,10 @@ mod tests {
         assert_eq!(amsterdam.name(), "Europe/Amsterdam");
         let summer = Utc.with_ymd_and_hms(2026, 7, 1, 10, 0, 0).unwrap();
         let winter = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
-        assert_eq!(
-            amsterdam.local(summer).format("%H:%M %Z").to_string(),
-            "12:00 CEST"
-        );
-        assert_eq!(
-            amsterdam.local(winter).format("%H:%M %Z").to_string(),
-            "11:00 CET"
-        );
+        let clock = |l: LocalTime| format!("{:02}:{:02} {}", l.hour, l.minute, l.abbreviation);
+        assert_eq!(clock(amsterdam.local(summer)), "12:00 CEST");
+        assert_eq!(clock(amsterdam.local(winter)), "11:00 CET");
+        assert_eq!(TimeZone::parse("utc"), Ok(TimeZone::UTC));
         let refused = TimeZone::parse("CET+1").unwrap_err();
         assert!(refused.message.contains("Europe/Amsterdam"), "{refused}");
     }

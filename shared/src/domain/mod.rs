@@ -32,7 +32,7 @@ pub use credentials::{Credentials, LegacyTwinfieldCredentials, TokenSet};
 pub use failure::ErrorClass;
 pub use history::{ConnectionChange, FieldChange, SessionReads};
 pub use invalid::InvalidValue;
-pub use locale::{Locale, TimeZone};
+pub use locale::{LocalTime, Locale, TimeZone};
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
