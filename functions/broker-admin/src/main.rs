@@ -55,6 +55,16 @@ enum TenantCommand {
         /// The name shown to people in pages and emails.
         #[arg(long)]
         name: String,
+        /// The language of its connections' pages and emails where a connection names none: nl or en.
+        #[arg(long)]
+        locale: Option<String>,
+        /// The IANA time zone its people read times in, e.g. Europe/Amsterdam.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// An origin its connections' return URLs may point at, e.g. https://app.example.com
+        /// (repeatable). Without one, connections cannot carry a return URL.
+        #[arg(long = "return-origin")]
+        return_origins: Vec<String>,
     },
     /// Show a tenant.
     Show { id: String },
@@ -209,8 +219,20 @@ async fn existing_tenant(backend: &Backend, value: &str) -> Result<TenantId, Fai
 
 async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure> {
     match command {
-        TenantCommand::Create { id, name } => {
-            let tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
+        TenantCommand::Create {
+            id,
+            name,
+            locale,
+            time_zone,
+            return_origins,
+        } => {
+            let mut tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
+            tenant.locale = locale.as_deref().map(Locale::parse).transpose()?;
+            tenant.time_zone = time_zone.as_deref().map(TimeZone::parse).transpose()?;
+            tenant.return_origins = return_origins
+                .iter()
+                .map(|o| ReturnOrigin::parse(o))
+                .collect::<Result<_, _>>()?;
             backend.store.insert_tenant(&tenant).await?;
             println!("created tenant {} ({})", tenant.id, tenant.display_name);
         }
@@ -227,6 +249,9 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
                 tenant.display_name,
                 tenant.created_at.to_rfc3339()
             );
+            for origin in &tenant.return_origins {
+                println!("return origin\t{origin}");
+            }
         }
     }
     Ok(())

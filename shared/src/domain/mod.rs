@@ -10,6 +10,7 @@ pub mod invalid;
 pub mod locale;
 pub mod people;
 pub mod provider;
+pub mod return_url;
 pub mod status;
 pub mod tenant;
 pub mod transitions;
@@ -34,6 +35,7 @@ pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
     ProviderSettings, ServiceUrl,
 };
+pub use return_url::{ReturnOrigin, ReturnUrl};
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
     StatusKind, StatusTransition,

@@ -19,6 +19,10 @@ pub struct Tenant {
     /// The time zone of its connections' people, where a connection names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<super::TimeZone>,
+    /// The origins its connections' return URLs may point at: after connecting, the pages offer a
+    /// way back only to these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub return_origins: Vec<super::ReturnOrigin>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -36,6 +40,7 @@ impl Tenant {
             display_name: display_name.to_string(),
             locale: None,
             time_zone: None,
+            return_origins: Vec::new(),
             created_at: now,
         })
     }
