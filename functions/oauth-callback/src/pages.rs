@@ -311,7 +311,10 @@ pub fn success(done: &Completed, words: &Words) -> String {
     } else {
         "connected"
     };
-    let heading = words.text_with(&format!("success-heading-{outcome}"), &[provider.clone()]);
+    let heading = words.text_with(
+        &format!("success-heading-{outcome}"),
+        std::slice::from_ref(&provider),
+    );
     let mut rows = Vec::new();
     if let Some(name) = &done.display_name {
         rows.push(Row {

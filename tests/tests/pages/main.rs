@@ -68,7 +68,7 @@ async fn world() -> World {
     let integration = integration_site().await;
 
     let store = &running.ctx.backend.store;
-    let tenant = TenantId::parse(&format!("pages-{n}")).unwrap();
+    let tenant = TenantId::parse(format!("pages-{n}")).unwrap();
     let mut record =
         Tenant::new(tenant.clone(), "Boekhoudpartner", running.ctx.clock.now()).unwrap();
     record.return_origins = vec![ReturnOrigin::parse(&integration).unwrap()];
