@@ -12,7 +12,8 @@ use crate::ids::ConnectionId;
 use chrono::{DateTime, Utc};
 
 /// Who reads a connection's pages, and where they may go back to: the connection's language and time
-/// zone, else its tenant's; the return URL the integration set (allowed when it was set).
+/// zone, else its tenant's; the return URL the integration set, while its origin is still on the
+/// tenant's allow-list (an origin taken off the list stops being offered at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audience {
     pub connection: ConnectionId,
@@ -34,7 +35,10 @@ impl Audience {
                 .time_zone
                 .or(tenant.and_then(|t| t.time_zone))
                 .unwrap_or_else(default_zone),
-            return_url: connection.return_url.clone(),
+            return_url: connection
+                .return_url
+                .clone()
+                .filter(|url| tenant.is_some_and(|t| url.allowed_by(&t.return_origins))),
         }
     }
 }
@@ -221,5 +225,17 @@ mod tests {
         let audience = Audience::of(&connection(), None);
         assert_eq!(audience.locale, None);
         assert_eq!(audience.time_zone.name(), "Europe/Amsterdam");
+    }
+
+    #[test]
+    fn the_way_back_is_offered_only_to_an_allowed_origin() {
+        let mut tenant = Tenant::new(TenantId::parse("acme").unwrap(), "Acme", Utc::now()).unwrap();
+        let mut c = connection();
+        c.return_url = Some(ReturnUrl::parse("https://app.example.com/back").unwrap());
+        assert_eq!(Audience::of(&c, Some(&tenant)).return_url, None);
+        tenant.return_origins =
+            vec![crate::domain::ReturnOrigin::parse("https://app.example.com").unwrap()];
+        assert_eq!(Audience::of(&c, Some(&tenant)).return_url, c.return_url);
+        assert_eq!(Audience::of(&c, None).return_url, None);
     }
 }
