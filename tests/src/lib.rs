@@ -6,6 +6,7 @@
 
 pub mod aws_faults;
 pub mod backends;
+pub mod browser;
 pub mod clock;
 pub mod logs;
 pub mod moto;

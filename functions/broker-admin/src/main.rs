@@ -63,6 +63,16 @@ enum TenantCommand {
         /// text is white or dark, whichever reads better on it.
         #[arg(long, value_name = "#RRGGBB")]
         accent_colour: Option<String>,
+        /// The language of its connections' pages and emails where a connection names none: nl or en.
+        #[arg(long)]
+        locale: Option<String>,
+        /// The IANA time zone its people read times in, e.g. Europe/Amsterdam.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// An origin its connections' return URLs may point at, e.g. https://app.example.com
+        /// (repeatable). Without one, connections cannot carry a return URL.
+        #[arg(long = "return-origin")]
+        return_origins: Vec<String>,
     },
     /// Show a tenant.
     Show { id: String },
@@ -222,6 +232,9 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
             name,
             logo_url,
             accent_colour,
+            locale,
+            time_zone,
+            return_origins,
         } => {
             let mut tenant = Tenant::new(tenant_id(&id)?, &name, Utc::now())?;
             tenant.branding = Branding::new(
@@ -231,6 +244,12 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
                     .map(AccentColour::parse)
                     .transpose()?,
             );
+            tenant.locale = locale.as_deref().map(Locale::parse).transpose()?;
+            tenant.time_zone = time_zone.as_deref().map(TimeZone::parse).transpose()?;
+            tenant.return_origins = return_origins
+                .iter()
+                .map(|o| ReturnOrigin::parse(o))
+                .collect::<Result<_, _>>()?;
             backend.store.insert_tenant(&tenant).await?;
             println!("created tenant {} ({})", tenant.id, tenant.display_name);
         }
@@ -254,6 +273,9 @@ async fn tenant(backend: &Backend, command: TenantCommand) -> Result<(), Failure
                 if let Some(colour) = branding.accent_colour {
                     println!("accent colour\t{colour}");
                 }
+            }
+            for origin in &tenant.return_origins {
+                println!("return origin\t{origin}");
             }
         }
     }

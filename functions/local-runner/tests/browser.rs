@@ -1,6 +1,6 @@
 //! A real browser: headless Chromium (Debian's package, driven through chromedriver's WebDriver API)
-//! opens a connect link served by the local runner, clicks Allow on the sandbox consent page, and lands
-//! on the success page. The screenshot is kept in `tests/artifacts/`.
+//! opens a connect link served by the local runner, presses Connect on its page, clicks Allow on the
+//! sandbox consent page, and lands on the success page. The screenshot is kept in `tests/artifacts/`.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -187,6 +187,14 @@ async fn headless_chromium_connects_through_the_consent_page() {
 
     browser
         .call(reqwest::Method::POST, "/url", json!({"url": link}))
+        .await;
+    let connect = browser.wait_for_element("#connect").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{connect}/click"),
+            json!({}),
+        )
         .await;
     let allow = browser.wait_for_element("#allow").await;
     browser

@@ -80,7 +80,8 @@ async fn connect_session_refresh_and_an_email_in_the_outbox() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let to_provider = browser.get(&link).send().await.unwrap();
+    // The link's page shows a Connect button: a form posting to the link itself.
+    let to_provider = browser.post(&link).send().await.unwrap();
     assert_eq!(to_provider.status(), 302);
     let authorize = to_provider.headers()["location"]
         .to_str()
@@ -212,7 +213,7 @@ async fn connect_session_refresh_and_an_email_in_the_outbox() {
         reconnect.starts_with(&format!("{base}/connect/")),
         "{reconnect}"
     );
-    let started = browser.get(reconnect).send().await.unwrap();
+    let started = browser.post(reconnect).send().await.unwrap();
     assert_eq!(started.status(), 302);
     assert!(started.headers()["location"]
         .to_str()

@@ -9,6 +9,7 @@ use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
 use crate::domain::plain_label;
 use crate::domain::ErrorClass;
+use crate::domain::ReturnUrl;
 use crate::domain::SessionReads;
 use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
@@ -263,6 +264,10 @@ impl IntegrationApi {
                 )))
             }
         };
+        let return_url = match request.return_url {
+            Some(url) => Some(self.allowed_return_url(caller, &url).await?),
+            None => None,
+        };
         let now = self.ctx.clock.now();
         let mut connection = Connection::new(
             caller.tenant().clone(),
@@ -275,6 +280,7 @@ impl IntegrationApi {
         connection.required_identity = required_identity;
         connection.requested_division = requested_division;
         connection.allow_user_change = request.allow_user_change;
+        connection.return_url = return_url;
         self.ctx
             .backend
             .store
@@ -297,6 +303,33 @@ impl IntegrationApi {
                 expires_at: now + LINK_LIFETIME,
             },
         })
+    }
+
+    /// A return URL the caller's tenant allows: its origin on the tenant's allow-list. Anything else
+    /// is refused, so the connect pages never send a browser to an address the tenant did not name.
+    async fn allowed_return_url(
+        &self,
+        caller: &Caller,
+        value: &str,
+    ) -> Result<ReturnUrl, ApiError> {
+        let invalid = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
+        let url = ReturnUrl::parse(value).map_err(|e| invalid(format!("return_url: {e}")))?;
+        let tenant = self
+            .ctx
+            .backend
+            .store
+            .get_tenant(caller.tenant())
+            .await
+            .map_err(|e| ApiError::internal("the tenant could not be read", e))?;
+        let origins = tenant.map(|t| t.return_origins).unwrap_or_default();
+        if !url.allowed_by(&origins) {
+            return Err(invalid(format!(
+                "return_url: its origin {} is not on your tenant's list of return origins: use an \
+                 address on an allowed origin, or ask the broker's operator to allow this one",
+                url.origin()
+            )));
+        }
+        Ok(url)
     }
 
     pub async fn get_connection(

@@ -30,6 +30,10 @@ pub struct CreateConnection {
     /// account than the one that connected (by default it is refused).
     #[serde(default)]
     pub allow_user_change: bool,
+    /// The integration's page to offer a way back to after connecting (the outcome is added to its
+    /// query). Its origin must be on the tenant's allow-list.
+    #[serde(default)]
+    pub return_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +111,9 @@ pub struct ConnectionView {
     pub exact_division: Option<i64>,
     /// Whether a reconnect may be authorized by another account (generic providers).
     pub allow_user_change: bool,
+    /// Where the connect pages offer a way back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
     pub authorized_by: Option<Identity>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_expires_at: Option<DateTime<Utc>>,
@@ -155,6 +162,7 @@ impl From<&Connection> for ConnectionView {
             time_zone: c.time_zone,
             exact_division: c.requested_division,
             allow_user_change: c.allow_user_change,
+            return_url: c.return_url.as_ref().map(|u| u.as_str().to_owned()),
             authorized_by: c.authorized_by.clone(),
             access_expires_at: c.access_expires_at,
             refresh_expires_at: c.refresh_expires_at,

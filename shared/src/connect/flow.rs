@@ -17,12 +17,14 @@
 mod browser;
 pub mod division;
 mod error;
+pub mod standing;
 
 pub use browser::{
     BrowserCookies, CallbackQuery, SetCookies, BINDING_COOKIE, LINK_COOKIE, MAX_PARAM_BYTES,
     MAX_QUERY_BYTES,
 };
 pub use error::{ConnectError, ConnectFailure};
+pub use standing::{Audience, LinkPage, LinkUse, ReconnectWhy, Standing};
 
 use crate::api::caches::NegativeCache;
 use crate::context::BrokerContext;
@@ -68,6 +70,7 @@ pub struct Completed {
     pub next_refresh_at: DateTime<Utc>,
     /// Exact Online: the granted divisions to choose from, when the binding was a guess among several.
     pub division_choice: Option<division::DivisionOffer>,
+    pub audience: Audience,
 }
 
 impl Completed {
@@ -89,6 +92,7 @@ struct Target {
     connection: Connection,
     app: OAuthApp,
     client: OAuthClient,
+    audience: Audience,
 }
 
 impl ConnectFlow {
@@ -126,6 +130,7 @@ impl ConnectFlow {
                 provider: Some(target.connection.provider),
                 try_again: None,
                 state_consumed: false,
+                audience: Some(target.audience.clone()),
             });
         }
         let provider = target.connection.provider;
@@ -134,6 +139,7 @@ impl ConnectFlow {
             provider: Some(provider),
             try_again: Some(self.link_url(link_token)),
             state_consumed: false,
+            audience: Some(target.audience.clone()),
         };
         if target.app.redirect_uri.as_str() != self.callback_url().as_str() {
             // Not fatal (a proxy may rewrite the path), but the usual cause of "redirect_uri mismatch".
@@ -271,6 +277,7 @@ impl ConnectFlow {
                 provider: Some(target.connection.provider),
                 try_again: try_again.clone(),
                 state_consumed: true,
+                audience: Some(target.audience.clone()),
             }
         };
         let (authorized, discovered) = Self::authorize_at_provider(&target, &query, &pending)
@@ -284,6 +291,7 @@ impl ConnectFlow {
                 provider: Some(target.connection.provider),
                 try_again: try_again.clone(),
                 state_consumed: true,
+                audience: Some(target.audience.clone()),
             })
     }
 
@@ -302,6 +310,7 @@ impl ConnectFlow {
             provider: None,
             try_again: try_again.as_ref().map(|(url, _)| url.clone()),
             state_consumed: false,
+            audience: None,
         };
         let query = CallbackQuery::parse(raw_query).map_err(with_retry)?;
         let Some(state) = &query.state else {
@@ -338,6 +347,7 @@ impl ConnectFlow {
                 provider: None,
                 try_again: None,
                 state_consumed: true,
+                audience: None,
             });
         }
         let try_again = try_again
@@ -461,6 +471,7 @@ impl ConnectFlow {
             previous,
             next_refresh_at,
             division_choice: offer.map(|(_, offer)| offer),
+            audience: target.audience.clone(),
         })
     }
 
@@ -483,14 +494,23 @@ impl ConnectFlow {
             .get_tenant_connection(tenant, connection)
             .await?
             .ok_or(ConnectError::LinkUnknown)?;
+        let tenant = store.get_tenant(&connection.tenant).await?;
+        let audience = Audience::of(&connection, tenant.as_ref());
         if matches!(connection.status(), ConnectionStatus::Disconnected) {
-            return Err(ConnectError::ConnectionGone.into());
+            return Err(ConnectFailure {
+                error: ConnectError::ConnectionGone,
+                provider: Some(connection.provider),
+                try_again: None,
+                state_consumed: false,
+                audience: Some(audience),
+            });
         }
         let misconfigured = |why: String| ConnectFailure {
             error: ConnectError::Misconfigured(why),
             provider: Some(connection.provider),
             try_again: None,
             state_consumed: false,
+            audience: Some(audience.clone()),
         };
         let app = store
             .get_app(&connection.tenant, &connection.app)
@@ -514,6 +534,7 @@ impl ConnectFlow {
             connection,
             app,
             client,
+            audience,
         })
     }
 }

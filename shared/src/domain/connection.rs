@@ -179,6 +179,10 @@ pub struct Connection {
     /// The time zone its people read times in; `None` leaves it to the tenant's choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<TimeZone>,
+    /// The integration's page the connect pages offer a way back to; its origin is on the tenant's
+    /// allow-list (checked when it is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<super::ReturnUrl>,
     pub credentials: Option<CredentialsPointer>,
     /// The current credentials are Twinfield's legacy (pre-OAuth 2.0) ones: they cannot be refreshed,
     /// the provider is retiring them, and only a person reconnecting moves the connection on.
@@ -268,6 +272,7 @@ impl Connection {
             required_identity: None,
             locale: None,
             time_zone: None,
+            return_url: None,
             credentials: None,
             legacy_credentials: false,
             access_expires_at: None,

@@ -12,6 +12,7 @@ pub mod invalid;
 pub mod locale;
 pub mod people;
 pub mod provider;
+pub mod return_url;
 pub mod status;
 pub mod tenant;
 pub mod transitions;
@@ -38,6 +39,7 @@ pub use provider::{
     AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
     ProviderSettings, ServiceUrl,
 };
+pub use return_url::{ReturnOrigin, ReturnUrl};
 pub use status::{
     Actor, ConnectionStatus, InvalidTransition, ReconnectKind, ReconnectReason, StatusEvent,
     StatusKind, StatusTransition,

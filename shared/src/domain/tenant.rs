@@ -22,6 +22,10 @@ pub struct Tenant {
     /// Its logo and colour in the emails sent on its behalf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branding: Option<super::Branding>,
+    /// The origins its connections' return URLs may point at: after connecting, the pages offer a
+    /// way back only to these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub return_origins: Vec<super::ReturnOrigin>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -40,6 +44,7 @@ impl Tenant {
             locale: None,
             time_zone: None,
             branding: None,
+            return_origins: Vec::new(),
             created_at: now,
         })
     }

@@ -184,6 +184,14 @@ fn error_page(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, Html(body)).into_response()
 }
 
+const SANDBOX_STYLE: &str = "*{box-sizing:border-box}body{margin:0;font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;line-height:1.5;color:#1b1b1b;background:#f3f4f6}\
+.sandbox{margin:0;padding:.75rem 1.25rem;background:#7a1d00;color:#fff}.sandbox strong{display:inline-block;margin-right:.5rem;padding:0 .5rem;border:2px solid #fff;border-radius:4px;letter-spacing:.1em}\
+main{max-width:32rem;margin:1.5rem auto;background:#fff;border:3px dashed #7a1d00;border-radius:10px;padding:1.5rem}h1{font-size:1.5rem;margin:0 0 .75rem}\
+label{display:block;font-weight:600;margin-top:1rem}input[type=text]{width:100%;padding:.6rem;font:inherit;border:1px solid #6b7280;border-radius:6px}\
+.actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.25rem}button{padding:.7rem 1.2rem;min-height:2.75rem;border-radius:6px;border:2px solid #0b57d0;background:#0b57d0;color:#fff;font:inherit;font-weight:600;cursor:pointer}\
+.deny{background:#fff;color:#0b57d0}.error{color:#a8200d;font-weight:600}\
+@media (max-width:30rem){main{margin:0;border-radius:0;border-width:3px 0}.actions button{flex:1 1 100%}}";
+
 fn consent_page(
     status: StatusCode,
     action: &str,
@@ -198,18 +206,28 @@ fn consent_page(
         Provider::Acumatica => format!("Acumatica ({})", request.location),
     };
     let error = error
-        .map(|e| format!("<p id=\"error\" style=\"color:red\">{}</p>", escape(e)))
+        .map(|e| {
+            format!(
+                "<p id=\"error\" class=\"error\" role=\"alert\">{}</p>",
+                escape(e)
+            )
+        })
         .unwrap_or_default();
+    // Styled like the broker's pages, and marked SANDBOX on every screen size, so nobody mistakes
+    // it for the real provider's sign-in.
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} sign in (simulator)</title></head><body>\
-         <h1>{title}</h1>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>SANDBOX: {title} sign in (simulator)</title><style>{SANDBOX_STYLE}</style></head><body>\
+         <p class=\"sandbox\" id=\"sandbox\"><strong>SANDBOX</strong> A simulated {title} for trying the connection broker. Nothing here reaches the real {title}.</p>\
+         <main><h1>{title}</h1>\
          <p>The application <b id=\"client\">{client}</b> asks for access{scope}.</p>{error}\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"request_id\" value=\"{id}\">\
-         <label>User <input type=\"text\" id=\"user\" name=\"user\" value=\"{user}\"></label>\
-         <button type=\"submit\" id=\"allow\" name=\"decision\" value=\"allow\">Allow</button>\
-         <button type=\"submit\" id=\"deny\" name=\"decision\" value=\"deny\">Deny</button>\
-         </form></body></html>",
+         <label for=\"user\">User</label><input type=\"text\" id=\"user\" name=\"user\" value=\"{user}\" autocomplete=\"username\">\
+         <div class=\"actions\"><button type=\"submit\" id=\"allow\" name=\"decision\" value=\"allow\">Allow</button>\
+         <button type=\"submit\" id=\"deny\" class=\"deny\" name=\"decision\" value=\"deny\">Deny</button></div>\
+         </form></main></body></html>",
         title = escape(&title),
         client = escape(&request.client_id),
         scope = if request.scope.is_empty() { String::new() } else { format!(" ({})", escape(&request.scope)) },

@@ -34,7 +34,7 @@ async fn connect_and_check(backend: Backend, which: Which, organisation: &str) {
             organisation,
             "What happens next",
             // The connection's label is shown, escaped.
-            "Bookkeeping &lt;main&gt;",
+            "Bookkeeping &#60;main&#62;",
         ],
     );
     let stored = world.connection(&connection).await;

@@ -38,7 +38,7 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
         &page,
         StatusCode::FORBIDDEN,
         &[
-            "must be authorized by Integration &lt;User&gt;",
+            "must be authorized by Integration &#60;User&#62;",
             "sign in as the designated integration user",
         ],
     );

@@ -363,9 +363,22 @@ impl World {
     }
 
     /// As [`World::authorize`], with the provider URL changed by the browser on the way.
+    /// Opens the link's page, as a person would, and presses its button (the form's POST).
+    async fn press_connect(&self, browser: &reqwest::Client, link: &url::Url) -> reqwest::Response {
+        let page = self.get(browser, link.as_str()).await;
+        assert_eq!(page.status, StatusCode::OK, "the link shows its page");
+        assert!(
+            page.headers.get("set-cookie").is_none(),
+            "opening it starts nothing"
+        );
+        let action = format!("action=\"{link}\"");
+        assert!(page.html.contains(&action), "{action} not in {}", page.html);
+        browser.post(link.clone()).send().await.unwrap()
+    }
+
     async fn authorize_with(&self, link: &url::Url, tamper: impl FnOnce(&mut url::Url)) -> Attempt {
         let browser = browser();
-        let response = browser.get(link.clone()).send().await.unwrap();
+        let response = self.press_connect(&browser, link).await;
         assert_eq!(response.status(), StatusCode::FOUND, "the link redirects");
         check_security_headers(response.headers());
         let cookies: Vec<String> = response

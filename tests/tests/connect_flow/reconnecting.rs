@@ -305,6 +305,6 @@ async fn an_unknown_link_is_refused_without_a_store_read_after_the_first_miss(ba
     );
     // A link that never missed works as ever.
     let fresh = world.link(&connection, AuthorizationPurpose::Connect).await;
-    let response = browser().get(fresh).send().await.unwrap();
+    let response = world.press_connect(&browser(), &fresh).await;
     assert_eq!(response.status(), StatusCode::FOUND);
 }

@@ -58,8 +58,8 @@ async fn a_replayed_state_is_refused(backend: Backend) {
     let after = world.snapshot(&connection).await;
     // The same callback again, with the cookies put back as they were.
     let replay = browser();
-    let first = world.get(&replay, newer.as_str()).await;
-    assert_eq!(first.status, StatusCode::FOUND);
+    let first = world.press_connect(&replay, &newer).await;
+    assert_eq!(first.status(), StatusCode::FOUND);
     let page = world.get(&replay, attempt.callback.as_str()).await;
     assert_page(
         &page,
@@ -363,7 +363,7 @@ async fn hostile_text_in_the_callback_is_escaped(backend: Backend) {
     assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.html);
     assert!(page
         .html
-        .contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"));
+        .contains("&#60;script&#62;alert(&#39;pwned&#39;)&#60;/script&#62;"));
     for raw in [
         "<script",
         "<img",

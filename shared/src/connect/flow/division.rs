@@ -69,6 +69,7 @@ pub struct DivisionChosen {
     pub connection: ConnectionId,
     pub display_name: Option<String>,
     pub context: ProviderContext,
+    pub audience: super::Audience,
 }
 
 impl ConnectFlow {
@@ -144,6 +145,8 @@ impl ConnectFlow {
             division = chosen,
             "division chosen"
         );
+        let tenant = self.ctx.backend.store.get_tenant(&saved.tenant).await?;
+        let audience = super::Audience::of(&saved, tenant.as_ref());
         let context = saved
             .context
             .ok_or_else(|| fail(ConnectError::DivisionChoiceUnknown))?;
@@ -151,6 +154,7 @@ impl ConnectFlow {
             connection: saved.id,
             display_name: saved.display_name,
             context,
+            audience,
         })
     }
 
@@ -263,6 +267,7 @@ fn fail(error: ConnectError) -> ConnectFailure {
         provider: Some(ProviderKind::ExactOnline),
         try_again: None,
         state_consumed: false,
+        audience: None,
     }
 }
 

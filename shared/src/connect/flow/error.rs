@@ -256,6 +256,9 @@ pub struct ConnectFailure {
     /// Whether the attempt's state was consumed: only then are the browser's cookies for it spent.
     /// (A request with a forged or malformed state must not end the browser's real attempt.)
     pub state_consumed: bool,
+    /// The connection's readers, once the attempt is known to be for one: the page's language and
+    /// time zone, and the way back to the integration.
+    pub audience: Option<super::Audience>,
 }
 
 impl<E: Into<ConnectError>> From<E> for ConnectFailure {
@@ -265,6 +268,7 @@ impl<E: Into<ConnectError>> From<E> for ConnectFailure {
             provider: None,
             try_again: None,
             state_consumed: false,
+            audience: None,
         }
     }
 }
