@@ -1,11 +1,27 @@
-//! Steps the scenario worlds of several test files take the same way: storing what a callback stores
-//! when a person authorizes, and reading a connection back with its tokens.
+//! Steps the scenario worlds of several test files take the same way: starting the simulators,
+//! storing a tenant and its app registrations, building a broker process, storing what a callback
+//! stores when a person authorizes, and reading a connection back with its tokens.
 
 use broker_core::backend::Backend as Stores;
-use broker_core::domain::{Connection, Credentials, StatusTransition, TokenSet};
-use broker_core::ids::ConnectionId;
+use broker_core::clock::Clock;
+use broker_core::context::BrokerContext;
+use broker_core::domain::{
+    Actor, Connection, Credentials, ExactCountry, OAuthApp, ProviderKind, ProviderSettings,
+    Recipients, ReconnectKind, ReconnectReason, RedirectUri, StatusEvent, StatusTransition, Tenant,
+    TokenSet,
+};
+use broker_core::ids::{AppId, ConnectionId, TenantId};
 use broker_core::ports::Fence;
+use broker_core::providers::{Catalogue, ProviderHttp, Providers};
+use broker_core::refresh::{run_scheduled, EngineSettings, RunSettings, RunSummary};
+use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
+use chrono::{DateTime, Utc};
+use provider_simulators::{
+    ClientRegistration, MintRequest, MintedTokens, Provider, Simulator, SimulatorConfig,
+    SimulatorHandle,
+};
+use std::sync::Arc;
 
 /// Writes `tokens` to the connection's next vault slot and saves it with `transition`, fenced by its
 /// version, as the callback does after an authorization.
@@ -42,4 +58,206 @@ pub async fn stored_with_tokens(
         .unwrap()
         .and_then(|c| c.token_set().cloned());
     (connection, tokens)
+}
+
+/// The simulators on a clock starting at `start_time` (`None`: the real time, for processes that use
+/// the system clock); `auto_consent` for flows that go through the provider's pages without a person.
+pub async fn start_simulator(
+    start_time: Option<DateTime<Utc>>,
+    auto_consent: bool,
+) -> SimulatorHandle {
+    let mut config = SimulatorConfig {
+        start_time,
+        ..SimulatorConfig::default()
+    };
+    config.knobs.auto_consent = auto_consent;
+    Simulator::start(config)
+        .await
+        .expect("the simulator starts")
+}
+
+/// An OAuth client at a simulator, with its one redirect URI.
+pub fn registration(client_id: &str, client_secret: &str, redirect: &str) -> ClientRegistration {
+    ClientRegistration {
+        client_id: client_id.into(),
+        client_secret: client_secret.into(),
+        redirect_uris: vec![redirect.into()],
+    }
+}
+
+/// A tenant stored under `id`, created `now`.
+pub async fn add_tenant(stores: &Stores, id: &str, name: &str, now: DateTime<Utc>) -> TenantId {
+    let tenant = TenantId::parse(id).unwrap();
+    stores
+        .store
+        .insert_tenant(&Tenant::new(tenant.clone(), name, now).unwrap())
+        .await
+        .unwrap();
+    tenant
+}
+
+/// An app registration with no extra scopes.
+pub fn app(
+    tenant: &TenantId,
+    id: &str,
+    settings: ProviderSettings,
+    client_id: &str,
+    redirect: &str,
+    created_at: DateTime<Utc>,
+) -> OAuthApp {
+    OAuthApp {
+        tenant: tenant.clone(),
+        id: AppId::parse(id).unwrap(),
+        settings,
+        client_id: client_id.into(),
+        redirect_uri: RedirectUri::parse(redirect).unwrap(),
+        scopes: vec![],
+        created_at,
+    }
+}
+
+/// An Exact Online app in the Netherlands, the country most scenarios use.
+pub fn exact_nl_app(
+    tenant: &TenantId,
+    id: &str,
+    client_id: &str,
+    redirect: &str,
+    created_at: DateTime<Utc>,
+) -> OAuthApp {
+    let settings = ProviderSettings::ExactOnline {
+        country: ExactCountry::Netherlands,
+    };
+    app(tenant, id, settings, client_id, redirect, created_at)
+}
+
+/// Stores the registration and its client secret, as registering an app through the API does.
+pub async fn register_app(stores: &Stores, app: &OAuthApp, client_secret: &str) {
+    stores.store.put_app(app).await.unwrap();
+    stores
+        .vault
+        .put_client_secret(&app.tenant, &app.id, &ClientSecret::new(client_secret))
+        .await
+        .unwrap();
+}
+
+/// A broker process on `stores`: its own provider clients and engine (so its own in-process locks),
+/// with a public address nothing listens on (these processes serve no browser).
+pub fn process(
+    stores: &Stores,
+    catalogue: Catalogue,
+    http: ProviderHttp,
+    clock: Arc<dyn Clock>,
+    settings: EngineSettings,
+) -> BrokerContext {
+    let providers = Providers::new(catalogue, http, clock.clone());
+    BrokerContext::new(
+        stores.clone(),
+        providers,
+        clock,
+        reqwest::Url::parse("http://127.0.0.1:9").unwrap(),
+        settings,
+    )
+}
+
+/// One scheduled run of `ctx`'s engine over its store, given `within` of real time.
+pub async fn run_scheduled_within(
+    ctx: &BrokerContext,
+    within: std::time::Duration,
+    settings: &RunSettings,
+) -> RunSummary {
+    let deadline = tokio::time::Instant::now() + within;
+    run_scheduled(
+        ctx.engine.clone(),
+        ctx.backend.store.clone(),
+        ctx.clock.clone(),
+        deadline,
+        settings,
+    )
+    .await
+}
+
+/// Tokens a simulator minted, as the broker keeps them when it received them `now`.
+pub fn token_set(minted: MintedTokens, now: DateTime<Utc>) -> TokenSet {
+    TokenSet {
+        access_token: AccessToken::new(minted.access_token),
+        access_expires_at: minted.access_expires_at,
+        refresh_token: Some(RefreshToken::new(minted.refresh_token)),
+        refresh_expires_at: Some(minted.refresh_expires_at),
+        scope: None,
+        received_at: now,
+    }
+}
+
+/// Moves the connection to "needs a person", as the refresh engine does when the provider answers
+/// `invalid_grant`: nothing is scheduled for it until someone reconnects.
+pub fn revoke_grant(
+    connection: &mut Connection,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> StatusTransition {
+    let transition = connection
+        .apply(
+            StatusEvent::ReconnectNeeded(ReconnectReason::new(
+                ReconnectKind::GrantRevoked,
+                "invalid_grant",
+            )),
+            Actor::System(actor.into()),
+            now,
+        )
+        .unwrap();
+    connection.next_refresh_at = None;
+    transition
+}
+
+/// A new connection of `app`, stored, with ops as the one recipient of its notices.
+pub async fn new_connection(stores: &Stores, app: &OAuthApp, now: DateTime<Utc>) -> Connection {
+    let connection = Connection::new(
+        app.tenant.clone(),
+        app.id.clone(),
+        app.provider(),
+        Recipients::parse(&["ops@example.com"]).unwrap(),
+        now,
+    );
+    stores
+        .store
+        .insert_connection(&connection, &[])
+        .await
+        .unwrap();
+    connection
+}
+
+/// Tokens the simulator issues `user` for `app`'s client at `location` (an Exact Online country's
+/// top-level domain or an Acumatica instance), as if that user had just authorized.
+pub fn mint(sim: &SimulatorHandle, app: &OAuthApp, location: &str, user: &str) -> MintedTokens {
+    let provider = match app.provider() {
+        ProviderKind::ExactOnline => Provider::Exact,
+        ProviderKind::Acumatica => Provider::Acumatica,
+        other => panic!("the simulators mint no tokens for {other:?}"),
+    };
+    sim.mint_tokens(MintRequest {
+        provider,
+        location: location.into(),
+        client_id: app.client_id.clone(),
+        user: user.into(),
+        scope: String::new(),
+    })
+    .expect("the simulator mints tokens for a registered client")
+}
+
+/// What the callback records when `user` authorizes: the connection connected with `tokens`, refreshed
+/// when they were received and due again at `next_refresh_at`.
+pub async fn authorized(
+    stores: &Stores,
+    mut connection: Connection,
+    user: &str,
+    tokens: TokenSet,
+    next_refresh_at: DateTime<Utc>,
+) -> Connection {
+    let now = tokens.received_at;
+    let transition = connection
+        .apply(StatusEvent::Authorized, Actor::EndUser(user.into()), now)
+        .unwrap();
+    connection.last_refresh_at = Some(now);
+    connection.next_refresh_at = Some(next_refresh_at);
+    store_authorized(stores, connection, tokens, transition).await
 }

@@ -86,16 +86,7 @@ async fn serve() -> (tokio::net::TcpListener, String) {
 }
 
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "off,broker_core=debug,oauth_callback=debug",
-        ))
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (logs, guard)
+    broker_tests::logs::capture("off,broker_core=debug,oauth_callback=debug")
 }
 
 async fn world(backend: Backend, which: Which) -> World {
@@ -160,21 +151,8 @@ async fn oidc_world(backend: Backend) -> World {
     let (logs, guard) = capture_logs();
     let (listener, base) = serve().await;
     let redirect = format!("{base}/oauth/callback");
-    let server = tokio::task::spawn_blocking(move || OidcProvider::start(&redirect))
-        .await
-        .unwrap()
-        .expect("oidc-provider starts");
-    let mut catalogue = Catalogue::built_in();
-    let definition = serde_json::json!({ "definitions": [{
-        "id": "oidc-provider", "kind": "generic", "display_name": "oidc-provider",
-        "issuer": server.issuer,
-        "scopes": ["openid", "offline_access", "profile", "email"],
-        "authorize_params": { "prompt": "consent", "nonce": "{random}" },
-        "lifetimes": { "access_token_secs": 3600 },
-        "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
-        "discovery": "userinfo"
-    }]});
-    catalogue.merge_json(&definition.to_string()).unwrap();
+    let server = OidcProvider::launch(&redirect, 600).await;
+    let catalogue = server.catalogue(&["openid", "offline_access", "profile", "email"], 3600);
     let settings = ProviderSettings::Generic {
         definition: "oidc-provider".into(),
     };

@@ -124,21 +124,8 @@ async fn run_daily(
     let mut summaries = Vec::new();
     for _ in 0..days {
         world.advance(Duration::days(1));
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let settings = RunSettings {
-            stop_margin: std::time::Duration::ZERO,
-            ..RunSettings::default()
-        };
-        summaries.push(
-            run_scheduled(
-                ctx.engine.clone(),
-                world.stores.store.clone(),
-                world.clock.clone(),
-                deadline,
-                &settings,
-            )
-            .await,
-        );
+        let within = std::time::Duration::from_secs(60);
+        summaries.push(broker_tests::world::run_scheduled_within(ctx, within, &whole_run()).await);
     }
     summaries
 }

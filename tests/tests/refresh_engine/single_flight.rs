@@ -57,16 +57,10 @@ async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Ba
         .store
         .save_connection(&due, Fence::Version, &[])
         .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    let summary = run_scheduled(
-        scheduler.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
-        &RunSettings {
-            stop_margin: std::time::Duration::ZERO,
-            ..RunSettings::default()
-        },
+    let summary = broker_tests::world::run_scheduled_within(
+        &scheduler,
+        std::time::Duration::from_secs(120),
+        &whole_run(),
     )
     .await;
     let mut tokens = std::collections::HashSet::new();
