@@ -18,8 +18,8 @@ use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use chrono::{DateTime, Utc};
 use provider_simulators::{
-    ClientRegistration, MintRequest, MintedTokens, Provider, Simulator, SimulatorConfig,
-    SimulatorHandle,
+    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, Knobs, MintRequest,
+    MintedTokens, Provider, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use std::sync::Arc;
 
@@ -188,25 +188,36 @@ pub fn token_set(minted: MintedTokens, now: DateTime<Utc>) -> TokenSet {
     }
 }
 
-/// Moves the connection to "needs a person", as the refresh engine does when the provider answers
-/// `invalid_grant`: nothing is scheduled for it until someone reconnects.
+/// What the refresh engine records when the provider answers `invalid_grant`.
+pub fn grant_revoked() -> StatusEvent {
+    StatusEvent::ReconnectNeeded(ReconnectReason::new(
+        ReconnectKind::GrantRevoked,
+        "invalid_grant",
+    ))
+}
+
+/// Records `event`, a status only a person can end, as `actor` (the refresh engine) does: nothing is
+/// scheduled for the connection until someone acts.
+pub fn waits_for_person(
+    connection: &mut Connection,
+    event: StatusEvent,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> StatusTransition {
+    let transition = connection
+        .apply(event, Actor::System(actor.into()), now)
+        .unwrap();
+    connection.next_refresh_at = None;
+    transition
+}
+
+/// Moves the connection to "needs a reconnect", as the refresh engine does on `invalid_grant`.
 pub fn revoke_grant(
     connection: &mut Connection,
     actor: &str,
     now: DateTime<Utc>,
 ) -> StatusTransition {
-    let transition = connection
-        .apply(
-            StatusEvent::ReconnectNeeded(ReconnectReason::new(
-                ReconnectKind::GrantRevoked,
-                "invalid_grant",
-            )),
-            Actor::System(actor.into()),
-            now,
-        )
-        .unwrap();
-    connection.next_refresh_at = None;
-    transition
+    waits_for_person(connection, grant_revoked(), actor, now)
 }
 
 /// A new connection of `app`, stored, with ops as the one recipient of its notices.
@@ -260,4 +271,81 @@ pub async fn authorized(
     connection.last_refresh_at = Some(now);
     connection.next_refresh_at = Some(next_refresh_at);
     store_authorized(stores, connection, tokens, transition).await
+}
+
+/// A connected application at an Acumatica instance, rotating refresh tokens and expiring them by
+/// `policy`.
+pub fn acumatica_registration(
+    client_id: &str,
+    client_secret: &str,
+    redirect: &str,
+    policy: AcumaticaRefreshPolicy,
+) -> AcumaticaClientRegistration {
+    AcumaticaClientRegistration {
+        client_id: client_id.into(),
+        client_secret: client_secret.into(),
+        redirect_uris: vec![redirect.into()],
+        refresh_policy: policy,
+        rotate_refresh_tokens: true,
+    }
+}
+
+/// The simulators as the browser-driven worlds use them: started at `start` with automatic consent
+/// (and `knobs`), one client each at Twinfield and Exact Online (id, secret) and `acumatica` at the
+/// `demo` instance, all sending people back to `redirect`.
+pub async fn simulators_with_clients(
+    start: DateTime<Utc>,
+    knobs: impl FnOnce(&mut Knobs),
+    redirect: &str,
+    twinfield: (&str, &str),
+    exact: (&str, &str),
+    acumatica: AcumaticaClientRegistration,
+) -> SimulatorHandle {
+    let mut config = SimulatorConfig {
+        start_time: Some(start),
+        ..SimulatorConfig::default()
+    };
+    config.knobs.auto_consent = true;
+    knobs(&mut config.knobs);
+    let sim = Simulator::start(config)
+        .await
+        .expect("the simulator starts");
+    sim.register_twinfield_client(registration(twinfield.0, twinfield.1, redirect));
+    sim.register_exact_client(registration(exact.0, exact.1, redirect));
+    sim.register_acumatica_client("demo", acumatica)
+        .expect("the demo instance exists");
+    sim
+}
+
+/// The clients the API and provider-client tests register at the simulators.
+pub mod demo_clients {
+    pub const REDIRECT: &str = "http://localhost:9/callback";
+    pub const TW_ID: &str = "tw-client";
+    pub const TW_SECRET: &str = "tw-secret-value";
+    pub const EX_ID: &str = "ex-client";
+    pub const EX_SECRET: &str = "ex-secret-value";
+    pub const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
+    pub const ACU_SECRET: &str = "acu-secret-value";
+}
+
+/// The simulators with the [`demo_clients`] registered, consenting automatically, from noon on a
+/// Monday (so Exact's daily limits never roll over during a test); `knobs` set before they start.
+pub async fn demo_simulators(knobs: impl FnOnce(&mut Knobs)) -> SimulatorHandle {
+    use demo_clients::*;
+    let start = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 6, 2, 12, 0, 0).unwrap();
+    let policy = AcumaticaRefreshPolicy::default();
+    let acumatica = acumatica_registration(ACU_ID, ACU_SECRET, REDIRECT, policy);
+    let (twinfield, exact) = ((TW_ID, TW_SECRET), (EX_ID, EX_SECRET));
+    simulators_with_clients(start, knobs, REDIRECT, twinfield, exact, acumatica).await
+}
+
+/// An integration API caller of `tenant` holding a full-access key (named "ops") made `now`.
+pub fn ops_caller(tenant: &TenantId, now: DateTime<Utc>) -> broker_core::api::Caller {
+    let key = broker_core::domain::ApiKeyRecord::generate(
+        tenant.clone(),
+        "ops",
+        broker_core::domain::ApiKeyScope::default(),
+        now,
+    );
+    broker_core::api::Caller { key: key.record }
 }

@@ -7,13 +7,13 @@ use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
-use broker_core::ports::{Fence, TokenVault, VaultError};
+use broker_core::ids::{ConnectionId, TenantId};
+use broker_core::ports::{Fence, VaultError};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp};
 use broker_core::refresh::{EngineError, EngineSettings, Outcome, OutcomeKind, Trigger};
-use broker_core::secret::ClientSecret;
 use broker_tests::aws_faults::{Fault, FaultProxy, FaultRule};
 use broker_tests::backends::Backend;
+use broker_tests::vaults::{HookedVault, VaultHooks};
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{FaultAction, Provider, SimulatorHandle};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -382,80 +382,22 @@ async fn a_lease_that_cannot_be_released_expires_and_the_escrow_is_adopted() {
     assert!(world.faults().injected("dynamodb") > 0);
 }
 
-/// A vault that refuses writes while `refusing` is above zero, counting down; seals and opens
-/// through the real one.
-struct RefusingVault {
-    inner: Arc<dyn TokenVault>,
+/// Refuses credential writes while `refusing` is above zero, counting down.
+struct RefusingWrites {
     refusing: AtomicU32,
 }
 
-#[async_trait::async_trait]
-impl TokenVault for RefusingVault {
-    async fn put_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        s: VaultSlot,
-        w: &WriteId,
-        cr: &Credentials,
-    ) -> Result<(), VaultError> {
-        if self
+impl VaultHooks for RefusingWrites {
+    fn before_write(&self, _: &ConnectionId, _: VaultSlot) -> Result<(), VaultError> {
+        match self
             .refusing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
         {
-            return Err(VaultError::Unavailable(
+            Ok(_) => Err(VaultError::Unavailable(
                 "the vault is refusing writes".into(),
-            ));
+            )),
+            Err(_) => Ok(()),
         }
-        self.inner.put_credentials(t, c, s, w, cr).await
-    }
-    async fn get_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        p: &CredentialsPointer,
-    ) -> Result<Option<Credentials>, VaultError> {
-        self.inner.get_credentials(t, c, p).await
-    }
-    async fn delete_credentials(&self, t: &TenantId, c: &ConnectionId) -> Result<(), VaultError> {
-        self.inner.delete_credentials(t, c).await
-    }
-    async fn put_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-        s: &ClientSecret,
-    ) -> Result<(), VaultError> {
-        self.inner.put_client_secret(t, a, s).await
-    }
-    async fn get_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-    ) -> Result<Option<ClientSecret>, VaultError> {
-        self.inner.get_client_secret(t, a).await
-    }
-    async fn delete_client_secret(&self, t: &TenantId, a: &AppId) -> Result<(), VaultError> {
-        self.inner.delete_client_secret(t, a).await
-    }
-    async fn seal_escrow(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        w: &WriteId,
-        cr: &Credentials,
-    ) -> Result<broker_core::escrow::SealedCredentials, VaultError> {
-        self.inner.seal_escrow(t, c, w, cr).await
-    }
-    async fn open_escrow(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        w: &WriteId,
-        s: &broker_core::escrow::SealedCredentials,
-    ) -> Result<Credentials, VaultError> {
-        self.inner.open_escrow(t, c, w, s).await
     }
 }
 
@@ -464,9 +406,11 @@ async fn the_embedded_store_escrows_with_its_local_key() {
     let world = World::new(broker_tests::backends::embedded()).await;
     let connection = world.connected().await;
     world.advance(Duration::seconds(700));
-    let refusing = Arc::new(RefusingVault {
+    let refusing = Arc::new(HookedVault {
         inner: world.stores.vault.clone(),
-        refusing: AtomicU32::new(1_000),
+        hooks: RefusingWrites {
+            refusing: AtomicU32::new(1_000),
+        },
     });
     let ctx = world.process_on(Stores {
         store: world.stores.store.clone(),
@@ -480,7 +424,7 @@ async fn the_embedded_store_escrows_with_its_local_key() {
         sealed.key,
         broker_core::escrow::SealedCredentials::LOCAL_KEY
     );
-    refusing.refusing.store(0, Ordering::SeqCst);
+    refusing.hooks.refusing.store(0, Ordering::SeqCst);
     let seen = world.recover(&ctx, &connection.id).await;
     assert_eq!(
         seen.last().map(String::as_str),
@@ -495,24 +439,10 @@ async fn the_embedded_store_escrows_with_its_local_key() {
 
 const SENDER: &str = "broker@example.com";
 
-/// The raw messages moto recorded for `recipient`.
+/// How many messages moto recorded for `recipient`.
 async fn moto_mail_to(recipient: &str) -> usize {
-    let url = format!(
-        "{}/moto-api/data.json",
-        broker_tests::backends::shared_moto().endpoint
-    );
-    let data: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    data["ses"]["RawMessage"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| {
-            m["destinations"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|a| a.as_str() == Some(recipient)))
-        })
-        .count()
+    let moto = broker_tests::backends::shared_moto();
+    moto.raw_mail_to(recipient).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -538,17 +468,7 @@ async fn a_throttled_or_failing_send_is_retried_by_the_outbox_and_never_sent_twi
         let recipient = format!("{}@example.com", broker_tests::moto::unique_name("finance"));
         let mut c = world.connected().await;
         c.recipients = Recipients::parse(&[recipient.as_str()]).unwrap();
-        let t = c
-            .apply(
-                StatusEvent::ReconnectNeeded(ReconnectReason::new(
-                    ReconnectKind::GrantRevoked,
-                    "invalid_grant",
-                )),
-                Actor::System("token-refresh".into()),
-                world.clock.now(),
-            )
-            .unwrap();
-        c.next_refresh_at = None;
+        let t = broker_tests::world::revoke_grant(&mut c, "token-refresh", world.clock.now());
         world
             .stores
             .store

@@ -13,9 +13,7 @@ use broker_core::refresh::EngineSettings;
 use broker_tests::backends::Backend;
 use broker_tests::logs::Captured;
 use chrono::{Duration, TimeZone, Utc};
-use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, Provider, SimulatorHandle,
-};
+use provider_simulators::{AcumaticaRefreshPolicy, Provider, SimulatorHandle};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -172,13 +170,9 @@ fn register_at_simulator(
     id: &str,
     secret: &str,
 ) {
-    let registration = AcumaticaClientRegistration {
-        client_id: id.into(),
-        client_secret: secret.into(),
-        redirect_uris: vec![format!("{public}/oauth/callback")],
-        refresh_policy: AcumaticaRefreshPolicy::default(),
-        rotate_refresh_tokens: true,
-    };
+    let callback = format!("{public}/oauth/callback");
+    let policy = AcumaticaRefreshPolicy::default();
+    let registration = broker_tests::world::acumatica_registration(id, secret, &callback, policy);
     sim.register_acumatica_client(instance, registration)
         .unwrap();
 }

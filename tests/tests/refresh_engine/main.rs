@@ -4,15 +4,15 @@
 
 use async_trait::async_trait;
 use broker_core::adapters::OutboxMailer;
-use broker_core::api::{Caller, IntegrationApi};
+use broker_core::api::IntegrationApi;
 use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::ErrorClass;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
+use broker_core::ids::{ConnectionId, TenantId};
 use broker_core::notify::{Notifier, NotifySettings};
-use broker_core::ports::{Fence, TokenVault, VaultError};
+use broker_core::ports::{Fence, TokenVault};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::app_user::AppUserHold;
 use broker_core::refresh::{
@@ -23,8 +23,7 @@ use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ExactUser, FaultAction, FaultRule,
-    Provider, SimulatorHandle,
+    AcumaticaRefreshPolicy, ExactUser, FaultAction, FaultRule, Provider, SimulatorHandle,
 };
 use std::sync::Arc;
 
@@ -142,13 +141,7 @@ impl World {
         self.sim
             .register_acumatica_client(
                 "demo",
-                AcumaticaClientRegistration {
-                    client_id: ACU_CLIENT.into(),
-                    client_secret: SECRET.into(),
-                    redirect_uris: vec![REDIRECT.into()],
-                    refresh_policy: policy,
-                    rotate_refresh_tokens: true,
-                },
+                broker_tests::world::acumatica_registration(ACU_CLIENT, SECRET, REDIRECT, policy),
             )
             .unwrap();
         let instance = ServiceUrl::parse(&self.sim.acumatica_instance_url("demo")).unwrap();
@@ -245,6 +238,24 @@ impl World {
         broker_tests::world::authorized(&self.stores, connection, user, tokens, next).await
     }
 
+    /// A world with an Exact app and a connection of it whose access token (600 s) has expired.
+    async fn with_expired_exact_token(backend: Backend) -> (Self, Connection) {
+        let world = Self::new(backend).await;
+        let app = world.exact_app().await;
+        let connection = world.connected(&app).await;
+        world.advance(Duration::seconds(700));
+        (world, connection)
+    }
+
+    /// Saves `c` as it is, fenced by its version, with no transition.
+    async fn save(&self, c: &Connection) -> Connection {
+        self.stores
+            .store
+            .save_connection(c, Fence::Version, &[])
+            .await
+            .unwrap()
+    }
+
     async fn current(&self, id: &ConnectionId) -> (Connection, Option<TokenSet>) {
         broker_tests::world::stored_with_tokens(&self.stores, id).await
     }
@@ -264,6 +275,11 @@ fn whole_run() -> RunSettings {
         stop_margin: std::time::Duration::ZERO,
         ..RunSettings::default()
     }
+}
+
+/// The outcome of one refresh of `id` by `ctx`'s engine.
+async fn refresh(ctx: &BrokerContext, id: &ConnectionId, trigger: Trigger) -> Outcome {
+    ctx.engine.refresh(id, trigger).await.unwrap().outcome
 }
 
 fn on_demand() -> Trigger {
