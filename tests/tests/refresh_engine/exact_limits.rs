@@ -33,7 +33,7 @@ async fn one_exact_users_connections_stop_together_at_the_shared_daily_cap(backe
         for (ctx, connection) in [(&one, &first), (&two, &second)] {
             world.advance(Duration::seconds(600));
             assert_eq!(
-                refresh(&ctx, &connection.id, on_demand()).await,
+                refresh(ctx, &connection.id, on_demand()).await,
                 Outcome::Refreshed
             );
         }
@@ -142,7 +142,7 @@ async fn failed_calls_across_one_users_connections_stop_before_exacts_block(back
     world.advance(Duration::hours(1));
     for (ctx, connection) in [(&one, &first), (&two, &second)] {
         assert_eq!(
-            refresh(&ctx, &connection.id, on_demand()).await,
+            refresh(ctx, &connection.id, on_demand()).await,
             Outcome::Refreshed
         );
     }
