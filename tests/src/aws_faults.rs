@@ -14,7 +14,7 @@
 //! write lands while the client has already given up on it (the answer is lost, not the request).
 
 use anyhow::{bail, Context, Result};
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use broker_core::backend::AwsCallLimits;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -302,15 +302,8 @@ impl FaultProxy {
 
     /// As [`Self::sdk_config`], with these timeouts and retries.
     pub async fn sdk_config_with(&self, limits: AwsCallLimits) -> SdkConfig {
-        limits
-            .apply(broker_core::backend::aws_config_loader())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .load()
-            .await
+        let loader = limits.apply(broker_core::backend::aws_config_loader());
+        crate::moto::sdk_config_at(&self.endpoint, loader).await
     }
 }
 

@@ -30,6 +30,16 @@ pub struct AwsParts {
     pub faults: Option<Arc<FaultProxy>>,
 }
 
+impl Backend {
+    /// The store and vault as the core takes them.
+    pub fn stores(&self) -> broker_core::backend::Backend {
+        broker_core::backend::Backend {
+            store: self.store.clone(),
+            vault: self.vault.clone(),
+        }
+    }
+}
+
 /// The embedded store on a fresh file in a fresh temporary folder.
 pub fn embedded() -> Backend {
     let dir = temp_dir("embedded");

@@ -84,15 +84,21 @@ impl Moto {
 
     /// SDK configuration pointing every client at this server, with throwaway credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
-        broker_core::backend::aws_config_loader()
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .load()
-            .await
+        sdk_config_at(&self.endpoint, broker_core::backend::aws_config_loader()).await
     }
+}
+
+/// `loader`'s SDK configuration aimed at `endpoint` (moto, or a proxy in front of it), with
+/// throwaway credentials in moto's region.
+pub async fn sdk_config_at(endpoint: &str, loader: aws_config::ConfigLoader) -> SdkConfig {
+    loader
+        .endpoint_url(endpoint)
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .load()
+        .await
 }
 
 /// A name no other test in this process has used (tables and secret prefixes are per test).
@@ -103,4 +109,25 @@ pub fn unique_name(base: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+impl Moto {
+    /// The raw messages sent through SES to `recipient`, as moto recorded them (its
+    /// `/moto-api/data.json` keeps SES v2 raw sends under `ses` → `RawMessage`).
+    pub async fn raw_mail_to(&self, recipient: &str) -> Vec<String> {
+        let url = format!("{}/moto-api/data.json", self.endpoint);
+        let data: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m["destinations"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|a| a.as_str() == Some(recipient)))
+            })
+            .map(|m| m["raw_data"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }

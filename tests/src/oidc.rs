@@ -9,6 +9,7 @@ use crate::tools::{
     free_port, install_once, run, tools_dir, wait_for_port, workspace_root, Service,
 };
 use anyhow::{bail, Context, Result};
+use broker_core::providers::Catalogue;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -278,5 +279,118 @@ fn remember_cookie(jar: &mut HashMap<String, String>, set_cookie: &str) {
         jar.remove(&name);
     } else {
         jar.insert(name, value);
+    }
+}
+
+/// The definition id under which [`OidcProvider::catalogue`] lists the server.
+pub const DEFINITION: &str = "oidc-provider";
+
+impl OidcProvider {
+    /// [`Self::start_with`] on a blocking thread (it waits for a child process), for async tests.
+    pub async fn launch(redirect_uri: &str, access_token_ttl_secs: u32) -> Self {
+        let redirect_uri = redirect_uri.to_string();
+        tokio::task::spawn_blocking(move || Self::start_with(&redirect_uri, access_token_ttl_secs))
+            .await
+            .unwrap()
+            .expect("oidc-provider starts")
+    }
+
+    /// The built-in catalogue plus this server as the generic provider [`DEFINITION`]: single-use
+    /// refresh tokens that expire after a day idle, and the person's id from the userinfo endpoint.
+    pub fn catalogue(&self, scopes: &[&str], access_token_secs: u32) -> Catalogue {
+        let mut catalogue = Catalogue::built_in();
+        let definition = serde_json::json!({ "definitions": [{
+            "id": DEFINITION, "kind": "generic", "display_name": "oidc-provider",
+            "issuer": self.issuer,
+            "scopes": scopes,
+            // oidc-provider issues a refresh token for offline_access only with prompt=consent.
+            "authorize_params": { "prompt": "consent", "nonce": "{random}" },
+            "lifetimes": { "access_token_secs": access_token_secs },
+            "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
+            "discovery": "userinfo"
+        }]});
+        catalogue
+            .merge_json(&definition.to_string())
+            .expect("the definition is valid");
+        catalogue
+    }
+}
+
+/// A tenant (`acme`) with one app (`oidc`) at a fresh oidc-provider, and a connection a person
+/// authorized there just now, stored as the callback stores it.
+pub struct Connected {
+    pub server: OidcProvider,
+    pub catalogue: Catalogue,
+    pub app: broker_core::domain::OAuthApp,
+    pub connection: broker_core::domain::Connection,
+}
+
+impl Connected {
+    /// Access tokens live `access_token_secs`; `redirect_uri` is never called (the harness follows the
+    /// server's redirects itself).
+    pub async fn start(
+        stores: &broker_core::backend::Backend,
+        clock: std::sync::Arc<dyn broker_core::clock::Clock>,
+        redirect_uri: &str,
+        access_token_secs: u32,
+    ) -> Self {
+        use broker_core::domain::{
+            Actor, Connection, ProviderKind, ProviderSettings, Recipients, StatusEvent,
+        };
+        use broker_core::secret::ClientSecret;
+        let server = OidcProvider::launch(redirect_uri, access_token_secs).await;
+        let catalogue =
+            server.catalogue(&["openid", "offline_access", "profile"], access_token_secs);
+        let now = clock.now();
+        let tenant = crate::world::add_tenant(stores, "acme", "Acme", now).await;
+        let settings = ProviderSettings::Generic {
+            definition: DEFINITION.into(),
+        };
+        let app = crate::world::app(
+            &tenant,
+            "oidc",
+            settings,
+            &server.client_id,
+            redirect_uri,
+            now,
+        );
+        crate::world::register_app(stores, &app, &server.client_secret).await;
+        let providers = broker_core::providers::Providers::new(
+            catalogue.clone(),
+            crate::provider_http(),
+            clock,
+        );
+        let client = providers
+            .oauth_client(&app, ClientSecret::new(server.client_secret.clone()))
+            .unwrap();
+        let authorized = server.authorize_with(&client).await.unwrap();
+        let mut connection = Connection::new(
+            tenant,
+            app.id.clone(),
+            ProviderKind::Generic,
+            Recipients::default(),
+            now,
+        );
+        stores
+            .store
+            .insert_connection(&connection, &[])
+            .await
+            .unwrap();
+        let transition = connection
+            .apply(
+                StatusEvent::Authorized,
+                Actor::EndUser("test-user".into()),
+                now,
+            )
+            .unwrap();
+        connection.last_refresh_at = Some(now);
+        let connection =
+            crate::world::store_authorized(stores, connection, authorized.tokens, transition).await;
+        Self {
+            server,
+            catalogue,
+            app,
+            connection,
+        }
     }
 }

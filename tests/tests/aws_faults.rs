@@ -7,18 +7,15 @@ use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
-use broker_core::ports::{Fence, TokenVault, VaultError};
-use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
+use broker_core::ids::{ConnectionId, TenantId};
+use broker_core::ports::{Fence, VaultError};
+use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp};
 use broker_core::refresh::{EngineError, EngineSettings, Outcome, OutcomeKind, Trigger};
-use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use broker_tests::aws_faults::{Fault, FaultProxy, FaultRule};
 use broker_tests::backends::Backend;
+use broker_tests::vaults::{HookedVault, VaultHooks};
 use chrono::{Duration, TimeZone, Utc};
-use provider_simulators::{
-    ClientRegistration, FaultAction, MintRequest, Provider, Simulator, SimulatorConfig,
-    SimulatorHandle,
-};
+use provider_simulators::{FaultAction, Provider, SimulatorHandle};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -56,50 +53,29 @@ fn settings() -> EngineSettings {
 
 impl World {
     async fn new(backend: Backend) -> Self {
-        let config = SimulatorConfig {
-            start_time: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
-            ..SimulatorConfig::default()
-        };
-        let sim = Simulator::start(config)
-            .await
-            .expect("the simulator starts");
-        sim.register_exact_client(ClientRegistration {
-            client_id: EXACT_CLIENT.into(),
-            client_secret: SECRET.into(),
-            redirect_uris: vec![REDIRECT.into()],
-        });
+        let start = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
+        let sim = broker_tests::world::start_simulator(Some(start), false).await;
+        sim.register_exact_client(broker_tests::world::registration(
+            EXACT_CLIENT,
+            SECRET,
+            REDIRECT,
+        ));
         sim.update_knobs(|k| k.hang_secs = 8);
         let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
-        let tenant = TenantId::parse("acme").unwrap();
-        backend
-            .store
-            .insert_tenant(&Tenant::new(tenant.clone(), "Acme", Utc::now()).unwrap())
-            .await
-            .unwrap();
-        let app = OAuthApp {
-            tenant: tenant.clone(),
-            id: AppId::parse("exact-nl").unwrap(),
-            settings: ProviderSettings::ExactOnline {
-                country: ExactCountry::Netherlands,
-            },
-            client_id: EXACT_CLIENT.into(),
-            redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-            scopes: vec![],
-            created_at: Utc::now(),
-        };
-        backend.store.put_app(&app).await.unwrap();
-        backend
-            .vault
-            .put_client_secret(&tenant, &app.id, &ClientSecret::new(SECRET))
-            .await
-            .unwrap();
+        let stores = backend.stores();
+        let tenant = broker_tests::world::add_tenant(&stores, "acme", "Acme", Utc::now()).await;
+        let app = broker_tests::world::exact_nl_app(
+            &tenant,
+            "exact-nl",
+            EXACT_CLIENT,
+            REDIRECT,
+            Utc::now(),
+        );
+        broker_tests::world::register_app(&stores, &app, SECRET).await;
         let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
         Self {
             sim,
-            stores: Stores {
-                store: backend.store.clone(),
-                vault: backend.vault.clone(),
-            },
+            stores,
             clock,
             catalogue,
             tenant,
@@ -118,20 +94,16 @@ impl World {
     }
 
     fn process_on(&self, stores: Stores) -> BrokerContext {
-        let providers = Providers::new(
+        let http = ProviderHttp::new(HttpSettings {
+            total_timeout: std::time::Duration::from_secs(4),
+            ..broker_tests::provider_http_settings()
+        })
+        .unwrap();
+        broker_tests::world::process(
+            &stores,
             self.catalogue.clone(),
-            ProviderHttp::new(HttpSettings {
-                total_timeout: std::time::Duration::from_secs(4),
-                ..broker_tests::provider_http_settings()
-            })
-            .unwrap(),
+            http,
             self.clock.clone(),
-        );
-        BrokerContext::new(
-            stores,
-            providers,
-            self.clock.clone(),
-            url::Url::parse("http://127.0.0.1:9").unwrap(),
             settings(),
         )
     }
@@ -139,47 +111,11 @@ impl World {
     /// A connected Exact connection whose tokens the simulator issued just now, due for a refresh
     /// after the clock moves past its access token's lifetime.
     async fn connected(&self) -> Connection {
-        let mut connection = Connection::new(
-            self.tenant.clone(),
-            self.app.id.clone(),
-            self.app.provider(),
-            Recipients::parse(&["ops@example.com"]).unwrap(),
-            self.clock.now(),
-        );
-        self.stores
-            .store
-            .insert_connection(&connection, &[])
-            .await
-            .unwrap();
-        let minted = self
-            .sim
-            .mint_tokens(MintRequest {
-                provider: Provider::Exact,
-                location: "nl".into(),
-                client_id: EXACT_CLIENT.into(),
-                user: "demo.user".into(),
-                scope: String::new(),
-            })
-            .unwrap();
         let now = self.clock.now();
-        let tokens = TokenSet {
-            access_token: AccessToken::new(minted.access_token),
-            access_expires_at: minted.access_expires_at,
-            refresh_token: Some(RefreshToken::new(minted.refresh_token)),
-            refresh_expires_at: Some(minted.refresh_expires_at),
-            scope: None,
-            received_at: now,
-        };
-        let transition = connection
-            .apply(
-                StatusEvent::Authorized,
-                Actor::EndUser("demo.user".into()),
-                now,
-            )
-            .unwrap();
-        connection.last_refresh_at = Some(now);
-        connection.next_refresh_at = Some(now);
-        broker_tests::world::store_authorized(&self.stores, connection, tokens, transition).await
+        let connection = broker_tests::world::new_connection(&self.stores, &self.app, now).await;
+        let minted = broker_tests::world::mint(&self.sim, &self.app, "nl", "demo.user");
+        let tokens = broker_tests::world::token_set(minted, now);
+        broker_tests::world::authorized(&self.stores, connection, "demo.user", tokens, now).await
     }
 
     async fn current(&self, id: &ConnectionId) -> (Connection, Option<TokenSet>) {
@@ -446,80 +382,22 @@ async fn a_lease_that_cannot_be_released_expires_and_the_escrow_is_adopted() {
     assert!(world.faults().injected("dynamodb") > 0);
 }
 
-/// A vault that refuses writes while `refusing` is above zero, counting down; seals and opens
-/// through the real one.
-struct RefusingVault {
-    inner: Arc<dyn TokenVault>,
+/// Refuses credential writes while `refusing` is above zero, counting down.
+struct RefusingWrites {
     refusing: AtomicU32,
 }
 
-#[async_trait::async_trait]
-impl TokenVault for RefusingVault {
-    async fn put_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        s: VaultSlot,
-        w: &WriteId,
-        cr: &Credentials,
-    ) -> Result<(), VaultError> {
-        if self
+impl VaultHooks for RefusingWrites {
+    fn before_write(&self, _: &ConnectionId, _: VaultSlot) -> Result<(), VaultError> {
+        match self
             .refusing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
         {
-            return Err(VaultError::Unavailable(
+            Ok(_) => Err(VaultError::Unavailable(
                 "the vault is refusing writes".into(),
-            ));
+            )),
+            Err(_) => Ok(()),
         }
-        self.inner.put_credentials(t, c, s, w, cr).await
-    }
-    async fn get_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        p: &CredentialsPointer,
-    ) -> Result<Option<Credentials>, VaultError> {
-        self.inner.get_credentials(t, c, p).await
-    }
-    async fn delete_credentials(&self, t: &TenantId, c: &ConnectionId) -> Result<(), VaultError> {
-        self.inner.delete_credentials(t, c).await
-    }
-    async fn put_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-        s: &ClientSecret,
-    ) -> Result<(), VaultError> {
-        self.inner.put_client_secret(t, a, s).await
-    }
-    async fn get_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-    ) -> Result<Option<ClientSecret>, VaultError> {
-        self.inner.get_client_secret(t, a).await
-    }
-    async fn delete_client_secret(&self, t: &TenantId, a: &AppId) -> Result<(), VaultError> {
-        self.inner.delete_client_secret(t, a).await
-    }
-    async fn seal_escrow(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        w: &WriteId,
-        cr: &Credentials,
-    ) -> Result<broker_core::escrow::SealedCredentials, VaultError> {
-        self.inner.seal_escrow(t, c, w, cr).await
-    }
-    async fn open_escrow(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        w: &WriteId,
-        s: &broker_core::escrow::SealedCredentials,
-    ) -> Result<Credentials, VaultError> {
-        self.inner.open_escrow(t, c, w, s).await
     }
 }
 
@@ -528,9 +406,11 @@ async fn the_embedded_store_escrows_with_its_local_key() {
     let world = World::new(broker_tests::backends::embedded()).await;
     let connection = world.connected().await;
     world.advance(Duration::seconds(700));
-    let refusing = Arc::new(RefusingVault {
+    let refusing = Arc::new(HookedVault {
         inner: world.stores.vault.clone(),
-        refusing: AtomicU32::new(1_000),
+        hooks: RefusingWrites {
+            refusing: AtomicU32::new(1_000),
+        },
     });
     let ctx = world.process_on(Stores {
         store: world.stores.store.clone(),
@@ -544,7 +424,7 @@ async fn the_embedded_store_escrows_with_its_local_key() {
         sealed.key,
         broker_core::escrow::SealedCredentials::LOCAL_KEY
     );
-    refusing.refusing.store(0, Ordering::SeqCst);
+    refusing.hooks.refusing.store(0, Ordering::SeqCst);
     let seen = world.recover(&ctx, &connection.id).await;
     assert_eq!(
         seen.last().map(String::as_str),
@@ -559,24 +439,10 @@ async fn the_embedded_store_escrows_with_its_local_key() {
 
 const SENDER: &str = "broker@example.com";
 
-/// The raw messages moto recorded for `recipient`.
+/// How many messages moto recorded for `recipient`.
 async fn moto_mail_to(recipient: &str) -> usize {
-    let url = format!(
-        "{}/moto-api/data.json",
-        broker_tests::backends::shared_moto().endpoint
-    );
-    let data: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    data["ses"]["RawMessage"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| {
-            m["destinations"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|a| a.as_str() == Some(recipient)))
-        })
-        .count()
+    let moto = broker_tests::backends::shared_moto();
+    moto.raw_mail_to(recipient).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -602,17 +468,7 @@ async fn a_throttled_or_failing_send_is_retried_by_the_outbox_and_never_sent_twi
         let recipient = format!("{}@example.com", broker_tests::moto::unique_name("finance"));
         let mut c = world.connected().await;
         c.recipients = Recipients::parse(&[recipient.as_str()]).unwrap();
-        let t = c
-            .apply(
-                StatusEvent::ReconnectNeeded(ReconnectReason::new(
-                    ReconnectKind::GrantRevoked,
-                    "invalid_grant",
-                )),
-                Actor::System("token-refresh".into()),
-                world.clock.now(),
-            )
-            .unwrap();
-        c.next_refresh_at = None;
+        let t = broker_tests::world::revoke_grant(&mut c, "token-refresh", world.clock.now());
         world
             .stores
             .store
@@ -729,7 +585,7 @@ async fn a_dynamodb_outage_answers_503_with_retry_after_and_writes_nothing_half(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_scheduled_run_slows_down_retries_and_loses_nothing() {
-    use broker_core::refresh::{run_scheduled, RunSettings};
+    use broker_core::refresh::RunSettings;
     let world = World::new(broker_tests::backends::aws_with_faults().await).await;
     let mut ids = Vec::new();
     for _ in 0..24 {
@@ -746,12 +602,9 @@ async fn a_throttled_scheduled_run_slows_down_retries_and_loses_nothing() {
         stop_margin: std::time::Duration::ZERO,
         ..RunSettings::default()
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    let summary = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
+    let summary = broker_tests::world::run_scheduled_within(
+        &ctx,
+        std::time::Duration::from_secs(120),
         &settings,
     )
     .await;

@@ -11,19 +11,15 @@ use broker_core::providers::{
     Catalogue, ClientAuth, ErrorClass, OAuthClient, ProviderError, Providers,
 };
 use broker_core::secret::{AuthorizationCode, ClientSecret, PkceVerifier};
-use broker_tests::oidc::{OidcProvider, ACCOUNT};
+use broker_tests::oidc::{OidcProvider, ACCOUNT, DEFINITION};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 const REDIRECT: &str = "http://127.0.0.1:9/oidc/callback";
-const DEFINITION: &str = "oidc-provider";
 
 async fn start_server() -> OidcProvider {
-    tokio::task::spawn_blocking(|| OidcProvider::start(REDIRECT))
-        .await
-        .unwrap()
-        .expect("oidc-provider starts")
+    OidcProvider::launch(REDIRECT, 600).await
 }
 
 fn client(server: &OidcProvider, secret: &str) -> OAuthClient {
@@ -40,18 +36,7 @@ impl Clock for Offset {
 }
 
 fn client_with_clock(server: &OidcProvider, secret: &str, clock: Arc<dyn Clock>) -> OAuthClient {
-    let mut catalogue = Catalogue::built_in();
-    let definition = serde_json::json!({ "definitions": [{
-        "id": DEFINITION, "kind": "generic", "display_name": "oidc-provider",
-        "issuer": server.issuer,
-        "scopes": ["openid", "offline_access", "profile", "email"],
-        // oidc-provider issues a refresh token for offline_access only with prompt=consent.
-        "authorize_params": { "prompt": "consent", "nonce": "{random}" },
-        "lifetimes": { "access_token_secs": 3600 },
-        "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
-        "discovery": "userinfo"
-    }]});
-    catalogue.merge_json(&definition.to_string()).unwrap();
+    let catalogue = server.catalogue(&["openid", "offline_access", "profile", "email"], 3600);
     let providers = Providers::new(catalogue, broker_tests::provider_http(), clock);
     let app = OAuthApp {
         tenant: TenantId::parse("acme").unwrap(),

@@ -9,12 +9,7 @@ use broker_core::backend::Backend as Stores;
 use broker_core::clock::{Clock, SystemClock};
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, TenantId};
-use broker_core::ports::Fence;
-use broker_core::providers::{Catalogue, Providers};
 use broker_core::refresh::EngineSettings;
-use broker_core::secret::ClientSecret;
-use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
 use broker_tests::oidc::{GrantCounts, OidcProvider};
 use chrono::Utc;
@@ -49,98 +44,23 @@ fn engine_settings() -> EngineSettings {
 impl World {
     /// A connected connection at an oidc-provider issuing access tokens that live `ttl` seconds.
     async fn new(backend: Backend, ttl: u32) -> Self {
-        let server = tokio::task::spawn_blocking(move || OidcProvider::start_with(REDIRECT, ttl))
-            .await
-            .unwrap()
-            .expect("oidc-provider starts");
-        let mut catalogue = Catalogue::built_in();
-        let definition = serde_json::json!({ "definitions": [{
-            "id": "oidc-provider", "kind": "generic", "display_name": "oidc-provider",
-            "issuer": server.issuer,
-            "scopes": ["openid", "offline_access", "profile"],
-            "authorize_params": { "prompt": "consent", "nonce": "{random}" },
-            "lifetimes": { "access_token_secs": ttl },
-            "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
-            "discovery": "userinfo"
-        }]});
-        catalogue.merge_json(&definition.to_string()).unwrap();
-        let stores = Stores {
-            store: backend.store.clone(),
-            vault: backend.vault.clone(),
-        };
+        let stores = backend.stores();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let oidc =
+            broker_tests::oidc::Connected::start(&stores, clock.clone(), REDIRECT, ttl).await;
         let context = || {
-            BrokerContext::new(
-                stores.clone(),
-                Providers::new(
-                    catalogue.clone(),
-                    broker_tests::provider_http(),
-                    clock.clone(),
-                ),
-                clock.clone(),
-                url::Url::parse("http://127.0.0.1:9").unwrap(),
-                engine_settings(),
-            )
+            let http = broker_tests::provider_http();
+            let catalogue = oidc.catalogue.clone();
+            broker_tests::world::process(&stores, catalogue, http, clock.clone(), engine_settings())
         };
-        let first = context();
-        let tenant = TenantId::parse("acme").unwrap();
-        let now = clock.now();
-        let store = &stores.store;
-        store
-            .insert_tenant(&Tenant::new(tenant.clone(), "Acme", now).unwrap())
-            .await
-            .unwrap();
-        let app = OAuthApp {
-            tenant: tenant.clone(),
-            id: AppId::parse("oidc").unwrap(),
-            settings: ProviderSettings::Generic {
-                definition: "oidc-provider".into(),
-            },
-            client_id: server.client_id.clone(),
-            redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-            scopes: vec![],
-            created_at: now,
-        };
-        store.put_app(&app).await.unwrap();
-        let secret = ClientSecret::new(server.client_secret.clone());
-        stores
-            .vault
-            .put_client_secret(&tenant, &app.id, &secret)
-            .await
-            .unwrap();
-        let new_key = ApiKeyRecord::generate(tenant.clone(), "test", ApiKeyScope::default(), now);
-        store.insert_api_key(&new_key.record).await.unwrap();
-
-        // Authorize through the real server and keep what it issued.
-        let client = first.providers.oauth_client(&app, secret).unwrap();
-        let authorized = server.authorize_with(&client).await.unwrap();
-        let mut connection = Connection::new(
-            tenant.clone(),
-            app.id.clone(),
-            ProviderKind::Generic,
-            Recipients::default(),
-            now,
+        let new_key = ApiKeyRecord::generate(
+            oidc.app.tenant.clone(),
+            "test",
+            ApiKeyScope::default(),
+            clock.now(),
         );
-        store.insert_connection(&connection, &[]).await.unwrap();
-        let transition = connection
-            .apply(
-                StatusEvent::Authorized,
-                Actor::EndUser("test-user".into()),
-                now,
-            )
-            .unwrap();
-        let keeper = CredentialKeeper::new(stores.store.clone(), stores.vault.clone());
-        let target = CredentialKeeper::next_target(&connection);
-        let connection = keeper
-            .commit(
-                connection,
-                target,
-                &Credentials::OAuth2(authorized.tokens),
-                Fence::Version,
-                &[transition],
-            )
-            .await
-            .unwrap();
+        stores.store.insert_api_key(&new_key.record).await.unwrap();
+        let connection = &oidc.connection;
 
         let serve = |ctx: BrokerContext| async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -155,9 +75,9 @@ impl World {
                 base: format!("http://{addr}"),
             }
         };
-        let processes = [serve(first).await, serve(context()).await];
+        let processes = [serve(context()).await, serve(context()).await];
         Self {
-            server,
+            server: oidc.server,
             processes,
             key: new_key.plaintext.expose().to_string(),
             connection: connection.id.to_string(),

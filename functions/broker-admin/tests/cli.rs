@@ -6,7 +6,7 @@ use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::{ApiKeyStore, TenantStore, TokenVault};
 use broker_core::secret::ApiKeySecret;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const CLIENT_SECRET: &str = "exact-client-secret-SENTINEL";
@@ -44,6 +44,40 @@ fn admin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     output
 }
 
+/// A fresh data folder for one test (`name` keeps tests apart), with tenant `acme` created in it.
+fn data_dir_with_acme(name: &str, display_name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&admin(
+        &dir,
+        &["tenant", "create", "acme", "--name", display_name],
+        None,
+    ));
+    dir
+}
+
+/// `app register` of AcmeCo's Acumatica app `acumatica` at `instance_url`.
+fn register_acumatica(instance_url: &str) -> Vec<&str> {
+    vec![
+        "app",
+        "register",
+        "--tenant",
+        "acme",
+        "--id",
+        "acumatica",
+        "--provider",
+        "acumatica",
+        "--instance-url",
+        instance_url,
+        "--acumatica-tenant",
+        "AcmeCo",
+        "--client-id",
+        "7d1e@AcmeCo",
+        "--redirect-uri",
+        "https://broker.example.com/oauth/callback",
+    ]
+}
+
 fn ok(output: &Output) -> String {
     assert!(
         output.status.success(),
@@ -61,14 +95,7 @@ fn refused(output: &Output, says: &str) {
 
 #[tokio::test]
 async fn an_operator_sets_up_a_tenant_an_app_and_a_key() {
-    let dir = std::env::temp_dir().join(format!("broker-admin-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-
-    ok(&admin(
-        &dir,
-        &["tenant", "create", "acme", "--name", "Acme Integrations"],
-        None,
-    ));
+    let dir = data_dir_with_acme("broker-admin", "Acme Integrations");
     refused(
         &admin(&dir, &["tenant", "create", "acme", "--name", "again"], None),
         "already exists",
@@ -146,30 +173,9 @@ async fn an_operator_sets_up_a_tenant_an_app_and_a_key() {
 
     // An Acumatica instance whose connected application uses sliding refresh tokens (2024 R1+).
     let acumatica = |mode: &str| {
-        admin(
-            &dir,
-            &[
-                "app",
-                "register",
-                "--tenant",
-                "acme",
-                "--id",
-                "acumatica",
-                "--provider",
-                "acumatica",
-                "--instance-url",
-                "https://acme.acumatica.com",
-                "--acumatica-tenant",
-                "AcmeCo",
-                "--acumatica-refresh-tokens",
-                mode,
-                "--client-id",
-                "7d1e@AcmeCo",
-                "--redirect-uri",
-                "https://broker.example.com/oauth/callback",
-            ],
-            Some(CLIENT_SECRET),
-        )
+        let mut args = register_acumatica("https://acme.acumatica.com");
+        args.extend_from_slice(&["--acumatica-refresh-tokens", mode]);
+        admin(&dir, &args, Some(CLIENT_SECRET))
     };
     refused(&acumatica("sliding:x"), "--acumatica-refresh-tokens");
     refused(&acumatica("sliding:30:15"), "at least its sliding one");
@@ -241,32 +247,9 @@ fn loopback_name_in_hosts() -> Option<String> {
 
 #[tokio::test]
 async fn an_instance_url_on_a_private_address_is_refused() {
-    let dir = std::env::temp_dir().join(format!("broker-admin-addr-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    ok(&admin(
-        &dir,
-        &["tenant", "create", "acme", "--name", "Acme Integrations"],
-        None,
-    ));
+    let dir = data_dir_with_acme("broker-admin-addr", "Acme Integrations");
     let register = |instance_url: &str, extra: &[&str]| {
-        let mut args = vec![
-            "app",
-            "register",
-            "--tenant",
-            "acme",
-            "--id",
-            "acumatica",
-            "--provider",
-            "acumatica",
-            "--instance-url",
-            instance_url,
-            "--acumatica-tenant",
-            "AcmeCo",
-            "--client-id",
-            "7d1e@AcmeCo",
-            "--redirect-uri",
-            "https://broker.example.com/oauth/callback",
-        ];
+        let mut args = register_acumatica(instance_url);
         args.extend_from_slice(extra);
         admin(&dir, &args, Some(CLIENT_SECRET))
     };
@@ -327,25 +310,8 @@ async fn an_instance_url_on_a_private_address_is_refused() {
 
     // For AWS (BROKER_TABLE) the allowance is refused before anything is stored.
     let output = Command::new(env!("CARGO_BIN_EXE_broker-admin"))
-        .args([
-            "app",
-            "register",
-            "--tenant",
-            "acme",
-            "--id",
-            "acumatica",
-            "--provider",
-            "acumatica",
-            "--instance-url",
-            "http://127.0.0.1:9/acumatica",
-            "--acumatica-tenant",
-            "AcmeCo",
-            "--client-id",
-            "7d1e@AcmeCo",
-            "--redirect-uri",
-            "https://broker.example.com/oauth/callback",
-            "--allow-loopback",
-        ])
+        .args(register_acumatica("http://127.0.0.1:9/acumatica"))
+        .arg("--allow-loopback")
         .env("BROKER_TABLE", "broker")
         .env("AWS_REGION", "eu-west-1")
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
@@ -363,13 +329,7 @@ async fn an_instance_url_on_a_private_address_is_refused() {
 /// app management only to a key that reaches the whole tenant.
 #[tokio::test]
 async fn registrations_follow_the_apis_rules_and_keys_may_be_granted_app_management() {
-    let dir = std::env::temp_dir().join(format!("broker-admin-rules-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    ok(&admin(
-        &dir,
-        &["tenant", "create", "acme", "--name", "Acme"],
-        None,
-    ));
+    let dir = data_dir_with_acme("broker-admin-rules", "Acme");
     let register = |extra: &[&str], redirect: &str| {
         let mut args = vec![
             "app",

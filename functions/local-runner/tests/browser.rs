@@ -2,28 +2,13 @@
 //! opens a connect link served by the local runner, presses Connect on its page, clicks Allow on the
 //! sandbox consent page, and lands on the success page. The screenshot is kept in `tests/artifacts/`.
 
+mod common;
+
+use common::{free_port, Runner};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -58,28 +43,8 @@ fn ensure_chromium() {
     }
 }
 
-fn start_runner(data_dir: &Path, port: u16, sandbox_port: u16) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-runner"))
-        .env("BROKER_PORT", port.to_string())
-        .env("BROKER_SANDBOX_PORT", sandbox_port.to_string())
-        .env("BROKER_DATA_DIR", data_dir)
-        .env_remove("BROKER_TABLE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("local-runner starts");
-    let stdout = child.stdout.take().unwrap();
-    let runner = Killed(child);
-    let mut printed = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if line.contains("Press Ctrl-C") {
-            return (runner, printed);
-        }
-        printed.push_str(&line);
-        printed.push('\n');
-    }
-    panic!("local-runner stopped before it was ready:\n{printed}");
+fn start_runner(data_dir: &Path, port: u16, sandbox_port: u16) -> (Runner, String) {
+    common::start(common::command(data_dir, port, sandbox_port))
 }
 
 struct WebDriver {
@@ -141,7 +106,7 @@ async fn headless_chromium_connects_through_the_consent_page() {
         .unwrap()
         .to_string();
 
-    let driver = Killed(
+    let driver = Runner(
         Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
@@ -166,15 +131,7 @@ async fn headless_chromium_connects_through_the_consent_page() {
                      format!("--user-data-dir={}", profile.display())]
         }
     }}});
-    let created: Value = http
-        .post(format!("{base}/session"))
-        .json(&capabilities)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = common::json_of(http.post(format!("{base}/session")).json(&capabilities)).await;
     let session = created["value"]["sessionId"]
         .as_str()
         .unwrap_or_else(|| panic!("no session: {created}"))

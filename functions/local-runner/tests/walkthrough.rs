@@ -2,54 +2,21 @@
 //! connect an Exact Online sandbox connection through the consent page, get a session, let the token
 //! expire and get a refreshed one, then break the grant and find the email in the outbox.
 
+mod common;
+
+use common::{free_port, Runner};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Runner(Child);
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Everything the runner printed before "Press Ctrl-C to stop."
 fn start(data_dir: &std::path::Path, port: u16, sandbox_port: u16) -> (Runner, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-runner"))
-        .env("BROKER_PORT", port.to_string())
-        .env("BROKER_SANDBOX_PORT", sandbox_port.to_string())
-        .env("BROKER_DATA_DIR", data_dir)
+    let mut command = common::command(data_dir, port, sandbox_port);
+    command
         .env("BROKER_NOTIFY_EVERY_SECS", "1")
-        .env("BROKER_REFRESH_EVERY_SECS", "3600")
-        .env_remove("BROKER_TABLE")
-        .env_remove("BROKER_OUTBOX_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("local-runner starts");
-    let stdout = child.stdout.take().unwrap();
-    let runner = Runner(child);
-    let mut printed = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if line.contains("Press Ctrl-C") {
-            return (runner, printed);
-        }
-        printed.push_str(&line);
-        printed.push('\n');
-    }
-    panic!("local-runner stopped before it was ready:\n{printed}");
+        .env("BROKER_REFRESH_EVERY_SECS", "3600");
+    common::start(command)
 }
 
 fn after<'a>(text: &'a str, marker: &str) -> &'a str {
@@ -140,14 +107,7 @@ async fn connect_session_refresh_and_an_email_in_the_outbox() {
     let first: Value = session(api.clone()).await.json().await.unwrap();
     let first_token = first["access_token"].as_str().expect("a token").to_string();
     assert_eq!(first["context"]["division"], 123456);
-    let valid: Value = api
-        .get(format!("{sandbox}/_sim/inspect/access-tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let valid = common::json_of(api.get(format!("{sandbox}/_sim/inspect/access-tokens"))).await;
     assert!(
         valid.to_string().contains(&first_token),
         "the sandbox accepts the token"
@@ -237,14 +197,7 @@ fn plain_text_part(email: &str) -> String {
 fn sigterm_stops_it_cleanly() {
     let data_dir = std::env::temp_dir().join(format!("local-runner-term-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-runner"))
-        .env("BROKER_PORT", free_port().to_string())
-        .env("BROKER_SANDBOX_PORT", free_port().to_string())
-        .env("BROKER_DATA_DIR", &data_dir)
-        .env_remove("BROKER_TABLE")
-        .env_remove("BROKER_OUTBOX_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let mut child = common::command(&data_dir, free_port(), free_port())
         .spawn()
         .expect("local-runner starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -1,7 +1,7 @@
 //! Refresh fan-out: N connections due at once, 100 ms per provider token call, one scheduled run.
 
 use crate::world::{embedded_stores, World};
-use broker_core::refresh::{run_scheduled, EngineSettings, OutcomeKind, RunSettings};
+use broker_core::refresh::{EngineSettings, OutcomeKind, RunSettings};
 use chrono::Duration;
 use std::time::{Duration as StdDuration, Instant};
 
@@ -43,16 +43,10 @@ pub async fn run(n: usize, concurrency: usize, tmpfs: bool) -> anyhow::Result<Ru
         stop_margin: StdDuration::ZERO,
         ..RunSettings::default()
     };
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(3600);
     let started = Instant::now();
-    let summary = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
-        &settings,
-    )
-    .await;
+    let summary =
+        broker_tests::world::run_scheduled_within(&ctx, StdDuration::from_secs(3600), &settings)
+            .await;
     let wall = started.elapsed();
     let refreshed = summary.count(OutcomeKind::Refreshed);
     if refreshed != n {

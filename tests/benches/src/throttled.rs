@@ -9,7 +9,7 @@ use crate::world::World;
 use broker_core::adapters::dynamodb::DynamoStore;
 use broker_core::adapters::secrets_manager::{SecretsManagerVault, VaultNaming};
 use broker_core::backend::{AwsCallLimits, Backend as Stores};
-use broker_core::refresh::{run_scheduled, EngineSettings, OutcomeKind, RunSettings, RunSummary};
+use broker_core::refresh::{EngineSettings, OutcomeKind, RunSettings, RunSummary};
 use broker_core::CredentialKeeper;
 use broker_tests::aws_faults::{Fault, FaultRule};
 use chrono::Duration;
@@ -103,15 +103,9 @@ async fn run(n: usize, faults: Faults) -> anyhow::Result<Outcome> {
     let injected_before = proxy.injected("secretsmanager");
     let escrows_before = proxy.calls("kms.GenerateDataKey");
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(3600);
-    let summary = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
-        &settings,
-    )
-    .await;
+    let summary =
+        broker_tests::world::run_scheduled_within(&ctx, StdDuration::from_secs(3600), &settings)
+            .await;
     let wall = started.elapsed();
     let injected = proxy.injected("secretsmanager") - injected_before;
     let escrows = proxy.calls("kms.GenerateDataKey") - escrows_before;
@@ -145,14 +139,8 @@ async fn run(n: usize, faults: Faults) -> anyhow::Result<Outcome> {
         proxy.clear();
         world.sim.clock().advance(Duration::minutes(5));
         let t = Instant::now();
-        run_scheduled(
-            ctx.engine.clone(),
-            world.stores.store.clone(),
-            world.clock.clone(),
-            tokio::time::Instant::now() + StdDuration::from_secs(3600),
-            &settings,
-        )
-        .await;
+        broker_tests::world::run_scheduled_within(&ctx, StdDuration::from_secs(3600), &settings)
+            .await;
         Some((t.elapsed(), kept_now(&world).await?))
     } else {
         None

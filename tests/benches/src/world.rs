@@ -5,16 +5,11 @@ use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, TenantId};
-use broker_core::ports::Fence;
-use broker_core::providers::{Catalogue, Providers};
+use broker_core::ids::TenantId;
+use broker_core::providers::Catalogue;
 use broker_core::refresh::{EngineSettings, TokenGrant};
-use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use broker_core::CredentialKeeper;
 use chrono::{DateTime, TimeZone, Utc};
-use provider_simulators::{
-    ClientRegistration, MintRequest, Provider, Simulator, SimulatorConfig, SimulatorHandle,
-};
+use provider_simulators::SimulatorHandle;
 use std::sync::Arc;
 
 pub const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
@@ -44,41 +39,25 @@ impl World {
         stores: Stores,
         start_time: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Self> {
-        let config = SimulatorConfig {
-            start_time,
-            ..SimulatorConfig::default()
-        };
-        let sim = Simulator::start(config).await?;
+        let sim = broker_tests::world::start_simulator(start_time, false).await;
         // One demo user stands in for every customer here, and Exact's daily cap is per user.
         sim.update_knobs(|k| k.exact_daily_token_cap = u32::MAX);
-        sim.register_exact_client(ClientRegistration {
-            client_id: EXACT_CLIENT.into(),
-            client_secret: SECRET.into(),
-            redirect_uris: vec![REDIRECT.into()],
-        });
+        sim.register_exact_client(broker_tests::world::registration(
+            EXACT_CLIENT,
+            SECRET,
+            REDIRECT,
+        ));
         let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
-        let tenant = TenantId::parse("acme").unwrap();
-        stores
-            .store
-            .insert_tenant(&Tenant::new(tenant.clone(), "Acme", Utc::now()).unwrap())
-            .await?;
+        let tenant = broker_tests::world::add_tenant(&stores, "acme", "Acme", Utc::now()).await;
         let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
-        let app = OAuthApp {
-            tenant: tenant.clone(),
-            id: AppId::parse("exact-nl").unwrap(),
-            settings: ProviderSettings::ExactOnline {
-                country: ExactCountry::Netherlands,
-            },
-            client_id: EXACT_CLIENT.into(),
-            redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-            scopes: vec![],
-            created_at: Utc::now(),
-        };
-        stores.store.put_app(&app).await?;
-        stores
-            .vault
-            .put_client_secret(&tenant, &app.id, &ClientSecret::new(SECRET))
-            .await?;
+        let app = broker_tests::world::exact_nl_app(
+            &tenant,
+            "exact-nl",
+            EXACT_CLIENT,
+            REDIRECT,
+            Utc::now(),
+        );
+        broker_tests::world::register_app(&stores, &app, SECRET).await;
         Ok(Self {
             sim,
             stores,
@@ -91,18 +70,9 @@ impl World {
 
     /// A broker process: its own provider clients, engine and locks.
     pub fn process(&self, settings: EngineSettings) -> BrokerContext {
-        let providers = Providers::new(
-            self.catalogue.clone(),
-            broker_tests::provider_http(),
-            self.clock.clone(),
-        );
-        BrokerContext::new(
-            self.stores.clone(),
-            providers,
-            self.clock.clone(),
-            url::Url::parse("http://127.0.0.1:9").unwrap(),
-            settings,
-        )
+        let (stores, catalogue) = (&self.stores, self.catalogue.clone());
+        let http = broker_tests::provider_http();
+        broker_tests::world::process(stores, catalogue, http, self.clock.clone(), settings)
     }
 
     /// `n` connected Exact connections with tokens the simulator issued just now, written `parallel`
@@ -110,73 +80,25 @@ impl World {
     pub async fn seed(&self, n: usize, parallel: usize) -> anyhow::Result<Vec<Connection>> {
         let ctx = self.process(EngineSettings::default());
         let rules = ctx.providers.rules(&self.app);
-        let keeper = Arc::new(CredentialKeeper::new(
-            self.stores.store.clone(),
-            self.stores.vault.clone(),
-        ));
         let mut out = Vec::with_capacity(n);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..n {
             if tasks.len() >= parallel.max(1) {
-                out.push(tasks.join_next().await.unwrap()??);
+                out.push(tasks.join_next().await.unwrap()?);
             }
-            let minted = self.sim.mint_tokens(MintRequest {
-                provider: Provider::Exact,
-                location: "nl".into(),
-                client_id: EXACT_CLIENT.into(),
-                user: "demo.user".into(),
-                scope: String::new(),
-            })?;
+            let minted = broker_tests::world::mint(&self.sim, &self.app, "nl", "demo.user");
             let now = self.clock.now();
-            let tokens = TokenSet {
-                access_token: AccessToken::new(minted.access_token),
-                access_expires_at: minted.access_expires_at,
-                refresh_token: Some(RefreshToken::new(minted.refresh_token)),
-                refresh_expires_at: Some(minted.refresh_expires_at),
-                scope: None,
-                received_at: now,
-            };
+            let tokens = broker_tests::world::token_set(minted, now);
             let next = rules.next_scheduled_refresh(now, tokens.refresh_expires_at);
-            let (store, keeper, tenant, app) = (
-                self.stores.store.clone(),
-                keeper.clone(),
-                self.tenant.clone(),
-                self.app.clone(),
-            );
+            let (stores, app) = (self.stores.clone(), self.app.clone());
             tasks.spawn(async move {
-                let mut connection = Connection::new(
-                    tenant,
-                    app.id.clone(),
-                    app.provider(),
-                    Recipients::parse(&["ops@example.com"]).unwrap(),
-                    now,
-                );
-                store.insert_connection(&connection, &[]).await?;
-                let transition = connection
-                    .apply(
-                        StatusEvent::Authorized,
-                        Actor::EndUser("demo.user".into()),
-                        now,
-                    )
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                connection.last_refresh_at = Some(now);
-                connection.next_refresh_at = Some(next);
-                let target = CredentialKeeper::next_target(&connection);
-                let saved = keeper
-                    .commit(
-                        connection,
-                        target,
-                        &Credentials::OAuth2(tokens),
-                        Fence::Version,
-                        &[transition],
-                    )
+                let connection = broker_tests::world::new_connection(&stores, &app, now).await;
+                broker_tests::world::authorized(&stores, connection, "demo.user", tokens, next)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                anyhow::Ok(saved)
             });
         }
         while let Some(done) = tasks.join_next().await {
-            out.push(done??);
+            out.push(done?);
         }
         Ok(out)
     }

@@ -34,11 +34,7 @@ async fn code_flow_answers_with_scope_and_a_configurable_expires_in_type() {
 async fn client_credentials_belong_in_the_body() {
     let setup = start().await;
     let code = setup.acumatica_code(ACU_ID, "api").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     let response = setup
         .http
         .post(setup.acumatica_url("/identity/connect/token"))
@@ -48,24 +44,18 @@ async fn client_credentials_belong_in_the_body() {
         .await
         .unwrap();
     let (status, body) = json_of(response).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_client"))
-    );
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_client");
 }
 
 #[tokio::test]
 async fn discovery_userinfo_and_the_api_need_a_token_of_this_instance() {
     let setup = start().await;
-    let discovery: serde_json::Value = setup
-        .http
-        .get(setup.acumatica_url("/identity/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery = setup
+        .get_json(
+            &setup.acumatica_url("/identity/.well-known/openid-configuration"),
+            None,
+        )
+        .await;
     assert_eq!(
         discovery["token_endpoint"],
         setup.acumatica_url("/identity/connect/token")
@@ -75,27 +65,17 @@ async fn discovery_userinfo_and_the_api_need_a_token_of_this_instance() {
         .acumatica_exchange(ACU_ID, "openid api offline_access")
         .await;
     let token = s(&tokens["access_token"]);
-    let info: serde_json::Value = setup
-        .http
-        .get(setup.acumatica_url("/identity/connect/userinfo"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = setup
+        .get_json(
+            &setup.acumatica_url("/identity/connect/userinfo"),
+            Some(token),
+        )
+        .await;
     assert_eq!(info["name"], "admin");
     assert_eq!(s(&info["sub"]).len(), 36);
 
     let api = setup.acumatica_url("/entity/Default/22.200.001/Customer");
-    let response = setup
-        .http
-        .get(&api)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = setup.get(&api, Some(token)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response
         .text()
@@ -103,14 +83,7 @@ async fn discovery_userinfo_and_the_api_need_a_token_of_this_instance() {
         .unwrap()
         .contains("Company customer 1"));
     assert_eq!(
-        setup
-            .http
-            .get(&api)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        setup.get(&api, Some("nope")).await.status(),
         StatusCode::UNAUTHORIZED
     );
 
@@ -124,14 +97,7 @@ async fn discovery_userinfo_and_the_api_need_a_token_of_this_instance() {
         setup.sim.acumatica_instance_url("other")
     );
     assert_eq!(
-        setup
-            .http
-            .get(&elsewhere)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        setup.get(&elsewhere, Some(token)).await.status(),
         StatusCode::UNAUTHORIZED
     );
 }
@@ -181,15 +147,8 @@ async fn a_client_reaches_only_the_users_of_its_tenant() {
 #[tokio::test]
 async fn absolute_expiry_ends_the_grant_30_days_after_first_issue_however_often_refreshed() {
     let setup = start().await;
-    let (_, mut tokens) = setup.acumatica_exchange(ACU_ID, "api offline_access").await;
-    for _ in 0..4 {
-        setup.sim.clock().advance(Duration::days(7));
-        let (status, next) = setup
-            .acumatica_refresh(ACU_ID, s(&tokens["refresh_token"]))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{next}");
-        tokens = next;
-    }
+    let (_, tokens) = setup.acumatica_exchange(ACU_ID, "api offline_access").await;
+    let tokens = refresh_every(&setup, ACU_ID, tokens, 4, Duration::days(7)).await;
     setup
         .sim
         .clock()
@@ -217,17 +176,10 @@ async fn sliding_expiry_extends_with_each_refresh_up_to_the_cap() {
         .sim
         .register_acumatica_client("demo", acumatica_client(SLIDING_ID, policy))
         .unwrap();
-    let (_, mut tokens) = setup
+    let (_, tokens) = setup
         .acumatica_exchange(SLIDING_ID, "api offline_access")
         .await;
-    for _ in 0..3 {
-        setup.sim.clock().advance(Duration::days(6));
-        let (status, next) = setup
-            .acumatica_refresh(SLIDING_ID, s(&tokens["refresh_token"]))
-            .await;
-        assert_eq!(status, StatusCode::OK, "day 6, 12, 18: {next}");
-        tokens = next;
-    }
+    let tokens = refresh_every(&setup, SLIDING_ID, tokens, 3, Duration::days(6)).await;
     setup
         .sim
         .clock()
@@ -269,17 +221,10 @@ async fn sliding_without_a_cap_outlives_30_days() {
         .sim
         .register_acumatica_client("demo", acumatica_client(SLIDING_ID, policy))
         .unwrap();
-    let (_, mut tokens) = setup
+    let (_, tokens) = setup
         .acumatica_exchange(SLIDING_ID, "api offline_access")
         .await;
-    for _ in 0..10 {
-        setup.sim.clock().advance(Duration::days(6));
-        let (status, next) = setup
-            .acumatica_refresh(SLIDING_ID, s(&tokens["refresh_token"]))
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        tokens = next;
-    }
+    refresh_every(&setup, SLIDING_ID, tokens, 10, Duration::days(6)).await;
 }
 
 #[tokio::test]
@@ -289,10 +234,7 @@ async fn refresh_tokens_are_one_time() {
     let old = s(&tokens["refresh_token"]);
     assert_eq!(setup.acumatica_refresh(ACU_ID, old).await.0, StatusCode::OK);
     let (status, body) = setup.acumatica_refresh(ACU_ID, old).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
-    );
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_grant");
 }
 
 #[tokio::test]
@@ -327,4 +269,23 @@ async fn the_api_login_limit_caps_concurrent_sessions_per_tenant() {
         StatusCode::OK,
         "the session was freed"
     );
+}
+
+/// Refreshes `times` times, `every` apart, each answered with a new pair; the last pair.
+async fn refresh_every(
+    setup: &Setup,
+    client_id: &str,
+    mut tokens: serde_json::Value,
+    times: usize,
+    every: Duration,
+) -> serde_json::Value {
+    for n in 1..=times {
+        setup.sim.clock().advance(every);
+        let (status, next) = setup
+            .acumatica_refresh(client_id, s(&tokens["refresh_token"]))
+            .await;
+        assert_eq!(status, StatusCode::OK, "refresh {n}: {next}");
+        tokens = next;
+    }
+    tokens
 }

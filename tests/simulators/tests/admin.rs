@@ -9,11 +9,8 @@ use serde_json::{json, Value};
 
 async fn get(setup: &Setup, path: &str) -> Value {
     let response = setup
-        .http
-        .get(format!("{}{path}", setup.sim.base_url()))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("{}{path}", setup.sim.base_url()), None)
+        .await;
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     response.json().await.unwrap()
 }
@@ -121,24 +118,16 @@ async fn clients_and_users_registered_over_http_can_sign_in() {
         ("redirect_uri", REDIRECT),
     ];
     let response = setup
-        .http
-        .post(setup.exact_url("fr", "/api/oauth2/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+        .post_form(&setup.exact_url("fr", "/api/oauth2/token"), &form)
+        .await;
     let (status, tokens) = json_of(response).await;
     assert_eq!(status, StatusCode::OK);
-    let me: Value = setup
-        .http
-        .get(setup.exact_url("fr", "/api/v1/current/Me"))
-        .bearer_auth(s(&tokens["access_token"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = setup
+        .get_json(
+            &setup.exact_url("fr", "/api/v1/current/Me"),
+            Some(s(&tokens["access_token"])),
+        )
+        .await;
     assert_eq!(me["d"]["results"][0]["CurrentDivision"], 42);
 
     let (status, _) = post(
@@ -170,9 +159,7 @@ async fn inspection_reports_presentations_calls_tokens_and_sessions() {
     let setup = start().await;
     let tokens = setup.twinfield_tokens().await;
     let refresh = s(&tokens["refresh_token"]);
-    setup
-        .twinfield_token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
-        .await;
+    setup.twinfield_refresh(refresh).await;
 
     let presentations = get(&setup, "/_sim/inspect/presentations").await;
     assert_eq!(presentations["presentations"][token_hash(refresh)], 1);
@@ -260,11 +247,8 @@ async fn urls_and_health_answer() {
     assert_eq!(urls["exact"]["co.uk"], setup.sim.exact_base("co.uk"));
     assert_eq!(urls["twinfield_login"], setup.sim.twinfield_login_base());
     let index = setup
-        .http
-        .get(setup.sim.base_url())
-        .send()
+        .get(&setup.sim.base_url(), None)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

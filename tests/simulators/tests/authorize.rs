@@ -12,14 +12,7 @@ fn authorize_requests(setup: &Setup) -> Vec<(String, Vec<(&'static str, &'static
     vec![
         (
             setup.twinfield_connect("authorize"),
-            vec![
-                ("client_id", TW_ID),
-                ("redirect_uri", REDIRECT),
-                ("response_type", "code"),
-                ("scope", TW_SCOPE),
-                ("state", "st"),
-                ("nonce", "nn"),
-            ],
+            twinfield_authorize_params().to_vec(),
         ),
         (
             setup.exact_url("be", "/api/oauth2/auth"),
@@ -250,11 +243,7 @@ async fn pkce_s256_is_checked_at_the_token_endpoint_for_every_provider() {
             (Some(verifier), true),
         ] {
             let code = setup.code(&url, &query).await;
-            let mut form = vec![
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", REDIRECT),
-            ];
+            let mut form = code_grant(code.as_str()).to_vec();
             if let Some(v) = attempt {
                 form.push(("code_verifier", v));
             }
@@ -277,24 +266,13 @@ async fn pkce_s256_is_checked_at_the_token_endpoint_for_every_provider() {
 async fn a_code_is_single_use_and_bound_to_its_redirect_uri() {
     let setup = start().await;
     let code = setup.twinfield_code().await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     assert_eq!(setup.twinfield_token(&form).await.0, StatusCode::OK);
     let (status, body) = setup.twinfield_token(&form).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
-    );
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_grant");
 
     let code = setup.exact_code("nl").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     assert_eq!(setup.exact_token("nl", &form).await.0, StatusCode::OK);
     let (status, body) = setup.exact_token("nl", &form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -313,11 +291,7 @@ async fn a_code_is_single_use_and_bound_to_its_redirect_uri() {
         setup.acumatica_token(ACU_ID, &other_redirect).await.0,
         StatusCode::BAD_REQUEST
     );
-    let right = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let right = code_grant(code.as_str());
     assert_eq!(
         setup.acumatica_token(ACU_ID, &right).await.0,
         StatusCode::BAD_REQUEST,
@@ -329,11 +303,7 @@ async fn a_code_is_single_use_and_bound_to_its_redirect_uri() {
 async fn an_exact_code_is_bound_to_its_country_host() {
     let setup = start().await;
     let code = setup.exact_code("de").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     assert_eq!(
         setup.exact_token("nl", &form).await.0,
         StatusCode::BAD_REQUEST

@@ -26,11 +26,7 @@ async fn code_flow_answers_with_string_expires_in_and_lowercase_bearer() {
 async fn basic_client_authentication_is_refused_with_401() {
     let setup = start().await;
     let code = setup.exact_code("nl").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     let response = setup
         .http
         .post(setup.exact_url("nl", "/api/oauth2/token"))
@@ -40,10 +36,7 @@ async fn basic_client_authentication_is_refused_with_401() {
         .await
         .unwrap();
     let (status, body) = json_of(response).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
-    );
+    assert_oauth_error((status, &body), StatusCode::UNAUTHORIZED, "invalid_client");
 }
 
 #[tokio::test]
@@ -51,11 +44,7 @@ async fn a_code_expires_after_three_minutes_of_simulated_time() {
     let setup = start().await;
     let code = setup.exact_code("nl").await;
     setup.sim.clock().advance(Duration::seconds(181));
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-    ];
+    let form = code_grant(code.as_str());
     let (status, body) = setup.exact_token("nl", &form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -125,10 +114,7 @@ async fn an_unused_refresh_token_expires_after_30_days() {
         .clock()
         .advance(Duration::days(30) + Duration::seconds(1));
     let (status, body) = setup.exact_refresh(s(&first["refresh_token"])).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_request"))
-    );
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_request");
     let d = s(&body["error_description"]);
     assert!(
         d.starts_with("The refresh token expired at ") && d.contains(" and it is now "),
@@ -154,10 +140,7 @@ async fn unknown_or_revoked_refresh_tokens_get_the_chain_id_error() {
         1
     );
     let (status, body) = setup.exact_refresh(s(&first["refresh_token"])).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
-    );
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_grant");
 }
 
 #[tokio::test]
@@ -222,18 +205,11 @@ async fn at_most_200_token_calls_per_app_and_user_per_day() {
         assert_eq!(status, StatusCode::OK, "{next}");
         tokens = next;
     }
-    let response = setup
-        .http
-        .post(setup.exact_url("nl", "/api/oauth2/token"))
-        .form(&[
-            ("client_id", EX_ID),
-            ("client_secret", EX_SECRET),
-            ("grant_type", "refresh_token"),
-            ("refresh_token", s(&tokens["refresh_token"])),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", s(&tokens["refresh_token"])),
+    ];
+    let response = setup.exact_token_response("nl", &refresh).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(
         response.headers()["retry-after"]
@@ -294,9 +270,10 @@ async fn more_than_ten_errors_in_an_hour_block_the_app_for_the_user_for_an_hour(
         assert_eq!(setup.exact_refresh(spent).await.0, StatusCode::UNAUTHORIZED);
     }
     let (status, body) = setup.exact_refresh(s(&good["refresh_token"])).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_errors"))
+    assert_oauth_error(
+        (status, &body),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_errors",
     );
     assert!(s(&body["error_description"]).contains("blocked"));
     // Another user of the same app is not blocked.
@@ -327,12 +304,8 @@ async fn me_answers_the_current_division_with_rate_headers() {
     let tokens = setup.exact_tokens("nl").await;
     let token = s(&tokens["access_token"]);
     let response = setup
-        .http
-        .get(setup.exact_url("nl", "/api/v1/current/Me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+        .get(&setup.exact_url("nl", "/api/v1/current/Me"), Some(token))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     for h in [
         "x-ratelimit-limit",
@@ -371,21 +344,13 @@ async fn me_answers_the_current_division_with_rate_headers() {
     );
 
     let bad = setup
-        .http
-        .get(setup.exact_url("nl", "/api/v1/current/Me"))
-        .bearer_auth("bad")
-        .send()
-        .await
-        .unwrap();
+        .get(&setup.exact_url("nl", "/api/v1/current/Me"), Some("bad"))
+        .await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
     setup.sim.clock().advance(Duration::seconds(601));
     let expired = setup
-        .http
-        .get(setup.exact_url("nl", "/api/v1/current/Me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+        .get(&setup.exact_url("nl", "/api/v1/current/Me"), Some(token))
+        .await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -395,22 +360,10 @@ async fn the_api_allows_60_calls_a_minute_per_division() {
     let tokens = setup.exact_tokens("nl").await;
     let url = setup.exact_url("nl", "/api/v1/current/Me");
     for _ in 0..60 {
-        let r = setup
-            .http
-            .get(&url)
-            .bearer_auth(s(&tokens["access_token"]))
-            .send()
-            .await
-            .unwrap();
+        let r = setup.get(&url, Some(s(&tokens["access_token"]))).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let r = setup
-        .http
-        .get(&url)
-        .bearer_auth(s(&tokens["access_token"]))
-        .send()
-        .await
-        .unwrap();
+    let r = setup.get(&url, Some(s(&tokens["access_token"]))).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers()["x-ratelimit-minutely-remaining"], "0");
 }

@@ -69,12 +69,7 @@ async fn too_many_requests_carries_retry_after() {
             body: None,
         },
     ));
-    let response = setup
-        .http
-        .get(setup.twinfield_connect("userinfo"))
-        .send()
-        .await
-        .unwrap();
+    let response = setup.get(&setup.twinfield_connect("userinfo"), None).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "7");
 }
@@ -98,11 +93,11 @@ async fn global_and_route_latency_slow_calls_down() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(250));
     let started = Instant::now();
     setup
-        .http
-        .get(setup.acumatica_url("/identity/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &setup.acumatica_url("/identity/.well-known/openid-configuration"),
+            None,
+        )
+        .await;
     assert!(
         started.elapsed() < std::time::Duration::from_millis(250),
         "other routes are not slowed"
@@ -157,16 +152,8 @@ async fn issue_then_500_spends_the_old_refresh_token_and_loses_the_new_pair() {
     setup
         .sim
         .inject_fault(FaultRule::next("exact.token", 1, FaultAction::IssueThen500));
-    let response = setup
-        .http
-        .post(setup.exact_url("nl", "/api/oauth2/token"))
-        .form(&[
-            ("client_id", EX_ID),
-            ("client_secret", EX_SECRET),
-            ("grant_type", "refresh_token"),
-            ("refresh_token", old),
-        ]);
-    let (status, body) = json_of(response.send().await.unwrap()).await;
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", old)];
+    let (status, body) = setup.exact_token("nl", &refresh).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
         body,
@@ -237,15 +224,7 @@ async fn faults_can_be_added_and_cleared_over_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(added.status(), StatusCode::OK);
-    let listed: serde_json::Value = setup
-        .http
-        .get(format!("{base}/_sim/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = setup.get_json(&format!("{base}/_sim/faults"), None).await;
     assert_eq!(listed[0]["route"], "twinfield.token");
     assert_eq!(
         setup
@@ -277,11 +256,8 @@ async fn faults_can_be_added_and_cleared_over_the_admin_api() {
         .unwrap();
     assert_eq!(
         setup
-            .http
-            .get(setup.twinfield_connect("userinfo"))
-            .send()
+            .get(&setup.twinfield_connect("userinfo"), None)
             .await
-            .unwrap()
             .status(),
         StatusCode::UNAUTHORIZED
     );

@@ -34,16 +34,49 @@ async fn soap11(
         header,
         &format!("<{op} xmlns=\"http://www.twinfield.com/\">{params}</{op}>"),
     );
-    let response = setup
+    let action = format!("\"http://www.twinfield.com/{op}\"");
+    let response = post_soap(setup, url, "text/xml; charset=utf-8", Some(&action), body).await;
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn post_soap(
+    setup: &Setup,
+    url: &str,
+    content_type: &str,
+    soap_action: Option<&str>,
+    body: String,
+) -> reqwest::Response {
+    let mut request = setup.http.post(url).header("Content-Type", content_type);
+    if let Some(action) = soap_action {
+        request = request.header("SOAPAction", action);
+    }
+    request.body(body).send().await.unwrap()
+}
+
+/// The demo organisation's pre-OAuth credentials: client token `ct`, secret `cs`, access token `at`,
+/// access secret `as`.
+fn add_legacy_credentials(setup: &Setup) {
+    let creds = LegacyCredentials {
+        organisation: "TWF-DEMO".into(),
+        user: "DEMO".into(),
+        client_token: "ct".into(),
+        client_secret: "cs".into(),
+        access_token: "at".into(),
+        access_secret: "as".into(),
+    };
+    setup.sim.add_twinfield_legacy_credentials(creds).unwrap();
+}
+
+/// `accesstokenvalidation` asked about `token`.
+async fn validate(setup: &Setup, token: &str) -> reqwest::Response {
+    let url = setup.twinfield_connect("accesstokenvalidation");
+    setup
         .http
-        .post(url)
-        .header("Content-Type", "text/xml; charset=utf-8")
-        .header("SOAPAction", format!("\"http://www.twinfield.com/{op}\""))
-        .body(body)
+        .get(url)
+        .query(&[("token", token)])
         .send()
         .await
-        .unwrap();
-    (response.status(), response.text().await.unwrap())
+        .unwrap()
 }
 
 fn login_session_url(setup: &Setup) -> String {
@@ -114,12 +147,8 @@ async fn client_credentials_in_the_body_are_accepted() {
         ("client_secret", TW_SECRET),
     ];
     let response = setup
-        .http
-        .post(setup.twinfield_connect("token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+        .post_form(&setup.twinfield_connect("token"), &form)
+        .await;
     let (status, body) = json_of(response).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["access_token"].is_string());
@@ -180,9 +209,7 @@ async fn refresh_tokens_are_reusable_by_default_and_counted() {
     let tokens = setup.twinfield_tokens().await;
     let refresh = s(&tokens["refresh_token"]);
     for _ in 0..3 {
-        let (status, body) = setup
-            .twinfield_token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
-            .await;
+        let (status, body) = setup.twinfield_refresh(refresh).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(
             body["refresh_token"], refresh,
@@ -202,18 +229,11 @@ async fn rotation_knob_spends_the_old_refresh_token() {
         .update_knobs(|k| k.twinfield_rotate_refresh_tokens = true);
     let tokens = setup.twinfield_tokens().await;
     let old = s(&tokens["refresh_token"]);
-    let (status, body) = setup
-        .twinfield_token(&[("grant_type", "refresh_token"), ("refresh_token", old)])
-        .await;
+    let (status, body) = setup.twinfield_refresh(old).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(body["refresh_token"], old);
-    let (status, body) = setup
-        .twinfield_token(&[("grant_type", "refresh_token"), ("refresh_token", old)])
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
-    );
+    let (status, body) = setup.twinfield_refresh(old).await;
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_grant");
 }
 
 #[tokio::test]
@@ -221,16 +241,8 @@ async fn a_revoked_grant_fails_refresh_with_400() {
     let setup = start().await;
     let tokens = setup.twinfield_tokens().await;
     assert_eq!(setup.sim.revoke_grant(Provider::Twinfield, "DEMO", None), 1);
-    let (status, body) = setup
-        .twinfield_token(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", s(&tokens["refresh_token"])),
-        ])
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
-    );
+    let (status, body) = setup.twinfield_refresh(s(&tokens["refresh_token"])).await;
+    assert_oauth_error((status, &body), StatusCode::BAD_REQUEST, "invalid_grant");
     assert!(!setup.sim.is_access_token_valid(s(&tokens["access_token"])));
 }
 
@@ -238,14 +250,7 @@ async fn a_revoked_grant_fails_refresh_with_400() {
 async fn accesstokenvalidation_reports_claims_with_string_times_and_fails_with_400() {
     let setup = start().await;
     let tokens = setup.twinfield_tokens().await;
-    let url = setup.twinfield_connect("accesstokenvalidation");
-    let response = setup
-        .http
-        .get(&url)
-        .query(&[("token", s(&tokens["access_token"]))])
-        .send()
-        .await
-        .unwrap();
+    let response = validate(&setup, s(&tokens["access_token"])).await;
     let (status, claims) = json_of(response).await;
     assert_eq!(status, StatusCode::OK);
     for key in ["nbf", "exp", "auth_time"] {
@@ -270,25 +275,13 @@ async fn accesstokenvalidation_reports_claims_with_string_times_and_fails_with_4
     assert!(claims["twf.organisationId"].as_str().unwrap().len() == 36);
     assert!(claims["sub"].is_string());
 
-    let response = setup
-        .http
-        .get(&url)
-        .query(&[("token", "garbage")])
-        .send()
-        .await
-        .unwrap();
+    let response = validate(&setup, "garbage").await;
     let (status, body) = json_of(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["Message"].is_string());
 
     setup.sim.clock().advance(Duration::seconds(3601));
-    let response = setup
-        .http
-        .get(&url)
-        .query(&[("token", s(&tokens["access_token"]))])
-        .send()
-        .await
-        .unwrap();
+    let response = validate(&setup, s(&tokens["access_token"])).await;
     assert_eq!(
         response.status(),
         StatusCode::BAD_REQUEST,
@@ -301,23 +294,11 @@ async fn userinfo_needs_a_live_bearer_token() {
     let setup = start().await;
     let tokens = setup.twinfield_tokens().await;
     let url = setup.twinfield_connect("userinfo");
-    let response = setup
-        .http
-        .get(&url)
-        .bearer_auth(s(&tokens["access_token"]))
-        .send()
-        .await
-        .unwrap();
+    let response = setup.get(&url, Some(s(&tokens["access_token"]))).await;
     let (status, body) = json_of(response).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["twf.organisationUserCode"], "DEMO");
-    let response = setup
-        .http
-        .get(&url)
-        .bearer_auth("nope")
-        .send()
-        .await
-        .unwrap();
+    let response = setup.get(&url, Some("nope")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -486,15 +467,7 @@ async fn an_invalid_or_expired_token_logs_on_as_token_invalid() {
 #[tokio::test]
 async fn oauth_logon_checks_the_legacy_credentials() {
     let setup = start().await;
-    let creds = LegacyCredentials {
-        organisation: "TWF-DEMO".into(),
-        user: "DEMO".into(),
-        client_token: "ct".into(),
-        client_secret: "cs".into(),
-        access_token: "at".into(),
-        access_secret: "as".into(),
-    };
-    setup.sim.add_twinfield_legacy_credentials(creds).unwrap();
+    add_legacy_credentials(&setup);
     let call = |ct: &'static str, at: &'static str| {
         let params = format!(
             "<clientToken>{ct}</clientToken><clientSecret>cs</clientSecret><accessToken>{at}</accessToken><accessSecret>as</accessSecret>"
@@ -577,14 +550,15 @@ async fn soap12_is_answered_in_soap12() {
         "",
         &format!("<AccessTokenLogon xmlns=\"http://www.twinfield.com/\"><accessToken>{}</accessToken></AccessTokenLogon>", s(&tokens["access_token"])),
     );
-    let response = setup
-        .http
-        .post(login_session_url(&setup))
-        .header("Content-Type", "application/soap+xml; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let url = login_session_url(&setup);
+    let response = post_soap(
+        &setup,
+        &url,
+        "application/soap+xml; charset=utf-8",
+        None,
+        body,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -603,15 +577,9 @@ async fn a_wrong_soap_action_is_a_client_fault() {
         "",
         "<KeepAlive xmlns=\"http://www.twinfield.com/\"/>",
     );
-    let response = setup
-        .http
-        .post(login_session_url(&setup))
-        .header("Content-Type", "text/xml; charset=utf-8")
-        .header("SOAPAction", "\"http://www.twinfield.com/Abandon\"")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let url = login_session_url(&setup);
+    let abandon = Some("\"http://www.twinfield.com/Abandon\"");
+    let response = post_soap(&setup, &url, "text/xml; charset=utf-8", abandon, body).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(response
         .text()
@@ -658,13 +626,7 @@ async fn the_reported_cluster_can_be_overridden_and_amr_is_a_string() {
     setup.sim.update_knobs(|k| {
         k.twinfield_cluster_url_override = Some("https://evil.example.com".into())
     });
-    let response = setup
-        .http
-        .get(setup.twinfield_connect("accesstokenvalidation"))
-        .query(&[("token", s(&tokens["access_token"]))])
-        .send()
-        .await
-        .unwrap();
+    let response = validate(&setup, s(&tokens["access_token"])).await;
     let (status, claims) = json_of(response).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(claims["twf.clusterUrl"], "https://evil.example.com");
@@ -676,15 +638,7 @@ async fn the_reported_cluster_can_be_overridden_and_amr_is_a_string() {
 #[tokio::test]
 async fn oauth_logon_answers_carry_next_action() {
     let setup = start().await;
-    let creds = LegacyCredentials {
-        organisation: "TWF-DEMO".into(),
-        user: "DEMO".into(),
-        client_token: "ct".into(),
-        client_secret: "cs".into(),
-        access_token: "at".into(),
-        access_secret: "as".into(),
-    };
-    setup.sim.add_twinfield_legacy_credentials(creds).unwrap();
+    add_legacy_credentials(&setup);
     let sms = LogonBehaviour {
         result: LogonResult::Ok,
         next_action: NextAction::SmsLogon,

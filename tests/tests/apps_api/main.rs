@@ -4,7 +4,6 @@
 //! carries a client secret.
 
 use broker_core::api::{IntegrationApi, ProblemKind, PROBLEM_BASE};
-use broker_core::backend::Backend as CoreBackend;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::{ApiKeyRecord, ApiKeyScope, ConnectionStatus, Tenant};
@@ -12,13 +11,10 @@ use broker_core::ids::{AppId, ConnectionId, TenantId};
 use broker_core::providers::Providers;
 use broker_core::refresh::EngineSettings;
 use broker_tests::backends::Backend;
+use broker_tests::logs::Captured;
 use chrono::{Duration, TimeZone, Utc};
-use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, Provider, Simulator, SimulatorConfig,
-    SimulatorHandle,
-};
+use provider_simulators::{AcumaticaRefreshPolicy, Provider, SimulatorHandle};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 broker_tests::on_both_backends!(
@@ -43,26 +39,6 @@ const CUSTOMERS: [(&str, &str, &str); 2] = [
         "contoso-secret-SENTINEL",
     ),
 ];
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 struct Env {
     sim: SimulatorHandle,
@@ -112,37 +88,21 @@ fn tenant(name: &str) -> TenantId {
 }
 
 async fn env(backend: Backend) -> Env {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "off,broker_core=debug,session_exchange=debug,oauth_callback=debug",
-        ))
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let (logs, guard) = broker_tests::logs::capture(
+        "off,broker_core=debug,session_exchange=debug,oauth_callback=debug",
+    );
     let public_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", public_listener.local_addr().unwrap());
-    let mut config = SimulatorConfig {
-        start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
-        ..SimulatorConfig::default()
-    };
-    config.knobs.auto_consent = true;
-    let sim = Simulator::start(config)
-        .await
-        .expect("the simulator starts");
+    let start = Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap();
+    let sim = broker_tests::world::start_simulator(Some(start), true).await;
     for (instance, client_id, secret) in CUSTOMERS {
         register_at_simulator(&sim, &public, instance, client_id, secret);
     }
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
-    let core = CoreBackend {
-        store: backend.store.clone(),
-        vault: backend.vault.clone(),
-    };
     let ctx = BrokerContext::new(
-        core,
+        backend.stores(),
         providers,
         clock.clone(),
         url::Url::parse(&public).unwrap(),
@@ -210,13 +170,9 @@ fn register_at_simulator(
     id: &str,
     secret: &str,
 ) {
-    let registration = AcumaticaClientRegistration {
-        client_id: id.into(),
-        client_secret: secret.into(),
-        redirect_uris: vec![format!("{public}/oauth/callback")],
-        refresh_policy: AcumaticaRefreshPolicy::default(),
-        rotate_refresh_tokens: true,
-    };
+    let callback = format!("{public}/oauth/callback");
+    let policy = AcumaticaRefreshPolicy::default();
+    let registration = broker_tests::world::acumatica_registration(id, secret, &callback, policy);
     sim.register_acumatica_client(instance, registration)
         .unwrap();
 }
@@ -321,7 +277,7 @@ impl Env {
     /// Ends a test: no answer, page or log line carried a client secret.
     fn check_no_secret_shown(&self, secrets: &[&str]) {
         let seen = self.seen.lock().unwrap();
-        let logs = String::from_utf8(self.logs.0.lock().unwrap().clone()).unwrap();
+        let logs = self.logs.text();
         assert!(
             logs.contains("app registered"),
             "the broker logged its outcomes"

@@ -56,21 +56,16 @@ async fn twinfield_connects(backend: Backend) {
 }
 
 async fn exact_connects_in_the_netherlands(backend: Backend) {
-    connect_and_check(
-        backend,
-        Which::Exact(ExactCountry::Netherlands),
-        "division 123456",
-    )
-    .await;
+    exact_connects_in(backend, ExactCountry::Netherlands).await;
 }
 
 async fn exact_connects_in_belgium(backend: Backend) {
-    connect_and_check(
-        backend,
-        Which::Exact(ExactCountry::Belgium),
-        "division 123456",
-    )
-    .await;
+    exact_connects_in(backend, ExactCountry::Belgium).await;
+}
+
+/// The demo user's current division is the same in every country.
+async fn exact_connects_in(backend: Backend, country: ExactCountry) {
+    connect_and_check(backend, Which::Exact(country), "division 123456").await;
 }
 
 async fn acumatica_connects(backend: Backend) {
@@ -78,10 +73,7 @@ async fn acumatica_connects(backend: Backend) {
 }
 
 async fn an_oidc_provider_connects(backend: Backend) {
-    let world = oidc_world(backend).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Generic)
-        .await;
+    let (world, connection) = oidc_world_with_connection(backend).await;
     let page = world
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
@@ -126,10 +118,7 @@ async fn a_twinfield_app_without_openid_connects(backend: Backend) {
 /// RFC 7009 on disconnect: the provider (oidc-provider, revocation enabled) is asked to revoke the
 /// refresh token first, and the connection's history says so.
 async fn a_disconnect_revokes_the_refresh_token_at_the_provider(backend: Backend) {
-    let world = oidc_world(backend).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Generic)
-        .await;
+    let (world, connection) = oidc_world_with_connection(backend).await;
     let page = world
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
@@ -176,31 +165,15 @@ async fn a_disconnect_where_revocation_is_not_offered_says_so(backend: Backend) 
 
 /// Disconnects through the integration API; the disconnect transition's reason.
 async fn disconnect(world: &World, connection: &Connection) -> String {
-    use broker_core::api::{Caller, IntegrationApi};
-    use broker_core::domain::{ApiKeyRecord, ApiKeyScope};
+    use broker_core::api::IntegrationApi;
     let api = IntegrationApi::new(world.ctx.clone());
-    let caller = Caller {
-        key: ApiKeyRecord::generate(
-            world.tenant.clone(),
-            "ops",
-            ApiKeyScope::default(),
-            world.clock.now(),
-        )
-        .record,
-    };
+    let caller = broker_tests::world::ops_caller(&world.tenant, world.clock.now());
     let view = api
         .disconnect(&caller, connection.id.as_str())
         .await
         .unwrap();
     assert_eq!(view.status, "disconnected");
-    let transitions = world
-        .ctx
-        .backend
-        .store
-        .list_transitions(&connection.id, PageRequest::first(100))
-        .await
-        .unwrap()
-        .items;
+    let transitions = world.transitions(&connection.id).await;
     let last = transitions.last().unwrap();
     assert_eq!(last.to, StatusKind::Disconnected);
     world.assert_clean(&last.reason);

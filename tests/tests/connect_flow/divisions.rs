@@ -13,10 +13,7 @@ broker_tests::on_both_backends!(
 );
 
 async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
-    let world = world(backend, Which::Acumatica).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Acumatica)
-        .await;
+    let (world, connection) = world_with_connection(backend, Which::Acumatica).await;
     world
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
@@ -27,22 +24,18 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
             c.required_identity = Some(required);
         })
         .await;
-    let link = world
-        .link(&connection, AuthorizationPurpose::Reconnect)
+    let words = [
+        "must be authorized by Integration &#60;User&#62;",
+        "sign in as the designated integration user",
+    ];
+    let before = world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Reconnect,
+            StatusCode::FORBIDDEN,
+            &words,
+        )
         .await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::FORBIDDEN,
-        &[
-            "must be authorized by Integration &#60;User&#62;",
-            "sign in as the designated integration user",
-        ],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
     assert_eq!(before.status, StatusKind::ReconnectRequired);
     let logs = world.logs.text();
     assert!(logs.contains("identity_mismatch") && logs.contains(connection.id.as_str()));
@@ -50,10 +43,7 @@ async fn a_reconnect_by_the_wrong_person_is_refused(backend: Backend) {
 }
 
 async fn a_reconnect_without_the_bound_division_is_refused(backend: Backend) {
-    let (world, connection) = exact_world(backend).await;
-    world
-        .connect(&connection, AuthorizationPurpose::Connect)
-        .await;
+    let (world, connection) = connected_exact_world(backend).await;
     let base_url = ServiceUrl::parse(&world.sim().exact_base("nl")).unwrap();
     // A record stored before user ids and granted divisions were kept, bound to a division the
     // simulator's user cannot reach.
@@ -68,24 +58,20 @@ async fn a_reconnect_without_the_bound_division_is_refused(backend: Backend) {
         })
         .await;
     let tokens_before = world.tokens(&world.connection(&connection).await).await;
-    let link = world
-        .link(&connection, AuthorizationPurpose::Reconnect)
+    let words = [
+        "does not give access to Exact Online division 999",
+        "divisions 123456, 654321",
+        "include division 999",
+        "create a new connection",
+    ];
+    world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Reconnect,
+            StatusCode::FORBIDDEN,
+            &words,
+        )
         .await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::FORBIDDEN,
-        &[
-            "does not give access to Exact Online division 999",
-            "divisions 123456, 654321",
-            "include division 999",
-            "create a new connection",
-        ],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
     let tokens_after = world.tokens(&world.connection(&connection).await).await;
     assert_eq!(
         tokens_after.access_token.expose(),
@@ -121,10 +107,7 @@ fn bound_division(connection: &Connection) -> (i64, Vec<i64>, Option<String>) {
 }
 
 async fn an_exact_reconnect_after_switching_division_is_accepted(backend: Backend) {
-    let (world, connection) = exact_world(backend).await;
-    world
-        .connect(&connection, AuthorizationPurpose::Connect)
-        .await;
+    let (world, connection) = connected_exact_world(backend).await;
     let (division, granted, user) = bound_division(&world.connection(&connection).await);
     assert_eq!((division, granted), (123456, vec![123456, 654321]));
     assert!(user.is_some());
@@ -148,10 +131,7 @@ async fn an_exact_reconnect_after_switching_division_is_accepted(backend: Backen
 }
 
 async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
-    let (world, connection) = exact_world(backend).await;
-    world
-        .connect(&connection, AuthorizationPurpose::Connect)
-        .await;
+    let (world, connection) = connected_exact_world(backend).await;
     world
         .sim()
         .add_exact_user(exact_user("other.user", 123456, &[123456, 654321]));
@@ -162,18 +142,15 @@ async fn an_exact_reconnect_by_another_user_is_refused(backend: Backend) {
             decision: provider_simulators::ConsentDecision::Allow,
             user: Some("other.user".into()),
         });
-    let link = world
-        .link(&connection, AuthorizationPurpose::Reconnect)
+    let words = ["was authorized by other.user", "sign in as Demo User"];
+    world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Reconnect,
+            StatusCode::FORBIDDEN,
+            &words,
+        )
         .await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let page = world.finish(&world.authorize(&link).await).await;
-    assert_page(
-        &page,
-        StatusCode::FORBIDDEN,
-        &["was authorized by other.user", "sign in as Demo User"],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
     assert!(world.logs.text().contains("other_user"));
     world.check_logs();
 }
@@ -297,13 +274,7 @@ async fn exact_binds_a_granted_division_when_the_current_one_is_not(backend: Bac
             if named.is_some() {
                 let mut c = world.connection(&connection).await;
                 c.requested_division = named;
-                world
-                    .ctx
-                    .backend
-                    .store
-                    .save_connection(&c, Fence::Version, &[])
-                    .await
-                    .unwrap();
+                world.save(&c, &[]).await;
                 connection = world.connection(&connection).await;
             }
             let link = world.link(&connection, AuthorizationPurpose::Connect).await;

@@ -12,7 +12,8 @@ use broker_core::context::BrokerContext;
 use broker_core::domain::{
     Actor, AuthorizationPurpose, Connection, Credentials, CredentialsPointer, ExactCountry,
     Identity, LegacyTwinfieldCredentials, OAuthApp, ProviderContext, ProviderSettings, Recipients,
-    ReconnectKind, ReconnectReason, RedirectUri, ServiceUrl, StatusEvent, StatusKind, Tenant,
+    ReconnectKind, ReconnectReason, RedirectUri, ServiceUrl, StatusEvent, StatusKind,
+    StatusTransition, Tenant,
 };
 use broker_core::ids::{AppId, TenantId};
 use broker_core::ports::{Fence, PageRequest};
@@ -25,8 +26,8 @@ use broker_tests::logs::Captured;
 use broker_tests::oidc::OidcProvider;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, ConsentDecision,
-    ConsentOverride, FaultAction, FaultRule, Simulator, SimulatorConfig, SimulatorHandle,
+    AcumaticaRefreshPolicy, ConsentDecision, ConsentOverride, FaultAction, FaultRule,
+    SimulatorHandle,
 };
 use reqwest::StatusCode;
 use std::collections::HashMap;
@@ -86,48 +87,27 @@ async fn serve() -> (tokio::net::TcpListener, String) {
 }
 
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "off,broker_core=debug,oauth_callback=debug",
-        ))
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (logs, guard)
+    broker_tests::logs::capture("off,broker_core=debug,oauth_callback=debug")
 }
 
 async fn world(backend: Backend, which: Which) -> World {
     let (logs, guard) = capture_logs();
     let (listener, base) = serve().await;
     let redirect = format!("{base}/oauth/callback");
-    let mut config = SimulatorConfig {
-        start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
-        ..SimulatorConfig::default()
-    };
-    config.knobs.auto_consent = true;
-    let sim = Simulator::start(config)
-        .await
-        .expect("the simulator starts");
-    let registration = |id: &str| ClientRegistration {
-        client_id: id.into(),
-        client_secret: CLIENT_SECRET.into(),
-        redirect_uris: vec![redirect.clone()],
-    };
-    sim.register_twinfield_client(registration(TW_ID));
-    sim.register_exact_client(registration(EX_ID));
-    sim.register_acumatica_client(
-        "demo",
-        AcumaticaClientRegistration {
-            client_id: ACU_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![redirect.clone()],
-            refresh_policy: AcumaticaRefreshPolicy::default(),
-            rotate_refresh_tokens: true,
-        },
+    let start = Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap();
+    let policy = AcumaticaRefreshPolicy::default();
+    let acumatica =
+        broker_tests::world::acumatica_registration(ACU_ID, CLIENT_SECRET, &redirect, policy);
+    let (twinfield, exact) = ((TW_ID, CLIENT_SECRET), (EX_ID, CLIENT_SECRET));
+    let sim = broker_tests::world::simulators_with_clients(
+        start,
+        |_| {},
+        &redirect,
+        twinfield,
+        exact,
+        acumatica,
     )
-    .unwrap();
+    .await;
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let (settings, client_id) = match which {
         Which::Twinfield => (ProviderSettings::Twinfield, TW_ID),
@@ -160,21 +140,8 @@ async fn oidc_world(backend: Backend) -> World {
     let (logs, guard) = capture_logs();
     let (listener, base) = serve().await;
     let redirect = format!("{base}/oauth/callback");
-    let server = tokio::task::spawn_blocking(move || OidcProvider::start(&redirect))
-        .await
-        .unwrap()
-        .expect("oidc-provider starts");
-    let mut catalogue = Catalogue::built_in();
-    let definition = serde_json::json!({ "definitions": [{
-        "id": "oidc-provider", "kind": "generic", "display_name": "oidc-provider",
-        "issuer": server.issuer,
-        "scopes": ["openid", "offline_access", "profile", "email"],
-        "authorize_params": { "prompt": "consent", "nonce": "{random}" },
-        "lifetimes": { "access_token_secs": 3600 },
-        "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
-        "discovery": "userinfo"
-    }]});
-    catalogue.merge_json(&definition.to_string()).unwrap();
+    let server = OidcProvider::launch(&redirect, 600).await;
+    let catalogue = server.catalogue(&["openid", "offline_access", "profile", "email"], 3600);
     let settings = ProviderSettings::Generic {
         definition: "oidc-provider".into(),
     };
@@ -330,17 +297,20 @@ impl World {
             .unwrap()
     }
 
-    async fn snapshot(&self, connection: &Connection) -> Snapshot {
-        let c = self.connection(connection).await;
-        let transitions = self
-            .ctx
+    /// The connection's status transitions, oldest first.
+    async fn transitions(&self, id: &broker_core::ids::ConnectionId) -> Vec<StatusTransition> {
+        self.ctx
             .backend
             .store
-            .list_transitions(&c.id, PageRequest::first(100))
+            .list_transitions(id, PageRequest::first(100))
             .await
             .unwrap()
             .items
-            .len();
+    }
+
+    async fn snapshot(&self, connection: &Connection) -> Snapshot {
+        let c = self.connection(connection).await;
+        let transitions = self.transitions(&c.id).await.len();
         Snapshot {
             status: c.status().kind(),
             version: c.version(),
@@ -355,6 +325,49 @@ impl World {
         issue_link(&self.ctx, &self.tenant, &connection.id, purpose)
             .await
             .unwrap()
+    }
+
+    /// A fresh link for `purpose` followed through the provider, stopping before the callback; and the
+    /// connection as it stood once the link was issued (issuing one retires the older links, a write
+    /// of its own), which a refused callback must leave as it is.
+    async fn attempt(
+        &self,
+        connection: &Connection,
+        purpose: AuthorizationPurpose,
+    ) -> (url::Url, Attempt, Snapshot) {
+        let link = self.link(connection, purpose).await;
+        let before = self.snapshot(connection).await;
+        let attempt = self.authorize(&link).await;
+        (link, attempt, before)
+    }
+
+    /// A whole attempt whose callback is refused with `status` and a page that says `words`; the
+    /// connection is left as it stood before (returned).
+    async fn refused(
+        &self,
+        connection: &Connection,
+        purpose: AuthorizationPurpose,
+        status: StatusCode,
+        words: &[&str],
+    ) -> Snapshot {
+        let (_, attempt, before) = self.attempt(connection, purpose).await;
+        let page = self.finish(&attempt).await;
+        self.assert_refused(&page, status, words, connection, &before)
+            .await;
+        before
+    }
+
+    /// The page refuses with `status` and says `words`; the connection is still as `before`.
+    async fn assert_refused(
+        &self,
+        page: &Page,
+        status: StatusCode,
+        words: &[&str],
+        connection: &Connection,
+        before: &Snapshot,
+    ) {
+        assert_page(page, status, words);
+        assert_eq!(&self.snapshot(connection).await, before, "nothing changed");
     }
 
     /// Opens the link and goes through the provider, stopping before the callback.
@@ -479,14 +492,7 @@ impl World {
                 "the simulator accepts the stored access token"
             );
         }
-        let transitions = self
-            .ctx
-            .backend
-            .store
-            .list_transitions(&stored.id, PageRequest::first(100))
-            .await
-            .unwrap()
-            .items;
+        let transitions = self.transitions(&stored.id).await;
         let last = transitions.last().unwrap();
         assert_eq!(last.to, StatusKind::Connected);
         assert!(matches!(&last.actor, Actor::EndUser(who) if !who.is_empty()));
@@ -505,26 +511,22 @@ impl World {
         }
     }
 
-    /// Marks a connected connection as needing a person (as the refresh engine would).
-    async fn needs_reconnect(&self, connection: &Connection, change: impl FnOnce(&mut Connection)) {
-        let mut c = self.connection(connection).await;
-        let transition = c
-            .apply(
-                StatusEvent::ReconnectNeeded(ReconnectReason::new(
-                    ReconnectKind::GrantRevoked,
-                    "invalid_grant",
-                )),
-                Actor::System("test".into()),
-                self.clock.now(),
-            )
-            .unwrap();
-        change(&mut c);
+    /// Saves `c` as it is, fenced by its version, with `transitions`.
+    async fn save(&self, c: &Connection, transitions: &[StatusTransition]) {
         self.ctx
             .backend
             .store
-            .save_connection(&c, Fence::Version, &[transition])
+            .save_connection(c, Fence::Version, transitions)
             .await
             .unwrap();
+    }
+
+    /// Marks a connected connection as needing a person (as the refresh engine would).
+    async fn needs_reconnect(&self, connection: &Connection, change: impl FnOnce(&mut Connection)) {
+        let mut c = self.connection(connection).await;
+        let transition = broker_tests::world::revoke_grant(&mut c, "test", self.clock.now());
+        change(&mut c);
+        self.save(&c, &[transition]).await;
     }
 
     fn assert_clean(&self, text: &str) {
@@ -548,6 +550,13 @@ fn param(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// `url` with its query replaced by `pairs`.
+fn with_query(url: &url::Url, pairs: &[(&str, &str)]) -> url::Url {
+    let mut changed = url.clone();
+    changed.query_pairs_mut().clear().extend_pairs(pairs);
+    changed
 }
 
 fn check_security_headers(headers: &reqwest::header::HeaderMap) {
@@ -574,9 +583,35 @@ fn assert_page(page: &Page, status: StatusCode, words: &[&str]) {
 }
 
 async fn exact_world(backend: Backend) -> (World, Connection) {
-    let world = world(backend, Which::Exact(ExactCountry::Netherlands)).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::ExactOnline)
+    world_with_connection(backend, Which::Exact(ExactCountry::Netherlands)).await
+}
+
+/// An Exact Online world with a connection a person has connected.
+async fn connected_exact_world(backend: Backend) -> (World, Connection) {
+    let (world, connection) = exact_world(backend).await;
+    world
+        .connect(&connection, AuthorizationPurpose::Connect)
         .await;
+    (world, connection)
+}
+
+/// An oidc-provider world and a new connection to it.
+async fn oidc_world_with_connection(backend: Backend) -> (World, Connection) {
+    let world = oidc_world(backend).await;
+    let connection = world
+        .new_connection(broker_core::domain::ProviderKind::Generic)
+        .await;
+    (world, connection)
+}
+
+/// A world of `which`, and a new connection to it.
+async fn world_with_connection(backend: Backend, which: Which) -> (World, Connection) {
+    let world = world(backend, which).await;
+    let provider = match which {
+        Which::Twinfield => broker_core::domain::ProviderKind::Twinfield,
+        Which::Exact(_) => broker_core::domain::ProviderKind::ExactOnline,
+        Which::Acumatica => broker_core::domain::ProviderKind::Acumatica,
+    };
+    let connection = world.new_connection(provider).await;
     (world, connection)
 }

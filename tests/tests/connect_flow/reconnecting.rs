@@ -14,10 +14,7 @@ broker_tests::on_both_backends!(
 );
 
 async fn a_connection_that_needs_reconnecting_is_reconnected(backend: Backend) {
-    let (world, connection) = exact_world(backend).await;
-    world
-        .connect(&connection, AuthorizationPurpose::Connect)
-        .await;
+    let (world, connection) = connected_exact_world(backend).await;
     let first = world.connection(&connection).await;
     let old_tokens = world.tokens(&first).await;
     world
@@ -51,14 +48,7 @@ async fn a_connection_that_needs_reconnecting_is_reconnected(backend: Backend) {
         old_slot.other(),
         "written to the other slot, then switched"
     );
-    let transitions = world
-        .ctx
-        .backend
-        .store
-        .list_transitions(&after.id, PageRequest::first(100))
-        .await
-        .unwrap()
-        .items;
+    let transitions = world.transitions(&after.id).await;
     let kinds: Vec<(StatusKind, StatusKind)> = transitions.iter().map(|t| (t.from, t.to)).collect();
     assert_eq!(
         kinds,
@@ -72,10 +62,7 @@ async fn a_connection_that_needs_reconnecting_is_reconnected(backend: Backend) {
 }
 
 async fn a_legacy_twinfield_connection_is_reconnected(backend: Backend) {
-    let world = world(backend, Which::Twinfield).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Twinfield)
-        .await;
+    let (world, connection) = world_with_connection(backend, Which::Twinfield).await;
     // The state seed 000 calls "Reconnect": old credentials, retired by the provider.
     let mut legacy = world.connection(&connection).await;
     legacy.context = Some(ProviderContext::Twinfield {
@@ -241,33 +228,24 @@ async fn a_generic_reconnect_by_another_account_is_refused_unless_allowed(backen
         .connect(&connection, AuthorizationPurpose::Connect)
         .await;
     server.sign_in_as("someone-else").await.unwrap();
-    let link = world
-        .link(&connection, AuthorizationPurpose::Reconnect)
+    let words = [
+        "someone-else",
+        broker_tests::oidc::ACCOUNT,
+        "Nothing was changed",
+    ];
+    world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Reconnect,
+            StatusCode::FORBIDDEN,
+            &words,
+        )
         .await;
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::FORBIDDEN,
-        &[
-            "someone-else",
-            broker_tests::oidc::ACCOUNT,
-            "Nothing was changed",
-        ],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
 
     // The integration allows a change of user: the same reconnect is accepted.
     let mut allowing = world.connection(&connection).await;
     allowing.allow_user_change = true;
-    world
-        .ctx
-        .backend
-        .store
-        .save_connection(&allowing, Fence::Version, &[])
-        .await
-        .unwrap();
+    world.save(&allowing, &[]).await;
     world
         .connect(&connection, AuthorizationPurpose::Reconnect)
         .await;

@@ -21,28 +21,23 @@ broker_tests::on_both_backends!(
 
 async fn a_forged_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let mut forged = attempt.callback.clone();
-    let code = param(&forged, "code").unwrap();
-    forged
-        .query_pairs_mut()
-        .clear()
-        .append_pair("code", &code)
-        .append_pair("state", &"A".repeat(43));
-    let page = world.get(&attempt.browser, forged.as_str()).await;
-    assert_page(
-        &page,
-        StatusCode::BAD_REQUEST,
-        &["unknown or was already used", "Try again"],
+    let (link, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
+    let code = param(&attempt.callback, "code").unwrap();
+    let forged = with_query(
+        &attempt.callback,
+        &[("code", &code), ("state", &"A".repeat(43))],
     );
+    let page = world.get(&attempt.browser, forged.as_str()).await;
+    let words = ["unknown or was already used", "Try again"];
+    world
+        .assert_refused(&page, StatusCode::BAD_REQUEST, &words, &connection, &before)
+        .await;
     assert!(
         page.html.contains(&format!("href=\"{link}\"")),
         "the same link is offered"
     );
-    assert_eq!(world.snapshot(&connection).await, before);
     world.check_logs();
 }
 
@@ -105,31 +100,35 @@ async fn concurrent_callbacks_with_one_state_complete_once(backend: Backend) {
 
 async fn an_expired_state_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
+    let (_, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
     world.clock.advance(Duration::minutes(11));
     let page = world.finish(&attempt).await;
-    assert_page(&page, StatusCode::GONE, &["expired", "Try again"]);
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = ["expired", "Try again"];
+    world
+        .assert_refused(&page, StatusCode::GONE, &words, &connection, &before)
+        .await;
     world.check_logs();
 }
 
 async fn a_state_from_another_browser_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
+    let (_, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
     let page = world.get(&browser(), attempt.callback.as_str()).await;
-    assert_page(&page, StatusCode::BAD_REQUEST, &["another browser"]);
+    let words = ["another browser"];
+    world
+        .assert_refused(&page, StatusCode::BAD_REQUEST, &words, &connection, &before)
+        .await;
     assert!(!page.html.contains("Try again"), "no link for a stranger");
-    assert_eq!(world.snapshot(&connection).await, before);
     // The state was spent: the right browser cannot use it afterwards either.
     let page = world.finish(&attempt).await;
-    assert_page(&page, StatusCode::BAD_REQUEST, &["already used"]);
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = ["already used"];
+    world
+        .assert_refused(&page, StatusCode::BAD_REQUEST, &words, &connection, &before)
+        .await;
     world.check_logs();
 }
 
@@ -139,21 +138,18 @@ async fn denied_consent_is_refused(backend: Backend) {
         decision: ConsentDecision::Deny,
         user: None,
     });
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
+    let (_, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
     assert_eq!(
         param(&attempt.callback, "error").as_deref(),
         Some("access_denied")
     );
     let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::FORBIDDEN,
-        &["not granted at Exact Online", "allow access", "Try again"],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = ["not granted at Exact Online", "allow access", "Try again"];
+    world
+        .assert_refused(&page, StatusCode::FORBIDDEN, &words, &connection, &before)
+        .await;
     assert!(
         world.logs.text().contains("denied"),
         "the refusal is logged"
@@ -172,45 +168,38 @@ async fn a_provider_error_on_the_code_exchange_is_refused(backend: Backend) {
             content_type: Some("application/json".into()),
         },
     ));
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::BAD_GATEWAY,
-        &["unavailable", "Try again"],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = ["unavailable", "Try again"];
+    world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Connect,
+            StatusCode::BAD_GATEWAY,
+            &words,
+        )
+        .await;
     world.check_logs();
 }
 
 /// Twinfield naming a cluster outside the allow-list (https under twinfield.com): the connect is
 /// refused with a page that says so, and nothing is stored.
 async fn a_twinfield_cluster_outside_the_allow_list_is_refused(backend: Backend) {
-    let world = world(backend, Which::Twinfield).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Twinfield)
-        .await;
+    let (world, connection) = world_with_connection(backend, Which::Twinfield).await;
     world.sim().update_knobs(|k| {
         k.twinfield_cluster_url_override = Some("https://twinfield.evil.example".into())
     });
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::BAD_GATEWAY,
-        &[
-            "twinfield.evil.example",
-            "not an allowed address",
-            "Nothing was changed",
-        ],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = [
+        "twinfield.evil.example",
+        "not an allowed address",
+        "Nothing was changed",
+    ];
+    world
+        .refused(
+            &connection,
+            AuthorizationPurpose::Connect,
+            StatusCode::BAD_GATEWAY,
+            &words,
+        )
+        .await;
     world.check_logs();
 }
 
@@ -239,24 +228,19 @@ async fn an_instance_on_a_private_address_is_not_called(backend: Backend) {
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     let before = world.snapshot(&connection).await;
     let page = world.get(&browser(), link.as_str()).await;
-    assert_page(
-        &page,
-        StatusCode::BAD_GATEWAY,
-        &[
-            "10.0.0.1 is a private network address",
-            "public addresses",
-            "the app registration needs fixing",
-        ],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = [
+        "10.0.0.1 is a private network address",
+        "public addresses",
+        "the app registration needs fixing",
+    ];
+    world
+        .assert_refused(&page, StatusCode::BAD_GATEWAY, &words, &connection, &before)
+        .await;
     world.check_logs();
 }
 
 async fn a_tampered_nonce_is_refused(backend: Backend) {
-    let world = world(backend, Which::Twinfield).await;
-    let connection = world
-        .new_connection(broker_core::domain::ProviderKind::Twinfield)
-        .await;
+    let (world, connection) = world_with_connection(backend, Which::Twinfield).await;
     let link = world.link(&connection, AuthorizationPurpose::Connect).await;
     // Taken after the link: issuing one retires the older links, a write of its own.
     let before = world.snapshot(&connection).await;
@@ -278,12 +262,10 @@ async fn a_tampered_nonce_is_refused(backend: Backend) {
         })
         .await;
     let page = world.finish(&attempt).await;
-    assert_page(
-        &page,
-        StatusCode::BAD_GATEWAY,
-        &["nonce", "Nothing was changed"],
-    );
-    assert_eq!(world.snapshot(&connection).await, before);
+    let words = ["nonce", "Nothing was changed"];
+    world
+        .assert_refused(&page, StatusCode::BAD_GATEWAY, &words, &connection, &before)
+        .await;
     world.check_logs();
 }
 
@@ -299,25 +281,22 @@ async fn a_reused_code_is_refused(backend: Backend) {
         .await;
     let after = world.snapshot(&connection).await;
     let second = world.authorize(&newer).await;
-    let mut reused = second.callback.clone();
-    let state = param(&reused, "state").unwrap();
-    reused
-        .query_pairs_mut()
-        .clear()
-        .append_pair("code", &param(&first.callback, "code").unwrap())
-        .append_pair("state", &state);
+    let state = param(&second.callback, "state").unwrap();
+    let spent = param(&first.callback, "code").unwrap();
+    let reused = with_query(&second.callback, &[("code", &spent), ("state", &state)]);
     let page = world.get(&second.browser, reused.as_str()).await;
-    assert_page(&page, StatusCode::BAD_GATEWAY, &["Nothing was changed"]);
-    assert_eq!(world.snapshot(&connection).await, after);
+    let words = ["Nothing was changed"];
+    world
+        .assert_refused(&page, StatusCode::BAD_GATEWAY, &words, &connection, &after)
+        .await;
     world.check_logs();
 }
 
 async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
+    let (_, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
     let callback = format!("{}/oauth/callback", world.base);
     let state = param(&attempt.callback, "state").unwrap();
     let cases = [
@@ -344,21 +323,21 @@ async fn a_malformed_or_oversized_query_is_refused(backend: Backend) {
 
 async fn hostile_text_in_the_callback_is_escaped(backend: Backend) {
     let (world, connection) = exact_world(backend).await;
-    let link = world.link(&connection, AuthorizationPurpose::Connect).await;
-    // Taken after the link: issuing one retires the older links, a write of its own.
-    let before = world.snapshot(&connection).await;
-    let attempt = world.authorize(&link).await;
-    let mut hostile = attempt.callback.clone();
-    let state = param(&hostile, "state").unwrap();
-    hostile
-        .query_pairs_mut()
-        .clear()
-        .append_pair("state", &state)
-        .append_pair("error", "access_denied\"><img src=x onerror=alert(1)>")
-        .append_pair(
-            "error_description",
-            "<script>alert('pwned')</script><a href=\"https://evil.example\">click</a>",
-        );
+    let (_, attempt, before) = world
+        .attempt(&connection, AuthorizationPurpose::Connect)
+        .await;
+    let state = param(&attempt.callback, "state").unwrap();
+    let hostile = with_query(
+        &attempt.callback,
+        &[
+            ("state", &state),
+            ("error", "access_denied\"><img src=x onerror=alert(1)>"),
+            (
+                "error_description",
+                "<script>alert('pwned')</script><a href=\"https://evil.example\">click</a>",
+            ),
+        ],
+    );
     let page = world.get(&attempt.browser, hostile.as_str()).await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.html);
     assert!(page

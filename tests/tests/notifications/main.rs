@@ -129,13 +129,7 @@ impl World {
         c.credentials = Some(pointer);
         c.refresh_expires_at = Some(ends);
         c.next_refresh_at = Some(now + Duration::days(7));
-        let t = c
-            .apply(
-                StatusEvent::Authorized,
-                Actor::EndUser("integration".into()),
-                now,
-            )
-            .unwrap();
+        let t = authorized_by_integration(&mut c, now);
         self.ctx
             .backend
             .store
@@ -147,30 +141,30 @@ impl World {
 
     /// What the refresh engine does when a person is needed: the event and a fenced save.
     async fn reconnect_needed(&self, c: &Connection) -> Connection {
-        let mut c = self
-            .ctx
-            .backend
-            .store
-            .get_connection(&c.id)
+        self.waits_for_person(c, broker_tests::world::grant_revoked())
             .await
-            .unwrap()
-            .unwrap();
-        let t = c
-            .apply(
-                StatusEvent::ReconnectNeeded(ReconnectReason::new(
-                    ReconnectKind::GrantRevoked,
-                    "invalid_grant",
-                )),
-                Actor::System("token-refresh".into()),
-                self.clock.now(),
-            )
-            .unwrap();
-        c.next_refresh_at = None;
+    }
+
+    /// A status only a person can end, as the refresh engine records it.
+    async fn waits_for_person(&self, c: &Connection, event: StatusEvent) -> Connection {
+        let mut c = self.stored(c).await;
+        let now = self.clock.now();
+        let t = broker_tests::world::waits_for_person(&mut c, event, "token-refresh", now);
         self.ctx
             .backend
             .store
             .save_connection(&c, Fence::Version, &[t])
             .await
+            .unwrap()
+    }
+
+    async fn stored(&self, c: &Connection) -> Connection {
+        self.ctx
+            .backend
+            .store
+            .get_connection(&c.id)
+            .await
+            .unwrap()
             .unwrap()
     }
 
@@ -203,20 +197,7 @@ fn settings() -> NotifySettings {
 
 /// The raw messages moto recorded for `recipient`.
 async fn moto_mail_to(recipient: &str) -> Vec<String> {
-    let url = format!("{}/moto-api/data.json", shared_moto().endpoint);
-    let data: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    data["ses"]["RawMessage"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| {
-            m["destinations"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|a| a.as_str() == Some(recipient)))
-        })
-        .map(|m| m["raw_data"].as_str().unwrap_or_default().to_string())
-        .collect()
+    shared_moto().raw_mail_to(recipient).await
 }
 
 /// A message's headers and decoded text and HTML parts.
@@ -304,4 +285,14 @@ impl Mailer for Refusing {
             "Throttling: Maximum sending rate exceeded".into(),
         ))
     }
+}
+
+/// A person of the integration authorizes the connection.
+fn authorized_by_integration(c: &mut Connection, now: DateTime<Utc>) -> StatusTransition {
+    c.apply(
+        StatusEvent::Authorized,
+        Actor::EndUser("integration".into()),
+        now,
+    )
+    .unwrap()
 }

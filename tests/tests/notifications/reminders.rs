@@ -3,36 +3,11 @@
 use super::*;
 
 impl World {
-    /// A status only a person can end, as the refresh engine records it.
-    async fn waits_for_person(&self, c: &Connection, event: StatusEvent) {
-        let mut c = self.stored(c).await;
-        let t = c
-            .apply(
-                event,
-                Actor::System("token-refresh".into()),
-                self.clock.now(),
-            )
-            .unwrap();
-        c.next_refresh_at = None;
-        self.ctx
-            .backend
-            .store
-            .save_connection(&c, Fence::Version, &[t])
-            .await
-            .unwrap();
-    }
-
     /// A person authorizes again with OAuth 2.0, as the callback records it.
     async fn reconnects(&self, c: &Connection) {
         let now = self.clock.now();
         let mut c = self.stored(c).await;
-        let t = c
-            .apply(
-                StatusEvent::Authorized,
-                Actor::EndUser("integration".into()),
-                now,
-            )
-            .unwrap();
+        let t = authorized_by_integration(&mut c, now);
         c.refresh_expires_at = Some(now + Duration::days(30));
         c.next_refresh_at = Some(now + Duration::days(7));
         let keeper = CredentialKeeper::new(
@@ -52,16 +27,6 @@ impl World {
             .commit(c, target, &tokens, Fence::Version, &[t])
             .await
             .unwrap();
-    }
-
-    async fn stored(&self, c: &Connection) -> Connection {
-        self.ctx
-            .backend
-            .store
-            .get_connection(&c.id)
-            .await
-            .unwrap()
-            .unwrap()
     }
 
     /// Runs the daily sweep twice (a retried schedule) on each day from `days`, and returns the days
@@ -185,10 +150,7 @@ async fn reminders_repeat_while_a_person_is_needed_and_stop_once_reconnected(
 async fn embedded_reminders_repeat_while_reconnect_is_required() {
     reminders_repeat_while_a_person_is_needed_and_stop_once_reconnected(
         backends::embedded(),
-        StatusEvent::ReconnectNeeded(ReconnectReason::new(
-            ReconnectKind::GrantRevoked,
-            "invalid_grant",
-        )),
+        broker_tests::world::grant_revoked(),
         "Action needed: reconnect Acumatica for Acme Integrations",
         "Reminder: reconnect Acumatica for Acme Integrations",
     )
@@ -199,10 +161,7 @@ async fn embedded_reminders_repeat_while_reconnect_is_required() {
 async fn aws_reminders_repeat_while_reconnect_is_required() {
     reminders_repeat_while_a_person_is_needed_and_stop_once_reconnected(
         backends::aws().await,
-        StatusEvent::ReconnectNeeded(ReconnectReason::new(
-            ReconnectKind::GrantRevoked,
-            "invalid_grant",
-        )),
+        broker_tests::world::grant_revoked(),
         "Action needed: reconnect Acumatica for Acme Integrations",
         "Reminder: reconnect Acumatica for Acme Integrations",
     )
@@ -343,17 +302,9 @@ async fn aws_legacy_credentials_are_warned_until_the_connection_moves_to_oauth()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_that_cannot_refresh_is_warned_before_its_idle_expiry() {
     let w = world(backends::embedded()).await;
-    let exact = OAuthApp {
-        tenant: w.tenant.clone(),
-        id: AppId::parse("exact-nl").unwrap(),
-        settings: ProviderSettings::ExactOnline {
-            country: ExactCountry::Netherlands,
-        },
-        client_id: "exact-client".into(),
-        redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback").unwrap(),
-        scopes: vec![],
-        created_at: t0(),
-    };
+    let callback = "https://broker.example.com/oauth/callback";
+    let exact =
+        broker_tests::world::exact_nl_app(&w.tenant, "exact-nl", "exact-client", callback, t0());
     w.ctx.backend.store.put_app(&exact).await.unwrap();
     let deadline = t0() + Duration::days(10);
     let exact_connection = |failing: bool| {

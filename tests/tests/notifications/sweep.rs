@@ -42,14 +42,7 @@ async fn absolute_expiry_warns_at_lead_times_then_requires_reconnect_and_stops_o
     }
     // Warnings 7 days before, a reminder 3 days later, 1 day before; at expiry, reconnect required.
     assert_eq!(sent_on_day, vec![23, 26, 29, 30]);
-    let stored = w
-        .ctx
-        .backend
-        .store
-        .get_connection(&c.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = w.stored(&c).await;
     assert!(matches!(
         stored.status(),
         ConnectionStatus::ReconnectRequired { .. }

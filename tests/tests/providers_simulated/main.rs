@@ -5,19 +5,20 @@
 use broker_core::clock::Clock;
 use broker_core::domain::{
     new_one_time_secret, ExactCountry, LegacyTwinfieldCredentials, OAuthApp, ProviderContext,
-    ProviderSettings, ReconnectKind, RedirectUri, ServiceUrl, TokenSet,
+    ProviderSettings, ReconnectKind, ServiceUrl, TokenSet,
 };
-use broker_core::ids::{AppId, TenantId};
+use broker_core::ids::TenantId;
 use broker_core::providers::{
     Authorized, Catalogue, ErrorClass, HttpSettings, LegacyConsumer, LogonResult, LogonVerdict,
     OAuthClient, ProviderError, ProviderHttp, Providers, SelectCompanyResult, SessionError,
 };
 use broker_core::secret::{AuthorizationCode, ClientSecret, LegacyAccessSecret, LegacyAccessToken};
-use chrono::{Duration, TimeZone, Utc};
+use broker_tests::world::demo_clients::*;
+use chrono::{Duration, Utc};
 use provider_simulators as sim;
 use provider_simulators::{
     AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, FaultAction,
-    FaultRule, Knobs, Simulator, SimulatorConfig, SimulatorHandle,
+    FaultRule, Knobs, SimulatorHandle,
 };
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -28,14 +29,6 @@ mod exact;
 mod port_and_addresses;
 mod twinfield;
 mod twinfield_sessions;
-
-const REDIRECT: &str = "http://localhost:9/callback";
-const TW_ID: &str = "tw-client";
-const TW_SECRET: &str = "tw-secret-value";
-const EX_ID: &str = "ex-client";
-const EX_SECRET: &str = "ex-secret-value";
-const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
-const ACU_SECRET: &str = "acu-secret-value";
 
 struct Env {
     sim: SimulatorHandle,
@@ -48,28 +41,7 @@ async fn env() -> Env {
 }
 
 async fn env_with(knobs: impl FnOnce(&mut Knobs), http: HttpSettings) -> Env {
-    let mut config = SimulatorConfig {
-        // Noon, so the daily limits of Exact never roll over during a test.
-        start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
-        ..SimulatorConfig::default()
-    };
-    config.knobs.auto_consent = true;
-    knobs(&mut config.knobs);
-    let sim = Simulator::start(config)
-        .await
-        .expect("the simulator starts");
-    let registration = |id: &str, secret: &str| ClientRegistration {
-        client_id: id.into(),
-        client_secret: secret.into(),
-        redirect_uris: vec![REDIRECT.into()],
-    };
-    sim.register_twinfield_client(registration(TW_ID, TW_SECRET));
-    sim.register_exact_client(registration(EX_ID, EX_SECRET));
-    sim.register_acumatica_client(
-        "demo",
-        acumatica_registration(AcumaticaRefreshPolicy::default()),
-    )
-    .unwrap();
+    let sim = broker_tests::world::demo_simulators(knobs).await;
 
     // The point of the overrides: the built-in definitions, unchanged, aimed at the simulators.
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
@@ -87,25 +59,12 @@ async fn env_with(knobs: impl FnOnce(&mut Knobs), http: HttpSettings) -> Env {
 }
 
 fn acumatica_registration(policy: AcumaticaRefreshPolicy) -> AcumaticaClientRegistration {
-    AcumaticaClientRegistration {
-        client_id: ACU_ID.into(),
-        client_secret: ACU_SECRET.into(),
-        redirect_uris: vec![REDIRECT.into()],
-        refresh_policy: policy,
-        rotate_refresh_tokens: true,
-    }
+    broker_tests::world::acumatica_registration(ACU_ID, ACU_SECRET, REDIRECT, policy)
 }
 
 fn app(settings: ProviderSettings, client_id: &str) -> OAuthApp {
-    OAuthApp {
-        tenant: TenantId::parse("acme").unwrap(),
-        id: AppId::parse("app").unwrap(),
-        settings,
-        client_id: client_id.into(),
-        redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-        scopes: vec![],
-        created_at: Utc::now(),
-    }
+    let tenant = TenantId::parse("acme").unwrap();
+    broker_tests::world::app(&tenant, "app", settings, client_id, REDIRECT, Utc::now())
 }
 
 impl Env {

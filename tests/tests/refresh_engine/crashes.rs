@@ -1,6 +1,7 @@
 //! Crashes at every step of a refresh, and the known loss cases of single-use refresh tokens.
 
 use super::*;
+use broker_tests::vaults::{HookedVault, VaultHooks};
 
 broker_tests::on_both_backends!(
     a_crash_before_the_provider_call_ends_in_a_working_connection,
@@ -41,50 +42,13 @@ impl TokenGrant for CrashingGrant {
     }
 }
 
-/// A vault whose credential writes land and then never return.
-struct CrashAfterVaultWrite(Arc<dyn TokenVault>);
+/// Credential writes land and then never return.
+struct CrashAfterVaultWrite;
 
 #[async_trait]
-impl TokenVault for CrashAfterVaultWrite {
-    async fn put_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        s: VaultSlot,
-        w: &WriteId,
-        cr: &Credentials,
-    ) -> Result<(), VaultError> {
-        self.0.put_credentials(t, c, s, w, cr).await?;
+impl VaultHooks for CrashAfterVaultWrite {
+    async fn after_write(&self) {
         std::future::pending().await
-    }
-    async fn get_credentials(
-        &self,
-        t: &TenantId,
-        c: &ConnectionId,
-        p: &CredentialsPointer,
-    ) -> Result<Option<Credentials>, VaultError> {
-        self.0.get_credentials(t, c, p).await
-    }
-    async fn delete_credentials(&self, t: &TenantId, c: &ConnectionId) -> Result<(), VaultError> {
-        self.0.delete_credentials(t, c).await
-    }
-    async fn put_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-        s: &ClientSecret,
-    ) -> Result<(), VaultError> {
-        self.0.put_client_secret(t, a, s).await
-    }
-    async fn get_client_secret(
-        &self,
-        t: &TenantId,
-        a: &AppId,
-    ) -> Result<Option<ClientSecret>, VaultError> {
-        self.0.get_client_secret(t, a).await
-    }
-    async fn delete_client_secret(&self, t: &TenantId, a: &AppId) -> Result<(), VaultError> {
-        self.0.delete_client_secret(t, a).await
     }
 }
 
@@ -142,19 +106,11 @@ async fn due_now(world: &World, id: &ConnectionId) {
         .unwrap()
         .unwrap();
     c.next_refresh_at = Some(world.clock.now() - Duration::seconds(1));
-    world
-        .stores
-        .store
-        .save_connection(&c, Fence::Version, &[])
-        .await
-        .unwrap();
+    world.save(&c).await;
 }
 
 async fn a_crash_before_the_provider_call_ends_in_a_working_connection(backend: Backend) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
+    let (world, connection) = World::with_expired_exact_token(backend).await;
     due_now(&world, &connection.id).await;
     let ctx = world.process(settings());
     let grant = Arc::new(CrashingGrant {
@@ -175,19 +131,15 @@ async fn a_crash_before_the_provider_call_ends_in_a_working_connection(backend: 
         "the marker was written before the call"
     );
     // While the dead worker's call could still be running, nobody presents its token.
-    let early = ctx
-        .engine
-        .refresh(&connection.id, Trigger::Scheduled)
-        .await
-        .unwrap();
-    assert_eq!(early.outcome, Outcome::Busy);
+    assert_eq!(
+        refresh(&ctx, &connection.id, Trigger::Scheduled).await,
+        Outcome::Busy
+    );
     world.advance(ctx.engine.settings().lease_ttl() + Duration::seconds(1));
-    let report = ctx
-        .engine
-        .refresh(&connection.id, Trigger::Scheduled)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Refreshed);
+    assert_eq!(
+        refresh(&ctx, &connection.id, Trigger::Scheduled).await,
+        Outcome::Refreshed
+    );
     let (stored, tokens) = world.current(&connection.id).await;
     assert_eq!(stored.status(), ConnectionStatus::Connected);
     assert!(world
@@ -199,10 +151,7 @@ async fn a_crash_before_the_provider_call_ends_in_a_working_connection(backend: 
 async fn a_crash_after_the_answer_before_the_vault_write_ends_in_reconnect_required_once(
     backend: Backend,
 ) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
+    let (world, connection) = World::with_expired_exact_token(backend).await;
     due_now(&world, &connection.id).await;
     let ctx = world.process(settings());
     let grant = Arc::new(CrashingGrant {
@@ -268,13 +217,13 @@ async fn a_crash_after_the_answer_before_the_vault_write_ends_in_reconnect_requi
 }
 
 async fn a_crash_after_the_vault_write_before_the_metadata_is_recovered(backend: Backend) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
+    let (world, connection) = World::with_expired_exact_token(backend).await;
     due_now(&world, &connection.id).await;
     let ctx = world.process(settings());
-    let vault: Arc<dyn TokenVault> = Arc::new(CrashAfterVaultWrite(world.stores.vault.clone()));
+    let vault: Arc<dyn TokenVault> = Arc::new(HookedVault {
+        inner: world.stores.vault.clone(),
+        hooks: CrashAfterVaultWrite,
+    });
     refresh_and_die(
         &world,
         &connection.id,
@@ -312,10 +261,7 @@ async fn a_crash_after_the_vault_write_before_the_metadata_is_recovered(backend:
 async fn issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in_one_clear_reconnect(
     backend: Backend,
 ) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let lost = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
+    let (world, lost) = World::with_expired_exact_token(backend).await;
     world
         .sim
         .inject_fault(FaultRule::next("exact.token", 1, FaultAction::IssueThen500));
@@ -351,10 +297,7 @@ async fn issue_then_500_on_a_single_use_token_is_not_retried_at_once_and_ends_in
 }
 
 async fn a_dropped_connection_of_a_single_use_token_is_retried_later_not_at_once(backend: Backend) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
+    let (world, connection) = World::with_expired_exact_token(backend).await;
     world
         .sim
         .inject_fault(FaultRule::next("exact.token", 1, FaultAction::Drop));
@@ -376,12 +319,10 @@ async fn a_dropped_connection_of_a_single_use_token_is_retried_later_not_at_once
         "the retry is spaced: {next}"
     );
     world.advance(Duration::minutes(2));
-    let report = ctx
-        .engine
-        .refresh(&connection.id, on_demand())
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Refreshed);
+    assert_eq!(
+        refresh(&ctx, &connection.id, on_demand()).await,
+        Outcome::Refreshed
+    );
     let (_, tokens) = world.current(&connection.id).await;
     assert!(world
         .sim

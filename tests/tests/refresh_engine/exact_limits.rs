@@ -32,12 +32,10 @@ async fn one_exact_users_connections_stop_together_at_the_shared_daily_cap(backe
     for _ in 0..2 {
         for (ctx, connection) in [(&one, &first), (&two, &second)] {
             world.advance(Duration::seconds(600));
-            let report = ctx
-                .engine
-                .refresh(&connection.id, on_demand())
-                .await
-                .unwrap();
-            assert_eq!(report.outcome, Outcome::Refreshed);
+            assert_eq!(
+                refresh(ctx, &connection.id, on_demand()).await,
+                Outcome::Refreshed
+            );
         }
     }
     let calls = world.sim.token_calls(Provider::Exact);
@@ -56,12 +54,7 @@ async fn one_exact_users_connections_stop_together_at_the_shared_daily_cap(backe
     // again when the day's budget is back.
     let (mut due, _) = world.current(&second.id).await;
     due.next_refresh_at = Some(world.clock.now());
-    world
-        .stores
-        .store
-        .save_connection(&due, Fence::Version, &[])
-        .await
-        .unwrap();
+    world.save(&due).await;
     let report = world
         .process(settings())
         .engine
@@ -148,11 +141,9 @@ async fn failed_calls_across_one_users_connections_stop_before_exacts_block(back
     );
     world.advance(Duration::hours(1));
     for (ctx, connection) in [(&one, &first), (&two, &second)] {
-        let report = ctx
-            .engine
-            .refresh(&connection.id, on_demand())
-            .await
-            .unwrap();
-        assert_eq!(report.outcome, Outcome::Refreshed);
+        assert_eq!(
+            refresh(ctx, &connection.id, on_demand()).await,
+            Outcome::Refreshed
+        );
     }
 }

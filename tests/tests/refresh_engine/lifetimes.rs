@@ -85,12 +85,10 @@ async fn the_daily_token_call_budget_is_never_exceeded() {
     let ctx = world.process(settings());
     for _ in 0..3 {
         world.advance(Duration::seconds(600));
-        let report = ctx
-            .engine
-            .refresh(&connection.id, on_demand())
-            .await
-            .unwrap();
-        assert_eq!(report.outcome, Outcome::Refreshed);
+        assert_eq!(
+            refresh(&ctx, &connection.id, on_demand()).await,
+            Outcome::Refreshed
+        );
     }
     let calls = world.sim.token_calls(Provider::Exact);
     world.advance(Duration::seconds(600));
@@ -124,21 +122,8 @@ async fn run_daily(
     let mut summaries = Vec::new();
     for _ in 0..days {
         world.advance(Duration::days(1));
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let settings = RunSettings {
-            stop_margin: std::time::Duration::ZERO,
-            ..RunSettings::default()
-        };
-        summaries.push(
-            run_scheduled(
-                ctx.engine.clone(),
-                world.stores.store.clone(),
-                world.clock.clone(),
-                deadline,
-                &settings,
-            )
-            .await,
-        );
+        let within = std::time::Duration::from_secs(60);
+        summaries.push(broker_tests::world::run_scheduled_within(ctx, within, &whole_run()).await);
     }
     summaries
 }
@@ -166,12 +151,10 @@ async fn an_idle_exact_connection_survives_ninety_days(backend: Backend) {
     );
     // Still good: an on-demand refresh now works against the simulator.
     world.advance(Duration::seconds(700));
-    let report = ctx
-        .engine
-        .refresh(&connection.id, on_demand())
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Refreshed);
+    assert_eq!(
+        refresh(&ctx, &connection.id, on_demand()).await,
+        Outcome::Refreshed
+    );
     assert_eq!(world.max_presentations(), 1);
 }
 
@@ -316,12 +299,10 @@ async fn acumatica_sliding_expiry_stays_alive(backend: Backend) {
         "the sliding window moved on"
     );
     world.advance(Duration::hours(2));
-    let report = ctx
-        .engine
-        .refresh(&connection.id, on_demand())
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Refreshed);
+    assert_eq!(
+        refresh(&ctx, &connection.id, on_demand()).await,
+        Outcome::Refreshed
+    );
 }
 
 /// Sliding, but at most 45 days after authorization: once the window reaches the cap the end is

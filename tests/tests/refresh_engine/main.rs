@@ -4,27 +4,26 @@
 
 use async_trait::async_trait;
 use broker_core::adapters::OutboxMailer;
-use broker_core::api::{Caller, IntegrationApi};
+use broker_core::api::IntegrationApi;
 use broker_core::backend::Backend as Stores;
 use broker_core::clock::Clock;
 use broker_core::context::BrokerContext;
 use broker_core::domain::ErrorClass;
 use broker_core::domain::*;
-use broker_core::ids::{AppId, ConnectionId, TenantId, WriteId};
+use broker_core::ids::{ConnectionId, TenantId};
 use broker_core::notify::{Notifier, NotifySettings};
-use broker_core::ports::{Fence, TokenVault, VaultError};
+use broker_core::ports::{Fence, TokenVault};
 use broker_core::providers::{Catalogue, HttpSettings, ProviderHttp, Providers};
 use broker_core::refresh::app_user::AppUserHold;
 use broker_core::refresh::{
-    run_scheduled, EngineSettings, Outcome, OutcomeKind, RunSettings, TokenGrant, Trigger,
+    EngineSettings, Outcome, OutcomeKind, RunSettings, TokenGrant, Trigger,
 };
-use broker_core::secret::{AccessToken, ClientSecret, RefreshToken};
+use broker_core::secret::{ClientSecret, RefreshToken};
 use broker_core::CredentialKeeper;
 use broker_tests::backends::Backend;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, ExactUser,
-    FaultAction, FaultRule, MintRequest, Provider, Simulator, SimulatorConfig, SimulatorHandle,
+    AcumaticaRefreshPolicy, ExactUser, FaultAction, FaultRule, Provider, SimulatorHandle,
 };
 use std::sync::Arc;
 
@@ -61,35 +60,22 @@ impl World {
     }
 
     async fn with_catalogue(backend: Backend, mut catalogue: Catalogue) -> Self {
-        let config = SimulatorConfig {
-            start_time: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
-            ..SimulatorConfig::default()
-        };
-        let sim = Simulator::start(config)
-            .await
-            .expect("the simulator starts");
-        sim.register_exact_client(ClientRegistration {
-            client_id: EXACT_CLIENT.into(),
-            client_secret: SECRET.into(),
-            redirect_uris: vec![REDIRECT.into()],
-        });
+        let start = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
+        let sim = broker_tests::world::start_simulator(Some(start), false).await;
+        sim.register_exact_client(broker_tests::world::registration(
+            EXACT_CLIENT,
+            SECRET,
+            REDIRECT,
+        ));
         for country in ExactCountry::ALL {
             let canonical = format!("https://start.exactonline.{}", country.tld());
             catalogue
                 .override_base_url(&canonical, &sim.exact_base(country.tld()))
                 .unwrap();
         }
-        let tenant = TenantId::parse("acme").unwrap();
-        backend
-            .store
-            .insert_tenant(&Tenant::new(tenant.clone(), "Acme", Utc::now()).unwrap())
-            .await
-            .unwrap();
+        let stores = backend.stores();
+        let tenant = broker_tests::world::add_tenant(&stores, "acme", "Acme", Utc::now()).await;
         let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
-        let stores = Stores {
-            store: backend.store.clone(),
-            vault: backend.vault.clone(),
-        };
         Self {
             sim,
             stores,
@@ -101,22 +87,13 @@ impl World {
 
     /// A broker process: its own provider clients and engine (so its own in-process locks).
     fn process(&self, settings: EngineSettings) -> BrokerContext {
-        let providers = Providers::new(
-            self.catalogue.clone(),
-            ProviderHttp::new(HttpSettings {
-                total_timeout: std::time::Duration::from_secs(4),
-                ..broker_tests::provider_http_settings()
-            })
-            .unwrap(),
-            self.clock.clone(),
-        );
-        BrokerContext::new(
-            self.stores.clone(),
-            providers,
-            self.clock.clone(),
-            url::Url::parse("http://127.0.0.1:9").unwrap(),
-            settings,
-        )
+        let http = ProviderHttp::new(HttpSettings {
+            total_timeout: std::time::Duration::from_secs(4),
+            ..broker_tests::provider_http_settings()
+        })
+        .unwrap();
+        let (stores, catalogue) = (&self.stores, self.catalogue.clone());
+        broker_tests::world::process(stores, catalogue, http, self.clock.clone(), settings)
     }
 
     async fn register_app(
@@ -125,21 +102,9 @@ impl World {
         settings: ProviderSettings,
         client_id: &str,
     ) -> OAuthApp {
-        let app = OAuthApp {
-            tenant: self.tenant.clone(),
-            id: AppId::parse(id).unwrap(),
-            settings,
-            client_id: client_id.into(),
-            redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-            scopes: vec![],
-            created_at: Utc::now(),
-        };
-        self.stores.store.put_app(&app).await.unwrap();
-        self.stores
-            .vault
-            .put_client_secret(&self.tenant, &app.id, &ClientSecret::new(SECRET))
-            .await
-            .unwrap();
+        let now = Utc::now();
+        let app = broker_tests::world::app(&self.tenant, id, settings, client_id, REDIRECT, now);
+        broker_tests::world::register_app(&self.stores, &app, SECRET).await;
         app
     }
 
@@ -176,13 +141,7 @@ impl World {
         self.sim
             .register_acumatica_client(
                 "demo",
-                AcumaticaClientRegistration {
-                    client_id: ACU_CLIENT.into(),
-                    client_secret: SECRET.into(),
-                    redirect_uris: vec![REDIRECT.into()],
-                    refresh_policy: policy,
-                    rotate_refresh_tokens: true,
-                },
+                broker_tests::world::acumatica_registration(ACU_CLIENT, SECRET, REDIRECT, policy),
             )
             .unwrap();
         let instance = ServiceUrl::parse(&self.sim.acumatica_instance_url("demo")).unwrap();
@@ -264,42 +223,37 @@ impl World {
     async fn authorized_by(
         &self,
         app: &OAuthApp,
-        mut connection: Connection,
+        connection: Connection,
         user: &str,
     ) -> Connection {
-        let (provider, location) = match app.provider() {
-            ProviderKind::ExactOnline => (Provider::Exact, "nl"),
-            ProviderKind::Acumatica => (Provider::Acumatica, "demo"),
-            other => panic!("no minting for {other:?}"),
+        let location = match app.provider() {
+            ProviderKind::Acumatica => "demo",
+            _ => "nl",
         };
-        let minted = self
-            .sim
-            .mint_tokens(MintRequest {
-                provider,
-                location: location.into(),
-                client_id: app.client_id.clone(),
-                user: user.into(),
-                scope: String::new(),
-            })
-            .unwrap();
+        let minted = broker_tests::world::mint(&self.sim, app, location, user);
         let now = self.clock.now();
-        let ctx = self.process(settings());
-        let rules = ctx.providers.rules(app);
-        let tokens = TokenSet {
-            access_token: AccessToken::new(minted.access_token),
-            access_expires_at: minted.access_expires_at,
-            refresh_token: Some(RefreshToken::new(minted.refresh_token)),
-            refresh_expires_at: Some(minted.refresh_expires_at),
-            scope: None,
-            received_at: now,
-        };
-        let transition = connection
-            .apply(StatusEvent::Authorized, Actor::EndUser(user.into()), now)
-            .unwrap();
-        connection.last_refresh_at = Some(now);
-        connection.next_refresh_at =
-            Some(rules.next_scheduled_refresh(now, tokens.refresh_expires_at));
-        broker_tests::world::store_authorized(&self.stores, connection, tokens, transition).await
+        let rules = self.process(settings()).providers.rules(app);
+        let tokens = broker_tests::world::token_set(minted, now);
+        let next = rules.next_scheduled_refresh(now, tokens.refresh_expires_at);
+        broker_tests::world::authorized(&self.stores, connection, user, tokens, next).await
+    }
+
+    /// A world with an Exact app and a connection of it whose access token (600 s) has expired.
+    async fn with_expired_exact_token(backend: Backend) -> (Self, Connection) {
+        let world = Self::new(backend).await;
+        let app = world.exact_app().await;
+        let connection = world.connected(&app).await;
+        world.advance(Duration::seconds(700));
+        (world, connection)
+    }
+
+    /// Saves `c` as it is, fenced by its version, with no transition.
+    async fn save(&self, c: &Connection) -> Connection {
+        self.stores
+            .store
+            .save_connection(c, Fence::Version, &[])
+            .await
+            .unwrap()
     }
 
     async fn current(&self, id: &ConnectionId) -> (Connection, Option<TokenSet>) {
@@ -313,6 +267,19 @@ impl World {
     fn max_presentations(&self) -> u32 {
         self.sim.max_presentations_of_any_refresh_token()
     }
+}
+
+/// A scheduled run that uses all the time it is given.
+fn whole_run() -> RunSettings {
+    RunSettings {
+        stop_margin: std::time::Duration::ZERO,
+        ..RunSettings::default()
+    }
+}
+
+/// The outcome of one refresh of `id` by `ctx`'s engine.
+async fn refresh(ctx: &BrokerContext, id: &ConnectionId, trigger: Trigger) -> Outcome {
+    ctx.engine.refresh(id, trigger).await.unwrap().outcome
 }
 
 fn on_demand() -> Trigger {

@@ -74,17 +74,11 @@ async fn a_thousand_due_connections_are_refreshed_in_one_run_and_all_accounted_f
         .sim
         .set_route_latency("exact.token", std::time::Duration::from_millis(50));
     let ctx = world.process(settings());
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
     let started = std::time::Instant::now();
-    let summary = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
-        &RunSettings {
-            stop_margin: std::time::Duration::ZERO,
-            ..RunSettings::default()
-        },
+    let summary = broker_tests::world::run_scheduled_within(
+        &ctx,
+        std::time::Duration::from_secs(600),
+        &whole_run(),
     )
     .await;
     println!(
@@ -104,98 +98,17 @@ async fn a_thousand_due_connections_are_refreshed_in_one_run_and_all_accounted_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_refreshes_never_trigger_oidc_provider_reuse_detection() {
     use broker_core::clock::SystemClock;
-    use broker_tests::oidc::OidcProvider;
     const REDIRECT: &str = "http://127.0.0.1:9/oidc/callback";
-    let server = tokio::task::spawn_blocking(|| OidcProvider::start(REDIRECT))
-        .await
-        .unwrap()
-        .expect("oidc-provider starts");
-    let mut catalogue = Catalogue::built_in();
-    let definition = serde_json::json!({ "definitions": [{
-        "id": "oidc-provider", "kind": "generic", "display_name": "oidc-provider",
-        "issuer": server.issuer,
-        "scopes": ["openid", "offline_access", "profile"],
-        "authorize_params": { "prompt": "consent", "nonce": "{random}" },
-        "lifetimes": { "access_token_secs": 3600 },
-        "refresh": { "rotation": "single_use", "expiry": { "kind": "idle", "days": 1 } },
-        "discovery": "userinfo"
-    }]});
-    catalogue.merge_json(&definition.to_string()).unwrap();
-    let backend = broker_tests::backends::embedded();
-    let stores = Stores {
-        store: backend.store.clone(),
-        vault: backend.vault.clone(),
-    };
+    let stores = broker_tests::backends::embedded().stores();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());
-    let ctx = BrokerContext::new(
-        stores.clone(),
-        providers,
-        clock.clone(),
-        url::Url::parse("http://127.0.0.1:9").unwrap(),
-        settings(),
-    );
-    let tenant = TenantId::parse("acme").unwrap();
-    let app = OAuthApp {
-        tenant: tenant.clone(),
-        id: AppId::parse("oidc").unwrap(),
-        settings: ProviderSettings::Generic {
-            definition: "oidc-provider".into(),
-        },
-        client_id: server.client_id.clone(),
-        redirect_uri: RedirectUri::parse(REDIRECT).unwrap(),
-        scopes: vec![],
-        created_at: Utc::now(),
-    };
-    stores.store.put_app(&app).await.unwrap();
-    stores
-        .vault
-        .put_client_secret(
-            &tenant,
-            &app.id,
-            &ClientSecret::new(server.client_secret.clone()),
-        )
-        .await
-        .unwrap();
-    // Authorize through the real server.
-    let client = ctx
-        .providers
-        .oauth_client(&app, ClientSecret::new(server.client_secret.clone()))
-        .unwrap();
-    let authorized = server.authorize_with(&client).await.unwrap();
-    let now = clock.now();
-    let mut connection = Connection::new(
-        tenant.clone(),
-        app.id.clone(),
-        ProviderKind::Generic,
-        Recipients::default(),
-        now,
-    );
-    stores
-        .store
-        .insert_connection(&connection, &[])
-        .await
-        .unwrap();
-    let transition = connection
-        .apply(
-            StatusEvent::Authorized,
-            Actor::EndUser("test-user".into()),
-            now,
-        )
-        .unwrap();
-    connection.last_refresh_at = Some(now);
+    let oidc = broker_tests::oidc::Connected::start(&stores, clock.clone(), REDIRECT, 3600).await;
+    let http = broker_tests::provider_http();
+    let ctx =
+        broker_tests::world::process(&stores, oidc.catalogue, http, clock.clone(), settings());
+    let secret = ClientSecret::new(oidc.server.client_secret.clone());
+    let client = ctx.providers.oauth_client(&oidc.app, secret).unwrap();
     let keeper = CredentialKeeper::new(stores.store.clone(), stores.vault.clone());
-    let target = CredentialKeeper::next_target(&connection);
-    let mut connection = keeper
-        .commit(
-            connection,
-            target,
-            &Credentials::OAuth2(authorized.tokens.clone()),
-            Fence::Version,
-            &[transition],
-        )
-        .await
-        .unwrap();
+    let mut connection = oidc.connection;
     // Pretend the access token expired, then 20 callers need a token at once, three times over.
     for round in 0..3 {
         connection.access_expires_at = Some(clock.now() - Duration::seconds(1));
@@ -265,17 +178,8 @@ async fn the_schedule_keeps_the_refresh_token_alive_and_ignores_idle_short_acces
     let mut refreshed = 0;
     for _ in 0..(2 * 24 * 12) {
         world.advance(Duration::minutes(5));
-        let summary = run_scheduled(
-            ctx.engine.clone(),
-            world.stores.store.clone(),
-            world.clock.clone(),
-            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
-            &RunSettings {
-                stop_margin: std::time::Duration::ZERO,
-                ..RunSettings::default()
-            },
-        )
-        .await;
+        let within = std::time::Duration::from_secs(60);
+        let summary = broker_tests::world::run_scheduled_within(&ctx, within, &whole_run()).await;
         refreshed += summary.count(OutcomeKind::Refreshed);
     }
     let token_calls = world.sim.token_calls(Provider::Acumatica) - calls;
@@ -335,12 +239,9 @@ async fn a_run_stops_taking_work_before_its_deadline_and_the_next_run_finishes_i
         stop_margin: std::time::Duration::from_millis(500),
         ..RunSettings::default()
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
-    let first = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
+    let first = broker_tests::world::run_scheduled_within(
+        &ctx,
+        std::time::Duration::from_millis(1500),
         &settings,
     )
     .await;
@@ -351,12 +252,9 @@ async fn a_run_stops_taking_work_before_its_deadline_and_the_next_run_finishes_i
         first.taken,
         "all it took is accounted for"
     );
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    let second = run_scheduled(
-        ctx.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
+    let second = broker_tests::world::run_scheduled_within(
+        &ctx,
+        std::time::Duration::from_secs(120),
         &settings,
     )
     .await;

@@ -9,10 +9,7 @@ broker_tests::on_both_backends!(
 );
 
 async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Backend) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700)); // the access token (600 s) has expired
+    let (world, connection) = World::with_expired_exact_token(backend).await;
     let before = world.sim.token_calls(Provider::Exact);
     // Two broker processes share the stores, each with its own engine; plus a third for the schedule.
     let (a, b, scheduler) = (
@@ -57,16 +54,10 @@ async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Ba
         .store
         .save_connection(&due, Fence::Version, &[])
         .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    let summary = run_scheduled(
-        scheduler.engine.clone(),
-        world.stores.store.clone(),
-        world.clock.clone(),
-        deadline,
-        &RunSettings {
-            stop_margin: std::time::Duration::ZERO,
-            ..RunSettings::default()
-        },
+    let summary = broker_tests::world::run_scheduled_within(
+        &scheduler,
+        std::time::Duration::from_secs(120),
+        &whole_run(),
     )
     .await;
     let mut tokens = std::collections::HashSet::new();
@@ -98,19 +89,8 @@ async fn fifty_callers_and_a_scheduled_run_cause_exactly_one_refresh(backend: Ba
 async fn a_lease_holder_that_outlives_its_lease_cannot_overwrite_and_no_token_is_spent_twice(
     backend: Backend,
 ) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
-    // The slow worker's lease lasts 0.5 s but the provider takes 1.5 s to answer.
-    world
-        .sim
-        .set_route_latency("exact.token", std::time::Duration::from_millis(1500));
-    let slow = world.process(EngineSettings {
-        retries_when_unavailable: 0,
-        lease_margin: Duration::milliseconds(-4_500),
-        ..settings()
-    });
+    let (world, connection) = World::with_expired_exact_token(backend).await;
+    let slow = slow_worker(&world);
     let other = world.process(settings());
     let id = connection.id.clone();
     let slow_task = {
@@ -151,18 +131,8 @@ async fn a_lease_holder_that_outlives_its_lease_cannot_overwrite_and_no_token_is
 /// A refresh still waiting for the provider when its lease ends and the connection is disconnected:
 /// its late vault write is fenced off and deleted again, so no token outlives the disconnect.
 async fn a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind(backend: Backend) {
-    let world = World::new(backend).await;
-    let app = world.exact_app().await;
-    let connection = world.connected(&app).await;
-    world.advance(Duration::seconds(700));
-    world
-        .sim
-        .set_route_latency("exact.token", std::time::Duration::from_millis(1500));
-    let slow = world.process(EngineSettings {
-        retries_when_unavailable: 0,
-        lease_margin: Duration::milliseconds(-4_500),
-        ..settings()
-    });
+    let (world, connection) = World::with_expired_exact_token(backend).await;
+    let slow = slow_worker(&world);
     let id = connection.id.clone();
     let slow_task = {
         let (slow, id) = (slow.clone(), id.clone());
@@ -177,15 +147,7 @@ async fn a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind(backend: B
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // The slow worker's lease has expired: the disconnect takes it and deletes the tokens.
     let api = IntegrationApi::new(world.process(settings()));
-    let caller = Caller {
-        key: ApiKeyRecord::generate(
-            world.tenant.clone(),
-            "ops",
-            ApiKeyScope::default(),
-            world.clock.now(),
-        )
-        .record,
-    };
+    let caller = broker_tests::world::ops_caller(&world.tenant, world.clock.now());
     let view = api.disconnect(&caller, id.as_str()).await.unwrap();
     assert_eq!(view.status, "disconnected");
     let _ = slow_task.await.unwrap();
@@ -203,4 +165,16 @@ async fn a_refresh_that_outlives_a_disconnect_leaves_no_tokens_behind(backend: B
             "{pointer:?} still holds tokens"
         );
     }
+}
+
+/// A worker whose lease lasts 0.5 s while the provider takes 1.5 s to answer.
+fn slow_worker(world: &World) -> BrokerContext {
+    world
+        .sim
+        .set_route_latency("exact.token", std::time::Duration::from_millis(1500));
+    world.process(EngineSettings {
+        retries_when_unavailable: 0,
+        lease_margin: Duration::milliseconds(-4_500),
+        ..settings()
+    })
 }

@@ -16,12 +16,10 @@ use broker_core::refresh::EngineSettings;
 use broker_core::secret::ClientSecret;
 use broker_tests::backends::Backend;
 use broker_tests::vaults::RecordingVault;
+use broker_tests::world::demo_clients::*;
 use chrono::{Duration, TimeZone, Utc};
 use provider_simulators as sim;
-use provider_simulators::{
-    AcumaticaClientRegistration, AcumaticaRefreshPolicy, ClientRegistration, MintRequest,
-    MintedTokens, Simulator, SimulatorConfig, SimulatorHandle,
-};
+use provider_simulators::{MintRequest, MintedTokens, SimulatorHandle};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,13 +32,6 @@ mod tokens;
 mod twinfield;
 mod twinfield_sessions;
 
-const REDIRECT: &str = "http://localhost:9/callback";
-const TW_ID: &str = "tw-client";
-const TW_SECRET: &str = "tw-secret-value";
-const EX_ID: &str = "ex-client";
-const EX_SECRET: &str = "ex-secret-value";
-const ACU_ID: &str = "0b9d7a52-3f7e-4c55-9a3e-7d8f1c2b4e6a@Company";
-const ACU_SECRET: &str = "acu-secret-value";
 const TW_SCOPE: &str = "openid twf.user twf.organisation twf.organisationUser offline_access";
 
 struct Env {
@@ -99,32 +90,7 @@ async fn env_with(backend: Backend, settings: ApiSettings) -> Env {
 }
 
 async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: EngineSettings) -> Env {
-    let mut config = SimulatorConfig {
-        start_time: Some(Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()),
-        ..SimulatorConfig::default()
-    };
-    config.knobs.auto_consent = true;
-    let sim = Simulator::start(config)
-        .await
-        .expect("the simulator starts");
-    let registration = |id: &str, secret: &str| ClientRegistration {
-        client_id: id.into(),
-        client_secret: secret.into(),
-        redirect_uris: vec![REDIRECT.into()],
-    };
-    sim.register_twinfield_client(registration(TW_ID, TW_SECRET));
-    sim.register_exact_client(registration(EX_ID, EX_SECRET));
-    sim.register_acumatica_client(
-        "demo",
-        AcumaticaClientRegistration {
-            client_id: ACU_ID.into(),
-            client_secret: ACU_SECRET.into(),
-            redirect_uris: vec![REDIRECT.into()],
-            refresh_policy: AcumaticaRefreshPolicy::default(),
-            rotate_refresh_tokens: true,
-        },
-    )
-    .unwrap();
+    let sim = broker_tests::world::demo_simulators(|_| {}).await;
     let catalogue = broker_tests::providers::catalogue_aimed_at(&sim);
     let clock: Arc<dyn Clock> = Arc::new(broker_tests::clock::SimulatorClock(sim.clock()));
     let providers = Providers::new(catalogue, broker_tests::provider_http(), clock.clone());

@@ -60,14 +60,15 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_off(backend:
     insert(&backend, &connection).await;
     let ttl = Duration::seconds(30);
     let (old, new) = (LeaseOwner::generate(), LeaseOwner::generate());
-    let LeaseAttempt::Acquired(read_by_old) = backend
-        .store
-        .acquire_lease(&connection.id, &old, t0(), ttl)
-        .await
-        .unwrap()
-    else {
-        panic!("the first lease must be granted")
-    };
+    let read_by_old = acquired(
+        &backend,
+        &connection.id,
+        &old,
+        t0(),
+        ttl,
+        "the first lease must be granted",
+    )
+    .await;
     // Still held: nobody else gets it.
     let busy = backend
         .store
@@ -81,14 +82,15 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_off(backend:
     );
     // Expired: taken over.
     let later = t0() + Duration::seconds(31);
-    let LeaseAttempt::Acquired(read_by_new) = backend
-        .store
-        .acquire_lease(&connection.id, &new, later, ttl)
-        .await
-        .unwrap()
-    else {
-        panic!("{}: an expired lease must be taken over", backend.name)
-    };
+    let read_by_new = acquired(
+        &backend,
+        &connection.id,
+        &new,
+        later,
+        ttl,
+        &format!("{}: an expired lease must be taken over", backend.name),
+    )
+    .await;
     // The old owner's write is refused, fenced by lease or by version alike.
     let mut stale = read_by_old.clone();
     stale.display_name = Some("written by the old owner".into());
@@ -328,22 +330,24 @@ async fn a_last_save_gives_the_lease_up_in_the_same_write(backend: Backend) {
         let connection = new_connection(&tenant("acme"), t0());
         insert(&backend, &connection).await;
         let (old, new) = (LeaseOwner::generate(), LeaseOwner::generate());
-        let LeaseAttempt::Acquired(read_by_old) = backend
-            .store
-            .acquire_lease(&connection.id, &old, t0(), ttl)
-            .await
-            .unwrap()
-        else {
-            panic!("the first lease must be granted")
-        };
-        let LeaseAttempt::Acquired(mut mine) = backend
-            .store
-            .acquire_lease(&connection.id, &new, t0() + Duration::seconds(31), ttl)
-            .await
-            .unwrap()
-        else {
-            panic!("an expired lease must be taken over")
-        };
+        let read_by_old = acquired(
+            &backend,
+            &connection.id,
+            &old,
+            t0(),
+            ttl,
+            "the first lease must be granted",
+        )
+        .await;
+        let mut mine = acquired(
+            &backend,
+            &connection.id,
+            &new,
+            t0() + Duration::seconds(31),
+            ttl,
+            "an expired lease must be taken over",
+        )
+        .await;
         let stale = read_by_old.clone().read_at_version(mine.version());
         assert!(
             matches!(
@@ -394,5 +398,25 @@ async fn a_last_save_gives_the_lease_up_in_the_same_write(backend: Backend) {
             "{}: {again:?}",
             backend.name
         );
+    }
+}
+
+/// The connection as read with a lease `owner` takes at `now`; `must` says why it must be granted.
+async fn acquired(
+    backend: &Backend,
+    id: &ConnectionId,
+    owner: &LeaseOwner,
+    now: DateTime<Utc>,
+    ttl: Duration,
+    must: &str,
+) -> Connection {
+    match backend
+        .store
+        .acquire_lease(id, owner, now, ttl)
+        .await
+        .unwrap()
+    {
+        LeaseAttempt::Acquired(connection) => connection,
+        _ => panic!("{must}"),
     }
 }

@@ -31,11 +31,8 @@ async fn a_repeated_credentials_write_is_idempotent_and_reads_are_exact(backend:
         slot: VaultSlot::A,
         write: write.clone(),
     };
-    let read = backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &pointer)
+    let read = stored_credentials(&backend, &connection, &pointer)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(read.token_set().unwrap().access_token.expose(), "access-1");
     if let Some(aws) = &backend.aws {
@@ -74,18 +71,12 @@ async fn a_repeated_credentials_write_is_idempotent_and_reads_are_exact(backend:
         slot: VaultSlot::A,
         write: second,
     };
-    let got = backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &read_second)
+    let got = stored_credentials(&backend, &connection, &read_second)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(got.token_set().unwrap().access_token.expose(), "access-2");
-    let got = backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &pointer)
+    let got = stored_credentials(&backend, &connection, &pointer)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(got.token_set().unwrap().access_token.expose(), "access-1");
     // Unknown versions and slots read as absent.
@@ -93,21 +84,15 @@ async fn a_repeated_credentials_write_is_idempotent_and_reads_are_exact(backend:
         slot: VaultSlot::B,
         write: WriteId::generate(),
     };
-    assert!(backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &unknown)
+    assert!(stored_credentials(&backend, &connection, &unknown)
         .await
-        .unwrap()
         .is_none());
     let unknown = CredentialsPointer {
         slot: VaultSlot::A,
         write: WriteId::generate(),
     };
-    assert!(backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &unknown)
+    assert!(stored_credentials(&backend, &connection, &unknown)
         .await
-        .unwrap()
         .is_none());
     // Disconnect removes them.
     backend
@@ -115,11 +100,8 @@ async fn a_repeated_credentials_write_is_idempotent_and_reads_are_exact(backend:
         .delete_credentials(&connection.tenant, &connection.id)
         .await
         .unwrap();
-    assert!(backend
-        .vault
-        .get_credentials(&connection.tenant, &connection.id, &pointer)
+    assert!(stored_credentials(&backend, &connection, &pointer)
         .await
-        .unwrap()
         .is_none());
 }
 
@@ -316,4 +298,17 @@ async fn a_day_of_exact_rotation_writes_at_most_100_versions_to_any_secret(backe
             assert!(versions <= 100, "secret {slot} holds {versions} versions");
         }
     }
+}
+
+/// What the vault holds for `connection` under `pointer`.
+async fn stored_credentials(
+    backend: &Backend,
+    connection: &Connection,
+    pointer: &CredentialsPointer,
+) -> Option<Credentials> {
+    backend
+        .vault
+        .get_credentials(&connection.tenant, &connection.id, pointer)
+        .await
+        .unwrap()
 }

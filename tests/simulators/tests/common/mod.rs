@@ -79,6 +79,27 @@ pub fn redirect_params(response: &reqwest::Response) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The form that redeems `code` at a token endpoint (client authentication is added by the caller).
+pub fn code_grant(code: &str) -> [(&'static str, &str); 3] {
+    [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+    ]
+}
+
+/// Twinfield's authorization request for the registered client, with state `st`.
+pub fn twinfield_authorize_params() -> [(&'static str, &'static str); 6] {
+    [
+        ("client_id", TW_ID),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", TW_SCOPE),
+        ("state", "st"),
+        ("nonce", "nn"),
+    ]
+}
+
 pub fn param(pairs: &[(String, String)], key: &str) -> Option<String> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
@@ -99,6 +120,29 @@ impl Setup {
         format!("{}{path}", self.sim.acumatica_instance_url("demo"))
     }
 
+    /// `GET url`, with `token` as the bearer when there is one.
+    pub async fn get(&self, url: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `POST url` with `form` as the body.
+    pub async fn post_form<T: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        form: &T,
+    ) -> reqwest::Response {
+        self.http.post(url).form(form).send().await.unwrap()
+    }
+
+    /// As [`Setup::get`], the answer's JSON body.
+    pub async fn get_json(&self, url: &str, token: Option<&str>) -> Value {
+        self.get(url, token).await.json().await.unwrap()
+    }
+
     pub async fn get_authorize(&self, url: &str, params: &[(&str, &str)]) -> reqwest::Response {
         self.http.get(url).query(params).send().await.unwrap()
     }
@@ -113,15 +157,7 @@ impl Setup {
 
     pub async fn twinfield_code(&self) -> String {
         let url = self.twinfield_connect("authorize");
-        let params = [
-            ("client_id", TW_ID),
-            ("redirect_uri", REDIRECT),
-            ("response_type", "code"),
-            ("scope", TW_SCOPE),
-            ("state", "st"),
-            ("nonce", "nn"),
-        ];
-        self.code(&url, &params).await
+        self.code(&url, &twinfield_authorize_params()).await
     }
 
     pub async fn twinfield_token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -138,14 +174,17 @@ impl Setup {
 
     pub async fn twinfield_tokens(&self) -> Value {
         let code = self.twinfield_code().await;
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ];
-        let (status, body) = self.twinfield_token(&form).await;
+        let (status, body) = self.twinfield_token(&code_grant(&code)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    pub async fn twinfield_refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        self.twinfield_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
     }
 
     pub async fn exact_code(&self, country: &str) -> String {
@@ -163,26 +202,24 @@ impl Setup {
     }
 
     pub async fn exact_token(&self, country: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        json_of(self.exact_token_response(country, form).await).await
+    }
+
+    /// The token endpoint's whole answer (headers too), the client's credentials in the body.
+    pub async fn exact_token_response(
+        &self,
+        country: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut full = vec![("client_id", EX_ID), ("client_secret", EX_SECRET)];
         full.extend_from_slice(form);
-        let response = self
-            .http
-            .post(self.exact_url(country, "/api/oauth2/token"))
-            .form(&full)
-            .send()
+        self.post_form(&self.exact_url(country, "/api/oauth2/token"), &full)
             .await
-            .unwrap();
-        json_of(response).await
     }
 
     pub async fn exact_tokens(&self, country: &str) -> Value {
         let code = self.exact_code(country).await;
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ];
-        let (status, body) = self.exact_token(country, &form).await;
+        let (status, body) = self.exact_token(country, &code_grant(&code)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -218,26 +255,14 @@ impl Setup {
         let mut full = vec![("client_id", client_id), ("client_secret", ACU_SECRET)];
         full.extend_from_slice(form);
         let response = self
-            .http
-            .post(self.acumatica_url("/identity/connect/token"))
-            .form(&full)
-            .send()
-            .await
-            .unwrap();
+            .post_form(&self.acumatica_url("/identity/connect/token"), &full)
+            .await;
         json_of(response).await
     }
 
     pub async fn acumatica_exchange(&self, client_id: &str, scope: &str) -> (StatusCode, Value) {
         let code = self.acumatica_code(client_id, scope).await;
-        self.acumatica_token(
-            client_id,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-            ],
-        )
-        .await
+        self.acumatica_token(client_id, &code_grant(&code)).await
     }
 
     pub async fn acumatica_refresh(
@@ -261,6 +286,16 @@ pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
+}
+
+/// An OAuth error answer: `status`, with `error` set to `code`.
+pub fn assert_oauth_error(answer: (StatusCode, &Value), status: StatusCode, code: &str) {
+    let (got, body) = answer;
+    assert_eq!(
+        (got, body["error"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
 }
 
 pub fn s(v: &Value) -> &str {
