@@ -15,6 +15,7 @@ pub mod credential_keeper;
 mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
+pub mod events;
 pub mod html;
 pub mod ids;
 pub mod notify;

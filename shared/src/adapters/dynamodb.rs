@@ -21,6 +21,7 @@
 //! | API key               | `APIKEY#<prefix>`          | `APIKEY`                        | `tenant`, `data` (without `revoked_at`), `revoked_at`?, `gsi1pk`, `gsi1sk` |
 //! | pending authorization | `STATE#<sha256 of state>`  | `STATE`                         | `data`, `expires_at` (N), `ttl` (N) |
 //! | usage counter window  | `USAGE#<tenant>#<app>#<provider user>` | `<counter>#<window start>` | `used` (N), `window_end` (N), `ttl` (N) |
+//! | event delivery, webhook | `DELIVERY#<key>`, `TENANT#<tenant>` | `DELIVERY`, `WEBHOOK#<id>` | see `events.rs` (a pending event is marked on its transition item) |
 //!
 //! Identifiers are validated slugs or generated ids ([`crate::ids`]) and never contain `#`.
 //!
@@ -102,6 +103,7 @@
 mod accounts;
 mod connections;
 mod errors;
+mod events;
 mod keys;
 mod links;
 mod notifications;

@@ -19,6 +19,7 @@
 //! | `client_secrets`         | `(tenant, app)`                       | `content`, `updated_at` |
 //! | `notices` (version 2)    | `key`                                 | `connection`, `created_at`, `state`, `claimed_at`, `attempts`, `subject`, `outcome` (see `notifications.rs`) |
 //! | `usage_counters` (version 5) | `(tenant, app, provider_user, counter, window_start)` | `used`, `expires_at` (see `usage.rs`) |
+//! | `status_events`, `event_deliveries`, `webhooks` (version 6) | `seq`; `key`; `(tenant, id)` | the event outbox and the tenants' endpoints (see `events.rs`) |
 //!
 //! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
 //! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
@@ -66,6 +67,7 @@
 
 mod codec;
 mod connections;
+mod events;
 mod links;
 mod notifications;
 mod records;

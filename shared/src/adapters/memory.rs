@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod accounts;
 mod connections;
+mod events;
 mod notifications;
 mod vault;
 
@@ -85,6 +86,7 @@ struct State {
     usage: HashMap<(UsageKey, DateTime<Utc>), u32>,
     vault: HashMap<VaultEntry, Credentials>,
     client_secrets: HashMap<(TenantId, AppId), ClientSecret>,
+    events: events::Events,
 }
 
 type VaultEntry = (TenantId, ConnectionId, VaultSlot, WriteId);

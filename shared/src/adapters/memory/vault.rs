@@ -87,6 +87,33 @@ impl TokenVault for MemoryStore {
             .cloned())
     }
 
+    async fn put_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+        secret: &crate::secret::WebhookSecret,
+    ) -> Result<(), VaultError> {
+        self.put_memory_webhook_secret(tenant, webhook, secret);
+        Ok(())
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<Option<crate::secret::WebhookSecret>, VaultError> {
+        Ok(self.get_memory_webhook_secret(tenant, webhook))
+    }
+
+    async fn delete_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<(), VaultError> {
+        self.delete_memory_webhook_secret(tenant, webhook);
+        Ok(())
+    }
+
     async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
         self.state()
             .client_secrets
