@@ -27,6 +27,7 @@ use url::Url;
 
 mod api;
 mod eventbridge;
+mod notifier;
 mod webhooks;
 
 const ACCESS_VALUE: &str = "ACCESS-TOKEN-VALUE-never-in-an-event";
