@@ -47,6 +47,7 @@ macro_rules! contract {
 mod apps;
 mod concurrency;
 mod credentials;
+mod events;
 mod records;
 mod usage;
 
