@@ -27,6 +27,7 @@ use url::Url;
 
 mod api;
 mod eventbridge;
+mod logs;
 mod notifier;
 mod webhooks;
 
