@@ -114,6 +114,9 @@ impl DeliveryRecord {
 }
 
 /// The answer to claiming a delivery.
+// The record is returned by value once per claim and consumed at once; boxing it would only add an
+// allocation (as for `LeaseAttempt`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryClaim {
     /// Ours to send; the state is `Sending` at the claim time.

@@ -324,7 +324,7 @@ async fn dead_letters_and_webhooks_are_their_tenants_only(backend: Backend) {
     );
     assert_eq!(
         store.list_webhooks(&globex).await.unwrap(),
-        [theirs.clone()],
+        [theirs],
         "{name}"
     );
     assert!(
