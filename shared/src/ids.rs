@@ -150,6 +150,12 @@ generated_id!(
     "connection id"
 );
 generated_id!(
+    /// A tenant's webhook endpoint: an HTTPS URL status-change events are posted to.
+    WebhookId,
+    "whk_",
+    "webhook id"
+);
+generated_id!(
     /// Identifies one write of credentials to the vault. It is the Secrets Manager
     /// `ClientRequestToken` (and so the version id), which makes a repeated write idempotent.
     WriteId,

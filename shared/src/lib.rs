@@ -19,6 +19,7 @@ pub mod escrow;
 #[cfg(test)]
 mod fixtures;
 pub mod history;
+pub mod events;
 pub mod html;
 pub mod ids;
 pub mod notify;

@@ -327,6 +327,39 @@ pub trait TokenVault: Send + Sync {
         ))
     }
 
+    /// Keeps a webhook's signing secret (the dispatcher needs it back to sign every delivery).
+    async fn put_webhook_secret(
+        &self,
+        _tenant: &TenantId,
+        _webhook: &crate::ids::WebhookId,
+        _secret: &crate::secret::WebhookSecret,
+    ) -> Result<(), VaultError> {
+        Err(VaultError::Unavailable(
+            "this vault keeps no webhook signing secrets".into(),
+        ))
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        _tenant: &TenantId,
+        _webhook: &crate::ids::WebhookId,
+    ) -> Result<Option<crate::secret::WebhookSecret>, VaultError> {
+        Err(VaultError::Unavailable(
+            "this vault keeps no webhook signing secrets".into(),
+        ))
+    }
+
+    /// Deleting one that is not there is not an error.
+    async fn delete_webhook_secret(
+        &self,
+        _tenant: &TenantId,
+        _webhook: &crate::ids::WebhookId,
+    ) -> Result<(), VaultError> {
+        Err(VaultError::Unavailable(
+            "this vault keeps no webhook signing secrets".into(),
+        ))
+    }
+
     /// Opens what [`TokenVault::seal_escrow`] sealed for the same connection and target.
     async fn open_escrow(
         &self,
@@ -351,6 +384,7 @@ pub trait MetadataStore:
     + NotificationStore
     + UsageStore
     + HistoryStore
+    + EventStore
 {
 }
 impl<T> MetadataStore for T where
@@ -362,6 +396,7 @@ impl<T> MetadataStore for T where
         + NotificationStore
         + UsageStore
         + HistoryStore
+        + EventStore
 {
 }
 
@@ -603,4 +638,81 @@ pub trait HistoryStore: Send + Sync {
         &self,
         id: &ConnectionId,
     ) -> Result<Vec<crate::notify::NoticeRecord>, StoreError>;
+}
+
+// ----- Status-change events --------------------------------------------------------------------
+
+/// The status-change event outbox and the tenants' webhook endpoints (see [`crate::events`]). Every
+/// status transition that changes the status is an outbox entry, written in the same atomic write as
+/// the transition. A dispatcher turns it into one delivery per target in one atomic write, then sends
+/// each delivery under a claim (a conditional write) and settles it.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Transitions not yet turned into deliveries, oldest first, at most `limit`.
+    async fn pending_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::events::PendingEvent>, StoreError>;
+
+    /// Creates the deliveries of the pending event `key` and marks it done, atomically: `false` (and
+    /// nothing written) when it was done already.
+    async fn fan_out_event(
+        &self,
+        key: &str,
+        deliveries: &[crate::events::DeliveryTicket],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deliveries due by `now` (pending and due, or claimed longer ago than their stale time),
+    /// earliest first, at most `limit`.
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::events::DeliveryKey>, StoreError>;
+
+    /// Claims a delivery: pending and due by `now`, or sending with a claim older than
+    /// `stale_before` (taken over). The claim is `now`.
+    async fn claim_delivery(
+        &self,
+        key: &crate::events::DeliveryKey,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<crate::events::DeliveryClaim, StoreError>;
+
+    /// Ends the attempt claimed at `claimed_at`. `Conflict` when the claim is no longer that one.
+    async fn settle_delivery(
+        &self,
+        key: &crate::events::DeliveryKey,
+        claimed_at: DateTime<Utc>,
+        settle: &crate::events::DeliverySettle,
+    ) -> Result<(), StoreError>;
+
+    async fn get_delivery(
+        &self,
+        key: &crate::events::DeliveryKey,
+    ) -> Result<Option<crate::events::DeliveryRecord>, StoreError>;
+
+    /// A tenant's dead deliveries, most recent first, at most `limit`.
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<crate::events::DeliveryRecord>, StoreError>;
+
+    /// Stores a new endpoint; `AlreadyExists` if its id is taken.
+    async fn insert_webhook(&self, webhook: &crate::events::Webhook) -> Result<(), StoreError>;
+
+    /// A tenant's endpoints, oldest first.
+    async fn list_webhooks(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::events::Webhook>, StoreError>;
+
+    /// `false` when the tenant has no endpoint by that id.
+    async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        id: &crate::ids::WebhookId,
+    ) -> Result<bool, StoreError>;
 }

@@ -68,6 +68,10 @@ secret_type!(
     ApiKeySecret
 );
 secret_type!(
+    /// The key a webhook's deliveries are signed with (HMAC-SHA256), shown to its owner exactly once.
+    WebhookSecret
+);
+secret_type!(
     /// A legacy (OAuth 1.0) Twinfield access token.
     LegacyAccessToken
 );

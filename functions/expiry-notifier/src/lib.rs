@@ -10,12 +10,18 @@
 //!   source; without it Lambda ignores the list and a failure anywhere retries the whole batch, which
 //!   is still safe — claims make repeats harmless — only slower).
 //!
+//! - A schedule every minute sends `{"run": "events"}`: the status-change event dispatcher
+//!   ([`handle_with_events`]), which delivers what is due (webhook retries back off from one minute).
+//!   Stream batches and the daily run deliver too, so a new event goes out as soon as its transition
+//!   is written.
+//!
 //! Events are read as `serde_json::Value` rather than `aws_lambda_events` types: the function reads
 //! four fields of one event shape, and the crate would add a large dependency for them.
 
 use broker_core::adapters::dynamodb::stream;
 use broker_core::adapters::{OutboxMailer, SesMailer};
 use broker_core::backend::{aws_sdk_config, BackendConfig};
+use broker_core::events::{DispatchSummary, Dispatcher};
 use broker_core::notify::{Mailer, NoticeKey, Notifier, NotifyError, NotifySettings, RunSummary};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -28,6 +34,8 @@ pub enum HandlerError {
     Notify(#[from] NotifyError),
     #[error("the daily run met {0} error(s) (logged); the run is safe to repeat")]
     DailyIncomplete(usize),
+    #[error("the event dispatch met {0} error(s) (logged); the next run retries")]
+    EventsIncomplete(usize),
 }
 
 /// One stream record: the id Lambda knows it by, and its notice if it is a new transition.
@@ -41,7 +49,12 @@ pub struct StreamRecord {
 pub enum Trigger {
     Daily,
     Stream(Vec<StreamRecord>),
+    /// The frequent schedule of the event dispatcher.
+    Events,
 }
+
+/// The input the template's every-minute schedule sends.
+pub const EVENTS_RUN: &str = "events";
 
 /// Which trigger an event is. A stream record that is not a new status transition has no notice.
 pub fn classify(event: &Value) -> Result<Trigger, HandlerError> {
@@ -58,6 +71,9 @@ pub fn classify(event: &Value) -> Result<Trigger, HandlerError> {
             .collect();
         return Ok(Trigger::Stream(records));
     }
+    if event.get("run").and_then(Value::as_str) == Some(EVENTS_RUN) {
+        return Ok(Trigger::Events);
+    }
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         || event.get("source").and_then(Value::as_str) == Some("aws.events");
     if scheduled {
@@ -71,6 +87,8 @@ pub fn classify(event: &Value) -> Result<Trigger, HandlerError> {
 /// Schedule: the run's counts.
 pub async fn handle(notifier: &Notifier, event: Value) -> Result<Value, HandlerError> {
     match classify(&event)? {
+        // The dispatcher's; no notice is owed.
+        Trigger::Events => Ok(json!({})),
         Trigger::Daily => {
             let summary = notifier.daily().await?;
             tracing::info!(?summary, "daily notification run finished");
@@ -100,6 +118,35 @@ pub async fn handle(notifier: &Notifier, event: Value) -> Result<Value, HandlerE
     }
 }
 
+/// Handles one invocation as [`handle`] does, and delivers the status-change events that are due.
+/// The dispatcher's errors fail only its own schedule's invocation: a stream batch or the daily run
+/// has its own work to report, and the next minute's run retries the events.
+pub async fn handle_with_events(
+    notifier: &Notifier,
+    dispatcher: &Dispatcher,
+    event: Value,
+) -> Result<Value, HandlerError> {
+    let trigger = classify(&event)?;
+    let notices = match trigger {
+        Trigger::Events => None,
+        _ => Some(handle(notifier, event).await),
+    };
+    let summary = dispatcher.run().await;
+    tracing::info!(?summary, "event dispatch finished");
+    match notices {
+        Some(answer) => answer,
+        None if summary.errors > 0 => Err(HandlerError::EventsIncomplete(summary.errors)),
+        None => Ok(events_json(&summary)),
+    }
+}
+
+fn events_json(s: &DispatchSummary) -> Value {
+    json!({
+        "events": s.events, "delivered": s.delivered, "retrying": s.retrying, "dead": s.dead,
+        "dropped": s.dropped, "busy": s.busy, "errors": s.errors,
+    })
+}
+
 fn summary_json(s: &RunSummary) -> Value {
     json!({
         "sent": s.sent, "skipped": s.skipped, "failed": s.failed, "unknown": s.unknown,
@@ -124,6 +171,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::UnknownEvent => "UnknownEvent",
             HandlerError::Notify(_) => "NotifyFailed",
             HandlerError::DailyIncomplete(_) => "DailyIncomplete",
+            HandlerError::EventsIncomplete(_) => "EventsIncomplete",
         };
         Self {
             error_type: error_type.into(),
@@ -140,6 +188,10 @@ mod tests {
     fn a_schedule_event_is_the_daily_run() {
         let event = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
         assert_eq!(classify(&event).unwrap(), Trigger::Daily);
+        assert_eq!(
+            classify(&json!({"run": "events"})).unwrap(),
+            Trigger::Events
+        );
         assert!(classify(&json!({"hello": 1})).is_err());
     }
 

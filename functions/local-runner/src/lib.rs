@@ -9,6 +9,7 @@ use broker_core::clock::{Clock, SystemClock};
 use broker_core::connect::issue_link;
 use broker_core::context::BrokerContext;
 use broker_core::domain::*;
+use broker_core::events::Dispatcher;
 use broker_core::ids::{AppId, TenantId};
 use broker_core::notify::{Notifier, NotifySettings};
 use broker_core::ports::StoreError;
@@ -182,6 +183,12 @@ pub async fn start(config: RunnerConfig) -> Result<Running> {
     )));
     tasks.push(tokio::spawn(notify_timer(
         notifier.clone(),
+        config.notify_every,
+    )));
+    // Webhooks are delivered locally too (no event bus: that is EventBridge's, on AWS); the notifier's
+    // tick drives them, as the notifier's schedule does on AWS.
+    tasks.push(tokio::spawn(events_timer(
+        Dispatcher::for_context(&ctx, None),
         config.notify_every,
     )));
     Ok(Running {
@@ -363,6 +370,20 @@ async fn notify_timer(notifier: Arc<Notifier>, every: Duration) {
                     tracing::warn!(error = %e, "the daily expiry scan failed; the next tick retries")
                 }
             }
+        }
+    }
+}
+
+async fn events_timer(dispatcher: Dispatcher, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let summary = dispatcher.run().await;
+        if summary.errors > 0 {
+            tracing::warn!(
+                ?summary,
+                "delivering events met errors; the next tick retries"
+            );
         }
     }
 }

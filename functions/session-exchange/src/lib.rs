@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 mod apps;
 mod history;
+mod webhooks;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,6 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/apps/{id}"),
     ("PATCH", "/v1/apps/{id}"),
     ("DELETE", "/v1/apps/{id}"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("DELETE", "/v1/webhooks/{id}"),
+    ("GET", "/v1/webhooks/dead-letters"),
 ];
 
 pub(crate) type Api = Arc<IntegrationApi>;
@@ -78,6 +83,7 @@ pub fn router_with(api: Api) -> Router {
             post(twinfield_session),
         )
         .merge(apps::routes())
+        .merge(webhooks::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

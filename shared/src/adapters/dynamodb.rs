@@ -23,6 +23,7 @@
 //! | usage counter window  | `USAGE#<tenant>#<app>#<provider user>` | `<counter>#<window start>` | `used` (N), `window_end` (N), `ttl` (N) |
 //! | API change            | `CONN#<id>`                | `CHANGE#<at>#<version>`         | `data` (see `history.rs`) |
 //! | session reads         | `CONN#<id>`                | `READS#<hour>#<key prefix>`     | `tenant`, `count` (N), `first`, `last`, `ttl` (N) |
+//! | event delivery, webhook | `DELIVERY#<key>`, `TENANT#<tenant>` | `DELIVERY`, `WEBHOOK#<id>` | see `events.rs` (a pending event is marked on its transition item) |
 //!
 //! Identifiers are validated slugs or generated ids ([`crate::ids`]) and never contain `#`.
 //!
@@ -105,6 +106,7 @@ mod accounts;
 mod connections;
 mod errors;
 mod history;
+mod events;
 mod keys;
 mod links;
 mod notifications;

@@ -21,6 +21,7 @@
 //! | `usage_counters` (version 5) | `(tenant, app, provider_user, counter, window_start)` | `used`, `expires_at` (see `usage.rs`) |
 //! | `connection_changes` (version 6) | `(connection, version)`      | `at`, `data` (see `history.rs`) |
 //! | `session_reads` (version 6) | `(connection, hour, key_prefix)` | `tenant`, `count`, `first`, `last`, `expires_at` |
+//! | `status_events`, `event_deliveries`, `webhooks` (version 6) | `seq`; `key`; `(tenant, id)` | the event outbox and the tenants' endpoints (see `events.rs`) |
 //!
 //! Indexes: connections by `(tenant, created_at, id)` (a tenant's listing) and by
 //! `(next_refresh_at, id)` where set (the due index); transitions by `(connection, at, seq)`; API keys
@@ -71,6 +72,7 @@ mod connections;
 mod history;
 #[cfg(test)]
 mod in_memory_tests;
+mod events;
 mod links;
 mod notifications;
 mod records;

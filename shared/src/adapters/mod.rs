@@ -5,6 +5,7 @@ pub mod aws_throttles;
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod eventbridge;
 pub mod kms_escrow;
 pub mod outbox;
 pub mod secrets_manager;

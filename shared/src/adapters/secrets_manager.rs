@@ -7,6 +7,8 @@
 //! - An app's client secret: `<prefix>/tenants/<tenant>/apps/<app>/client_secret`. An underscore, not
 //!   `client-secret`: AWS advises against names that end in a hyphen and six characters, which it can
 //!   take for the random suffix of a secret's ARN.
+//! - A webhook's signing secret: `<prefix>/tenants/<tenant>/webhooks/<webhook>/signing_secret`, read by
+//!   the event dispatcher to sign every delivery (so it is kept, not hashed).
 //!
 //! Every secret is tagged `broker:tenant`, `broker:connection` or `broker:app`, and `broker:slot` (`a`,
 //! `b` or `client_secret`), and encrypted with the configured KMS key (the account's default key when
@@ -58,6 +60,7 @@ use std::fmt::Debug;
 /// Secrets deleted on disconnect stay recoverable this long (the shortest window Secrets Manager allows).
 const RECOVERY_WINDOW_DAYS: i64 = 7;
 const CLIENT_SECRET_SLOT: &str = "client_secret";
+const WEBHOOK_SECRET_SLOT: &str = "signing_secret";
 
 /// Where the vault keeps its secrets.
 #[derive(Debug, Clone)]
@@ -145,6 +148,22 @@ impl SecretsManagerVault {
                 ("broker:slot", CLIENT_SECRET_SLOT.to_string()),
             ],
             description: format!("OAuth client secret of app {app} of tenant {tenant}"),
+        }
+    }
+
+    /// A webhook's signing secret. Webhook ids are random, so a name is never reused.
+    fn webhook_secret(&self, tenant: &TenantId, webhook: &crate::ids::WebhookId) -> SecretSpec {
+        SecretSpec {
+            name: format!(
+                "{}/webhooks/{webhook}/{WEBHOOK_SECRET_SLOT}",
+                self.tenant_prefix(tenant)
+            ),
+            tags: vec![
+                ("broker:tenant", tenant.to_string()),
+                ("broker:webhook", webhook.to_string()),
+                ("broker:slot", WEBHOOK_SECRET_SLOT.to_string()),
+            ],
+            description: format!("Signing secret of webhook {webhook} of tenant {tenant}"),
         }
     }
 
@@ -368,6 +387,48 @@ impl TokenVault for SecretsManagerVault {
     ) -> Result<Option<ClientSecret>, VaultError> {
         let name = self.client_secret_secret(tenant, app).name;
         Ok(self.get(&name, None).await?.map(client_secret_of))
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+        secret: &crate::secret::WebhookSecret,
+    ) -> Result<(), VaultError> {
+        let value = serde_json::json!({ "signing_secret": secret.expose() }).to_string();
+        self.put(&self.webhook_secret(tenant, webhook), value, None)
+            .await
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<Option<crate::secret::WebhookSecret>, VaultError> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            signing_secret: String,
+        }
+        let name = self.webhook_secret(tenant, webhook).name;
+        self.get(&name, None)
+            .await?
+            .map(|value| {
+                serde_json::from_str::<Stored>(&value)
+                    .map(|stored| crate::secret::WebhookSecret::new(stored.signing_secret))
+                    .map_err(|_| {
+                        VaultError::Corrupt(format!("secret {name} is not a signing secret"))
+                    })
+            })
+            .transpose()
+    }
+
+    async fn delete_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<(), VaultError> {
+        self.delete(&self.webhook_secret(tenant, webhook).name)
+            .await
     }
 
     async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {

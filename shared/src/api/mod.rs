@@ -16,6 +16,7 @@ mod problem;
 mod service;
 mod twinfield;
 mod types;
+mod webhooks;
 
 pub use app_rules::{AppRefused, AppRules, ProviderFields};
 pub use apps::{AppChanges, AppList, AppView, NewApp};
@@ -27,4 +28,7 @@ pub use twinfield::TwinfieldSessionRequest;
 pub use types::{
     ConnectionPage, ConnectionView, CreateConnection, CreatedConnection, IdentityInput, LinkView,
     RegisterCredentials, SessionGrant, TwinfieldSessionGrant,
+};
+pub use webhooks::{
+    CreatedWebhook, DeadLetterList, DeadLetterView, NewWebhook, WebhookList, WebhookView,
 };

@@ -43,7 +43,7 @@ pub enum AddressClass {
 }
 
 impl AddressClass {
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::Public => "a public address",
             Self::Loopback => "a loopback address",

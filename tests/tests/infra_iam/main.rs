@@ -17,6 +17,7 @@ use broker_tests::tools::workspace_root;
 use serde_norway::{Mapping, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod events;
 mod keys_and_concurrency;
 mod permissions;
 
@@ -454,6 +455,7 @@ fn lines(text: &str) -> BTreeSet<String> {
 const TOKENS_A: &str = "secret:tenants/*/connections/con_*/a*";
 const TOKENS_B: &str = "secret:tenants/*/connections/con_*/b*";
 const CLIENT_SECRETS: &str = "secret:tenants/*/apps/*/client_secret*";
+const WEBHOOK_SECRETS: &str = "secret:tenants/*/webhooks/whk_*/signing_secret*";
 
 fn expected_grants(binary: &str) -> BTreeSet<String> {
     let via_secrets = "kms:ViaService=secretsmanager.${AWS::Region}.amazonaws.com";
@@ -530,6 +532,10 @@ fn expected_grants(binary: &str) -> BTreeSet<String> {
              dynamodb:DeleteItem ${{Table.Arn}}
              {read_client_secrets}
              {manage_client_secrets}
+             secretsmanager:PutSecretValue {WEBHOOK_SECRETS}
+             secretsmanager:CreateSecret {WEBHOOK_SECRETS}
+             secretsmanager:TagResource {WEBHOOK_SECRETS}
+             secretsmanager:DeleteSecret {WEBHOOK_SECRETS}
              {read_tokens}
              {write_tokens}
              {delete_tokens}
@@ -551,10 +557,15 @@ fn expected_grants(binary: &str) -> BTreeSet<String> {
              {escrow_key}
              {queue_key}"
         ),
-        // Metadata only: the due index (gsi2) and the table's stream; no secret.
+        // Metadata: the due index (gsi2), the event outbox (gsi1), webhook records (Query on the
+        // table) and the table's stream; of the secrets, only webhook signing secrets, read.
         "expiry-notifier" => format!(
             "{items}
              dynamodb:Query ${{Table.Arn}}/index/gsi2
+             dynamodb:Query ${{Table.Arn}}/index/gsi1
+             dynamodb:Query ${{Table.Arn}}
+             secretsmanager:GetSecretValue {WEBHOOK_SECRETS}
+             kms:Decrypt ${{Key.Arn}} {via_secrets}
              dynamodb:DescribeStream ${{Table.Arn}}/stream/*
              dynamodb:GetRecords ${{Table.Arn}}/stream/*
              dynamodb:GetShardIterator ${{Table.Arn}}/stream/*

@@ -39,6 +39,7 @@ mod apps;
 mod concurrency;
 mod credentials;
 mod history;
+mod events;
 mod records;
 mod usage;
 

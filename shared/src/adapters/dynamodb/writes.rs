@@ -164,6 +164,8 @@ impl DynamoStore {
                 // A transition that needs an email is its own outbox entry, written in this same
                 // transaction (see `notifications.rs`).
                 super::notifications::mark_for_notice(&mut item, id, transition);
+                // A change of status is also its own event outbox entry (see `events.rs`).
+                super::events::mark_for_event(&mut item, id, transition);
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(item))

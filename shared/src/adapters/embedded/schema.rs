@@ -159,6 +159,50 @@ CREATE TABLE IF NOT EXISTS usage_counters (
 CREATE INDEX IF NOT EXISTS usage_counters_by_expiry ON usage_counters (expires_at);
 ";
 
+/// Version 6: the status-change event outbox (see `events.rs`). The trigger makes every transition
+/// that changes the status an event inside the transaction that inserts it, so no event is lost;
+/// transitions recorded before this version are history, not news, and get none.
+const SCHEMA_V6_EVENTS: &str = "
+CREATE TABLE IF NOT EXISTS status_events (
+    seq        INTEGER PRIMARY KEY NOT NULL REFERENCES transitions (seq),
+    fanned_out INTEGER NOT NULL DEFAULT 0 CHECK (fanned_out IN (0, 1))
+);
+CREATE INDEX IF NOT EXISTS status_events_pending ON status_events (seq) WHERE fanned_out = 0;
+
+CREATE TRIGGER IF NOT EXISTS transitions_events AFTER INSERT ON transitions
+WHEN json_extract(NEW.data, '$.from') <> json_extract(NEW.data, '$.to')
+BEGIN
+    INSERT INTO status_events (seq) VALUES (NEW.seq);
+END;
+
+CREATE TABLE IF NOT EXISTS event_deliveries (
+    key        TEXT PRIMARY KEY NOT NULL,
+    tenant     TEXT NOT NULL,
+    state      TEXT NOT NULL
+               CHECK (state IN ('pending', 'sending', 'delivered', 'dead', 'dropped')),
+    due_at     TEXT,
+    claimed_at TEXT,
+    settled_at TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    ticket     TEXT NOT NULL,
+    CHECK ((state = 'sending') = (claimed_at IS NOT NULL)),
+    CHECK ((state IN ('pending', 'sending')) = (due_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_deliveries_due ON event_deliveries (due_at, key)
+    WHERE state IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS event_deliveries_dead ON event_deliveries (tenant, settled_at, key)
+    WHERE state = 'dead';
+
+CREATE TABLE IF NOT EXISTS webhooks (
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+";
+
 /// Fills `awaiting_since` from each connection's own record: the schema alone cannot say which
 /// statuses wait for a person, the domain can.
 fn backfill_awaiting_since(tx: &rusqlite::Transaction<'_>) -> Result<(), Failure> {
@@ -313,6 +357,7 @@ pub(super) fn migrate(db: &mut Db) -> Result<(), Failure> {
     }
     if version < 6 {
         tx.execute_batch(super::history::SCHEMA_V6_HISTORY)?;
+        tx.execute_batch(SCHEMA_V6_EVENTS)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -193,6 +193,32 @@ impl TokenVault for EmbeddedStore {
         .map_err(|f| f.into_vault("reading an app's client secret"))
     }
 
+    async fn put_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+        secret: &crate::secret::WebhookSecret,
+    ) -> Result<(), VaultError> {
+        self.put_sealed_webhook_secret(tenant, webhook, secret)
+            .await
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<Option<crate::secret::WebhookSecret>, VaultError> {
+        self.get_sealed_webhook_secret(tenant, webhook).await
+    }
+
+    async fn delete_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        webhook: &crate::ids::WebhookId,
+    ) -> Result<(), VaultError> {
+        self.delete_sealed_webhook_secret(tenant, webhook).await
+    }
+
     async fn delete_client_secret(&self, tenant: &TenantId, app: &AppId) -> Result<(), VaultError> {
         let (tenant, app) = (tenant.to_string(), app.to_string());
         // Scrubbed, as on replacing it: a deleted secret must not linger in free pages.
