@@ -230,11 +230,14 @@ impl Env {
     /// A person opens the connect link and consents at the provider; the callback's page status.
     async fn authorize(&self, link: &str) -> u16 {
         assert!(link.starts_with(&self.public), "{link}");
-        let to_provider = self.http.get(link).send().await.unwrap();
+        let page = self.http.get(link).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200, "the link shows its page");
+        // The page's button posts to the link itself.
+        let to_provider = self.http.post(link).send().await.unwrap();
         assert_eq!(
             to_provider.status().as_u16(),
             302,
-            "the link redirects to the provider"
+            "the button redirects to the provider"
         );
         let location = to_provider.headers()["location"]
             .to_str()
