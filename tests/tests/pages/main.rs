@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 mod connection_page;
+mod emails;
 mod service_pages;
 mod way_back;
 
