@@ -21,6 +21,7 @@ use std::time::Duration;
 
 mod connection_page;
 mod emails;
+mod onboarding;
 mod service_pages;
 mod way_back;
 
