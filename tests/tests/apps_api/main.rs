@@ -230,11 +230,13 @@ impl Env {
     /// A person opens the connect link and consents at the provider; the callback's page status.
     async fn authorize(&self, link: &str) -> u16 {
         assert!(link.starts_with(&self.public), "{link}");
-        let to_provider = self.http.get(link).send().await.unwrap();
+        // Opening the link only shows the page; its button (a POST to the link) starts the
+        // authorization.
+        let to_provider = self.http.post(link).send().await.unwrap();
         assert_eq!(
             to_provider.status().as_u16(),
             302,
-            "the link redirects to the provider"
+            "the page's button redirects to the provider"
         );
         let location = to_provider.headers()["location"]
             .to_str()
