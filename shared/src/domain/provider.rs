@@ -269,6 +269,39 @@ impl AcumaticaInstance {
 }
 
 impl ProviderSettings {
+    /// Whether each customer names their own Acumatica instance (see `instance_per_connection`).
+    pub fn instance_per_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Acumatica {
+                instance_per_connection: true,
+                ..
+            }
+        )
+    }
+
+    /// These settings with each customer naming their own instance, or not. Only Acumatica
+    /// instances are per customer; for another provider asking for it is refused.
+    pub fn with_instance_per_connection(mut self, wanted: bool) -> Result<Self, InvalidValue> {
+        match &mut self {
+            Self::Acumatica {
+                instance_per_connection,
+                ..
+            } => *instance_per_connection = wanted,
+            _ if wanted => {
+                return Err(InvalidValue::new(
+                    "instance per connection",
+                    format!(
+                        "acumatica_instance_per_connection applies to Acumatica apps only, and this app is for {}: leave it out",
+                        self.kind().display_name()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+
     pub fn kind(&self) -> ProviderKind {
         match self {
             Self::Twinfield => ProviderKind::Twinfield,
