@@ -299,6 +299,7 @@ async fn seed_demo(
                         .map_err(anyhow::Error::msg)?,
                     tenant: "Company".into(),
                     refresh_tokens: None,
+                    instance_per_connection: false,
                 },
                 SANDBOX_ACUMATICA_CLIENT_ID,
             ),

@@ -9,6 +9,8 @@
 //!   page says what happened (for Exact Online with several granted divisions and none named, with a
 //!   form to choose the division).
 //! - `POST /connect/division`: that form, once, from the browser that authorized.
+//! - `POST /connect/{token}/settings`: the form a connection page shows first when the connection
+//!   needs its customer's own settings (an Acumatica instance); saved, it leads back to the page.
 //! - `GET /`: a page naming the service; `GET /health`: 200 for load balancers, touching nothing.
 //!
 //! Pages are in the connection's language, else its tenant's, else the browser's (`Accept-Language`).
@@ -27,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use broker_core::connect::flow::division::DivisionForm;
+use broker_core::connect::flow::onboarding::{SettingsForm, SettingsRefused};
 use broker_core::connect::flow::{
-    Audience, BrowserCookies, ConnectError, ConnectFailure, ConnectFlow, LinkUse,
+    Audience, BrowserCookies, ConnectError, ConnectFailure, ConnectFlow, LinkPage, LinkUse,
 };
 use broker_core::context::BrokerContext;
 use broker_core::domain::Locale;
@@ -49,6 +52,7 @@ pub fn router(ctx: BrokerContext) -> Router {
         )
         .route("/oauth/callback", get(callback).head(head_only))
         .route("/connect/division", post(choose_division))
+        .route("/connect/{token}/settings", post(save_settings))
         .fallback(not_found)
         .with_state(flow)
 }
@@ -106,27 +110,86 @@ async fn link_page(
     request_headers: HeaderMap,
 ) -> Response {
     match flow.link_page(&token).await {
-        Ok(view) => {
-            let words = reader_words(Some(&view.audience), &request_headers);
-            // Absolute: the public base may carry a path (a stage) the request path does not show.
-            let action = flow.context().public_url(&format!("connect/{token}"));
-            let html = pages::connection(&view, words, action.as_str());
-            let (status, form_target) = match &view.link {
-                LinkUse::Usable { authorize_origin } => {
-                    (StatusCode::OK, Some(authorize_origin.as_str()))
-                }
-                LinkUse::Spent | LinkUse::Replaced => (StatusCode::GONE, None),
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            secure_headers(&mut headers, form_target);
-            (status, headers, html).into_response()
-        }
+        Ok(view) => connection_page(&flow, &token, &view, &request_headers, None),
         Err(failure) => {
             log_failure("link", &failure);
+            failed(&failure, &request_headers, HeaderMap::new())
+        }
+    }
+}
+
+/// The connection page of a link; `retry` is a settings form shown again, with why.
+fn connection_page(
+    flow: &ConnectFlow,
+    token: &str,
+    view: &LinkPage,
+    request_headers: &HeaderMap,
+    retry: Option<(&SettingsForm, SettingsRefused)>,
+) -> Response {
+    let words = reader_words(Some(&view.audience), request_headers);
+    // Absolute: the public base may carry a path (a stage) the request path does not show.
+    let action = flow.context().public_url(&format!("connect/{token}"));
+    let settings = flow
+        .context()
+        .public_url(&format!("connect/{token}/settings"));
+    let html = pages::connection(view, words, action.as_str(), settings.as_str(), retry);
+    let (status, form_target) = match &view.link {
+        LinkUse::Usable { authorize_origin } => (StatusCode::OK, Some(authorize_origin.as_str())),
+        LinkUse::AsksFirst(_) if retry.is_some() => (StatusCode::UNPROCESSABLE_ENTITY, None),
+        LinkUse::AsksFirst(_) => (StatusCode::OK, None),
+        LinkUse::Spent | LinkUse::Replaced => (StatusCode::GONE, None),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(&mut headers, form_target);
+    (status, headers, html).into_response()
+}
+
+/// The settings form: saved, the browser goes back to the page (now with its Connect button);
+/// refused, the page shows the form again with what was typed and why.
+async fn save_settings(
+    State(flow): State<Arc<ConnectFlow>>,
+    Path(token): Path<String>,
+    request_headers: HeaderMap,
+    form: Result<Form<SettingsForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        let failure = ConnectFailure::from(ConnectError::MalformedRequest(
+            "it is not the settings form".into(),
+        ));
+        log_failure("settings", &failure);
+        return failed(&failure, &request_headers, HeaderMap::new());
+    };
+    let refused = match flow.save_settings(&token, &form).await {
+        Ok(Ok(())) => {
+            let mut headers = HeaderMap::new();
+            let page = flow.context().public_url(&format!("connect/{token}"));
+            if let Ok(location) = HeaderValue::from_str(page.as_str()) {
+                headers.insert(header::LOCATION, location);
+            }
+            secure_headers(&mut headers, None);
+            // See Other: the browser reads the page with a GET, and a reload does not post again.
+            return (StatusCode::SEE_OTHER, headers).into_response();
+        }
+        Ok(Err(refused)) => refused,
+        Err(failure) => {
+            log_failure("settings", &failure);
+            return failed(&failure, &request_headers, HeaderMap::new());
+        }
+    };
+    match flow.link_page(&token).await {
+        Ok(view) => connection_page(
+            &flow,
+            &token,
+            &view,
+            &request_headers,
+            Some((&form, refused)),
+        ),
+        Err(failure) => {
+            log_failure("settings", &failure);
             failed(&failure, &request_headers, HeaderMap::new())
         }
     }

@@ -4,6 +4,7 @@
 
 use askama::Template;
 use broker_core::connect::flow::division::{DivisionChosen, DivisionOffer};
+use broker_core::connect::flow::onboarding::{Asks, SettingsForm, SettingsRefused};
 use broker_core::connect::flow::{
     Audience, Completed, ConnectError, ConnectFailure, LinkPage, LinkUse, ReconnectWhy, Standing,
     STATE_LIFETIME,
@@ -162,13 +163,122 @@ struct ConnectionTemplate {
     why: Option<Why>,
     button: Option<Button>,
     action: String,
+    settings: Option<SettingsView>,
     details: String,
     rows: Vec<Row>,
 }
 
+/// One text field of the settings form.
+struct Field {
+    name: &'static str,
+    label: String,
+    hint: String,
+    value: String,
+    /// `autocomplete`: what browsers may fill in (`url`, `email`, `off`).
+    autocomplete: &'static str,
+    /// The refusal is about this field: it is marked invalid and described by the message.
+    invalid: bool,
+}
+
+/// The form a connection page shows before its button, when the customer must name their instance.
+struct SettingsView {
+    action: String,
+    heading: String,
+    intro: String,
+    error: Option<String>,
+    fields: Vec<Field>,
+    submit: String,
+    sign_in_heading: String,
+    sign_in: String,
+    sliding_heading: String,
+    sliding_intro: String,
+    sliding_steps: Vec<String>,
+}
+
+fn settings_view(
+    words: &Words,
+    asks: Asks,
+    zone: &str,
+    action: &str,
+    retry: Option<(&SettingsForm, SettingsRefused)>,
+) -> SettingsView {
+    let typed = retry.map(|(form, _)| form);
+    let refused = retry.map(|(_, refused)| refused);
+    let value = |pick: fn(&SettingsForm) -> Option<&str>| {
+        typed.and_then(pick).unwrap_or_default().to_owned()
+    };
+    let mut fields = vec![
+        Field {
+            name: "instance_url",
+            label: words.text("settings-instance-url"),
+            hint: words.text("settings-instance-url-hint"),
+            value: value(|f| Some(&f.instance_url)),
+            autocomplete: "url",
+            invalid: matches!(
+                refused,
+                Some(SettingsRefused::InstanceUrl | SettingsRefused::InstanceSilent)
+            ),
+        },
+        Field {
+            name: "tenant",
+            label: words.text("settings-tenant"),
+            hint: words.text("settings-tenant-hint"),
+            value: value(|f| Some(&f.tenant)),
+            autocomplete: "off",
+            invalid: refused == Some(SettingsRefused::Tenant),
+        },
+    ];
+    if asks.recipients {
+        fields.push(Field {
+            name: "recipients",
+            label: words.text("settings-recipients"),
+            hint: words.text("settings-recipients-hint"),
+            value: value(|f| f.recipients.as_deref()),
+            autocomplete: "email",
+            invalid: refused == Some(SettingsRefused::Recipients),
+        });
+    }
+    if asks.time_zone {
+        fields.push(Field {
+            name: "time_zone",
+            label: words.text("settings-time-zone"),
+            hint: words.text("settings-time-zone-hint"),
+            // The zone pages are written in now: the customer checks it rather than types it.
+            value: typed
+                .and_then(|f| f.time_zone.clone())
+                .unwrap_or_else(|| zone.to_owned()),
+            autocomplete: "off",
+            invalid: refused == Some(SettingsRefused::TimeZone),
+        });
+    }
+    SettingsView {
+        action: action.to_owned(),
+        heading: words.text("settings-heading"),
+        intro: words.text("settings-intro"),
+        error: refused.map(|r| words.text(r.wording_key())),
+        fields,
+        submit: words.text("settings-submit"),
+        sign_in_heading: words.text("settings-sign-in-heading"),
+        sign_in: words.text("settings-sign-in"),
+        sliding_heading: words.text("settings-sliding-heading"),
+        sliding_intro: words.text("settings-sliding-intro"),
+        sliding_steps: (1..=4)
+            .map(|n| words.text(&format!("settings-sliding-step-{n}")))
+            .collect(),
+    }
+}
+
 /// The page a connect link shows: the connection as its customer should see it, and, while the link
 /// works, the button that starts the authorization (a form posting to `action`).
-pub fn connection(page: &LinkPage, words: &Words, action: &str) -> String {
+/// `settings_action` is where the settings form posts, shown while the link asks first; `retry` is that
+/// form as typed and why it was refused.
+pub fn connection(
+    page: &LinkPage,
+    words: &Words,
+    action: &str,
+    settings_action: &str,
+    retry: Option<(&SettingsForm, SettingsRefused)>,
+) -> String {
     let provider = provider_arg(page.provider);
     let zone = page.audience.time_zone;
     let integration = integration(words, Some(&page.audience));
@@ -195,7 +305,7 @@ pub fn connection(page: &LinkPage, words: &Words, action: &str) -> String {
         ),
     };
     let notice = match page.link {
-        LinkUse::Usable { .. } => None,
+        LinkUse::Usable { .. } | LinkUse::AsksFirst(_) => None,
         LinkUse::Spent => Some(Notice {
             heading: words.text("connection-link-spent"),
             text: words.text("connection-link-spent-text"),
@@ -222,6 +332,16 @@ pub fn connection(page: &LinkPage, words: &Words, action: &str) -> String {
             secondary,
         }
     });
+    let settings = match page.link {
+        LinkUse::AsksFirst(asks) => Some(settings_view(
+            words,
+            asks,
+            zone.name(),
+            settings_action,
+            retry,
+        )),
+        _ => None,
+    };
     let mut rows = Vec::new();
     let mut row = |key: &str, value: String| {
         rows.push(Row {
@@ -255,6 +375,7 @@ pub fn connection(page: &LinkPage, words: &Words, action: &str) -> String {
         why,
         button,
         action: action.to_owned(),
+        settings,
         details: words.text("connection-details"),
         rows,
     })

@@ -56,6 +56,7 @@ impl ProviderFields {
                 instance_url,
                 tenant,
                 refresh_tokens,
+                ..
             } => Self {
                 instance_url: Some(instance_url.base().to_string()),
                 acumatica_tenant: Some(tenant.clone()),
@@ -140,6 +141,7 @@ impl ProviderFields {
                     .trim()
                     .to_string(),
                 refresh_tokens: self.acumatica_refresh_tokens,
+                instance_per_connection: false,
             },
             ProviderKind::Generic => ProviderSettings::Generic {
                 definition: need(&self.definition, "definition")?.trim().to_string(),

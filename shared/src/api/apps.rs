@@ -22,6 +22,10 @@ pub struct NewApp {
     pub provider: ProviderKind,
     #[serde(flatten)]
     pub fields: ProviderFields,
+    /// Acumatica: each customer names their own instance and tenant on the connection page before
+    /// authorizing; `instance_url` and `acumatica_tenant` are then the registration's example.
+    #[serde(default)]
+    pub acumatica_instance_per_connection: bool,
     pub client_id: String,
     pub client_secret: ClientSecret,
     #[serde(default)]
@@ -40,6 +44,8 @@ pub struct AppChanges {
     #[serde(flatten)]
     pub fields: ProviderFields,
     #[serde(default)]
+    pub acumatica_instance_per_connection: Option<bool>,
+    #[serde(default)]
     pub client_id: Option<String>,
     /// A new client secret: rotating it at the provider is followed by this.
     #[serde(default)]
@@ -57,6 +63,8 @@ pub struct AppView {
     pub provider: ProviderKind,
     #[serde(flatten)]
     pub fields: ProviderFields,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub acumatica_instance_per_connection: bool,
     pub client_id: String,
     pub redirect_uri: String,
     pub scopes: Vec<String>,
@@ -74,6 +82,7 @@ impl AppView {
             id: app.id.to_string(),
             provider: app.provider(),
             fields: ProviderFields::of(&app.settings),
+            acumatica_instance_per_connection: app.settings.instance_per_connection(),
             client_id: app.client_id.clone(),
             redirect_uri: app.redirect_uri.as_str().to_string(),
             scopes: app.scopes.clone(),
@@ -206,7 +215,11 @@ impl IntegrationApi {
         let app = OAuthApp {
             tenant: caller.tenant().clone(),
             id,
-            settings: request.fields.settings(request.provider)?,
+            settings: request
+                .fields
+                .settings(request.provider)?
+                .with_instance_per_connection(request.acumatica_instance_per_connection)
+                .map_err(AppRefused::from)?,
             client_id: request.client_id.trim().to_string(),
             redirect_uri,
             scopes: request.scopes,
@@ -274,9 +287,16 @@ impl IntegrationApi {
                 provider.display_name()
             )));
         }
+        // The fields do not carry the per-customer choice: it is kept unless changed, so a change
+        // of, say, the refresh-token mode never sends connections to the registration's example.
+        let per_connection = changes
+            .acumatica_instance_per_connection
+            .unwrap_or(app.settings.instance_per_connection());
         app.settings = ProviderFields::of(&app.settings)
             .overlaid(changes.fields)
-            .settings(app.provider())?;
+            .settings(app.provider())?
+            .with_instance_per_connection(per_connection)
+            .map_err(AppRefused::from)?;
         if let Some(client_id) = changes.client_id {
             app.client_id = client_id.trim().to_string();
         }

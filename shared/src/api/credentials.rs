@@ -406,7 +406,8 @@ impl IntegrationApi {
             .get_app(&connection.tenant, &connection.app)
             .await
             .map_err(|e| ApiError::internal("the app registration could not be read", e))?
-            .ok_or_else(|| app_missing(connection))?;
+            .ok_or_else(|| app_missing(connection))?
+            .for_connection(connection);
         let secret = self
             .ctx
             .backend

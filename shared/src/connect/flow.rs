@@ -17,6 +17,7 @@
 mod browser;
 pub mod division;
 mod error;
+pub mod onboarding;
 pub mod standing;
 
 pub use browser::{
@@ -134,6 +135,18 @@ impl ConnectFlow {
             });
         }
         let provider = target.connection.provider;
+        if target.app.needs_instance_of(&target.connection) {
+            // The page shows the settings form, not the button, until the instance is known.
+            return Err(ConnectFailure {
+                error: ConnectError::MalformedRequest(
+                    "fill in the form on the connection page first".into(),
+                ),
+                provider: Some(provider),
+                try_again: Some(self.link_url(link_token)),
+                state_consumed: false,
+                audience: Some(target.audience.clone()),
+            });
+        }
         let fail = |error: ConnectError| ConnectFailure {
             error,
             provider: Some(provider),
@@ -517,7 +530,8 @@ impl ConnectFlow {
             .await?
             .ok_or_else(|| {
                 misconfigured("the connection's app registration does not exist".into())
-            })?;
+            })?
+            .for_connection(&connection);
         let secret = self
             .ctx
             .backend

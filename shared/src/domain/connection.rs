@@ -183,6 +183,9 @@ pub struct Connection {
     /// allow-list (checked when it is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_url: Option<super::ReturnUrl>,
+    /// The Acumatica instance its customer named, when its app leaves that to each customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acumatica_instance: Option<super::AcumaticaInstance>,
     pub credentials: Option<CredentialsPointer>,
     /// The current credentials are Twinfield's legacy (pre-OAuth 2.0) ones: they cannot be refreshed,
     /// the provider is retiring them, and only a person reconnecting moves the connection on.
@@ -273,6 +276,7 @@ impl Connection {
             locale: None,
             time_zone: None,
             return_url: None,
+            acumatica_instance: None,
             credentials: None,
             legacy_credentials: false,
             access_expires_at: None,

@@ -36,8 +36,8 @@ pub use invalid::InvalidValue;
 pub use locale::{LocalTime, Locale, TimeZone};
 pub use people::{is_bidi_control, plain_label, EmailAddress, Identity, Recipients};
 pub use provider::{
-    AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext, ProviderKind,
-    ProviderSettings, ServiceUrl,
+    AcumaticaInstance, AcumaticaRefreshTokens, ExactCountry, ExactDivision, ProviderContext,
+    ProviderKind, ProviderSettings, ServiceUrl,
 };
 pub use return_url::{ReturnOrigin, ReturnUrl};
 pub use status::{

@@ -151,6 +151,13 @@ pub enum ProviderSettings {
         /// catalogue's default (absolute, 30 days): since 2024 R1 each instance chooses.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refresh_tokens: Option<AcumaticaRefreshTokens>,
+        /// Each customer runs their own instance and names it (instance URL and tenant) on the
+        /// connection page before authorizing; `instance_url` and `tenant` above are then only the
+        /// registration's example, never called for a connection. The integrator's customization
+        /// package installs the same connected application (client id GUID and secret) in every
+        /// instance, so only the `@<tenant>` part of the client id is the customer's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        instance_per_connection: bool,
     },
     Generic {
         /// The name of a generic provider definition in the provider catalogue.
@@ -226,7 +233,75 @@ impl AcumaticaRefreshTokens {
     }
 }
 
+/// The Acumatica instance and tenant a connection's customer named on the connection page, for an
+/// app whose customers each bring their own instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcumaticaInstance {
+    pub instance_url: ServiceUrl,
+    pub tenant: String,
+}
+
+impl AcumaticaInstance {
+    /// Reads what a customer typed: the address they sign in at (`acme.acumatica.com` is read as
+    /// `https://acme.acumatica.com`; a path such as `/MyInstance` is kept, since one host may serve
+    /// several instances) and the tenant (company) they log in to.
+    pub fn parse(instance_url: &str, tenant: &str) -> Result<Self, InvalidValue> {
+        let typed = instance_url.trim();
+        let with_scheme = if typed.contains("://") {
+            typed.to_string()
+        } else {
+            format!("https://{typed}")
+        };
+        let url = ServiceUrl::parse(&with_scheme)?;
+        let tenant = tenant.trim();
+        if tenant.is_empty() || tenant.chars().count() > 100 || tenant.chars().any(char::is_control)
+        {
+            return Err(InvalidValue::new(
+                "Acumatica tenant",
+                "the tenant is the company name you choose when you sign in to Acumatica, 1 to 100 characters",
+            ));
+        }
+        Ok(Self {
+            instance_url: url,
+            tenant: tenant.to_string(),
+        })
+    }
+}
+
 impl ProviderSettings {
+    /// Whether each customer names their own Acumatica instance (see `instance_per_connection`).
+    pub fn instance_per_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Acumatica {
+                instance_per_connection: true,
+                ..
+            }
+        )
+    }
+
+    /// These settings with each customer naming their own instance, or not. Only Acumatica
+    /// instances are per customer; for another provider asking for it is refused.
+    pub fn with_instance_per_connection(mut self, wanted: bool) -> Result<Self, InvalidValue> {
+        match &mut self {
+            Self::Acumatica {
+                instance_per_connection,
+                ..
+            } => *instance_per_connection = wanted,
+            _ if wanted => {
+                return Err(InvalidValue::new(
+                    "instance per connection",
+                    format!(
+                        "acumatica_instance_per_connection applies to Acumatica apps only, and this app is for {}: leave it out",
+                        self.kind().display_name()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+
     pub fn kind(&self) -> ProviderKind {
         match self {
             Self::Twinfield => ProviderKind::Twinfield,

@@ -99,6 +99,45 @@ impl OAuthApp {
         self.settings.kind()
     }
 
+    /// Whether a connection of this app must first be told its customer's own Acumatica instance.
+    pub fn needs_instance_of(&self, connection: &super::Connection) -> bool {
+        matches!(
+            self.settings,
+            ProviderSettings::Acumatica {
+                instance_per_connection: true,
+                ..
+            }
+        ) && connection.acumatica_instance.is_none()
+    }
+
+    /// The registration as one connection uses it: for an app whose customers each bring their own
+    /// Acumatica instance, the connection's instance and tenant, and the client id addressed to that
+    /// tenant (`<GUID>@<Tenant>`). Every path that calls the provider for a connection (connect,
+    /// refresh, sessions, revocation) goes through here, so none can reach the registration's example
+    /// instance instead.
+    pub fn for_connection(&self, connection: &super::Connection) -> OAuthApp {
+        let mut app = self.clone();
+        if let (
+            ProviderSettings::Acumatica {
+                instance_url,
+                tenant,
+                instance_per_connection: true,
+                ..
+            },
+            Some(own),
+        ) = (&mut app.settings, &connection.acumatica_instance)
+        {
+            *instance_url = own.instance_url.clone();
+            *tenant = own.tenant.clone();
+            let guid = self
+                .client_id
+                .rsplit_once('@')
+                .map_or(self.client_id.as_str(), |(guid, _)| guid);
+            app.client_id = format!("{guid}@{}", own.tenant);
+        }
+        app
+    }
+
     pub fn validate(&self) -> Result<(), InvalidValue> {
         let invalid = |why: String| Err(InvalidValue::new("app registration", why));
         self.settings.validate()?;

@@ -164,7 +164,7 @@ impl Notifier {
             Some(app) => self
                 .ctx
                 .providers
-                .rules(&app)
+                .rules(&app.for_connection(&connection))
                 .end_is_fixed(deadline, connection.grant_started_at()),
             None => false,
         };

@@ -130,7 +130,8 @@ async fn try_revoke(ctx: &BrokerContext, connection: &Connection) -> Result<Revo
         .get_app(&connection.tenant, &connection.app)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("the app registration is missing")?;
+        .ok_or("the app registration is missing")?
+        .for_connection(connection);
     let secret = backend
         .vault
         .get_client_secret(&app.tenant, &app.id)

@@ -666,6 +666,7 @@ impl RefreshEngine {
             self.store
                 .get_app(&connection.tenant, &connection.app)
                 .await?
+                .map(|app| app.for_connection(connection))
                 .ok_or_else(|| EngineError::AppMissing(connection.app.to_string()))
         })
         .await

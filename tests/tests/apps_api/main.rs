@@ -24,6 +24,7 @@ broker_tests::on_both_backends!(
     only_keys_granted_manage_apps_reach_apps_and_only_their_own_tenants,
     a_rotated_client_secret_is_the_one_the_next_token_call_sends,
     an_app_is_deleted_only_once_no_connection_needs_it,
+    an_acumatica_app_may_leave_the_instance_to_each_customer,
 );
 
 /// One Acumatica instance per customer, each with its own connected application.

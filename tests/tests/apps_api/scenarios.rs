@@ -380,3 +380,50 @@ pub(crate) async fn an_app_is_deleted_only_once_no_connection_needs_it(backend: 
     assert_eq!(env.status_of(&connection).await, "connected");
     env.check_no_secret_shown(&[CUSTOMERS[0].2, CUSTOMERS[1].2]);
 }
+
+/// An Acumatica app may leave the instance to each customer; the choice is shown, survives a change
+/// of other fields (which would otherwise send its connections to the registration's example), and
+/// belongs to Acumatica apps only.
+pub(crate) async fn an_acumatica_app_may_leave_the_instance_to_each_customer(backend: Backend) {
+    let env = env(backend).await;
+    let body = acumatica_body(&env, json!({"acumatica_instance_per_connection": true}));
+    let reply = env.call("POST", "/v1/apps", Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.json["acumatica_instance_per_connection"], true);
+
+    let changed = env
+        .call(
+            "PATCH",
+            "/v1/apps/acu",
+            Some(json!({"acumatica_refresh_tokens": {"mode": "sliding", "days": 15}})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.json["acumatica_instance_per_connection"], true);
+    let stored = env
+        .ctx
+        .backend
+        .store
+        .get_app(&tenant("acme"), &AppId::parse("acu").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.settings.instance_per_connection());
+
+    let off = env
+        .call(
+            "PATCH",
+            "/v1/apps/acu",
+            Some(json!({"acumatica_instance_per_connection": false})),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text);
+    assert!(off.json.get("acumatica_instance_per_connection").is_none());
+
+    let twinfield = json!({"id": "tw", "provider": "twinfield", "client_id": "c",
+                           "client_secret": "s", "acumatica_instance_per_connection": true});
+    env.call("POST", "/v1/apps", Some(twinfield)).await.problem(
+        ProblemKind::ValidationFailed,
+        "acumatica_instance_per_connection applies to Acumatica apps only",
+    );
+}

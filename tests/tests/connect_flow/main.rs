@@ -117,6 +117,7 @@ async fn world(backend: Backend, which: Which) -> World {
                 instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo")).unwrap(),
                 tenant: "Company".into(),
                 refresh_tokens: None,
+                instance_per_connection: false,
             },
             ACU_ID,
         ),

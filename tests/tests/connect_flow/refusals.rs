@@ -220,6 +220,7 @@ async fn an_instance_on_a_private_address_is_not_called(backend: Backend) {
         instance_url: ServiceUrl::parse("https://10.0.0.1/acumatica/demo").unwrap(),
         tenant: "Company".into(),
         refresh_tokens: None,
+        instance_per_connection: false,
     };
     world.ctx.backend.store.put_app(&app).await.unwrap();
     let connection = world

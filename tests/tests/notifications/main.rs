@@ -72,6 +72,7 @@ async fn world(backend: Backend) -> World {
             instance_url: ServiceUrl::parse("https://acme.acumatica.com").unwrap(),
             tenant: "AcmeCo".into(),
             refresh_tokens: None,
+            instance_per_connection: false,
         },
         client_id: "00000000-0000-0000-0000-000000000000@AcmeCo".into(),
         redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback").unwrap(),

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 mod connection_page;
+mod emails;
+mod onboarding;
 mod service_pages;
 mod way_back;
 

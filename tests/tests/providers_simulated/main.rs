@@ -93,6 +93,7 @@ impl Env {
             instance_url: ServiceUrl::parse(&self.sim.acumatica_instance_url("demo")).unwrap(),
             tenant: "Company".into(),
             refresh_tokens: None,
+            instance_per_connection: false,
         }
     }
 

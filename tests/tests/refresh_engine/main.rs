@@ -151,6 +151,7 @@ impl World {
                 instance_url: instance,
                 tenant: "Company".into(),
                 refresh_tokens,
+                instance_per_connection: false,
             },
             ACU_CLIENT,
         )

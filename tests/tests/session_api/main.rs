@@ -112,6 +112,7 @@ async fn env_with_engine(backend: Backend, settings: ApiSettings, engine: Engine
         instance_url: ServiceUrl::parse(&sim.acumatica_instance_url("demo")).unwrap(),
         tenant: "Company".into(),
         refresh_tokens: None,
+        instance_per_connection: false,
     };
     for t in ["acme", "other"] {
         store

@@ -105,6 +105,7 @@ async fn apps_and_client_secrets_round_trip(backend: Backend) {
             instance_url: ServiceUrl::parse("https://acme.acumatica.com").unwrap(),
             tenant: "Company".into(),
             refresh_tokens: None,
+            instance_per_connection: false,
         },
         client_id: "0A1B2C3D-0000-0000-0000-000000000000@Company".into(),
         redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback").unwrap(),

@@ -105,6 +105,9 @@ pub enum LinkUse {
     Spent,
     /// A newer link was issued: the page is read-only.
     Replaced,
+    /// The customer must first tell what the connection needs (their Acumatica instance): the page
+    /// shows a form that posts to the link, and no button yet.
+    AsksFirst(super::onboarding::Asks),
 }
 
 /// The connection page of a link.
@@ -130,22 +133,26 @@ impl ConnectFlow {
         let link_use = match super::link_no_longer_current(connection, &link) {
             Some(ConnectError::LinkSpent { .. }) => LinkUse::Spent,
             Some(_) => LinkUse::Replaced,
-            None => {
-                let endpoints = target
-                    .client
-                    .endpoints()
-                    .await
-                    .map_err(|e| ConnectFailure {
-                        error: e.into(),
-                        provider: Some(connection.provider),
-                        try_again: Some(self.link_url(link_token)),
-                        state_consumed: false,
-                        audience: Some(target.audience.clone()),
-                    })?;
-                LinkUse::Usable {
-                    authorize_origin: endpoints.authorize.origin().ascii_serialization(),
+            None => match super::onboarding::Asks::of(&target.app, connection) {
+                Some(asks) => LinkUse::AsksFirst(asks),
+                None => {
+                    let endpoints =
+                        target
+                            .client
+                            .endpoints()
+                            .await
+                            .map_err(|e| ConnectFailure {
+                                error: e.into(),
+                                provider: Some(connection.provider),
+                                try_again: Some(self.link_url(link_token)),
+                                state_consumed: false,
+                                audience: Some(target.audience.clone()),
+                            })?;
+                    LinkUse::Usable {
+                        authorize_origin: endpoints.authorize.origin().ascii_serialization(),
+                    }
                 }
-            }
+            },
         };
         Ok(LinkPage {
             audience: target.audience.clone(),

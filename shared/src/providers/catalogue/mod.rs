@@ -522,6 +522,7 @@ mod tests {
             instance_url: ServiceUrl::parse("https://acme.acumatica.com/erp/").unwrap(),
             tenant: "Main".into(),
             refresh_tokens: None,
+            instance_per_connection: false,
         };
         let r = c.resolve(&settings).unwrap();
         assert_eq!(
