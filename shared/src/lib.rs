@@ -16,10 +16,10 @@ pub mod credential_keeper;
 mod credential_keeper_tests;
 pub mod domain;
 pub mod escrow;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod history;
-pub mod events;
 pub mod html;
 pub mod ids;
 pub mod notify;

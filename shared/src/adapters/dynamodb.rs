@@ -105,8 +105,8 @@
 mod accounts;
 mod connections;
 mod errors;
-mod history;
 mod events;
+mod history;
 mod keys;
 mod links;
 mod notifications;

@@ -69,10 +69,10 @@
 
 mod codec;
 mod connections;
+mod events;
 mod history;
 #[cfg(test)]
 mod in_memory_tests;
-mod events;
 mod links;
 mod notifications;
 mod records;

@@ -38,8 +38,8 @@ macro_rules! contract {
 mod apps;
 mod concurrency;
 mod credentials;
-mod history;
 mod events;
+mod history;
 mod records;
 mod usage;
 
