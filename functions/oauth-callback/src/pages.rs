@@ -342,6 +342,25 @@ pub fn connection(
         )),
         _ => None,
     };
+    render(&ConnectionTemplate {
+        frame: Frame::new(words, with("connection-title")),
+        notice,
+        state_class,
+        state_label: words.text(&format!("connection-state-{state}")),
+        heading: with(&format!("connection-heading-{state}")),
+        lead: with(&format!("connection-lead-{state}")),
+        why,
+        button,
+        action: action.to_owned(),
+        settings,
+        details: words.text("connection-details"),
+        rows: connection_rows(page, words),
+    })
+}
+
+/// What the page tells of the connection: its names, what it is bound to, who authorized it and when.
+fn connection_rows(page: &LinkPage, words: &Words) -> Vec<Row> {
+    let zone = page.audience.time_zone;
     let mut rows = Vec::new();
     let mut row = |key: &str, value: String| {
         rows.push(Row {
@@ -365,20 +384,7 @@ pub fn connection(
     if let Some(at) = page.authorized_at {
         row("connection-row-authorized-at", words.moment(at, zone));
     }
-    render(&ConnectionTemplate {
-        frame: Frame::new(words, with("connection-title")),
-        notice,
-        state_class,
-        state_label: words.text(&format!("connection-state-{state}")),
-        heading: with(&format!("connection-heading-{state}")),
-        lead: with(&format!("connection-lead-{state}")),
-        why,
-        button,
-        action: action.to_owned(),
-        settings,
-        details: words.text("connection-details"),
-        rows,
-    })
+    rows
 }
 
 fn reason_key(why: ReconnectWhy) -> &'static str {
@@ -581,14 +587,20 @@ pub fn failure(failed: &ConnectFailure, words: &Words) -> String {
 /// Why an attempt stopped and what to do, in the reader's words. Values from outside (a provider's
 /// description, a person's name) are inserted as they are; the page escapes them.
 fn explain(error: &ConnectError, words: &Words) -> (String, String) {
+    (
+        sentence(&what_went_wrong(error, words)),
+        what_to_do(error, words),
+    )
+}
+
+fn what_went_wrong(error: &ConnectError, words: &Words) -> String {
     use ConnectError as E;
-    let label = error.label();
-    let what_key = format!("failure-{label}");
+    let what_key = format!("failure-{}", error.label());
     let described = |d: &Option<String>| match d {
         Some(d) if !d.is_empty() => format!(": {d}"),
         _ => String::new(),
     };
-    let what = match error {
+    match error {
         E::MalformedRequest(detail) => {
             words.text_with(&what_key, &[arg("detail", detail.as_str())])
         }
@@ -665,8 +677,13 @@ fn explain(error: &ConnectError, words: &Words) -> (String, String) {
             words.text_with(&what_key, &[arg("division", division.to_string())])
         }
         _ => words.text(&what_key),
-    };
-    let todo = match error {
+    }
+}
+
+fn what_to_do(error: &ConnectError, words: &Words) -> String {
+    use ConnectError as E;
+    let label = error.label();
+    match error {
         E::MalformedRequest(_) | E::StateUnknown | E::WrongBrowser => {
             words.text("todo-start-again-here")
         }
@@ -705,8 +722,7 @@ fn explain(error: &ConnectError, words: &Words) -> (String, String) {
         | E::DivisionChoiceClosed { .. }
         | E::ConnectionGone
         | E::Misconfigured(_) => words.text(&format!("todo-{label}")),
-    };
-    (sentence(&what), todo)
+    }
 }
 
 fn granted_list(words: &Words, codes: &[i64]) -> String {

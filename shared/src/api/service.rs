@@ -9,6 +9,7 @@ use crate::connect::{issue_link, LINK_LIFETIME};
 use crate::context::BrokerContext;
 use crate::domain::plain_label;
 use crate::domain::ErrorClass;
+use crate::domain::OAuthApp;
 use crate::domain::ReturnUrl;
 use crate::domain::SessionReads;
 use crate::domain::{
@@ -249,21 +250,7 @@ impl IntegrationApi {
                     "your tenant has no app registration \"{app_id}\": use the id of one of its registered apps"
                 ))
             })?;
-        let requested_division = match request.exact_division {
-            None => None,
-            Some(_) if app.provider() != ProviderKind::ExactOnline => {
-                return Err(invalid(format!(
-                    "exact_division applies to Exact Online connections only; app \"{app_id}\" is for {}: leave it out",
-                    app.provider().display_name()
-                )))
-            }
-            Some(code) if code > 0 => Some(code),
-            Some(code) => {
-                return Err(invalid(format!(
-                    "exact_division {code} is not a division code: give the positive number Exact Online shows for the division"
-                )))
-            }
-        };
+        let requested_division = requested_division(&app, request.exact_division)?;
         let return_url = match request.return_url {
             Some(url) => Some(self.allowed_return_url(caller, &url).await?),
             None => None,
@@ -835,4 +822,21 @@ enum RefreshLimit {
     VaultWriteBudget,
     /// A provider's limit per app and user (Exact Online), shared by all that user's connections.
     ProviderPerAppUser,
+}
+
+/// The Exact Online division a new connection must be bound to, when the caller names one.
+fn requested_division(app: &OAuthApp, code: Option<i64>) -> Result<Option<i64>, ApiError> {
+    let invalid = |detail: String| ApiError::new(ProblemKind::ValidationFailed, detail);
+    match code {
+        None => Ok(None),
+        Some(_) if app.provider() != ProviderKind::ExactOnline => Err(invalid(format!(
+            "exact_division applies to Exact Online connections only; app \"{}\" is for {}: leave it out",
+            app.id,
+            app.provider().display_name()
+        ))),
+        Some(code) if code > 0 => Ok(Some(code)),
+        Some(code) => Err(invalid(format!(
+            "exact_division {code} is not a division code: give the positive number Exact Online shows for the division"
+        ))),
+    }
 }
