@@ -189,6 +189,7 @@ impl World {
                     instance_url: ServiceUrl::parse("https://acme.acumatica.com").unwrap(),
                     tenant: "AcmeCo".into(),
                     refresh_tokens: None,
+                    instance_per_connection: false,
                 },
                 client_id: "client@AcmeCo".into(),
                 redirect_uri: RedirectUri::parse("https://broker.example.com/oauth/callback")
