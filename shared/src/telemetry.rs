@@ -54,7 +54,11 @@ pub fn init() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(&configured_level()))
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(colour_wanted(
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            std::env::var_os("NO_COLOR"),
+        ));
     let result = if json {
         builder
             .json()
@@ -66,6 +70,12 @@ pub fn init() {
     };
     // Already installed (tests, or a second call): keep the first.
     let _ = result;
+}
+
+/// Colour codes only for a person at a terminal: in a file, a pipe or CloudWatch they are noise that
+/// breaks searching. `NO_COLOR` set to anything but an empty value turns them off (no-color.org).
+fn colour_wanted(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A subscriber writing to `writer` with the production filter: for tests that inspect log output.
@@ -82,7 +92,15 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::BROKER_TARGETS;
+    use super::{colour_wanted, BROKER_TARGETS};
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some("".into())));
+        assert!(!colour_wanted(true, Some("1".into())));
+        assert!(!colour_wanted(false, None));
+    }
 
     /// A function crate missing from the list would log only at the dependencies' level.
     #[test]
