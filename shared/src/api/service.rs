@@ -16,6 +16,7 @@ use crate::domain::{
     Actor, ApiKeyRecord, AuthorizationPurpose, Connection, ConnectionStatus, Credentials, Identity,
     ProviderKind, Recipients, StatusEvent, StatusTransition,
 };
+use crate::domain::{Locale, TimeZone};
 use crate::history::SessionReadLog;
 use crate::ids::{AppId, ConnectionId, LeaseOwner, TenantId};
 use crate::ports::{Fence, LeaseAttempt, PageRequest, StoreError};
@@ -251,6 +252,14 @@ impl IntegrationApi {
                 ))
             })?;
         let requested_division = requested_division(&app, request.exact_division)?;
+        let locale = request.locale.as_deref().map(Locale::parse).transpose();
+        let locale = locale.map_err(|e| invalid(format!("locale: {e}")))?;
+        let time_zone = request
+            .time_zone
+            .as_deref()
+            .map(TimeZone::parse)
+            .transpose();
+        let time_zone = time_zone.map_err(|e| invalid(format!("time_zone: {e}")))?;
         let return_url = match request.return_url {
             Some(url) => Some(self.allowed_return_url(caller, &url).await?),
             None => None,
@@ -268,6 +277,8 @@ impl IntegrationApi {
         connection.requested_division = requested_division;
         connection.allow_user_change = request.allow_user_change;
         connection.return_url = return_url;
+        connection.locale = locale;
+        connection.time_zone = time_zone;
         self.ctx
             .backend
             .store

@@ -34,6 +34,12 @@ pub struct CreateConnection {
     /// query). Its origin must be on the tenant's allow-list.
     #[serde(default)]
     pub return_url: Option<String>,
+    /// The language of its pages and emails, `nl` or `en` (else the tenant's).
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// The IANA time zone its people read times in, e.g. `Europe/Amsterdam` (else the tenant's).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,39 @@ broker_tests::on_both_backends!(
     a_key_limited_to_some_connections_changes_and_reads_only_those,
     a_patch_waits_for_a_refresh_in_progress_and_keeps_its_result,
     the_next_notice_goes_to_the_recipients_a_patch_named,
+    a_connection_is_created_in_its_peoples_language_and_zone,
 );
+
+async fn a_connection_is_created_in_its_peoples_language_and_zone(backend: Backend) {
+    let env = env(backend).await;
+    let create = |extra: Value| {
+        let mut body = json!({"app_id": "ex", "recipients": ["finance@example.com"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let created = env
+        .call(
+            "POST",
+            "/v1/connections",
+            Some(create(
+                json!({"locale": "nl-BE", "time_zone": "europe/brussels"}),
+            )),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.json["connection"]["locale"], "nl");
+    assert_eq!(created.json["connection"]["time_zone"], "Europe/Brussels");
+    for (extra, field) in [
+        (json!({"locale": "fr"}), "locale: "),
+        (json!({"time_zone": "Mars/Olympus"}), "time_zone: "),
+    ] {
+        env.call("POST", "/v1/connections", Some(create(extra)))
+            .await
+            .problem(ProblemKind::ValidationFailed, field);
+    }
+}
 
 async fn a_patch_changes_each_field_and_get_shows_it(backend: Backend) {
     let env = env(backend).await;
