@@ -25,21 +25,29 @@ pub fn tools_dir() -> PathBuf {
 /// Runs `install` once per machine, even when several test processes start at the same time: an
 /// exclusive file lock serialises them and a marker file records success.
 pub fn install_once(name: &str, install: impl FnOnce() -> Result<()>) -> Result<()> {
-    let dir = tools_dir();
-    let marker = dir.join(format!("{name}.installed"));
-    let lock =
-        File::create(dir.join(format!("{name}.lock"))).context("creating the install lock")?;
+    let marker = tools_dir().join(format!("{name}.installed"));
+    with_lock(name, || {
+        if !marker.exists() {
+            eprintln!(
+                "[harness] installing {name} into {} (first run only)",
+                tools_dir().display()
+            );
+            install().with_context(|| format!("installing {name}"))?;
+            fs::write(&marker, b"ok")?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `work` holding the exclusive lock `<.tools>/<name>.lock`, which every thread and process of
+/// the test run that names it takes in turn: for work on something several installs share.
+pub fn with_lock<T>(name: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let lock = File::create(tools_dir().join(format!("{name}.lock")))
+        .context("creating the install lock")?;
     lock.lock().context("taking the install lock")?;
-    if !marker.exists() {
-        eprintln!(
-            "[harness] installing {name} into {} (first run only)",
-            dir.display()
-        );
-        install().with_context(|| format!("installing {name}"))?;
-        fs::write(&marker, b"ok")?;
-    }
+    let result = work();
     lock.unlock().ok();
-    Ok(())
+    result
 }
 
 /// Runs a command to completion, failing with its output when it fails.

@@ -3,7 +3,7 @@
 //! use; and (once the function crates exist) an arm64 release build of every function it names.
 
 use anyhow::{bail, Context, Result};
-use broker_tests::tools::{install_once, run, tools_dir, workspace_root};
+use broker_tests::tools::{install_once, run, tools_dir, with_lock, workspace_root};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,14 +33,18 @@ fn venv_bin(name: &str) -> PathBuf {
     venv().join("bin").join(name)
 }
 
+/// Both tool sets go into one venv, so creating it and every pip run into it take one lock: two tests
+/// installing their tools at once on a fresh machine would otherwise both create it.
 fn pip_install(specs: &[&str]) -> Result<()> {
-    let venv = venv();
-    if !venv.join("bin/python").exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    }
-    run(Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(specs))
+    with_lock("venv-infra", || {
+        let venv = venv();
+        if !venv.join("bin/python").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(specs))
+    })
 }
 
 /// aws-sam-cli, cfn-lint and checkov in `.tools/venv-infra`, once per machine (a venv left there by
